@@ -1,0 +1,128 @@
+"""Planner configuration.
+
+The field names of :class:`GraspConfig` are the public contract of the project (DESIGN.md section 1);
+new fields may be added, existing ones are never renamed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Literal, Optional, Union
+
+Backend = Literal["auto", "reference", "triton", "cuda"]
+BACKENDS: tuple[str, ...] = ("auto", "reference", "triton", "cuda")
+
+Bound = Optional[Union[float, Sequence[float]]]
+
+
+@dataclasses.dataclass
+class GraspConfig:
+    """Hyper-parameters of one GRASP plan (paper arXiv 2602.00475, Eq. 10).
+
+    Defaults follow the authors' released solver (DESIGN.md section 1). ``goal_weight`` (gamma) of 1
+    is the authors' value; on detour tasks 0.01-0.1 often plans better (DESIGN.md section 6).
+
+    Attributes:
+        horizon: ``T``, number of world-model steps (>= 1).
+        iters: number of lifted iterations.
+        lr_states: Adam learning rate of the virtual states ``s_1 .. s_{T-1}``.
+        lr_actions: Adam learning rate of the actions ``a_0 .. a_{T-1}``.
+        state_noise: standard deviation ``sigma`` of the Langevin noise added to the virtual states
+            after each Adam step.
+        goal_weight: ``gamma``, weight of the dense goal term ``sum_t ||p_t - g||^2``.
+        sync_every: run a sync phase after every ``sync_every`` lifted iterations (0 disables it).
+        sync_steps: Adam steps on the actions through the full rollout per sync phase.
+        sync_lr: learning rate of the sync phase's Adam (fresh moments each phase).
+        init_noise: ``eps`` of the initial virtual states, drawn around the straight line s0 -> g.
+        action_low: lower action bound, a float or one value per action dimension (None: unbounded).
+        action_high: upper action bound, likewise.
+        seed: seed of every random draw of a plan (initialisation, noise, particles).
+        backend: "auto" | "reference" | "triton" | "cuda" (DESIGN.md section 2).
+        particles: independent chains per problem; the chain whose true rollout ends closest to the
+            goal is returned (DESIGN.md section 6).
+        stop_gradient: detach the world model's state input (the reshaped gradient). False is the
+            "without stop-gradient" ablation.
+        beta1, beta2, adam_eps: Adam constants shared by every Adam step of the planner.
+        check_finite: verify after each sync phase and at the end that no NaN/Inf appeared.
+            The check is one host sync per sync phase, never one per iteration.
+    """
+
+    horizon: int = 50
+    iters: int = 300
+    lr_states: float = 0.1
+    lr_actions: float = 0.01
+    state_noise: float = 0.005
+    goal_weight: float = 1.0
+    sync_every: int = 50
+    sync_steps: int = 10
+    sync_lr: float = 0.05
+    init_noise: float = 0.01
+    action_low: Bound = -1.0
+    action_high: Bound = 1.0
+    seed: int = 0
+    backend: Backend = "auto"
+    particles: int = 1
+    stop_gradient: bool = True
+    beta1: float = 0.9
+    beta2: float = 0.999
+    adam_eps: float = 1e-8
+    check_finite: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def replace(self, **changes: object) -> "GraspConfig":
+        """A copy with ``changes`` applied (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> None:
+        """Raise ``ValueError``/``TypeError`` naming the first field that is out of range."""
+        _check_int("horizon", self.horizon, minimum=1)
+        _check_int("iters", self.iters, minimum=0)
+        _check_int("sync_every", self.sync_every, minimum=0)
+        _check_int("sync_steps", self.sync_steps, minimum=0)
+        _check_int("particles", self.particles, minimum=1)
+        _check_int("seed", self.seed, minimum=0)
+        for name in ("lr_states", "lr_actions", "sync_lr"):
+            _check_float(name, getattr(self, name), positive=True)
+        for name in ("state_noise", "goal_weight", "init_noise", "adam_eps"):
+            _check_float(name, getattr(self, name), positive=False)
+        for name in ("beta1", "beta2"):
+            value = _check_float(name, getattr(self, name), positive=False)
+            if not value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        for name in ("action_low", "action_high"):
+            _check_bound(name, getattr(self, name))
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _check_float(name: str, value: object, positive: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be a finite {'positive' if positive else 'non-negative'} number, got {value}")
+    return value
+
+
+def _check_bound(name: str, value: object) -> None:
+    if value is None:
+        return
+    values = [value] if isinstance(value, (int, float)) else value
+    try:
+        values = [float(v) for v in values]  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be None, a float or a sequence of floats, got {value!r}") from None
+    if any(math.isnan(v) for v in values):
+        raise ValueError(f"{name} contains NaN: {value!r}")
