@@ -1,0 +1,154 @@
+"""Input handling shared by GRASP and the baseline planners: batching, checks, the final rollout."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Optional, Sequence, Union
+
+import torch
+
+from ._checks import as_bound, check_finite, check_tensor
+from .reference import WorldModel, rollout_ref
+from .result import PlanResult
+
+BoundSpec = Union[None, float, Sequence[float], torch.Tensor]
+
+
+class NonFiniteError(ValueError):
+    """The plan produced NaN/Inf (the message names the iteration)."""
+
+
+@dataclasses.dataclass
+class Problem:
+    """A batch of planning problems in the planners' flat layout.
+
+    ``s0`` and ``goal`` are ``[B, *S]``; ``single`` remembers that the caller passed one plan ``[*S]``.
+    """
+
+    s0: torch.Tensor
+    goal: torch.Tensor
+    state_shape: tuple[int, ...]
+    single: bool
+
+    @property
+    def batch(self) -> int:
+        return self.s0.shape[0]
+
+    @property
+    def state_dim(self) -> int:
+        dim = 1
+        for size in self.state_shape:
+            dim *= size
+        return dim
+
+    def flat(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``[B, *S] -> [B, D]``."""
+        return tensor.reshape(tensor.shape[0], self.state_dim)
+
+
+def make_problem(
+    s0: torch.Tensor, goal: torch.Tensor, state_shape: Optional[Sequence[int]] = None
+) -> Problem:
+    """Check ``s0``/``goal`` and bring them to ``[B, *S]``.
+
+    Without ``state_shape``, a 1-D ``s0`` is one plan and a >= 2-D one is ``[B, *S]``; with it, a
+    ``s0`` of ``len(state_shape)`` dimensions is one plan.
+    """
+    check_tensor("s0", s0, dtypes=(torch.float32, torch.float64))
+    check_tensor("goal", goal, dtypes=(s0.dtype,), device=s0.device)
+    if tuple(goal.shape) != tuple(s0.shape):
+        raise ValueError(f"goal must have the shape of s0 {tuple(s0.shape)}, got {tuple(goal.shape)}")
+    if state_shape is None:
+        single = s0.dim() == 1
+        shape = tuple(s0.shape) if single else tuple(s0.shape[1:])
+    else:
+        shape = tuple(int(s) for s in state_shape)
+        if tuple(s0.shape[-len(shape):]) != shape or s0.dim() not in (len(shape), len(shape) + 1):
+            raise ValueError(f"s0 must have shape [B, *{list(shape)}] or {list(shape)}, got {tuple(s0.shape)}")
+        single = s0.dim() == len(shape)
+    if s0.dim() == 0 or (not single and s0.shape[0] == 0):
+        raise ValueError(f"s0 must hold at least one state, got shape {tuple(s0.shape)}")
+    if single:
+        s0, goal = s0.unsqueeze(0), goal.unsqueeze(0)
+    check_finite("s0", s0)
+    check_finite("goal", goal)
+    return Problem(s0=s0, goal=goal, state_shape=shape, single=single)
+
+
+def action_bounds(
+    low: BoundSpec, high: BoundSpec, action_dim: int, device: torch.device, dtype: torch.dtype
+) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """Bounds as ``[A]`` tensors (None: unbounded side); checks ``low <= high``."""
+    low_t = as_bound("action_low", low, action_dim, device, dtype)
+    high_t = as_bound("action_high", high, action_dim, device, dtype)
+    if low_t is not None and high_t is not None and bool((low_t > high_t).any()):
+        raise ValueError(f"action_low must be <= action_high, got {low_t.tolist()} and {high_t.tolist()}")
+    return low_t, high_t
+
+
+def initial_actions(
+    init_actions: Optional[torch.Tensor], batch: int, horizon: int, action_dim: int, like: torch.Tensor
+) -> torch.Tensor:
+    """A fresh ``[B, T, A]`` action tensor: zeros, or a copy of the warm start."""
+    if init_actions is None:
+        return torch.zeros(batch, horizon, action_dim, device=like.device, dtype=like.dtype)
+    if isinstance(init_actions, torch.Tensor) and init_actions.dim() == 2:
+        init_actions = init_actions.unsqueeze(0).expand(batch, -1, -1)
+    check_tensor("init_actions", init_actions, shape=(batch, horizon, action_dim), device=like.device)
+    check_finite("init_actions", init_actions)
+    return init_actions.detach().to(like.dtype).clone()
+
+
+def clamp_(actions: torch.Tensor, low: Optional[torch.Tensor], high: Optional[torch.Tensor]) -> torch.Tensor:
+    if low is None and high is None:
+        return actions
+    return actions.clamp_(min=low, max=high)
+
+
+@torch.no_grad()
+def final_rollout(
+    world_model: WorldModel, problem: Problem, actions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The true rollout ``[B, T+1, *S]`` of ``actions`` and its final distance ``[B]`` to the goal."""
+    rollout = rollout_ref(world_model, problem.s0, actions)
+    distance = problem.flat(rollout[:, -1] - problem.goal).norm(dim=1)
+    return rollout, distance
+
+
+def raise_if_nonfinite(history: torch.Tensor, upto: int, what: str) -> None:
+    """Raise naming the first iteration < ``upto`` whose ``history`` row holds NaN/Inf.
+
+    One host sync: called once per sync phase and at the end, never per iteration.
+    """
+    rows = history[:upto]
+    bad = ~torch.isfinite(rows).all(dim=1)
+    if bool(bad.any()):
+        first = int(bad.nonzero()[0, 0])
+        raise NonFiniteError(
+            f"{what} became NaN/Inf at iteration {first}: the world model returned non-finite values "
+            "or the step sizes diverged"
+        )
+
+
+def check_planner_args(world_model: WorldModel, action_dim: int) -> tuple[WorldModel, int]:
+    if not callable(world_model):
+        raise TypeError(f"world_model must be callable (states, actions) -> next states, got {type(world_model).__name__}")
+    if isinstance(action_dim, bool) or not isinstance(action_dim, int) or action_dim < 1:
+        raise ValueError(f"action_dim must be an int >= 1, got {action_dim!r}")
+    return world_model, action_dim
+
+
+def squeeze_single(result: PlanResult, single: bool, start: float) -> PlanResult:
+    """Drop the batch dimension of a single plan and stamp the wall time."""
+    if single:
+        result = dataclasses.replace(
+            result,
+            actions=result.actions[0],
+            states=result.states[0],
+            rollout=result.rollout[0],
+            final_distance=result.final_distance[0],
+            energy_history=result.energy_history[:, 0],
+        )
+    result.wall_time = time.perf_counter() - start
+    return result

@@ -1,0 +1,30 @@
+"""Pieces shared by the baseline planners."""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import _check_bound, _check_float, _check_int
+from ..reference import WorldModel, rollout_ref
+
+
+def validate_fields(config: object, ints: tuple[str, ...] = (), positive: tuple[str, ...] = (), minimum: int = 1) -> None:
+    """Range checks of a baseline config (``seed`` may be 0; other ints >= ``minimum``)."""
+    for name in ints:
+        _check_int(name, getattr(config, name), minimum=0 if name == "seed" else minimum)
+    for name in positive:
+        _check_float(name, getattr(config, name), positive=True)
+    for name in ("action_low", "action_high"):
+        _check_bound(name, getattr(config, name))
+
+
+def terminal_cost(world_model: WorldModel, s0: torch.Tensor, goal: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """``||rollout(s0, a)_T - g||^2`` for ``actions [B, N, T, A]`` from ``s0 [B, *S]``: ``[B, N]``.
+
+    All ``B*N`` candidate sequences are rolled out as one batch.
+    """
+    batch, samples, horizon, action_dim = actions.shape
+    starts = s0.repeat_interleave(samples, dim=0)
+    final = rollout_ref(world_model, starts, actions.reshape(batch * samples, horizon, action_dim))[:, -1]
+    goals = goal.repeat_interleave(samples, dim=0)
+    return (final - goals).reshape(batch, samples, -1).square().sum(-1)

@@ -1,0 +1,83 @@
+"""Full-rollout gradient descent ("shooting"): Adam on the actions through the T-step rollout."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .._problem import (
+    action_bounds,
+    check_planner_args,
+    clamp_,
+    final_rollout,
+    initial_actions,
+    make_problem,
+    raise_if_nonfinite,
+    squeeze_single,
+)
+from ..config import Bound
+from ..reference import WorldModel, action_step_ref, shooting_loss_ref
+from ..result import PlanResult
+from ._common import validate_fields
+
+
+@dataclasses.dataclass
+class GDConfig:
+    """Shooting GD: ``iters`` Adam steps of rate ``lr`` on ``||rollout(s0, a)_T - g||^2``."""
+
+    horizon: int = 50
+    iters: int = 300
+    lr: float = 0.05
+    action_low: Bound = -1.0
+    action_high: Bound = 1.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    adam_eps: float = 1e-8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        validate_fields(self, ints=("horizon", "iters", "seed"), positive=("lr",))
+
+
+class GDPlanner:
+    """Shooting baseline, batched over plans: each Adam step backpropagates through the whole rollout."""
+
+    def __init__(
+        self,
+        world_model: WorldModel,
+        action_dim: int,
+        config: Optional[GDConfig] = None,
+        state_shape: Optional[Sequence[int]] = None,
+    ) -> None:
+        self.world_model, self.action_dim = check_planner_args(world_model, action_dim)
+        self.config = config or GDConfig()
+        self.state_shape = state_shape
+
+    def plan(
+        self, s0: torch.Tensor, goal: torch.Tensor, init_actions: Optional[torch.Tensor] = None, progress: bool = False
+    ) -> PlanResult:
+        """Plan from ``s0 [B, *S]`` to ``goal``; see :class:`grasp_kernels.PlanResult`."""
+        start = time.perf_counter()
+        cfg = self.config
+        problem = make_problem(s0, goal, self.state_shape)
+        actions = initial_actions(init_actions, problem.batch, cfg.horizon, self.action_dim, problem.s0)
+        low, high = action_bounds(cfg.action_low, cfg.action_high, self.action_dim, actions.device, actions.dtype)
+        clamp_(actions, low, high)
+        exp_avg, exp_avg_sq = torch.zeros_like(actions), torch.zeros_like(actions)
+        history = torch.empty(cfg.iters, problem.batch, device=actions.device, dtype=actions.dtype)
+        for it in tqdm(range(cfg.iters), desc="GD", disable=not progress, leave=False):
+            leaf = actions.detach().requires_grad_(True)
+            with torch.enable_grad():
+                loss = shooting_loss_ref(self.world_model, problem.s0, leaf, problem.goal)
+                (grad,) = torch.autograd.grad(loss.sum(), leaf)
+            history[it] = loss.detach()
+            with torch.no_grad():
+                action_step_ref(actions, grad, exp_avg, exp_avg_sq, it + 1, cfg.lr, cfg.beta1, cfg.beta2, cfg.adam_eps, low, high)
+        raise_if_nonfinite(history, cfg.iters, "the GD shooting loss")
+        rollout, distance = final_rollout(self.world_model, problem, actions)
+        result = PlanResult(actions, rollout, rollout, distance, history)
+        return squeeze_single(result, problem.single, start)

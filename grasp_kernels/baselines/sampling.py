@@ -1,0 +1,152 @@
+"""Sampling-based baselines: CEM (DINO-WM's planner defaults) and MPPI, batched over plans.
+
+Both score every candidate action sequence by the terminal cost ``||rollout(s0, a)_T - g||^2`` and
+roll all ``B * samples`` candidates out in one batch per time step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .._problem import (
+    action_bounds,
+    check_planner_args,
+    clamp_,
+    final_rollout,
+    initial_actions,
+    make_problem,
+    raise_if_nonfinite,
+    squeeze_single,
+)
+from ..config import Bound
+from ..reference import WorldModel
+from ..result import PlanResult
+from ._common import terminal_cost, validate_fields
+
+
+@dataclasses.dataclass
+class CEMConfig:
+    """Cross-entropy method; defaults of DINO-WM's CEM planner (300 samples, top 30, 30 iterations, var_scale 1)."""
+
+    horizon: int = 50
+    samples: int = 300
+    topk: int = 30
+    iters: int = 30
+    var_scale: float = 1.0
+    action_low: Bound = -1.0
+    action_high: Bound = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        validate_fields(self, ints=("horizon", "samples", "topk", "iters", "seed"), positive=("var_scale",))
+        if self.topk > self.samples:
+            raise ValueError(f"topk must be <= samples ({self.samples}), got {self.topk}")
+
+
+@dataclasses.dataclass
+class MPPIConfig:
+    """Model-predictive path integral: softmax(-cost / temperature) weighted update of the mean."""
+
+    horizon: int = 50
+    samples: int = 300
+    iters: int = 30
+    noise_std: float = 0.5
+    temperature: float = 0.05
+    action_low: Bound = -1.0
+    action_high: Bound = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        validate_fields(self, ints=("horizon", "samples", "iters", "seed"), positive=("noise_std", "temperature"))
+
+
+class _SamplingPlanner:
+    """Shared loop: sample around the mean (sample 0 is the mean itself), score, update."""
+
+    name = "sampling"
+
+    def __init__(
+        self, world_model: WorldModel, action_dim: int, config: object, state_shape: Optional[Sequence[int]] = None
+    ) -> None:
+        self.world_model, self.action_dim = check_planner_args(world_model, action_dim)
+        self.config = config
+        self.state_shape = state_shape
+
+    def plan(
+        self, s0: torch.Tensor, goal: torch.Tensor, init_actions: Optional[torch.Tensor] = None, progress: bool = False
+    ) -> PlanResult:
+        """Plan from ``s0 [B, *S]`` to ``goal``; ``init_actions`` warm-starts the mean."""
+        start = time.perf_counter()
+        cfg = self.config
+        problem = make_problem(s0, goal, self.state_shape)
+        mean = initial_actions(init_actions, problem.batch, cfg.horizon, self.action_dim, problem.s0)
+        low, high = action_bounds(cfg.action_low, cfg.action_high, self.action_dim, mean.device, mean.dtype)
+        clamp_(mean, low, high)
+        spread = self._initial_spread(mean)
+        generator = torch.Generator(device=mean.device).manual_seed(cfg.seed)
+        history = torch.empty(cfg.iters, problem.batch, device=mean.device, dtype=mean.dtype)
+        with torch.no_grad():
+            for it in tqdm(range(cfg.iters), desc=self.name, disable=not progress, leave=False):
+                noise = torch.randn(
+                    (problem.batch, cfg.samples, *mean.shape[1:]), generator=generator, device=mean.device, dtype=mean.dtype
+                )
+                candidates = mean.unsqueeze(1) + spread.unsqueeze(1) * noise
+                candidates[:, 0] = mean
+                clamp_(candidates, low, high)
+                cost = terminal_cost(self.world_model, problem.s0, problem.goal, candidates)
+                history[it] = cost[:, 0]
+                mean, spread = self._update(candidates, cost, spread)
+                clamp_(mean, low, high)
+        raise_if_nonfinite(history, cfg.iters, f"the {self.name} cost")
+        rollout, distance = final_rollout(self.world_model, problem, mean)
+        return squeeze_single(PlanResult(mean, rollout, rollout, distance, history), problem.single, start)
+
+    def _initial_spread(self, mean: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _update(
+        self, candidates: torch.Tensor, cost: torch.Tensor, spread: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class CEMPlanner(_SamplingPlanner):
+    """Cross-entropy method: refit a diagonal Gaussian to the ``topk`` lowest-cost samples."""
+
+    name = "CEM"
+
+    def __init__(
+        self, world_model: WorldModel, action_dim: int, config: Optional[CEMConfig] = None, state_shape: Optional[Sequence[int]] = None
+    ) -> None:
+        super().__init__(world_model, action_dim, config or CEMConfig(), state_shape)
+
+    def _initial_spread(self, mean: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(mean, self.config.var_scale)
+
+    def _update(self, candidates, cost, spread):
+        elite_index = cost.topk(self.config.topk, dim=1, largest=False).indices
+        elites = candidates.gather(1, elite_index.view(*elite_index.shape, 1, 1).expand(-1, -1, *candidates.shape[2:]))
+        return elites.mean(dim=1), elites.std(dim=1, unbiased=self.config.topk > 1)
+
+
+class MPPIPlanner(_SamplingPlanner):
+    """MPPI: the mean moves to the softmax(-cost / temperature) weighted average of the samples."""
+
+    name = "MPPI"
+
+    def __init__(
+        self, world_model: WorldModel, action_dim: int, config: Optional[MPPIConfig] = None, state_shape: Optional[Sequence[int]] = None
+    ) -> None:
+        super().__init__(world_model, action_dim, config or MPPIConfig(), state_shape)
+
+    def _initial_spread(self, mean: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(mean, self.config.noise_std)
+
+    def _update(self, candidates, cost, spread):
+        weights = torch.softmax(-(cost - cost.min(dim=1, keepdim=True).values) / self.config.temperature, dim=1)
+        return (weights.view(*weights.shape, 1, 1) * candidates).sum(dim=1), spread

@@ -1,0 +1,5 @@
+"""World models."""
+
+from .mlp import MLPDynamics
+
+__all__ = ["MLPDynamics"]

@@ -1,0 +1,79 @@
+"""Pictures of navigation plans (matplotlib, imported lazily: it is an optional dependency)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .envs.navigation import NavigationTask
+from .result import PlanResult
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise ImportError("plotting needs matplotlib: pip install 'grasp_kernels[demo]'") from exc
+    return plt
+
+
+def draw_walls(ax, task: NavigationTask) -> None:
+    """Each capsule wall as a rectangle with round caps, to scale."""
+    from matplotlib.patches import Circle, Polygon
+
+    radius = task.world_model.radius
+    for (x0, y0), (x1, y1) in task.world_model.walls:
+        length = max(((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5, 1e-9)
+        nx, ny = -(y1 - y0) / length * radius, (x1 - x0) / length * radius
+        corners = [(x0 + nx, y0 + ny), (x1 + nx, y1 + ny), (x1 - nx, y1 - ny), (x0 - nx, y0 - ny)]
+        style = dict(facecolor="0.55", edgecolor="none", zorder=1)
+        ax.add_patch(Polygon(corners, closed=True, **style))
+        ax.add_patch(Circle((x0, y0), radius, **style))
+        ax.add_patch(Circle((x1, y1), radius, **style))
+
+
+def plot_navigation(
+    task: NavigationTask,
+    results: Mapping[str, PlanResult],
+    path: Path,
+    problems: int = 8,
+    title: Optional[str] = None,
+) -> Path:
+    """One panel per planner: rolled-out paths of the first ``problems`` plans, and GRASP's
+    virtual states as dots where the result has them. Writes a PNG to ``path``."""
+    plt = _pyplot()
+    panels = len(results)
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4.2), squeeze=False)
+    colors = plt.get_cmap("tab10")
+    for ax, (name, result) in zip(axes[0], results.items()):
+        draw_walls(ax, task)
+        rollout = result.rollout.detach().cpu()
+        states = result.states.detach().cpu()
+        success = result.success(task.success_radius).cpu()
+        shown = min(problems, rollout.shape[0])
+        for b in range(shown):
+            color = colors(b % 10)
+            ax.plot(rollout[b, :, 0], rollout[b, :, 1], color=color, linewidth=1.5, alpha=0.9)
+            if not torch.equal(states[b], rollout[b]):
+                ax.scatter(states[b, 1:-1, 0], states[b, 1:-1, 1], color=color, s=6, alpha=0.5)
+            ax.scatter(rollout[b, 0, 0], rollout[b, 0, 1], color=color, marker="o", s=30, edgecolors="k")
+            ax.scatter(states[b, -1, 0], states[b, -1, 1], color=color, marker="*", s=90, edgecolors="k")
+        rate = 100.0 * float(success.float().mean())
+        ax.set_title(f"{name}: {rate:.0f}% success, {result.wall_time:.1f}s")
+        ax.set_xlim(-1.2, 1.2)
+        ax.set_ylim(-1.2, 1.2)
+        ax.set_aspect("equal")
+        ax.grid(alpha=0.2)
+    fig.suptitle(title or f"{task.name}: rollouts (lines), GRASP virtual states (dots), start o, goal *")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,37 @@
+"""The result every planner of the package returns."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+
+@dataclasses.dataclass
+class PlanResult:
+    """One batch of plans.
+
+    Attributes:
+        actions: ``[B, T, A]`` planned actions.
+        states: ``[B, T+1, *S]`` the planner's states: GRASP's virtual states (row 0 = s0,
+            row T = goal); for shooting planners (GD, CEM, MPPI) the rollout of their actions.
+        rollout: ``[B, T+1, *S]`` the actions rolled out through the world model from s0.
+        final_distance: ``[B]`` Euclidean distance ``||rollout[:, T] - goal||``.
+        energy_history: ``[iters, B]`` the planner's objective per iteration (GRASP: lifted energy;
+            GD: shooting loss; CEM/MPPI: cost of the mean), kept on the device during planning.
+        wall_time: seconds spent in ``plan`` (including the final rollout).
+        info: planner-specific extras (e.g. chosen particle, sync losses).
+    """
+
+    actions: torch.Tensor
+    states: torch.Tensor
+    rollout: torch.Tensor
+    final_distance: torch.Tensor
+    energy_history: torch.Tensor
+    wall_time: float = 0.0
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def success(self, threshold: float) -> torch.Tensor:
+        """``[B]`` bool: the rollout ends within ``threshold`` of the goal."""
+        return self.final_distance < threshold
