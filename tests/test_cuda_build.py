@@ -1,0 +1,173 @@
+"""The optional CUDA module grasp_kernels._cuda: built where nvcc exists, clean errors without a GPU.
+
+CPU tests (they run in CI). A broken build cannot hide behind a skip: where nvcc is present (and
+GRASP_KERNELS_BUILD_CUDA is not 0) the module must import. Runtime checks against the reference are
+in tests/test_cuda_ops.py (marked gpu).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+import grasp_kernels
+from grasp_kernels import backends
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def find_nvcc():
+    """The nvcc that setup.py would use ($CUDACXX, PATH, $CUDA_HOME/bin), or None."""
+    candidates = [os.environ.get("CUDACXX"), shutil.which("nvcc")]
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            candidates.append(os.path.join(os.environ[var], "bin", "nvcc"))
+    return next((c for c in candidates if c and os.path.isfile(c) and os.access(c, os.X_OK)), None)
+
+
+def build_expected() -> bool:
+    return find_nvcc() is not None and os.environ.get("GRASP_KERNELS_BUILD_CUDA", "").strip() != "0"
+
+
+def cuda_module():
+    try:
+        return importlib.import_module("grasp_kernels._cuda")
+    except ImportError as exc:
+        if build_expected():
+            pytest.fail(
+                f"nvcc is present ({find_nvcc()}) but grasp_kernels._cuda does not import ({exc}); "
+                "the CUDA build failed or was skipped: run `pip install -e .` and read its output"
+            )
+        pytest.skip(f"grasp_kernels._cuda not built here ({exc})")
+
+
+def test_module_built_when_nvcc_present():
+    if not build_expected():
+        pytest.skip("no nvcc (or GRASP_KERNELS_BUILD_CUDA=0): the CUDA module is not expected")
+    mod = cuda_module()
+    assert mod.__file__.startswith(os.path.dirname(grasp_kernels.__file__)), mod.__file__
+    assert backends.cuda_unavailable_reason() is None
+
+
+def test_module_metadata():
+    mod = cuda_module()
+    archs = mod.compiled_architectures().split(";")
+    if os.environ.get("GRASP_KERNELS_CUDA_ARCHS"):
+        assert archs == os.environ["GRASP_KERNELS_CUDA_ARCHS"].split(";"), archs
+    else:  # the default build: Ampere and Hopper machine code
+        assert {"80", "90"} <= set(archs), archs
+    assert not {"native", "all"} & set(archs), archs
+    assert mod.rng_backend() in ("curand", "builtin")
+    assert isinstance(mod.device_count(), int) and mod.device_count() >= 0
+
+
+def _all_entry_points(mod):
+    """Each kernel entry point called with harmless arguments (null pointers, small sizes)."""
+    return {
+        "energy_workspace_numel": lambda: mod.energy_workspace_numel(0, 1, 2, 3),
+        "lifted_energy_fwd": lambda: mod.lifted_energy_fwd(0, 0, 0, False, 0, 0, 0, 0, 0, 0, 1, 2, 3, 1.0),
+        "state_step": lambda: mod.state_step(0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, 0),
+        "action_step": lambda: mod.action_step(0, 0, 0, 0, 0, 0, 0, 0, 2, 3, 1, 0.1, 0.9, 0.999, 1e-8),
+        "lifted_energy_state_step": lambda: mod.lifted_energy_state_step(
+            0, 0, 0, False, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 1.0, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, 0
+        ),
+        "philox_normal": lambda: mod.philox_normal(0, 0, 0, 4, 0, 0),
+    }
+
+
+def test_functions_report_no_device_cleanly():
+    mod = cuda_module()
+    if mod.device_count() > 0:
+        pytest.skip("a CUDA device is present (the no-device path is not reachable)")
+    for name, call in _all_entry_points(mod).items():
+        with pytest.raises(RuntimeError, match="no CUDA device") as info:
+            call()
+        assert name in str(info.value), (name, str(info.value))
+
+
+def test_bad_arguments_raise_value_error_before_launch():
+    mod = cuda_module()
+    if mod.device_count() == 0:
+        pytest.skip("argument checks come after the device check; needs a device")
+    with pytest.raises(ValueError):
+        mod.lifted_energy_fwd(0, 0, 0, False, 0, 0, 0, 0, 0, 0, 1, 0, 3, 1.0)  # T = 0
+    with pytest.raises(ValueError):
+        mod.state_step(0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, 0)  # null pointers
+
+
+def test_launchers_reject_cpu_tensors():
+    cuda_module()
+    from grasp_kernels.ops import cuda_kernels
+
+    states = torch.randn(2, 4, 3)
+    pred = torch.randn(2, 3, 3)
+    with pytest.raises(ValueError, match="CUDA tensors"):
+        cuda_kernels.lifted_energy_fwd(pred, states, 1.0, torch.empty(2), torch.empty_like(pred), torch.empty_like(states))
+    with pytest.raises(ValueError, match="CUDA tensors"):
+        cuda_kernels.state_step(states, states, states, states, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, None, 0)
+    actions = torch.randn(2, 3, 2)
+    with pytest.raises(ValueError, match="CUDA tensors"):
+        cuda_kernels.action_step(actions, actions, actions, actions, 1, 0.1, 0.9, 0.999, 1e-8, torch.zeros(2), torch.ones(2))
+
+
+def test_backend_reports_missing_module(monkeypatch):
+    """Simulate a machine without the module: the package imports, cuda reports why and falls back."""
+    monkeypatch.setitem(sys.modules, "grasp_kernels._cuda", None)  # import -> ImportError
+    monkeypatch.delattr(grasp_kernels, "_cuda", raising=False)
+    backends.cuda_unavailable_reason.cache_clear()
+    try:
+        reason = backends.cuda_unavailable_reason()
+        assert reason is not None and "not built" in reason
+        assert backends.backend_unavailable_reason("cuda", torch.device("cuda", 0)) == reason
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            backends._warned.clear()
+            assert backends.resolve_backend("cuda", torch.device("cpu")) in ("reference", "triton")
+        assert any("cuda" in str(w.message) for w in caught)
+
+        from grasp_kernels.ops import cuda_kernels
+
+        stub = importlib.reload(cuda_kernels)
+        assert not stub.available()
+        with pytest.raises(RuntimeError, match="not built"):
+            stub.state_step(None, None, None, None, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, None, 0)
+    finally:
+        backends.cuda_unavailable_reason.cache_clear()
+        monkeypatch.undo()
+        backends._warned.clear()
+        from grasp_kernels.ops import cuda_kernels
+
+        importlib.reload(cuda_kernels)
+
+
+@pytest.mark.parametrize(
+    "flag,with_nvcc,ok,message",
+    [
+        ("0", True, True, "skipping"),
+        ("", False, True, "nvcc not found"),
+        ("1", False, False, "nvcc was not found"),
+    ],
+)
+def test_setup_build_switch(flag, with_nvcc, ok, message, tmp_path):
+    """setup.py's GRASP_KERNELS_BUILD_CUDA logic (metadata only: nothing is compiled)."""
+    env = dict(os.environ)
+    env["GRASP_KERNELS_BUILD_CUDA"] = flag
+    if not with_nvcc:
+        env.pop("CUDACXX", None)
+        env.pop("CUDA_HOME", None)
+        env.pop("CUDA_PATH", None)
+        env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                      if p and not os.path.exists(os.path.join(p, "nvcc")))
+    proc = subprocess.run(
+        [sys.executable, "setup.py", "--name"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    out = proc.stdout + proc.stderr
+    assert (proc.returncode == 0) == ok, out
+    assert message in out, out
