@@ -2,6 +2,16 @@
 
 Same signatures as the reference functions in :mod:`grasp_kernels.reference`, plus a keyword-only
 ``backend`` ("auto" | "reference" | "triton" | "cuda", see :mod:`grasp_kernels.backends`).
+The triton and cuda backends run the ``torch.ops.grasp.*`` custom ops of
+:mod:`grasp_kernels.ops.custom_ops` (float32 states, float32 or bfloat16 ``pred``, contiguous
+tensors; anything else is rejected with an error naming the argument).
+
+Noise seeds of the kernel backends (``state_step_`` and ``lifted_energy_state_step_``): the noise is
+the explicit ``noise`` tensor if given; else it is drawn in-kernel (Philox) from ``seed`` if given;
+else from a seed drawn from ``generator`` (one host sync if that generator lives on a GPU); else from
+a seed drawn from torch's default CPU generator (so ``torch.manual_seed`` makes runs reproducible).
+Pass a fresh seed every iteration. The reference backend instead seeds a fresh generator with
+``seed``, or draws from ``generator``, so its noise differs from the kernels' (same distribution).
 """
 
 from __future__ import annotations
@@ -10,10 +20,49 @@ from typing import Optional
 
 import torch
 
+from .._checks import as_bound
 from ..backends import resolve_backend
-from ..reference import BoundArg, action_step_ref, lifted_energy_ref, state_step_ref
+from ..reference import (
+    BoundArg,
+    action_step_ref,
+    lifted_energy_ref,
+    lifted_energy_state_step_ref,
+    state_step_ref,
+)
+from . import custom_ops
 
-__all__ = ["lifted_energy", "state_step_", "action_step_"]
+__all__ = ["lifted_energy", "lifted_energy_grads", "state_step_", "action_step_", "lifted_energy_state_step_"]
+
+_SEED_HIGH = 2**62
+
+
+@torch.compiler.assume_constant_result
+def _resolve(backend: str, device: torch.device) -> str:
+    """:func:`resolve_backend`, a constant for torch.compile (it imports modules and reads the
+    environment, which dynamo cannot trace; a compiled graph keeps the backend it was traced with)."""
+    return resolve_backend(backend, device)
+
+
+def _kernel_seed(
+    seed: Optional[int], generator: Optional[torch.Generator], noise: Optional[torch.Tensor], noise_std: float
+) -> int:
+    """The Philox seed of a kernel call (see the module docstring); 0 when no noise is drawn."""
+    if noise is not None or noise_std == 0:
+        return 0 if seed is None else seed
+    if seed is not None:
+        return seed
+    if generator is not None:
+        return int(torch.randint(0, _SEED_HIGH, (1,), generator=generator, device=generator.device).item())
+    return int(torch.randint(0, _SEED_HIGH, (1,)).item())
+
+
+def _seeded_generator(
+    seed: Optional[int], generator: Optional[torch.Generator], device: torch.device
+) -> Optional[torch.Generator]:
+    """The reference path's generator: a fresh one seeded with ``seed`` if given, else ``generator``."""
+    if seed is not None:
+        return torch.Generator(device=device).manual_seed(int(seed))
+    return generator
 
 
 def lifted_energy(pred: torch.Tensor, states: torch.Tensor, gamma: float, *, backend: str = "auto") -> torch.Tensor:
@@ -21,10 +70,31 @@ def lifted_energy(pred: torch.Tensor, states: torch.Tensor, gamma: float, *, bac
 
     Differentiable: backward delivers the reshaped gradients of :func:`lifted_energy_ref`.
     """
-    name = resolve_backend(backend, states.device)
+    name = _resolve(backend, states.device)
     if name == "reference":
         return lifted_energy_ref(pred, states, gamma)
-    raise NotImplementedError(f"backend {name!r} has no lifted_energy kernel yet")
+    return custom_ops.lifted_energy(pred, states, gamma, name)[0]
+
+
+def lifted_energy_grads(
+    pred: torch.Tensor, states: torch.Tensor, gamma: float, *, backend: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Energy and reshaped gradients in one pass, without autograd (what a planner step needs).
+
+    Returns ``(energy [B], grad_pred [B,T,D], grad_states [B,T+1,D])``, detached, in ``states.dtype``
+    (float32 on the kernel backends even for bfloat16 ``pred``): the gradients of ``energy.sum()``,
+    i.e. ``2 (p - s_next) + 2 gamma (p - g)`` and ``-2 (p_{t-1} - s_t)`` on rows 1..T-1, zero on rows
+    0 and T. Saves the extra pass that autograd's backward spends scaling by the incoming gradient.
+    """
+    name = _resolve(backend, states.device)
+    if name == "reference":
+        with torch.enable_grad():
+            pred_leaf = pred.detach().to(states.dtype).requires_grad_(True)
+            states_leaf = states.detach().requires_grad_(True)
+            energy = lifted_energy_ref(pred_leaf, states_leaf, gamma)
+            grad_pred, grad_states = torch.autograd.grad(energy.sum(), (pred_leaf, states_leaf))
+        return energy.detach(), grad_pred, grad_states
+    return custom_ops.lifted_energy(pred.detach(), states.detach(), gamma, name)
 
 
 def state_step_(
@@ -47,15 +117,19 @@ def state_step_(
     """In-place Adam + Langevin-noise step on the virtual rows of ``states [B,T+1,D]``.
 
     Noise: the explicit ``noise [B,T-1,D]`` if given; else drawn from ``seed`` if given (kernels draw
-    it in-kernel; the reference seeds a fresh generator); else from ``generator``.
+    it in-kernel; the reference seeds a fresh generator); else from ``generator``; kernels with
+    neither draw their seed from torch's default CPU generator (module docstring).
     """
-    name = resolve_backend(backend, states.device)
+    name = _resolve(backend, states.device)
     if name == "reference":
-        if noise is None and seed is not None:
-            generator = torch.Generator(device=states.device).manual_seed(int(seed))
+        if noise is None:
+            generator = _seeded_generator(seed, generator, states.device)
         state_step_ref(states, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise, generator)
         return
-    raise NotImplementedError(f"backend {name!r} has no state_step_ kernel yet")
+    custom_ops.state_step(
+        states, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise,
+        _kernel_seed(seed, generator, noise, noise_std), name,
+    )
 
 
 def action_step_(
@@ -74,8 +148,54 @@ def action_step_(
     backend: str = "auto",
 ) -> None:
     """In-place Adam step then clamp to ``[low, high]`` on ``actions [B,T,A]``."""
-    name = resolve_backend(backend, actions.device)
+    name = _resolve(backend, actions.device)
     if name == "reference":
         action_step_ref(actions, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high)
         return
-    raise NotImplementedError(f"backend {name!r} has no action_step_ kernel yet")
+    bounds = []
+    for bound_name, bound, fill in (("low", low, float("-inf")), ("high", high, float("inf"))):
+        tensor = as_bound(bound_name, bound, actions.shape[-1], actions.device, torch.float32)
+        if tensor is None:
+            tensor = torch.full((actions.shape[-1],), fill, device=actions.device, dtype=torch.float32)
+        bounds.append(tensor.contiguous())
+    custom_ops.action_step(actions, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, *bounds, name)
+
+
+def lifted_energy_state_step_(
+    pred: torch.Tensor,
+    states: torch.Tensor,
+    gamma: float,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    noise_std: float,
+    noise: Optional[torch.Tensor] = None,
+    *,
+    seed: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused planner step: :func:`lifted_energy_grads` then :func:`state_step_` in one pass.
+
+    Computes the energy and ``dE/dpred`` from the states BEFORE the update, applies the Adam + noise
+    step to rows 1..T-1 of ``states`` (and the moments) in place with the reshaped state gradient,
+    which never touches memory. Not differentiable (a planner step). Noise as :func:`state_step_`.
+
+    Returns:
+        ``(energy [B], grad_pred [B,T,D])``, detached, in ``states.dtype`` (float32 on the kernels).
+    """
+    name = _resolve(backend, states.device)
+    if name == "reference":
+        if noise is None:
+            generator = _seeded_generator(seed, generator, states.device)
+        return lifted_energy_state_step_ref(
+            pred, states, gamma, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise, generator
+        )
+    return custom_ops.lifted_energy_state_step(
+        pred.detach(), states, gamma, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise,
+        _kernel_seed(seed, generator, noise, noise_std), name,
+    )
