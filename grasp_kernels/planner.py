@@ -7,6 +7,7 @@ The sync phase (full-rollout gradient steps on the actions) is the only sequenti
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from typing import Optional, Sequence
@@ -107,93 +108,166 @@ class GraspPlanner:
         """
         start = time.perf_counter()
         cfg = self.config
+        state = self.start(s0, goal, init_actions)
+        for _ in tqdm(range(cfg.iters), desc="GRASP", disable=not progress, leave=False):
+            self.iteration(state)
+            if state.sync_due:
+                self.sync(state)
+        return self.finish(state, start)
+
+    def start(self, s0: torch.Tensor, goal: torch.Tensor, init_actions: Optional[torch.Tensor] = None) -> "PlanState":
+        """Checked inputs, initial virtual states and actions, zeroed moments: the loop's state."""
+        cfg = self.config
         problem = make_problem(s0, goal, self.state_shape)
         if init_actions is not None and problem.single and init_actions.dim() == 2:
             init_actions = init_actions.unsqueeze(0)
         actions = initial_actions(init_actions, problem.batch, cfg.horizon, self.action_dim, problem.s0)
         chains = _repeat_chains(problem, cfg.particles)
         actions = actions.repeat_interleave(cfg.particles, dim=0)
-        backend = self.backend_for(problem.s0.device, problem.s0.dtype)
-
-        states, actions, history, sync_losses = self._optimise(chains, actions, backend, progress)
-
-        rollout, distance = final_rollout(self.world_model, chains, actions)
-        best = distance.view(problem.batch, cfg.particles).argmin(dim=1)
-        rows = torch.arange(problem.batch, device=best.device) * cfg.particles + best
-
-        state_shape = (problem.batch, cfg.horizon + 1, *problem.state_shape)
-        result = PlanResult(
-            actions=actions[rows],
-            states=states[rows].reshape(state_shape),
-            rollout=rollout[rows],
-            final_distance=distance[rows],
-            energy_history=history[:, rows],
-            info={"backend": backend, "particle": best, "sync_loss": sync_losses[:, rows]},
-        )
-        return squeeze_single(result, problem.single, start)
-
-    def _optimise(
-        self, problem: Problem, actions: torch.Tensor, backend: str, progress: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The GRASP loop on the flat layout: returns states, actions, energy and sync-loss histories."""
-        cfg = self.config
         device, dtype = problem.s0.device, problem.s0.dtype
         generator = torch.Generator(device=device).manual_seed(cfg.seed)
         low, high = action_bounds(cfg.action_low, cfg.action_high, self.action_dim, device, dtype)
         clamp_(actions, low, high)
-        states = init_states_ref(
-            problem.flat(problem.s0), problem.flat(problem.goal), cfg.horizon, cfg.init_noise, generator
-        )
-        state_moments = (torch.zeros_like(states), torch.zeros_like(states))
-        action_moments = (torch.zeros_like(actions), torch.zeros_like(actions))
-        history = torch.full((cfg.iters, problem.batch), float("nan"), device=device, dtype=dtype)
+        states = init_states_ref(chains.flat(chains.s0), chains.flat(chains.goal), cfg.horizon, cfg.init_noise, generator)
         num_syncs = cfg.iters // cfg.sync_every if cfg.sync_every and cfg.sync_steps else 0
-        sync_losses = torch.empty((num_syncs, problem.batch), device=device, dtype=dtype)
+        return PlanState(
+            problem=problem,
+            chains=chains,
+            backend=self.backend_for(device, dtype),
+            states=states,
+            actions=actions,
+            state_moments=(torch.zeros_like(states), torch.zeros_like(states)),
+            action_moments=(torch.zeros_like(actions), torch.zeros_like(actions)),
+            low=low,
+            high=high,
+            generator=generator,
+            energy_history=torch.full((cfg.iters, chains.batch), float("nan"), device=device, dtype=dtype),
+            sync_losses=torch.full((num_syncs, chains.batch), float("nan"), device=device, dtype=dtype),
+            sync_every=cfg.sync_every if num_syncs else 0,
+        )
 
-        adam_step = 0
-        for it in tqdm(range(cfg.iters), desc="GRASP", disable=not progress, leave=False):
-            adam_step += 1
-            energy, state_grad, action_grad = self._lifted_gradients(problem, states, actions, backend)
-            history[it] = energy
-            with torch.no_grad():
-                seed = None if backend == "reference" else (cfg.seed * _SEED_STRIDE + it + 1) % _SEED_MODULUS
-                ops.state_step_(
-                    states, state_grad, *state_moments, adam_step, cfg.lr_states, cfg.beta1, cfg.beta2,
-                    cfg.adam_eps, cfg.state_noise, generator=generator, seed=seed, backend=backend,
-                )
-                ops.action_step_(
-                    actions, action_grad, *action_moments, adam_step, cfg.lr_actions, cfg.beta1, cfg.beta2,
-                    cfg.adam_eps, low, high, backend=backend,
-                )
-            if num_syncs and (it + 1) % cfg.sync_every == 0:
-                if cfg.check_finite:
-                    raise_if_nonfinite(history, it + 1, "the GRASP energy")
-                phase = (it + 1) // cfg.sync_every - 1
-                sync_losses[phase] = gd_sync_ref(
-                    self.world_model, problem.s0, problem.goal, actions, cfg.sync_steps, cfg.sync_lr,
-                    cfg.beta1, cfg.beta2, cfg.adam_eps, low, high,
-                )
-                for moment in (*state_moments, *action_moments):
-                    moment.zero_()
-                adam_step = 0
-        if cfg.check_finite:
-            raise_if_nonfinite(history, cfg.iters, "the GRASP energy")
-            raise_if_nonfinite(actions.reshape(1, -1), 1, "the planned actions")
-        return states, actions, history, sync_losses
+    def iteration(self, state: "PlanState", per_timestep: bool = False) -> torch.Tensor:
+        """One lifted GRASP iteration in place on ``state``; returns the energy ``[B*K]``.
 
-    def _lifted_gradients(
-        self, problem: Problem, states: torch.Tensor, actions: torch.Tensor, backend: str
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Energy ``[B]`` and the reshaped gradients w.r.t. states and actions (one model call)."""
-        state_leaf = states.detach().requires_grad_(True)
-        action_leaf = actions.detach().requires_grad_(True)
+        ONE world-model call over all ``B*K*T`` transitions, the energy and its reshaped gradients in
+        one pass, one VJP through the world model's action input (and its state input too for the
+        ``stop_gradient=False`` ablation), then the Adam + noise state step and the Adam + clamp
+        action step. On a kernel backend the energy and the state step are one fused kernel.
+        ``per_timestep=True`` evaluates the model once per time step instead, as public GRASP ports
+        do (for tests and benchmarks only).
+        """
+        cfg = self.config
+        it = state.iteration
+        if it >= cfg.iters:
+            raise RuntimeError(f"the plan already ran its {cfg.iters} iterations")
+        step = state.adam_step + 1
+        stop_gradient = cfg.stop_gradient
+        state_input = state.states[:, : cfg.horizon].detach().requires_grad_(not stop_gradient)
+        action_leaf = state.actions.detach().requires_grad_(True)
         with torch.enable_grad():
             pred = lifted_predictions_ref(
-                self.world_model, state_leaf, action_leaf, problem.state_shape, self.config.stop_gradient
+                self.world_model, state_input, action_leaf, state.chains.state_shape, stop_gradient, per_timestep
             )
-            energy = ops.lifted_energy(pred, state_leaf, self.config.goal_weight, backend=backend)
-            state_grad, action_grad = torch.autograd.grad(energy.sum(), (state_leaf, action_leaf))
-        return energy.detach(), state_grad, action_grad
+        seed = None if state.backend == "reference" else (cfg.seed * _SEED_STRIDE + it + 1) % _SEED_MODULUS
+        adam = (step, cfg.lr_states, cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.state_noise)
+        with torch.no_grad():
+            if stop_gradient and state.backend != "reference":
+                energy, grad_pred = ops.lifted_energy_state_step_(
+                    pred, state.states, cfg.goal_weight, *state.state_moments, *adam, seed=seed, backend=state.backend
+                )
+                (action_grad,) = torch.autograd.grad(pred, action_leaf, grad_pred.to(pred.dtype))
+            else:
+                energy, grad_pred, state_grad = ops.lifted_energy_grads(
+                    pred, state.states, cfg.goal_weight, backend=state.backend
+                )
+                inputs = (action_leaf,) if stop_gradient else (action_leaf, state_input)
+                grads = torch.autograd.grad(pred, inputs, grad_pred.to(pred.dtype))
+                action_grad = grads[0]
+                if not stop_gradient:  # the ablation: the world model's state-input gradient too
+                    state_grad[:, : cfg.horizon] += grads[1]
+                ops.state_step_(
+                    state.states, state_grad, *state.state_moments, *adam,
+                    generator=state.generator, seed=seed, backend=state.backend,
+                )
+            ops.action_step_(
+                state.actions, action_grad, *state.action_moments, step, cfg.lr_actions, cfg.beta1, cfg.beta2,
+                cfg.adam_eps, state.low, state.high, backend=state.backend,
+            )
+        state.energy_history[it] = energy
+        state.adam_step = step
+        state.iteration = it + 1
+        return energy
+
+    def sync(self, state: "PlanState") -> torch.Tensor:
+        """The sync phase: ``sync_steps`` Adam steps on the actions through the full rollout (fresh
+        moments), then the main Adam moments are reset. Checks the energy history for NaN/Inf first
+        (one host sync per phase). Returns the shooting loss ``[B*K]``."""
+        cfg = self.config
+        if cfg.check_finite:
+            raise_if_nonfinite(state.energy_history, state.iteration, "the GRASP energy")
+        chains = state.chains
+        loss = gd_sync_ref(
+            self.world_model, chains.s0, chains.goal, state.actions, cfg.sync_steps, cfg.sync_lr,
+            cfg.beta1, cfg.beta2, cfg.adam_eps, state.low, state.high,
+        )
+        if state.syncs < state.sync_losses.shape[0]:
+            state.sync_losses[state.syncs] = loss
+        state.syncs += 1
+        for moment in (*state.state_moments, *state.action_moments):
+            moment.zero_()
+        state.adam_step = 0
+        return loss
+
+    def finish(self, state: "PlanState", start_time: Optional[float] = None) -> PlanResult:
+        """Roll the actions out, keep the best chain per problem, build the :class:`PlanResult`."""
+        cfg = self.config
+        if cfg.check_finite:
+            raise_if_nonfinite(state.energy_history, state.iteration, "the GRASP energy")
+            raise_if_nonfinite(state.actions.reshape(1, -1), 1, "the planned actions")
+        problem = state.problem
+        rollout, distance = final_rollout(self.world_model, state.chains, state.actions)
+        best = distance.view(problem.batch, cfg.particles).argmin(dim=1)
+        rows = torch.arange(problem.batch, device=best.device) * cfg.particles + best
+        result = PlanResult(
+            actions=state.actions[rows],
+            states=state.states[rows].reshape(problem.batch, cfg.horizon + 1, *problem.state_shape),
+            rollout=rollout[rows],
+            final_distance=distance[rows],
+            energy_history=state.energy_history[: state.iteration, rows],
+            info={"backend": state.backend, "particle": best, "sync_loss": state.sync_losses[: state.syncs, rows]},
+        )
+        return squeeze_single(result, problem.single, time.perf_counter() if start_time is None else start_time)
+
+
+@dataclasses.dataclass
+class PlanState:
+    """Everything a GRASP plan carries between iterations (flat layout, ``B*K`` chains).
+
+    Built by :meth:`GraspPlanner.start`; advanced by :meth:`GraspPlanner.iteration` and
+    :meth:`GraspPlanner.sync`; turned into a result by :meth:`GraspPlanner.finish`.
+    """
+
+    problem: Problem
+    chains: Problem
+    backend: str
+    states: torch.Tensor
+    actions: torch.Tensor
+    state_moments: tuple[torch.Tensor, torch.Tensor]
+    action_moments: tuple[torch.Tensor, torch.Tensor]
+    low: Optional[torch.Tensor]
+    high: Optional[torch.Tensor]
+    generator: torch.Generator
+    energy_history: torch.Tensor
+    sync_losses: torch.Tensor
+    sync_every: int
+    iteration: int = 0
+    adam_step: int = 0
+    syncs: int = 0
+
+    @property
+    def sync_due(self) -> bool:
+        """A sync phase follows the iteration just run."""
+        return bool(self.sync_every) and self.iteration % self.sync_every == 0
 
 
 def _repeat_chains(problem: Problem, particles: int) -> Problem:

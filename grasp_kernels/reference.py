@@ -223,14 +223,17 @@ def lifted_predictions_ref(
     actions: torch.Tensor,
     state_shape: tuple[int, ...],
     stop_gradient: bool = True,
+    per_timestep: bool = False,
 ) -> torch.Tensor:
     """``pred[:, t] = F(sg(s_t), a_t)`` for all ``t`` in ONE batched world-model call.
 
     Args:
-        states: ``[B, T+1, D]``; rows ``0..T-1`` are the model's state inputs.
+        states: ``[B, T+1, D]`` or ``[B, T, D]``; rows ``0..T-1`` are the model's state inputs.
         actions: ``[B, T, A]``.
         state_shape: ``S`` with ``prod(S) == D``: the world model sees ``[B*T, *S]``.
         stop_gradient: detach the state input (GRASP). False keeps the state-input gradient (ablation).
+        per_timestep: call the model once per time step on ``[B, *S]`` rows instead, as public GRASP
+            ports do; same values, ``T`` times the launches (for tests and benchmarks).
 
     Returns:
         ``[B, T, D]`` predictions.
@@ -239,8 +242,14 @@ def lifted_predictions_ref(
     inputs = states[:, :horizon]
     if stop_gradient:
         inputs = inputs.detach()
-    inputs = inputs.reshape(batch * horizon, *state_shape)
-    out = world_model(inputs, actions.reshape(batch * horizon, action_dim))
+    if per_timestep:
+        steps = []
+        for t in range(horizon):
+            out = world_model(inputs[:, t].reshape(batch, *state_shape), actions[:, t])
+            out = check_world_model_output(out, (batch, *state_shape), f"time step {t}")
+            steps.append(out.reshape(batch, -1))
+        return torch.stack(steps, dim=1)
+    out = world_model(inputs.reshape(batch * horizon, *state_shape), actions.reshape(batch * horizon, action_dim))
     out = check_world_model_output(out, (batch * horizon, *state_shape), "lifted step over B*T rows")
     return out.reshape(batch, horizon, -1)
 
@@ -321,3 +330,38 @@ def gd_sync_ref(
         with torch.no_grad():
             action_step_ref(actions, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high)
     return loss.detach()
+
+
+def lifted_energy_state_step_ref(
+    pred: torch.Tensor,
+    states: torch.Tensor,
+    gamma: float,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    noise_std: float,
+    noise: Optional[torch.Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference of the fused op ``lifted_energy_state_step_``: energy + state update in one call.
+
+    Composes :func:`lifted_energy_ref` (on the states BEFORE the update, gradients by autograd) and
+    :func:`state_step_ref` fed with the reshaped state gradient. ``states``, ``exp_avg`` and
+    ``exp_avg_sq`` are updated in place on rows 1..T-1, exactly as ``state_step_ref`` does.
+
+    Returns:
+        ``(energy [B], grad_pred [B, T, D])``, both detached and in ``states.dtype``; ``grad_pred``
+        is ``dE/dp`` (to be pulled back through the world model to the actions).
+    """
+    with torch.enable_grad():
+        pred_leaf = pred.detach().to(states.dtype).requires_grad_(True)
+        states_leaf = states.detach().clone().requires_grad_(True)
+        energy = lifted_energy_ref(pred_leaf, states_leaf, gamma)
+        grad_pred, grad_states = torch.autograd.grad(energy.sum(), (pred_leaf, states_leaf))
+    with torch.no_grad():
+        state_step_ref(states, grad_states, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise, generator)
+    return energy.detach(), grad_pred

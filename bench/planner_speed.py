@@ -1,0 +1,112 @@
+"""Time one GRASP iteration: batched over time (one world-model call over B*T rows) versus the
+per-timestep loop that public GRASP ports run (T calls over B rows each).
+
+Prints a markdown table of medians (torch.utils.benchmark, which synchronises CUDA) and the ratio
+loop / batched, both measured in the same run, with the device and versions in the header.
+
+    python bench/planner_speed.py                 # B in {1, 16}, T in {16, 64, 256}
+    python bench/planner_speed.py --quick         # a smoke run for CI
+    python bench/planner_speed.py --device cuda --backend triton --out bench/results/planner_speed.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils import benchmark
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from grasp_kernels import GraspConfig, GraspPlanner  # noqa: E402
+from grasp_kernels.config import BACKENDS  # noqa: E402
+from grasp_kernels.models import MLPDynamics  # noqa: E402
+
+
+def time_iteration(planner: GraspPlanner, s0: torch.Tensor, goal: torch.Tensor, per_timestep: bool, min_run_time: float) -> float:
+    """Median seconds of one lifted iteration (the plan state is rewound so it never runs out)."""
+    state = planner.start(s0, goal)
+    planner.iteration(state, per_timestep=per_timestep)  # warm-up (allocator, kernels, autotune)
+    state.iteration = 0
+    timer = benchmark.Timer(
+        stmt="planner.iteration(state, per_timestep=per_timestep); state.iteration = 0",
+        globals={"planner": planner, "state": state, "per_timestep": per_timestep},
+        num_threads=torch.get_num_threads(),
+    )
+    return timer.blocked_autorange(min_run_time=min_run_time).median
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def run(
+    batches: list[int],
+    horizons: list[int],
+    device: torch.device,
+    backend: str,
+    state_dim: int,
+    action_dim: int,
+    hidden: int,
+    min_run_time: float,
+) -> str:
+    torch.manual_seed(0)
+    model = MLPDynamics(state_dim, action_dim, hidden=hidden, depth=2).to(device)
+    lines = [
+        f"GRASP iteration time, {datetime.date.today().isoformat()}, device {device_name(device)}, torch {torch.__version__}, "
+        f"backend {backend}, float32",
+        f"World model: MLPDynamics(state_dim={state_dim}, action_dim={action_dim}, hidden={hidden}, depth=2). "
+        "(a) batched: one model call over B*T rows; (b) loop: T calls over B rows, as public ports do. "
+        "Medians of torch.utils.benchmark.",
+        "",
+        "| B | T | (a) batched (ms) | (b) per-timestep loop (ms) | (b)/(a) |",
+        "|---|---|---|---|---|",
+    ]
+    for batch in batches:
+        for horizon in horizons:
+            config = GraspConfig(horizon=horizon, iters=1, sync_every=0, backend=backend)
+            planner = GraspPlanner(model, action_dim, config)
+            s0 = torch.randn(batch, state_dim, device=device)
+            goal = torch.randn(batch, state_dim, device=device)
+            batched = time_iteration(planner, s0, goal, False, min_run_time)
+            looped = time_iteration(planner, s0, goal, True, min_run_time)
+            lines.append(f"| {batch} | {horizon} | {batched * 1e3:.3f} | {looped * 1e3:.3f} | {looped / batched:.1f}x |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--backend", default="auto", choices=BACKENDS)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--horizons", type=int, nargs="+", default=[16, 64, 256])
+    parser.add_argument("--state-dim", type=int, default=16)
+    parser.add_argument("--action-dim", type=int, default=4)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds of timing per cell")
+    parser.add_argument("--quick", action="store_true", help="tiny shapes and short timing (CI smoke run)")
+    parser.add_argument("--out", type=Path, help="also write the markdown table here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batches, args.horizons, args.hidden, args.min_run_time = [1, 4], [4, 8], 32, 0.02
+    table = run(
+        args.batches, args.horizons, torch.device(args.device), args.backend,
+        args.state_dim, args.action_dim, args.hidden, args.min_run_time,
+    )
+    print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
