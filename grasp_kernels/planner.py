@@ -162,7 +162,13 @@ class GraspPlanner:
             raise RuntimeError(f"the plan already ran its {cfg.iters} iterations")
         step = state.adam_step + 1
         stop_gradient = cfg.stop_gradient
-        state_input = state.states[:, : cfg.horizon].detach().requires_grad_(not stop_gradient)
+        fused = stop_gradient and state.backend != "reference"
+        state_input = state.states[:, : cfg.horizon].detach()
+        if fused:
+            # the fused op updates the states in place before the action VJP runs: a world model that
+            # saves its state input for backward must keep seeing the states it was called with
+            state_input = state_input.clone()
+        state_input.requires_grad_(not stop_gradient)
         action_leaf = state.actions.detach().requires_grad_(True)
         with torch.enable_grad():
             pred = lifted_predictions_ref(
@@ -171,7 +177,7 @@ class GraspPlanner:
         seed = None if state.backend == "reference" else (cfg.seed * _SEED_STRIDE + it + 1) % _SEED_MODULUS
         adam = (step, cfg.lr_states, cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.state_noise)
         with torch.no_grad():
-            if stop_gradient and state.backend != "reference":
+            if fused:
                 energy, grad_pred = ops.lifted_energy_state_step_(
                     pred, state.states, cfg.goal_weight, *state.state_moments, *adam, seed=seed, backend=state.backend
                 )

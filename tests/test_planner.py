@@ -250,3 +250,26 @@ def test_world_model_turning_nan_mid_plan_names_the_iteration():
     with pytest.raises(NonFiniteError, match="at iteration 7"):
         GraspPlanner(model, 2, config).plan(torch.zeros(2, 3), torch.ones(2, 3))
     assert calls["n"] == 10  # stopped at the first check after the NaN, not at the end
+
+
+def test_triton_backend_plans_like_the_reference():
+    """Same plan on the triton backend (fused energy + state step) as on the reference, without
+    noise; the world model saves its state input for backward (the fused op updates the states in
+    place before the action VJP)."""
+    from grasp_kernels.backends import backend_unavailable_reason
+
+    reason = backend_unavailable_reason("triton", torch.device("cpu"))
+    if reason is not None:
+        pytest.skip(reason)
+
+    def model(states, actions):  # saves `states` for the backward of the product
+        return states + states * (0.1 * actions.sum(-1, keepdim=True).tanh()) + 0.1 * actions.mean(-1, keepdim=True)
+
+    g = torch.Generator().manual_seed(21)
+    config = GraspConfig(horizon=7, iters=12, sync_every=6, sync_steps=2, state_noise=0.0, init_noise=0.05)
+    for batch in (1, 3):  # B = 1: the model's state input is a view of the states, not a copy
+        s0, goal = torch.randn(batch, 5, generator=g), torch.randn(batch, 5, generator=g)
+        plans = {b: GraspPlanner(model, 2, config.replace(backend=b)).plan(s0, goal) for b in ("reference", "triton")}
+        assert plans["triton"].info["backend"] == "triton"
+        for field in ("actions", "states", "energy_history"):
+            torch.testing.assert_close(getattr(plans["triton"], field), getattr(plans["reference"], field), rtol=1e-4, atol=1e-5)
