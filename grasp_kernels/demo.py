@@ -46,9 +46,9 @@ def grasp_config(horizon: int, seed: int = 0, backend: str = "auto", particles: 
         iters=300,
         lr_states=0.003,
         lr_actions=0.03,
-        state_noise=0.01,
-        init_noise=0.01,
-        goal_weight=0.1,
+        state_noise=0.03,
+        init_noise=0.03,
+        goal_weight=0.01,
         sync_every=25,
         sync_steps=10,
         sync_lr=0.05,
@@ -132,5 +132,5 @@ def run_demo(
     if out is not None:
         from .plotting import plot_navigation
 
-        plot_navigation(task, results, Path(out))
+        plot_navigation(task, results, goal, Path(out))
     return table, results

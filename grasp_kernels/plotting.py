@@ -41,16 +41,18 @@ def draw_walls(ax, task: NavigationTask) -> None:
 def plot_navigation(
     task: NavigationTask,
     results: Mapping[str, PlanResult],
+    goal: torch.Tensor,
     path: Path,
     problems: int = 8,
     title: Optional[str] = None,
 ) -> Path:
-    """One panel per planner: rolled-out paths of the first ``problems`` plans, and GRASP's
-    virtual states as dots where the result has them. Writes a PNG to ``path``."""
+    """One panel per planner: rolled-out paths of the first ``problems`` plans (to ``goal [B, 2]``),
+    and GRASP's virtual states as dots where the result has them. Writes a PNG to ``path``."""
     plt = _pyplot()
     panels = len(results)
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4.2), squeeze=False)
     colors = plt.get_cmap("tab10")
+    goal = goal.detach().cpu()
     for ax, (name, result) in zip(axes[0], results.items()):
         draw_walls(ax, task)
         rollout = result.rollout.detach().cpu()
@@ -63,7 +65,7 @@ def plot_navigation(
             if not torch.equal(states[b], rollout[b]):
                 ax.scatter(states[b, 1:-1, 0], states[b, 1:-1, 1], color=color, s=6, alpha=0.5)
             ax.scatter(rollout[b, 0, 0], rollout[b, 0, 1], color=color, marker="o", s=30, edgecolors="k")
-            ax.scatter(states[b, -1, 0], states[b, -1, 1], color=color, marker="*", s=90, edgecolors="k")
+            ax.scatter(goal[b, 0], goal[b, 1], color=color, marker="*", s=90, edgecolors="k")
         rate = 100.0 * float(success.float().mean())
         ax.set_title(f"{name}: {rate:.0f}% success, {result.wall_time:.1f}s")
         ax.set_xlim(-1.2, 1.2)
