@@ -1,80 +1,226 @@
 #!/usr/bin/env bash
-# One scripted command for a GPU machine (issue 6): build grasp_kernels._cuda there, run the GPU
-# tests, compute-sanitizer (memcheck + racecheck) over the CUDA op tests, and the op benchmark.
+# The GPU checks of issue 6 as one scripted command, splittable into steps: build grasp_kernels._cuda
+# on the GPU machine, run the CPU build tests and every gpu-marked test, compute-sanitizer (memcheck,
+# racecheck, initcheck, synccheck) over the CUDA op tests, and the op and planner benchmarks.
 #
-#   bash bench/gpu_run.sh                 # logs under $OUT (default out/gpu_run), tables under bench/results/
+#   bash bench/gpu_run.sh                                    # every step
+#   STEPS=build,tests bash bench/gpu_run.sh                  # some steps (one call of <= 600 s each, e.g.)
+#   STEPS=memcheck,racecheck bash bench/gpu_run.sh
+#   STEPS=initcheck,synccheck bash bench/gpu_run.sh
+#   STEPS=bench bash bench/gpu_run.sh
+#
+# Steps (STEPS, comma-separated, default "all"):
+#   build        pip install -e . (nvcc required) + per-kernel resource usage (cuobjdump)
+#   tests        = build_tests,gpu_tests
+#     build_tests  tests/test_cuda_build.py WITHOUT -m gpu (its tests are CPU tests; some need a device)
+#     gpu_tests    pytest -m gpu tests/  (CUDA and Triton GPU tests, the whole suite)
+#   sanitizer    = memcheck,racecheck,initcheck,synccheck  (compute-sanitizer over tests/test_cuda_ops.py,
+#                  trimmed grid GRASP_CUDA_TESTS_QUICK=1, which still includes shapes whose grids loop)
+#   bench        = op_speed,planner_speed
+#     op_speed       bench/op_speed.py (reference / Triton / CUDA / torch.compile table)
+#     planner_speed  bench/planner_speed.py --device cuda for --backend reference, triton and cuda
+# A step that needs the module builds it first when it is missing or older than csrc/, python/ or
+# CMakeLists.txt (a fresh machine), so any subset runs on its own.
+#
+# Other knobs: PYTHON (default python3), OUT (default out/gpu_run), STEP_TIMEOUT (seconds per step,
+# 0 = none; a step over it is stopped and marked FAIL so the summary is still written), BENCH_ARGS
+# (extra arguments for both benchmarks, e.g. "--quick").
+#
+# Output, few files (the device tool returns at most 8 from $OUT), names carrying device and date:
+#   $OUT/gpu_run_<device>_<date>_summary.txt  PASS/FAIL per step, machine header
+#   $OUT/gpu_run_<device>_<date>.log          every step's full output, in order, with headers
+#   $OUT/op_speed_<device>_<date>.md          also bench/results/op_speed_<device>_<date>.md
+#   $OUT/planner_speed_<device>_<date>.md     the three backends' tables (also one file per backend
+#                                             under bench/results/)
+# bench/results/gpu_run_cuda_<device>_<date>.txt accumulates the summaries of the day's calls.
 #
 # Works offline (pip --no-build-isolation --no-deps: setuptools, pybind11, cmake and nvcc must already
-# be there, as on this workplace's GPU image). Exit status: 0 when every step passed, else 1; each
-# step's log is kept either way and summary.txt lists PASS/FAIL per step.
+# be there, as on this workplace's GPU image). Exit status: 0 when every selected step passed, else 1.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PY=${PYTHON:-python3}
 OUT=${OUT:-$ROOT/out/gpu_run}
+STEPS=${STEPS:-all}
+STEP_TIMEOUT=${STEP_TIMEOUT:-0}
+BENCH_ARGS=${BENCH_ARGS:-}
 mkdir -p "$OUT" bench/results
 for d in /usr/local/cuda/bin /usr/local/cuda/compute-sanitizer; do [ -d "$d" ] && PATH="$PATH:$d"; done
 export PATH PYTHONUNBUFFERED=1
 STAMP=$(date -u +%Y-%m-%d)
-SUMMARY=$OUT/summary.txt
-: > "$SUMMARY"
+DEVICE=$("$PY" -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '_'))" 2>/dev/null || echo unknown)
+DEVICE=${DEVICE//[^A-Za-z0-9_.-]/_}
+BASE=gpu_run_${DEVICE}_${STAMP}
+SUMMARY=$OUT/${BASE}_summary.txt
+LOG=$OUT/${BASE}.log
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
 FAILED=0
 
-step() {  # step NAME LOGFILE CMD...: run, record PASS/FAIL and the tail of the log
-  local name=$1 logf=$2; shift 2
-  local t0=$SECONDS
-  "$@" > "$logf" 2>&1
-  local rc=$?
-  if [ $rc -eq 0 ]; then echo "PASS $name ($((SECONDS - t0)) s)" | tee -a "$SUMMARY"
-  else echo "FAIL $name (rc $rc, $((SECONDS - t0)) s): see $(basename "$logf")" | tee -a "$SUMMARY"; FAILED=1; tail -n 40 "$logf"; fi
-  return $rc
+# ---------------------------------------------------------------- step selection
+expand() {  # the selected steps, aliases expanded, in the canonical order
+  local want=",$(echo "$STEPS" | tr -d ' '),"
+  want=${want//,all,/,build,tests,sanitizer,bench,}
+  want=${want//,tests,/,build_tests,gpu_tests,}
+  want=${want//,sanitizer,/,memcheck,racecheck,initcheck,synccheck,}
+  want=${want//,bench,/,op_speed,planner_speed,}
+  local known=" build build_tests gpu_tests memcheck racecheck initcheck synccheck op_speed planner_speed "
+  local s
+  for s in ${want//,/ }; do
+    case "$known" in *" $s "*) ;; *) echo "unknown step '$s' (known:$known, all, tests, sanitizer, bench)" >&2; exit 2;; esac
+  done
+  for s in $known; do case "$want" in *",$s,"*) echo "$s";; esac; done
+}
+SELECTED=$(expand) || exit 2
+SELECTED=$(echo $SELECTED)
+selected() { case " $SELECTED " in *" $1 "*) return 0;; esac; return 1; }
+
+# ---------------------------------------------------------------- helpers
+note() { echo "$*" | tee -a "$SUMMARY"; }
+
+step() {  # step NAME CMD...: run (live into the combined log), record PASS/FAIL, print the tail on failure
+  local name=$1; shift
+  local t0=$SECONDS rc
+  {
+    echo
+    echo "================================================================ step $name"
+    echo "# $(date -u +%FT%TZ)  $*"
+  } >> "$LOG"
+  if [ "$STEP_TIMEOUT" != "0" ]; then
+    timeout --signal=INT --kill-after=30 "$STEP_TIMEOUT" "$@" 2>&1 | tee "$TMP/$name.log" >> "$LOG"
+  else
+    "$@" 2>&1 | tee "$TMP/$name.log" >> "$LOG"
+  fi
+  rc=${PIPESTATUS[0]}
+  echo "# step $name: rc $rc, $((SECONDS - t0)) s" >> "$LOG"
+  if [ "$rc" -eq 0 ]; then
+    note "PASS $name ($((SECONDS - t0)) s)"
+  else
+    local why=""
+    [ "$rc" -eq 124 ] && why=", stopped after STEP_TIMEOUT=$STEP_TIMEOUT s"
+    grep -q "Device not supported" "$TMP/$name.log" 2>/dev/null && why="$why, compute-sanitizer refused the device (runtime without sanitizer support?)"
+    note "FAIL $name (rc $rc, $((SECONDS - t0)) s$why): see step $name in $(basename "$LOG")"
+    FAILED=1
+    tail -n 40 "$TMP/$name.log"
+  fi
+  return "$rc"
 }
 
-# 0. what the machine is
+module_fresh() {  # the compiled module imports and is newer than its sources
+  local so
+  so=$(ls grasp_kernels/_cuda*.so 2>/dev/null | head -n 1)
+  [ -n "$so" ] || return 1
+  [ -z "$(find csrc python CMakeLists.txt setup.py -newer "$so" -type f 2>/dev/null | head -n 1)" ] || return 1
+  "$PY" -c "import grasp_kernels._cuda" > /dev/null 2>&1
+}
+
+build() {
+  step build env GRASP_KERNELS_BUILD_CUDA=1 CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+    "$PY" -m pip install --no-build-isolation --no-deps -v -e . || return 1
+  {
+    echo
+    echo "================================================================ module"
+    "$PY" -c "import grasp_kernels._cuda as c; print(c.__file__, c.compiled_architectures(), c.rng_backend(), c.device_count())" 2>&1
+    local so
+    so=$(ls grasp_kernels/_cuda*.so | head -n 1)
+    if command -v cuobjdump > /dev/null; then
+      echo "================================================================ resource usage (cuobjdump)"
+      cuobjdump --dump-resource-usage "$so" 2>&1
+    fi
+  } >> "$LOG"
+}
+
+need_module() {  # build once if a later step needs the module and it is missing or stale
+  module_fresh && return 0
+  echo "grasp_kernels._cuda missing or older than its sources: building it first" | tee -a "$LOG"
+  build
+}
+
+# ---------------------------------------------------------------- header
 {
+  echo "gpu_run.sh  device=$DEVICE  date=$STAMP  steps: $SELECTED"
+  if git rev-parse --short HEAD > /dev/null 2>&1; then
+    echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- 2>/dev/null || echo ' (+ uncommitted changes)')"
+  else
+    echo "commit: unknown (not a git checkout)"
+  fi
+} > "$SUMMARY"
+{
+  cat "$SUMMARY"
+  echo "================================================================ machine"
   date -u
-  nvidia-smi || true
+  nvidia-smi 2>&1 || true
   command -v nvcc && nvcc --version
-  command -v compute-sanitizer || echo "compute-sanitizer not on PATH"
-  "$PY" -c "import sys, torch; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
-  "$PY" -c "import triton; print('triton', triton.__version__)" || true
-} > "$OUT/env.txt" 2>&1
-DEVICE=$("$PY" -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '_'))" 2>/dev/null || echo unknown)
+  command -v compute-sanitizer && compute-sanitizer --version 2>&1 | tail -n 2 || echo "compute-sanitizer not on PATH"
+  "$PY" -c "import sys, torch; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0), torch.cuda.get_device_properties(0).multi_processor_count, 'SMs')" 2>&1
+  "$PY" -c "import triton; print('triton', triton.__version__)" 2>&1 || true
+} > "$LOG"
+cat "$SUMMARY"
 
-# 1. build the module here (nvcc required: a missing nvcc is an error)
-step build "$OUT/build.log" env GRASP_KERNELS_BUILD_CUDA=1 CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
-  "$PY" -m pip install --no-build-isolation --no-deps -v -e . || { echo "build failed: nothing else to run"; exit 1; }
-"$PY" -c "import grasp_kernels._cuda as c; print(c.__file__, c.compiled_architectures(), c.rng_backend(), c.device_count())" \
-  >> "$OUT/env.txt" 2>&1
-# registers / spills / shared memory per kernel, as built
-SO=$(ls grasp_kernels/_cuda*.so | head -n 1)
-command -v cuobjdump > /dev/null && cuobjdump --dump-resource-usage "$SO" > "$OUT/resource_usage.txt" 2>&1
-
-# 2. GPU tests: the CUDA ops first, then every gpu-marked test of the suite
-step pytest_cuda_ops "$OUT/pytest_cuda_ops.log" "$PY" -m pytest -q -rs -m gpu tests/test_cuda_ops.py tests/test_cuda_build.py
-step pytest_gpu_all "$OUT/pytest_gpu_all.log" "$PY" -m pytest -q -rs -m gpu tests
-
-# 3. compute-sanitizer over the CUDA op tests (trimmed shape grid; no caching allocator for memcheck so
-#    that out-of-bounds accesses hit unallocated memory)
-if command -v compute-sanitizer > /dev/null; then
-  SAN_TESTS=(tests/test_cuda_ops.py -q -x -k "not statistics and not triton")
-  step memcheck "$OUT/sanitizer_memcheck.log" env GRASP_CUDA_TESTS_QUICK=1 PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
-    compute-sanitizer --tool memcheck --error-exitcode 9 --target-processes all "$PY" -m pytest "${SAN_TESTS[@]}"
-  step racecheck "$OUT/sanitizer_racecheck.log" env GRASP_CUDA_TESTS_QUICK=1 \
-    compute-sanitizer --tool racecheck --racecheck-report all --error-exitcode 9 --target-processes all \
-    "$PY" -m pytest "${SAN_TESTS[@]}"
-else
-  echo "SKIP compute-sanitizer (not found)" | tee -a "$SUMMARY"; FAILED=1
+# ---------------------------------------------------------------- build
+if selected build; then
+  build || { note "build failed: nothing else to run"; cp "$SUMMARY" "bench/results/gpu_run_cuda_${DEVICE}_${STAMP}.txt"; exit 1; }
 fi
 
-# 4. op benchmark (bench/op_speed.py, the Triton issue's script with its cuda provider column)
-if [ -f bench/op_speed.py ]; then
+# ---------------------------------------------------------------- tests
+if selected build_tests; then
+  need_module && step build_tests "$PY" -m pytest -q -rs tests/test_cuda_build.py
+fi
+if selected gpu_tests; then
+  need_module && step gpu_tests "$PY" -m pytest -q -rs -m gpu tests
+fi
+
+# ---------------------------------------------------------------- compute-sanitizer
+SAN_TESTS=(tests/test_cuda_ops.py -q -x -p no:cacheprovider -k "not statistics and not triton")
+sanitize() {  # sanitize TOOL CACHING(0|1) EXTRA_ARGS...
+  local tool=$1 caching=$2; shift 2
+  step "$tool" env GRASP_CUDA_TESTS_QUICK=1 PYTORCH_NO_CUDA_MEMORY_CACHING=$((1 - caching)) \
+    compute-sanitizer --tool "$tool" "$@" --error-exitcode 9 --target-processes all "$PY" -m pytest "${SAN_TESTS[@]}"
+}
+for tool in memcheck racecheck initcheck synccheck; do
+  selected "$tool" || continue
+  if ! command -v compute-sanitizer > /dev/null; then
+    note "FAIL $tool (compute-sanitizer not found)"; FAILED=1; continue
+  fi
+  need_module || continue
+  case "$tool" in
+    # memcheck/initcheck without torch's caching allocator: an out-of-bounds access then hits
+    # unallocated memory, and torch.empty hands out fresh (uninitialised) memory for initcheck
+    memcheck) sanitize memcheck 0 ;;
+    racecheck) sanitize racecheck 1 --racecheck-report all ;;
+    initcheck) sanitize initcheck 0 ;;
+    synccheck) sanitize synccheck 1 ;;
+  esac
+done
+
+# ---------------------------------------------------------------- benchmarks
+if selected op_speed; then
   TABLE=bench/results/op_speed_${DEVICE}_${STAMP}.md
-  step op_speed "$OUT/op_speed.log" "$PY" bench/op_speed.py --out "$TABLE" && cp "$TABLE" "$OUT/" 2>/dev/null
-else
-  echo "SKIP op_speed (bench/op_speed.py not present)" | tee -a "$SUMMARY"
+  # shellcheck disable=SC2086
+  need_module && step op_speed "$PY" bench/op_speed.py $BENCH_ARGS --out "$TABLE" && cp "$TABLE" "$OUT/"
+fi
+if selected planner_speed; then
+  if need_module; then
+    COMBINED=$OUT/planner_speed_${DEVICE}_${STAMP}.md
+    echo "# planner_speed on $DEVICE, $STAMP (bench/planner_speed.py --device cuda)" > "$COMBINED"
+    for backend in reference triton cuda; do
+      TABLE=bench/results/planner_speed_${backend}_${DEVICE}_${STAMP}.md
+      # shellcheck disable=SC2086
+      if step "planner_speed_$backend" "$PY" bench/planner_speed.py --device cuda --backend "$backend" $BENCH_ARGS \
+          --out "$TABLE"; then
+        { echo; echo "## backend $backend"; echo; cat "$TABLE"; } >> "$COMBINED"
+      fi
+    done
+  fi
 fi
 
-cp "$SUMMARY" "bench/results/gpu_run_cuda_${DEVICE}_${STAMP}.txt"
-echo "logs: $OUT"
+# ---------------------------------------------------------------- wrap up
+# keep the combined log under the 16 MiB a returned file may have (sanitizer reports can be long)
+if [ "$(stat -c %s "$LOG")" -gt $((15 * 1024 * 1024)) ]; then
+  { head -c $((3 * 1024 * 1024)) "$LOG"; echo; echo "[... middle of the log cut to stay under 16 MiB ...]"; echo
+    tail -c $((11 * 1024 * 1024)) "$LOG"; } > "$TMP/log.cut" && mv "$TMP/log.cut" "$LOG"
+fi
+note "overall: $([ $FAILED -eq 0 ] && echo PASS || echo FAIL)"
+{ echo; cat "$SUMMARY"; } >> "bench/results/gpu_run_cuda_${DEVICE}_${STAMP}.txt"
+echo "files: $OUT"
 exit $FAILED

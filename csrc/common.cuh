@@ -9,6 +9,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "grasp_kernels.h"
 
@@ -24,12 +25,14 @@ enum NoiseMode : int { kNoNoise = 0, kNoiseTensor = 1, kNoiseSeed = 2 };
 
 // ---------------------------------------------------------------- host-side helpers
 
-// Throws std::runtime_error naming `kernel` if the launch (or an earlier asynchronous error) failed.
-inline void check_launch(const char* kernel) {
+// Throws std::runtime_error naming `kernel` (the kernel's symbol) and, if given, the entry point
+// `where` if the launch (or an earlier asynchronous error) failed.
+inline void check_launch(const char* kernel, const char* where = nullptr) {
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("grasp_kernels._cuda: kernel ") + kernel + " failed: " +
-                             cudaGetErrorName(err) + ": " + cudaGetErrorString(err));
+    throw std::runtime_error(std::string("grasp_kernels._cuda") + (where ? std::string(".") + where : std::string()) +
+                             ": kernel " + kernel + " failed: " + cudaGetErrorName(err) + ": " +
+                             cudaGetErrorString(err));
   }
 }
 

@@ -20,8 +20,23 @@ namespace grasp {
 int device_count();
 
 // Throws std::runtime_error("<where>: no CUDA device (...)") when no device is usable and
-// std::invalid_argument when `device` is out of range; makes `device` current for this runtime.
-void ensure_device(const char* where, int device);
+// std::invalid_argument when `device` is out of range. Does not change the current device.
+void check_device(const char* where, int device);
+
+// check_device, then makes `device` current for the calling thread for the guard's lifetime and
+// restores the previously current device on destruction. The current device lives in the driver's
+// per-thread context stack, which this module's static CUDA runtime shares with torch's runtime: a
+// bare cudaSetDevice here would silently move torch.cuda.current_device() too.
+class DeviceGuard {
+ public:
+  DeviceGuard(const char* where, int device);
+  ~DeviceGuard();
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = -1;  // >= 0: the device to restore
+};
 
 // "curand" when the Philox normals come from curand's device API (curand_kernel.h was found at
 // build time), else "builtin" (an in-tree Philox4x32-10 with the same counter layout).

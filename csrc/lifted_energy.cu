@@ -206,27 +206,38 @@ void check_sizes(const char* where, int64_t B, int64_t T, int64_t D) {
   }
 }
 
+// The kernel symbol an error names: lifted_energy_kernel with its template arguments spelled out.
+template <typename PredT, bool VEC, bool FUSED, int NOISE>
+const char* energy_kernel_name() {
+  static const std::string name = std::string("lifted_energy_kernel<") +
+                                  (std::is_same<PredT, float>::value ? "float" : "__nv_bfloat16") +
+                                  (VEC ? ", VEC=1" : ", VEC=0") + (FUSED ? ", FUSED=1" : ", FUSED=0") +
+                                  ", NOISE=" + std::to_string(NOISE) + ">";
+  return name.c_str();
+}
+
 template <typename PredT, bool FUSED, int NOISE>
-void launch_energy(bool vec, const EnergyParams& P, int64_t grid, cudaStream_t stream, const char* name) {
+void launch_energy(bool vec, const EnergyParams& P, int64_t grid, cudaStream_t stream, const char* where) {
   if (vec) {
     lifted_energy_kernel<PredT, true, FUSED, NOISE><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(P);
+    check_launch(energy_kernel_name<PredT, true, FUSED, NOISE>(), where);
   } else {
     lifted_energy_kernel<PredT, false, FUSED, NOISE><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(P);
+    check_launch(energy_kernel_name<PredT, false, FUSED, NOISE>(), where);
   }
-  check_launch(name);
 }
 
 template <bool FUSED, int NOISE>
 void launch_energy_dtype(bool bf16, bool vec, const EnergyParams& P, int64_t grid, cudaStream_t stream,
-                         const char* name) {
+                         const char* where) {
   if (bf16) {
-    launch_energy<__nv_bfloat16, FUSED, NOISE>(vec, P, grid, stream, name);
+    launch_energy<__nv_bfloat16, FUSED, NOISE>(vec, P, grid, stream, where);
   } else {
-    launch_energy<float, FUSED, NOISE>(vec, P, grid, stream, name);
+    launch_energy<float, FUSED, NOISE>(vec, P, grid, stream, where);
   }
 }
 
-void run_energy(const char* where, const char* kernel, int device, void* stream_ptr, bool fused, EnergyParams P,
+void run_energy(const char* where, int device, void* stream_ptr, bool fused, EnergyParams P,
                 bool pred_bf16, int64_t workspace_numel, int noise_mode) {
   const EnergyPlan plan = plan_energy(device, P.B, P.T, P.D);
   const int64_t need = plan.nchunks > 1 ? 2 * P.B * plan.nchunks : 0;
@@ -249,26 +260,26 @@ void run_energy(const char* where, const char* kernel, int device, void* stream_
   }
 
   if (!fused) {
-    launch_energy_dtype<false, kNoNoise>(pred_bf16, vec, P, plan.grid, stream, kernel);
+    launch_energy_dtype<false, kNoNoise>(pred_bf16, vec, P, plan.grid, stream, where);
   } else if (noise_mode == kNoiseTensor) {
-    launch_energy_dtype<true, kNoiseTensor>(pred_bf16, vec, P, plan.grid, stream, kernel);
+    launch_energy_dtype<true, kNoiseTensor>(pred_bf16, vec, P, plan.grid, stream, where);
   } else if (noise_mode == kNoiseSeed) {
-    launch_energy_dtype<true, kNoiseSeed>(pred_bf16, vec, P, plan.grid, stream, kernel);
+    launch_energy_dtype<true, kNoiseSeed>(pred_bf16, vec, P, plan.grid, stream, where);
   } else {
-    launch_energy_dtype<true, kNoNoise>(pred_bf16, vec, P, plan.grid, stream, kernel);
+    launch_energy_dtype<true, kNoNoise>(pred_bf16, vec, P, plan.grid, stream, where);
   }
   if (plan.nchunks > 1) {
     const int64_t grid = std::min<int64_t>(ceil_div(P.B, kWarps), 65535);
     lifted_energy_finalize_kernel<<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(P.partials, P.energy, P.B,
                                                                                        plan.nchunks, P.gamma);
-    check_launch("lifted_energy_finalize_kernel");
+    check_launch("lifted_energy_finalize_kernel", where);
   }
 }
 
 }  // namespace
 
 int64_t energy_workspace_numel(int device, int64_t B, int64_t T, int64_t D) {
-  ensure_device("energy_workspace_numel", device);
+  check_device("energy_workspace_numel", device);
   check_sizes("energy_workspace_numel", B, T, D);
   if (B == 0) return 0;
   const EnergyPlan plan = plan_energy(device, B, T, D);
@@ -278,7 +289,7 @@ int64_t energy_workspace_numel(int device, int64_t B, int64_t T, int64_t D) {
 void lifted_energy_fwd(int device, void* stream, const void* pred, bool pred_bf16, const float* states,
                        float* energy, float* grad_pred, float* grad_states, float* workspace,
                        int64_t workspace_numel, int64_t B, int64_t T, int64_t D, double gamma) {
-  ensure_device("lifted_energy_fwd", device);
+  const DeviceGuard guard("lifted_energy_fwd", device);
   check_sizes("lifted_energy_fwd", B, T, D);
   if (B == 0) return;
   if (!pred || !states || !energy || !grad_pred || !grad_states) {
@@ -296,7 +307,7 @@ void lifted_energy_fwd(int device, void* stream, const void* pred, bool pred_bf1
   P.D = D;
   P.gamma = static_cast<float>(gamma);
   P.two_gamma = static_cast<float>(2.0 * gamma);
-  run_energy("lifted_energy_fwd", "lifted_energy_fwd_kernel", device, stream, false, P, pred_bf16, workspace_numel,
+  run_energy("lifted_energy_fwd", device, stream, false, P, pred_bf16, workspace_numel,
              kNoNoise);
 }
 
@@ -305,7 +316,7 @@ void lifted_energy_state_step(int device, void* stream, const void* pred, bool p
                               const float* noise, float* workspace, int64_t workspace_numel, int64_t B,
                               int64_t T, int64_t D, double gamma, const AdamHyper& adam, double noise_std,
                               uint64_t seed) {
-  ensure_device("lifted_energy_state_step", device);
+  const DeviceGuard guard("lifted_energy_state_step", device);
   check_sizes("lifted_energy_state_step", B, T, D);
   if (!(noise_std >= 0.0)) throw std::invalid_argument("lifted_energy_state_step: noise_std must be >= 0");
   if (B == 0) return;
@@ -330,7 +341,7 @@ void lifted_energy_state_step(int device, void* stream, const void* pred, bool p
   P.seed = seed;
   P.adam = make_adam(adam);
   const int mode = noise_std > 0.0 ? (noise ? kNoiseTensor : kNoiseSeed) : kNoNoise;
-  run_energy("lifted_energy_state_step", "lifted_energy_state_step_kernel", device, stream, true, P, pred_bf16,
+  run_energy("lifted_energy_state_step", device, stream, true, P, pred_bf16,
              workspace_numel, mode);
 }
 

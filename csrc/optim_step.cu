@@ -146,7 +146,7 @@ __global__ void __launch_bounds__(kThreads) philox_normal_kernel(float* __restri
 template <bool VEC, int NOISE>
 void launch_state(const StateParams& P, int64_t grid, cudaStream_t stream) {
   state_step_kernel<VEC, NOISE><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(P);
-  check_launch("state_step_kernel");
+  check_launch("state_step_kernel", "state_step");
 }
 
 template <int NOISE>
@@ -159,7 +159,7 @@ void launch_state_vec(bool vec, const StateParams& P, int64_t grid, cudaStream_t
 void state_step(int device, void* stream_ptr, float* states, const float* grad, float* exp_avg, float* exp_avg_sq,
                 const float* noise, int64_t B, int64_t T, int64_t D, const AdamHyper& adam, double noise_std,
                 uint64_t seed) {
-  ensure_device("state_step", device);
+  const DeviceGuard guard("state_step", device);
   if (B < 0 || T < 1 || D < 1) {
     throw std::invalid_argument("state_step: need B >= 0, T >= 1, D >= 1, got B=" + std::to_string(B) +
                                 " T=" + std::to_string(T) + " D=" + std::to_string(D));
@@ -201,7 +201,7 @@ void state_step(int device, void* stream_ptr, float* states, const float* grad, 
 
 void action_step(int device, void* stream_ptr, float* actions, const float* grad, float* exp_avg, float* exp_avg_sq,
                  const float* low, const float* high, int64_t N, int64_t A, const AdamHyper& adam) {
-  ensure_device("action_step", device);
+  const DeviceGuard guard("action_step", device);
   if (N < 0 || A < 1) {
     throw std::invalid_argument("action_step: need N >= 0, A >= 1, got N=" + std::to_string(N) +
                                 " A=" + std::to_string(A));
@@ -231,11 +231,11 @@ void action_step(int device, void* stream_ptr, float* actions, const float* grad
   } else {
     action_step_kernel<false><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(P);
   }
-  check_launch("action_step_kernel");
+  check_launch("action_step_kernel", "action_step");
 }
 
 void philox_normal(int device, void* stream_ptr, float* out, int64_t n, uint64_t seed, int impl) {
-  ensure_device("philox_normal", device);
+  const DeviceGuard guard("philox_normal", device);
   if (n < 0 || impl < 0 || impl > 2) throw std::invalid_argument("philox_normal: need n >= 0 and impl in {0, 1, 2}");
 #ifndef GRASP_HAVE_CURAND
   if (impl == 2) throw std::invalid_argument("philox_normal: this build has no curand (rng_backend() == 'builtin')");
@@ -251,7 +251,7 @@ void philox_normal(int device, void* stream_ptr, float* out, int64_t n, uint64_t
   } else {
     philox_normal_kernel<2><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(out, n, seed);
   }
-  check_launch("philox_normal_kernel");
+  check_launch("philox_normal_kernel", "philox_normal");
 }
 
 }  // namespace grasp

@@ -8,11 +8,17 @@
 // Philox4x32-10 block (key = seed, counter = (0, 0, n/4 lo, n/4 hi)) and the same Box-Muller map.
 // The stream depends only on (seed, n): not on the grid, the vector path or the kernel (state_step
 // and the fused energy + state step draw identical noise).
+//
+// Philox4x32::block is __host__ __device__ and compiles with a plain host compiler too (g++ with the
+// CUDA include directory): tests/test_cuda_build.py checks it against the Random123 known-answer
+// vectors in CI, without a GPU. Everything below it is device code (nvcc only).
 #pragma once
+
+#include <cuda_runtime.h>  // uint2/uint4, make_uint4, __host__/__device__ (also for host compilers)
 
 #include <cstdint>
 
-#ifdef GRASP_HAVE_CURAND
+#if defined(__CUDACC__) && defined(GRASP_HAVE_CURAND)
 #include <curand_kernel.h>
 #endif
 
@@ -49,6 +55,8 @@ struct Philox4x32 {
     return c;
   }
 };
+
+#if defined(__CUDACC__)  // device-only from here on
 
 // Two uint32 -> two N(0,1) floats (Box-Muller; uniforms in (0, 1], angle in (0, 2 pi]).
 __device__ __forceinline__ float2 box_muller(uint32_t x, uint32_t y) {
@@ -87,5 +95,7 @@ __device__ __forceinline__ float4 normal4(uint64_t seed, uint64_t group) {
   return normal4_builtin(seed, group);
 #endif
 }
+
+#endif  // __CUDACC__
 
 }  // namespace grasp

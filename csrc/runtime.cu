@@ -19,7 +19,7 @@ int device_count() {
   return n;
 }
 
-void ensure_device(const char* where, int device) {
+void check_device(const char* where, int device) {
   static std::atomic<int> known_count{0};  // > 0 once a device has been seen
   int n = known_count.load(std::memory_order_relaxed);
   if (n <= 0) {
@@ -37,16 +37,27 @@ void ensure_device(const char* where, int device) {
     throw std::invalid_argument(std::string("grasp_kernels._cuda.") + where + ": device index " +
                                 std::to_string(device) + " out of range (" + std::to_string(n) + " devices)");
   }
-  // This module links its own (static) CUDA runtime, whose current device is independent of torch's.
+}
+
+DeviceGuard::DeviceGuard(const char* where, int device) {
+  check_device(where, device);
   int current = -1;
-  if (cudaGetDevice(&current) != cudaSuccess || current != device) {
-    cudaError_t err = cudaSetDevice(device);
-    if (err != cudaSuccess) {
-      (void)cudaGetLastError();
-      throw std::runtime_error(std::string("grasp_kernels._cuda.") + where + ": cudaSetDevice(" +
-                               std::to_string(device) + ") failed: " + cudaGetErrorString(err));
-    }
+  if (cudaGetDevice(&current) != cudaSuccess) {
+    (void)cudaGetLastError();
+    current = -1;  // nothing known to restore
   }
+  if (current == device) return;  // the common case: torch already made it current
+  cudaError_t err = cudaSetDevice(device);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    throw std::runtime_error(std::string("grasp_kernels._cuda.") + where + ": cudaSetDevice(" +
+                             std::to_string(device) + ") failed: " + cudaGetErrorString(err));
+  }
+  previous_ = current;
+}
+
+DeviceGuard::~DeviceGuard() {
+  if (previous_ >= 0 && cudaSetDevice(previous_) != cudaSuccess) (void)cudaGetLastError();  // never throws
 }
 
 int sm_count(int device) {

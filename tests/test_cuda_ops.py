@@ -12,6 +12,7 @@ import itertools
 import math
 import os
 import shutil
+import zlib
 
 import pytest
 import torch
@@ -24,9 +25,12 @@ QUICK = os.environ.get("GRASP_CUDA_TESTS_QUICK", "0") == "1"
 BS = (1, 5)
 TS = (1, 2, 7, 64)
 DS = (1, 3, 129, 1000)
-SHAPES = list(itertools.product(BS, TS, DS))
+# Many more (plan, chunk) items than the persistent grids have blocks (at most 8 per SM, 1056 on an
+# H100): every block loops, and shared memory / registers are reused across iterations.
+LOOP_SHAPES = [(4096, 2, 3), (3000, 1, 4), (2048, 3, 8)]
+SHAPES = list(itertools.product(BS, TS, DS)) + LOOP_SHAPES
 if QUICK:
-    SHAPES = [(1, 1, 1), (5, 2, 3), (1, 7, 129), (5, 64, 1000), (5, 7, 4)]
+    SHAPES = [(1, 1, 1), (5, 2, 3), (1, 7, 129), (5, 64, 1000), (5, 7, 4)] + LOOP_SHAPES
 TOL = 1e-5
 ADAM = dict(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8)
 
@@ -45,7 +49,8 @@ def ck():
 
 
 def gen(*key) -> torch.Generator:
-    return torch.Generator(device="cuda").manual_seed(hash(key) % (2**31))
+    # zlib.crc32, not hash(): str hashes change with PYTHONHASHSEED, so a failure would not reproduce
+    return torch.Generator(device="cuda").manual_seed(zlib.crc32(repr(key).encode()))
 
 
 def randn(shape, g, dtype=torch.float32, scale=1.0):
@@ -94,6 +99,14 @@ def poison_fixed_rows(*tensors):
     for t in tensors:
         t[:, 0] = float("nan")
         t[:, -1] = float("nan")
+
+
+def test_loop_shapes_loop(ck):
+    """LOOP_SHAPES really make every persistent grid loop on this device (grid <= 8 blocks per SM)."""
+    sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    for B, _, _ in LOOP_SHAPES:
+        if B <= 8 * sms:
+            pytest.skip(f"{sms} SMs: B={B} plans fit in one pass of the grid")
 
 
 # ------------------------------------------------------------------------------- lifted_energy_fwd
@@ -180,7 +193,8 @@ def seeded_noise(ck, B, T, D, seed, fused=False):
     return states[:, 1:T].clone()
 
 
-@pytest.mark.parametrize("B,T,D", [(1, 2, 1), (5, 7, 3), (5, 7, 4), (2, 64, 1000), (3, 5, 129)])
+@pytest.mark.parametrize("B,T,D", [(1, 2, 1), (5, 7, 3), (5, 7, 4), (2, 64, 1000), (3, 5, 129), (4096, 2, 3),
+                                   (2048, 3, 8)])
 def test_seeded_noise_reproducible(ck, B, T, D):
     a = seeded_noise(ck, B, T, D, seed=1234)
     b = seeded_noise(ck, B, T, D, seed=1234)
@@ -205,6 +219,42 @@ def test_seeded_noise_statistics(ck):
         assert abs(r) < 5 / math.sqrt(n), (lag, r)
     y = seeded_noise(ck, 4, 65, 4096, seed=8).flatten().double()
     assert abs(torch.corrcoef(torch.stack([x, y]))[0, 1].item()) < 5 / math.sqrt(n)
+
+
+def philox4x32_10(ctr, key):
+    """Philox4x32-10 on Python ints (Random123's round function and key schedule)."""
+    mask = 0xFFFFFFFF
+    c0, c1, c2, c3 = ctr
+    k0, k1 = key
+    for r in range(10):
+        if r:
+            k0, k1 = (k0 + 0x9E3779B9) & mask, (k1 + 0xBB67AE85) & mask
+        p0, p1 = 0xD2511F53 * c0, 0xCD9E8D57 * c2
+        c0, c1, c2, c3 = (p1 >> 32) ^ c1 ^ k0, p1 & mask, (p0 >> 32) ^ c3 ^ k1, p0 & mask
+    return c0, c1, c2, c3
+
+
+def test_builtin_philox_counter_layout(ck):
+    """The in-tree generator's documented layout, on the device: normal n is lane n % 4 of Box-Muller
+    over Philox4x32-10(counter = (0, 0, lo(n/4), hi(n/4)), key = (lo(seed), hi(seed))), i.e. curand's
+    curand_init(seed, n/4, 0) + curand_normal4. (The block itself is checked bit for bit against the
+    Random123 known-answer vectors by tests/test_cuda_build.py, on the CPU.)"""
+    import numpy as np
+
+    assert philox4x32_10((0, 0, 0, 0), (0, 0)) == (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)
+    seed, n = 0x0123456789ABCDEF, 4096
+    got = ck.philox_normal((n,), seed, "cuda", impl=1).cpu().double()
+    words = np.array([philox4x32_10((0, 0, g & 0xFFFFFFFF, g >> 32), (seed & 0xFFFFFFFF, seed >> 32))
+                      for g in range(n // 4)], dtype=np.uint64)
+    x, y = words[:, 0::2], words[:, 1::2]  # Box-Muller inputs of lanes (0, 1) and (2, 3)
+    # the uniforms as the device rounds them: uint32 -> float32, then u = x 2^-32 + 2^-33 in float32
+    # (exact scaling, so FMA or not gives the same u; this matters for u near 1, where s ~ sqrt(1 - u))
+    u = (x.astype(np.float32).astype(np.float64) * 2.0**-32 + 2.0**-33).astype(np.float32).astype(np.float64)
+    k = float(np.float32(np.float32(2.3283064e-10) * np.float32(6.2831855)))
+    v = y.astype(np.float32).astype(np.float64) * k + k / 2
+    s = np.sqrt(-2.0 * np.log(u))
+    expected = np.stack([np.sin(v) * s, np.cos(v) * s], axis=-1).reshape(n)  # lanes x0 y0 x1 y1
+    torch.testing.assert_close(got, torch.from_numpy(expected), rtol=1e-4, atol=1e-4)
 
 
 def test_rng_backends_agree(ck):
@@ -248,6 +298,26 @@ def test_action_step(ck, B, T, A):
     assert (actions >= low).all() and (actions <= high).all()
 
 
+@pytest.mark.parametrize("B,T,A", [(1024, 1024, 4), (1366, 1024, 3)], ids=["A4-vector", "A3-scalar"])
+def test_action_step_grid_stride(ck, B, T, A):
+    """N*A >= 4M elements: several grid-stride passes of the full grid, with the action index ``a``
+    advanced incrementally across passes (stride % A != 0 for odd A)."""
+    assert B * T * A >= 4 * 2**20
+    g = gen("action-loop", B, T, A)
+    actions, grad = randn((B, T, A), g), randn((B, T, A), g)
+    m, v = randn((B, T, A), g, scale=0.1), randn((B, T, A), g, scale=0.1).square()
+    low, high = bounds(A, g)
+    refs = [x.double() for x in (actions, grad, m, v)]
+    action_step_ref(*refs, 4, **ADAM, low=low.double(), high=high.double())
+    ck.action_step(actions, grad, m, v, 4, ADAM["lr"], ADAM["beta1"], ADAM["beta2"], ADAM["eps"], low, high)
+    assert rel(actions, refs[0]) < TOL
+    assert rel(m, refs[2]) < TOL
+    assert rel(v, refs[3]) < TOL
+    assert (actions >= low).all() and (actions <= high).all()
+    # elementwise, so the worst element too (a wrong `a` would clamp against the wrong bounds)
+    assert (actions.double() - refs[0]).abs().max().item() < 1e-5
+
+
 # ------------------------------------------------------------------------------- fused
 
 
@@ -276,7 +346,7 @@ def test_lifted_energy_state_step(ck, B, T, D, pred_dtype):
     assert m[:, 0].isnan().all() and v[:, T].isnan().all()
 
 
-@pytest.mark.parametrize("B,T,D", [(5, 7, 3), (2, 64, 1000), (2, 33, 20000)])
+@pytest.mark.parametrize("B,T,D", [(5, 7, 3), (2, 64, 1000), (2, 33, 20000), (4096, 2, 3), (2048, 3, 8)])
 def test_fused_matches_unfused_with_seed(ck, B, T, D):
     pred, states = energy_inputs(B, T, D, torch.float32, 3)
     _, _, m, v = adam_inputs(B, T, D, 4)
@@ -305,7 +375,7 @@ def offset_tensor(values: torch.Tensor, offset: int = 1) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("pred_dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
-@pytest.mark.parametrize("B,T,D", [(2, 5, 4), (3, 7, 8), (1, 64, 1000)])
+@pytest.mark.parametrize("B,T,D", [(2, 5, 4), (3, 7, 8), (1, 64, 1000), (2048, 3, 8)])
 def test_unaligned_pointers_use_scalar_path(ck, B, T, D, pred_dtype):
     """D % 4 == 0 (vector-eligible) but misaligned pointers: the scalar fallback must give the same answers."""
     pred, states = energy_inputs(B, T, D, pred_dtype, 4)
@@ -353,16 +423,64 @@ def test_unaligned_pointers_use_scalar_path(ck, B, T, D, pred_dtype):
 
 
 def test_runs_on_the_current_stream(ck):
+    """The launch is ordered on the current (side) stream: it must see the copy queued there after a
+    ~0.1 s sleep. A launch on any other stream would read the old states (or the NaN-poisoned outputs
+    would not be written yet) and fail deterministically."""
     B, T, D = 3, 16, 256
     pred, states = energy_inputs(B, T, D, torch.float32, 5)
+    _, new = energy_inputs(B, T, D, torch.float32, 55)
+    assert not torch.equal(states, new)
+    after = torch.zeros_like(new)  # the state step's parameter, filled from `new` on the side stream
+    m, v = torch.zeros_like(new), torch.zeros_like(new)
+    torch.cuda.synchronize()
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         energy, grad_pred, grad_states = poison((B,)), poison((B, T, D)), poison((B, T + 1, D))
+        torch.cuda._sleep(10**8)  # ~0.1 s of GPU spinning on the side stream only
+        states.copy_(new)
         ck.lifted_energy_fwd(pred, states, 1.0, energy, grad_pred, grad_states)
+        torch.cuda._sleep(10**8)
+        after.copy_(new)
+        ck.state_step(after, grad_states, m, v, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, None, 0)
+    torch.cuda.current_stream().wait_stream(side)
     side.synchronize()
-    e_ref, _, _ = energy_ref(pred, states, 1.0)
+    e_ref, gp_ref, gs_ref = energy_ref(pred, new, 1.0)
     assert rel(energy, e_ref) < TOL
+    assert rel(grad_pred, gp_ref) < TOL
+    assert rel(grad_states, gs_ref) < TOL
+    refs = [x.double() for x in (new, grad_states, torch.zeros_like(new), torch.zeros_like(new))]
+    state_step_ref(*refs, 1, 0.1, 0.9, 0.999, 1e-8, noise_std=0.0)
+    assert rel(after, refs[0]) < TOL
+
+
+def test_restores_the_current_device(ck):
+    """A launch on another device's tensors leaves torch's current device where it was (the module's
+    static runtime shares the per-thread driver context with torch)."""
+    if torch.cuda.device_count() < 2:
+        before = torch.cuda.current_device()
+        pred, states = energy_inputs(2, 3, 4, torch.float32, 15)
+        ck.lifted_energy_fwd(pred, states, 1.0, poison((2,)), poison((2, 3, 4)), poison((2, 4, 4)))
+        assert torch.cuda.current_device() == before
+        pytest.skip("one CUDA device: only the same-device path is checked")
+    torch.cuda.set_device(0)
+    try:
+        with torch.cuda.device(1):
+            pred, states = energy_inputs(2, 3, 4, torch.float32, 16)
+            e = poison((2,))
+            gp, gs = poison((2, 3, 4)), poison((2, 4, 4))
+        ck.lifted_energy_fwd(pred, states, 1.0, e, gp, gs)
+        assert torch.cuda.current_device() == 0
+        x = torch.ones(4, device="cuda")  # allocates on the current device
+        assert x.device == torch.device("cuda", 0)
+        torch.cuda.synchronize(1)
+        assert rel(e, energy_ref(pred, states, 1.0)[0]) < TOL
+        a = torch.randn(2, 3, 4, device="cuda:1")
+        ck.action_step(a, torch.randn_like(a), torch.zeros_like(a), torch.zeros_like(a), 1, 0.1, 0.9, 0.999, 1e-8,
+                       torch.full((4,), -1.0, device="cuda:1"), torch.full((4,), 1.0, device="cuda:1"))
+        assert torch.cuda.current_device() == 0
+    finally:
+        torch.cuda.set_device(0)
 
 
 def test_launcher_checks(ck):
@@ -382,6 +500,11 @@ def test_launcher_checks(ck):
         ck.state_step(s, g, m, v, 1, 0.1, 0.9, 0.999, 1e-8, 0.1, None, None)
     with pytest.raises(ValueError, match="step"):
         ck.state_step(s, g, m, v, 0, 0.1, 0.9, 0.999, 1e-8, 0.0, None, 0)
+    for gamma in (float("nan"), float("inf"), -0.5):
+        with pytest.raises(ValueError, match="gamma"):
+            ck.lifted_energy_fwd(pred, states, gamma, *out)
+        with pytest.raises(ValueError, match="gamma"):
+            ck.lifted_energy_state_step(pred, s, gamma, out[0], out[1], m, v, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, None, 0)
 
 
 # ------------------------------------------------------------------------------- CUDA vs Triton

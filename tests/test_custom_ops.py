@@ -176,3 +176,94 @@ def test_unavailable_backend_is_a_clear_error():
     x = make_inputs("cpu")
     with pytest.raises(RuntimeError, match="backend 'cuda' cannot run"):
         torch.ops.grasp.lifted_energy(x.pred, x.states, 0.5, "cuda")
+
+
+# ------------------------------------------------------------------------------- argument checks (shared layer)
+
+
+def _custom_ops():
+    return custom_ops
+
+
+def _triton_runs_on_cpu() -> bool:
+    return backend_unavailable_reason("triton", torch.device("cpu")) is None
+
+
+def _state_args(B=2, T=4, D=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    states = torch.randn(B, T + 1, D, generator=g)
+    grad = torch.randn(B, T + 1, D, generator=g)
+    return states, grad, torch.zeros_like(states), torch.zeros_like(states), torch.randn(B, T - 1, D, generator=g)
+
+
+ADAM_ARGS = (2, 0.1, 0.9, 0.999, 1e-8)
+
+
+@pytest.mark.parametrize("gamma", [float("nan"), float("inf"), float("-inf"), -0.1])
+def test_custom_ops_validate_gamma(gamma):
+    """The shared custom ops reject a non-finite or negative gamma (both backends, before any launch)."""
+    ops = _custom_ops()
+    states, _, m, v, _ = _state_args()
+    pred = torch.randn(2, 4, 3)
+    for backend in ops.KERNEL_BACKENDS:
+        with pytest.raises(ValueError, match="gamma"):
+            ops.lifted_energy(pred, states, gamma, backend)
+        with pytest.raises(ValueError, match="gamma"):
+            torch.ops.grasp.lifted_energy(pred, states, gamma, backend)
+        with pytest.raises(ValueError, match="gamma"):
+            ops.lifted_energy_state_step(pred, states, gamma, m, v, *ADAM_ARGS, 0.0, None, 0, backend)
+        with pytest.raises(ValueError, match="gamma"):
+            torch.ops.grasp.lifted_energy_state_step(pred, states, gamma, m, v, *ADAM_ARGS, 0.0, None, 0, backend)
+
+
+def test_custom_ops_reject_overlapping_tensors():
+    """In-place tensors must not share memory with each other or with what the op reads: ValueError
+    naming both arguments (checked in the shared layer, before the backend is even looked up)."""
+    ops = _custom_ops()
+    B, T, D = 2, 4, 3
+    states, grad, m, v, noise = _state_args(B, T, D)
+    for backend in ops.KERNEL_BACKENDS:
+        with pytest.raises(ValueError, match="states and grad overlap"):
+            ops.state_step(states, states, m, v, *ADAM_ARGS, 0.0, None, 0, backend)
+        with pytest.raises(ValueError, match="exp_avg and exp_avg_sq overlap"):
+            ops.state_step(states, grad, m, m, *ADAM_ARGS, 0.0, None, 0, backend)
+        with pytest.raises(ValueError, match="states and exp_avg overlap"):
+            ops.state_step(states, grad, states, v, *ADAM_ARGS, 0.0, None, 0, backend)
+        # partial overlap: noise is a view into the tail of the states' storage
+        flat = torch.randn(B * (T + 1) * D)
+        s_view = flat.view(B, T + 1, D)
+        n_view = flat[-B * (T - 1) * D:].view(B, T - 1, D)
+        with pytest.raises(ValueError, match="states and noise overlap"):
+            ops.state_step(s_view, grad, m, v, *ADAM_ARGS, 0.1, n_view, 0, backend)
+        # fused: pred aliasing the first rows of the states
+        p_view = flat[: B * T * D].view(B, T, D)
+        with pytest.raises(ValueError, match="states and pred overlap"):
+            ops.lifted_energy_state_step(p_view, s_view, 0.5, m, v, *ADAM_ARGS, 0.0, None, 0, backend)
+        with pytest.raises(ValueError, match="exp_avg_sq and noise overlap"):
+            ops.lifted_energy_state_step(torch.randn(B, T, D), states, 0.5, m, v, *ADAM_ARGS, 0.1,
+                                         v.view(-1)[: noise.numel()].view_as(noise), 0, backend)
+        actions = torch.randn(B, T, 2)
+        am, av = torch.zeros_like(actions), torch.zeros_like(actions)
+        low, high = torch.full((2,), -1.0), torch.full((2,), 1.0)
+        with pytest.raises(ValueError, match="actions and grad overlap"):
+            ops.action_step(actions, actions, am, av, *ADAM_ARGS, low, high, backend)
+        with pytest.raises(ValueError, match="exp_avg and low overlap"):
+            ops.action_step(actions, torch.randn_like(actions), am, av, *ADAM_ARGS, am.view(-1)[:2], high, backend)
+
+
+@pytest.mark.skipif(not _triton_runs_on_cpu(), reason="the Triton backend does not run on CPU here")
+def test_custom_ops_accept_disjoint_views_of_one_buffer():
+    """Adjacent, non-overlapping views of one allocation are fine (ranges are compared, not storages);
+    the result equals the one from separate tensors."""
+    ops = _custom_ops()
+    B, T, D = 2, 4, 3
+    states, grad, m, v, noise = _state_args(B, T, D, seed=1)
+    n = states.numel()
+    buf = torch.empty(3 * n + noise.numel())
+    s2, m2, v2 = (buf[i * n:(i + 1) * n].view_as(states) for i in range(3))
+    n2 = buf[3 * n:].view_as(noise)
+    s2.copy_(states), m2.copy_(m), v2.copy_(v), n2.copy_(noise)
+    ops.state_step(states, grad, m, v, *ADAM_ARGS, 0.1, noise, 0, "triton")
+    ops.state_step(s2, grad, m2, v2, *ADAM_ARGS, 0.1, n2, 0, "triton")
+    for a, b in ((states, s2), (m, m2), (v, v2)):
+        assert torch.equal(a, b)

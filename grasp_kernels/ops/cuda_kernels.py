@@ -25,10 +25,25 @@ Noise drawn in-kernel (``noise is None`` and ``noise_std > 0``): element ``n`` o
 (Philox4x32-10; ``grasp_kernels._cuda.rng_backend()`` says whether curand's header or the in-tree
 equivalent produced it). The same seed gives the same bits, in ``state_step`` and in the fused op.
 Vary the seed per iteration.
+
+Determinism of the energy: ``energy`` is reduced without atomics (fixed warp-shuffle trees, then a
+fixed chunk order), so repeated calls give identical bits *on one device with the same pointer
+alignment*. The bits are not portable across devices or layouts: the number of chunks a plan is cut
+into depends on the device's SM count (``energy_workspace_numel``), and the summation order inside a
+block differs between the 16-byte vector path (``D % 4 == 0`` and aligned pointers) and the scalar
+fallback. ``grad_pred``, ``grad_states`` and the state/action steps are elementwise and do not depend
+on either. The seeded noise depends only on ``(seed, element index)``.
+
+Devices: each launch runs on the device of its tensors. The compiled module makes that device
+current only for the duration of the call and restores the previous one (its static CUDA runtime
+shares the per-thread driver context with torch's); the launchers also enter
+``torch.cuda.device(index)`` when the tensors are not on torch's current device.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 from typing import Optional
 
 import torch
@@ -99,6 +114,23 @@ def _launch_ctx(device: torch.device) -> tuple[int, int]:
     return index, torch.cuda.current_stream(index).cuda_stream
 
 
+def _on_device(index: int):
+    """``torch.cuda.device(index)`` when ``index`` is not torch's current device (a no-op context
+    otherwise, the common single-GPU case): torch's own guard then restores its current device."""
+    if index == torch.cuda.current_device():
+        return contextlib.nullcontext()
+    return torch.cuda.device(index)
+
+
+def _gamma(gamma: object) -> float:
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
+        raise TypeError(f"gamma must be a float, got {type(gamma).__name__}")
+    gamma = float(gamma)
+    if not math.isfinite(gamma) or gamma < 0.0:
+        raise ValueError(f"gamma must be finite and >= 0, got {gamma}")
+    return gamma
+
+
 def _adam_args(step: int, lr: float, beta1: float, beta2: float, eps: float) -> tuple:
     if isinstance(step, bool) or not isinstance(step, int) or step < 1:
         raise ValueError(f"step must be an int >= 1 (the 1-based Adam step), got {step!r}")
@@ -135,6 +167,7 @@ def lifted_energy_fwd(
 ) -> None:
     """energy [B], grad_pred [B,T,D] and grad_states [B,T+1,D] (rows 0 and T zero) of the lifted energy."""
     mod = _module()
+    gamma = _gamma(gamma)
     device = _device_of("states", states)
     b, t, d = _states_shape(states)
     _check("states", states, (b, t + 1, d), (_F32,), device)
@@ -142,19 +175,19 @@ def lifted_energy_fwd(
     _check("energy", energy, (b,), (_F32,), device)
     _check("grad_pred", grad_pred, (b, t, d), (_F32,), device)
     _check("grad_states", grad_states, (b, t + 1, d), (_F32,), device)
-    gamma = float(gamma)
     if b == 0:
         return
     if d == 0:
         energy.zero_()
         return
     index, stream = _launch_ctx(device)
-    ws, ws_ptr, ws_numel = _workspace(mod, index, device, b, t, d)
-    mod.lifted_energy_fwd(
-        index, stream, pred.data_ptr(), pred.dtype == torch.bfloat16, states.data_ptr(), energy.data_ptr(),
-        grad_pred.data_ptr(), grad_states.data_ptr(), ws_ptr, ws_numel, b, t, d, gamma,
-    )
-    del ws  # returned to torch's caching allocator, stream-ordered on the current stream
+    with _on_device(index):
+        ws, ws_ptr, ws_numel = _workspace(mod, index, device, b, t, d)
+        mod.lifted_energy_fwd(
+            index, stream, pred.data_ptr(), pred.dtype == torch.bfloat16, states.data_ptr(), energy.data_ptr(),
+            grad_pred.data_ptr(), grad_states.data_ptr(), ws_ptr, ws_numel, b, t, d, gamma,
+        )
+        del ws  # returned to torch's caching allocator, stream-ordered on the current stream
 
 
 def state_step(
@@ -185,10 +218,11 @@ def state_step(
     if b == 0 or d == 0 or t == 1:
         return
     index, stream = _launch_ctx(device)
-    mod.state_step(
-        index, stream, states.data_ptr(), grad.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(), noise_ptr,
-        b, t, d, *adam, noise_std, seed,
-    )
+    with _on_device(index):
+        mod.state_step(
+            index, stream, states.data_ptr(), grad.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(), noise_ptr,
+            b, t, d, *adam, noise_std, seed,
+        )
 
 
 def action_step(
@@ -221,10 +255,11 @@ def action_step(
     if n == 0 or a == 0:
         return
     index, stream = _launch_ctx(device)
-    mod.action_step(
-        index, stream, actions.data_ptr(), grad.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(),
-        low.data_ptr(), high.data_ptr(), n, a, *adam,
-    )
+    with _on_device(index):
+        mod.action_step(
+            index, stream, actions.data_ptr(), grad.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(),
+            low.data_ptr(), high.data_ptr(), n, a, *adam,
+        )
 
 
 def lifted_energy_state_step(
@@ -247,6 +282,7 @@ def lifted_energy_state_step(
     """Fused: energy and grad_pred from the states before the update, then the state step in place
     (the state gradient ``-2 (p_{t-1} - s_t)`` is consumed in registers, never written)."""
     mod = _module()
+    gamma = _gamma(gamma)
     device = _device_of("states", states)
     b, t, d = _states_shape(states)
     shape = (b, t + 1, d)
@@ -256,7 +292,6 @@ def lifted_energy_state_step(
     _check("grad_pred", grad_pred, (b, t, d), (_F32,), device)
     _check("exp_avg", exp_avg, shape, (_F32,), device)
     _check("exp_avg_sq", exp_avg_sq, shape, (_F32,), device)
-    gamma = float(gamma)
     adam = _adam_args(step, lr, beta1, beta2, eps)
     noise_std, noise_ptr, seed = _noise_args(noise, noise_std, seed, (b, t - 1, d), device)
     if b == 0:
@@ -265,13 +300,14 @@ def lifted_energy_state_step(
         energy.zero_()
         return
     index, stream = _launch_ctx(device)
-    ws, ws_ptr, ws_numel = _workspace(mod, index, device, b, t, d)
-    mod.lifted_energy_state_step(
-        index, stream, pred.data_ptr(), pred.dtype == torch.bfloat16, states.data_ptr(), energy.data_ptr(),
-        grad_pred.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(), noise_ptr, ws_ptr, ws_numel,
-        b, t, d, gamma, *adam, noise_std, seed,
-    )
-    del ws
+    with _on_device(index):
+        ws, ws_ptr, ws_numel = _workspace(mod, index, device, b, t, d)
+        mod.lifted_energy_state_step(
+            index, stream, pred.data_ptr(), pred.dtype == torch.bfloat16, states.data_ptr(), energy.data_ptr(),
+            grad_pred.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(), noise_ptr, ws_ptr, ws_numel,
+            b, t, d, gamma, *adam, noise_std, seed,
+        )
+        del ws
 
 
 def philox_normal(shape: tuple, seed: int, device: torch.device, impl: int = 0) -> torch.Tensor:
@@ -282,5 +318,6 @@ def philox_normal(shape: tuple, seed: int, device: torch.device, impl: int = 0) 
     out = torch.empty(shape, device=device, dtype=_F32)
     if out.numel():
         index, stream = _launch_ctx(device)
-        mod.philox_normal(index, stream, out.data_ptr(), out.numel(), int(seed) & _SEED_MASK, int(impl))
+        with _on_device(index):
+            mod.philox_normal(index, stream, out.data_ptr(), out.numel(), int(seed) & _SEED_MASK, int(impl))
     return out

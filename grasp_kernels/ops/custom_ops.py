@@ -18,6 +18,12 @@ Ops (``torch.ops.grasp.*``):
 - ``lifted_energy_state_step(pred, states!, gamma, exp_avg!, exp_avg_sq!, step, lr, beta1, beta2,
   eps, noise_std, noise?, seed, backend) -> (energy [B], grad_pred [B,T,D] f32)``
 
+Checks (both backends, before any launch): dtypes, shapes, contiguity and one device; ``gamma``,
+``lr``, ``eps``, ``noise_std`` finite and >= 0, betas in [0, 1); and no memory overlap between the
+tensors an op updates in place (``states``/``actions``, ``exp_avg``, ``exp_avg_sq``) and each other or
+the tensors it reads (``pred``, ``grad``, ``noise``, ``low``, ``high``): ValueError naming both.
+``grad_pred``/``grad_states``/``energy`` are allocated here and cannot overlap anything.
+
 They are ``torch.library.custom_op`` with an explicit ``register_fake`` (not ``triton_op``, which
 breaks opcheck and compile under the Triton CPU interpreter), so they pass
 ``torch.library.opcheck`` and are opaque nodes under ``torch.compile``.
@@ -117,6 +123,46 @@ def _check_seed(seed: int) -> None:
         raise ValueError(f"seed must be an int in [0, 2**63), got {seed!r}")
 
 
+def _byte_range(tensor: Tensor) -> Optional[tuple[int, int]]:
+    """[first, last) byte addresses of a contiguous tensor's elements; None when it has none."""
+    if tensor.numel() == 0:
+        return None
+    start = tensor.data_ptr()
+    return start, start + tensor.numel() * tensor.element_size()
+
+
+def _check_no_overlap(written: dict, read: dict) -> None:
+    """The tensors a kernel writes (``written``: in-place outputs) must not share memory with each
+    other or with the tensors it only reads (``read``): the kernels load and store in one pass, so an
+    overlap would race. Compares the byte ranges of the (contiguous) tensors on one device: no device
+    sync, a few pointer reads. Skipped for fake/meta tensors (no data). Raises ValueError naming both."""
+    ranges = []
+    for role, tensors in (("written", written), ("read", read)):
+        for name, tensor in tensors.items():
+            if tensor is None or tensor.device.type == "meta":
+                continue
+            try:
+                span = _byte_range(tensor)
+            except RuntimeError:  # a tensor without storage (fake / functional): nothing to compare
+                continue
+            if span is not None:
+                ranges.append((name, role, tensor.device, span))
+    for i, (name_a, role_a, dev_a, (lo_a, hi_a)) in enumerate(ranges):
+        if role_a != "written":
+            continue
+        for j, (name_b, role_b, dev_b, (lo_b, hi_b)) in enumerate(ranges):
+            if j == i or (role_b == "written" and j < i) or dev_a != dev_b:
+                continue
+            if lo_a < hi_b and lo_b < hi_a:
+                if role_b == "written":
+                    how = "both are updated in place"
+                else:
+                    how = f"{name_a} is updated in place while {name_b} is read"
+                raise ValueError(
+                    f"{name_a} and {name_b} overlap in memory ({how}): pass separate tensors, e.g. {name_b}.clone()"
+                )
+
+
 def _check_energy_args(pred: Tensor, states: Tensor) -> None:
     _check_states("states", states)
     _check_pred(pred, states)
@@ -176,12 +222,13 @@ def _lifted_energy(pred: Tensor, states: Tensor, gamma: float, backend: str) -> 
 @_lifted_energy.register_fake
 def _lifted_energy_fake(pred: Tensor, states: Tensor, gamma: float, backend: str) -> tuple[Tensor, Tensor, Tensor]:
     _check_energy_args(pred, states)
+    check_scalar("gamma", gamma, minimum=0.0)
     energy, grad_pred = _energy_outputs(pred, states)
     return energy, grad_pred, torch.empty_like(states)
 
 
 def _lifted_energy_setup_context(ctx, inputs, output) -> None:
-    pred, states = inputs[0], inputs[1]
+    pred = inputs[0]
     _, grad_pred, grad_states = output
     ctx.pred_dtype = pred.dtype
     ctx.save_for_backward(grad_pred, grad_states)
@@ -229,6 +276,7 @@ def _state_step(
     backend: str,
 ) -> None:
     _check_state_step_args(states, grad, exp_avg, exp_avg_sq, noise)
+    _check_no_overlap(dict(states=states, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq), dict(grad=grad, noise=noise))
     _check_adam_scalars(step, lr, beta1, beta2, eps)
     noise_std = check_scalar("noise_std", noise_std, minimum=0.0)
     _check_seed(seed)
@@ -286,6 +334,9 @@ def _action_step(
     backend: str,
 ) -> None:
     _check_action_step_args(actions, grad, exp_avg, exp_avg_sq, low, high)
+    _check_no_overlap(
+        dict(actions=actions, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq), dict(grad=grad, low=low, high=high)
+    )
     _check_adam_scalars(step, lr, beta1, beta2, eps)
     _check_backend_runs(backend, actions.device)
     provider(backend).action_step(actions, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high)
@@ -339,6 +390,7 @@ def _lifted_energy_state_step(
     backend: str,
 ) -> tuple[Tensor, Tensor]:
     _check_fused_args(pred, states, exp_avg, exp_avg_sq, noise)
+    _check_no_overlap(dict(states=states, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq), dict(pred=pred, noise=noise))
     gamma = check_scalar("gamma", gamma, minimum=0.0)
     _check_adam_scalars(step, lr, beta1, beta2, eps)
     noise_std = check_scalar("noise_std", noise_std, minimum=0.0)
@@ -357,6 +409,7 @@ def _lifted_energy_state_step_fake(
     pred, states, gamma, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise, seed, backend
 ):
     _check_fused_args(pred, states, exp_avg, exp_avg_sq, noise)
+    check_scalar("gamma", gamma, minimum=0.0)
     return _energy_outputs(pred, states)
 
 
