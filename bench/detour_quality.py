@@ -63,7 +63,12 @@ def candidates(task, horizon: int, particles: int, quick: bool) -> dict[str, dic
         return lambda: GraspPlanner(model, 2, config)
 
     gd_iters, samples, sample_iters = (20, 30, 3) if quick else (200, 300, 30)
-    grasp_sweep = {"noise 0.03": {}, "noise 0.01": {"state_noise": 0.01, "init_noise": 0.01}, "gamma 0.1": {"goal_weight": 0.1}}
+    grasp_sweep = {
+        "noise 0.1 annealed": {},
+        "noise 0.1 constant": {"anneal_noise": False},
+        "noise 0.03 annealed, lr_states 0.003": {"state_noise": 0.03, "init_noise": 0.03, "lr_states": 0.003},
+        "gamma 0.01": {"goal_weight": 0.01},
+    }
     families: dict[str, dict[str, Factory]] = {
         "GRASP": {name: grasp(1, **ch) for name, ch in grasp_sweep.items()},
         f"GRASP x{particles}": {name: grasp(particles, **ch) for name, ch in grasp_sweep.items()},
@@ -82,7 +87,7 @@ def candidates(task, horizon: int, particles: int, quick: bool) -> dict[str, dic
     }
     for name in ABLATIONS:
         if name != "grasp":
-            families[f"GRASP x{particles} {name}"] = {"noise 0.03": grasp(particles, name)}
+            families[f"GRASP x{particles} {name}"] = {"demo setting": grasp(particles, name)}
     return families
 
 

@@ -45,6 +45,8 @@ class GraspConfig:
         stop_gradient: detach the world model's state input (the reshaped gradient). False is the
             "without stop-gradient" ablation.
         beta1, beta2, adam_eps: Adam constants shared by every Adam step of the planner.
+        anneal_noise: let the state noise decay linearly from ``state_noise`` to 0 within each sync
+            phase (over the whole plan without sync), as the authors' released solver does.
         check_finite: verify after each sync phase and at the end that no NaN/Inf appeared.
             The check is one host sync per sync phase, never one per iteration.
     """
@@ -69,6 +71,7 @@ class GraspConfig:
     beta2: float = 0.999
     adam_eps: float = 1e-8
     check_finite: bool = True
+    anneal_noise: bool = False
 
     def __post_init__(self) -> None:
         self.validate()

@@ -39,16 +39,19 @@ def grasp_config(horizon: int, seed: int = 0, backend: str = "auto", particles: 
     """GRASP settings for the navigation tasks (state scale ~1, step <= 0.14 per model step).
 
     The authors' lr_states 0.1 is sized for latent features; here a virtual state moves about 0.1 per
-    model step, so an Adam step of 0.1 overshoots and the chain of virtual states oscillates.
+    model step, so an Adam step of 0.1 overshoots and the chain of virtual states oscillates. Large
+    noise, annealed to zero within each sync phase, is what lets chains leave the wall's local minimum
+    (bench/detour_quality.py sweeps the alternatives).
     """
     return GraspConfig(
         horizon=horizon,
         iters=300,
-        lr_states=0.003,
+        lr_states=0.01,
         lr_actions=0.03,
-        state_noise=0.03,
-        init_noise=0.03,
-        goal_weight=0.01,
+        state_noise=0.1,
+        init_noise=0.1,
+        anneal_noise=True,
+        goal_weight=0.1,
         sync_every=25,
         sync_steps=10,
         sync_lr=0.05,

@@ -175,7 +175,7 @@ class GraspPlanner:
                 self.world_model, state_input, action_leaf, state.chains.state_shape, stop_gradient, per_timestep
             )
         seed = None if state.backend == "reference" else (cfg.seed * _SEED_STRIDE + it + 1) % _SEED_MODULUS
-        adam = (step, cfg.lr_states, cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.state_noise)
+        adam = (step, cfg.lr_states, cfg.beta1, cfg.beta2, cfg.adam_eps, self._noise_std(state))
         with torch.no_grad():
             if fused:
                 energy, grad_pred = ops.lifted_energy_state_step_(
@@ -203,6 +203,14 @@ class GraspPlanner:
         state.adam_step = step
         state.iteration = it + 1
         return energy
+
+    def _noise_std(self, state: "PlanState") -> float:
+        """Sigma of this iteration's Langevin noise (a host scalar: no device sync)."""
+        cfg = self.config
+        if not cfg.anneal_noise:
+            return cfg.state_noise
+        period = state.sync_every or cfg.iters
+        return cfg.state_noise * (1.0 - (state.iteration % period) / period)
 
     def sync(self, state: "PlanState") -> torch.Tensor:
         """The sync phase: ``sync_steps`` Adam steps on the actions through the full rollout (fresh

@@ -273,3 +273,24 @@ def test_triton_backend_plans_like_the_reference():
         assert plans["triton"].info["backend"] == "triton"
         for field in ("actions", "states", "energy_history"):
             torch.testing.assert_close(getattr(plans["triton"], field), getattr(plans["reference"], field), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("sync_every,expected", [(4, [0.2, 0.15, 0.1, 0.05, 0.2, 0.15, 0.1, 0.05]), (0, [0.2 * (1 - k / 8) for k in range(8)])])
+def test_annealed_noise_decays_within_each_sync_phase(monkeypatch, sync_every, expected):
+    import grasp_kernels.planner as planner_module
+
+    seen = []
+    real = planner_module.ops.state_step_
+
+    def spy(*args, **kwargs):
+        seen.append(args[9])  # noise_std, after states, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(planner_module.ops, "state_step_", spy)
+    config = GraspConfig(horizon=5, iters=8, sync_every=sync_every, sync_steps=1, state_noise=0.2, anneal_noise=True,
+                         backend="reference")
+    GraspPlanner(lambda s, a: s + 0.1 * a, 2, config).plan(torch.zeros(2, 2), torch.ones(2, 2))
+    assert seen == pytest.approx(expected)
+    seen.clear()
+    GraspPlanner(lambda s, a: s + 0.1 * a, 2, config.replace(anneal_noise=False)).plan(torch.zeros(2, 2), torch.ones(2, 2))
+    assert seen == pytest.approx([0.2] * 8)

@@ -84,31 +84,33 @@ class PointNavigation(nn.Module):
         return position
 
     def push_out(self, points: torch.Tensor) -> torch.Tensor:
-        """Push ``points [N, 2]`` out of the nearest wall (smoothly)."""
-        if self.wall_start.shape[0] == 0:
-            return points
-        offset, distance = self._nearest_offset(points)
-        depth = F.softplus(self.sharpness * (self.radius - distance)) / self.sharpness
-        return points + offset * (depth / distance)
+        """Push ``points [N, 2]`` out of every wall in turn (smoothly).
 
-    def _nearest_offset(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Offset ``[..., 2]`` from the nearest wall segment and its length ``[..., 1]``."""
+        One projection per wall, in sequence: in a concave corner where two walls overlap, leaving
+        one wall must not leave the point inside the other (it would be carried through it).
+        """
         start = self.wall_start.to(points.dtype)
         axis = self.wall_end.to(points.dtype) - start
-        rel = points.unsqueeze(-2) - start
-        along = ((rel * axis).sum(-1) / axis.square().sum(-1)).clamp(0.0, 1.0)
-        offsets = rel - along.unsqueeze(-1) * axis
-        squared = offsets.square().sum(-1)
-        nearest = squared.argmin(dim=-1, keepdim=True)
-        offset = offsets.gather(-2, nearest.unsqueeze(-1).expand(*nearest.shape, 2)).squeeze(-2)
-        distance = squared.gather(-1, nearest).add(1e-12).sqrt()
-        return offset, distance
+        for w in range(start.shape[0]):
+            offset = _segment_offset(points, start[w], axis[w])
+            distance = offset.square().sum(-1, keepdim=True).add(1e-12).sqrt()
+            depth = F.softplus(self.sharpness * (self.radius - distance)) / self.sharpness
+            points = points + offset * (depth / distance)
+        return points
 
     def distance_to_walls(self, points: torch.Tensor) -> torch.Tensor:
         """Distance of ``points [..., 2]`` to the nearest wall surface (negative inside); +inf without walls."""
         if self.wall_start.shape[0] == 0:
             return torch.full(points.shape[:-1], float("inf"), device=points.device, dtype=points.dtype)
-        return self._nearest_offset(points)[1].squeeze(-1) - self.radius
+        start = self.wall_start.to(points.dtype)
+        offsets = _segment_offset(points.unsqueeze(-2), start, self.wall_end.to(points.dtype) - start)
+        return offsets.norm(dim=-1).min(dim=-1).values - self.radius
+
+
+def _segment_offset(points: torch.Tensor, start: torch.Tensor, axis: torch.Tensor) -> torch.Tensor:
+    """Offset of ``points [..., 2]`` from the nearest point of the segment ``start + [0, 1] * axis``."""
+    along = ((points - start) * axis).sum(-1, keepdim=True) / axis.square().sum(-1, keepdim=True)
+    return points - (start + along.clamp(0.0, 1.0) * axis)
 
 
 @dataclasses.dataclass
