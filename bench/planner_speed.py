@@ -7,6 +7,7 @@ loop / batched, both measured in the same run, with the device and versions in t
     python bench/planner_speed.py                 # B in {1, 16}, T in {16, 64, 256}
     python bench/planner_speed.py --quick         # a smoke run for CI
     python bench/planner_speed.py --device cuda --backend triton --out bench/results/planner_speed.md
+    python bench/planner_speed.py --model transformer --patches 196 --embed 384 --history 3   # DINO-WM-shaped
 """
 
 from __future__ import annotations
@@ -26,7 +27,22 @@ if str(ROOT) not in sys.path:
 
 from grasp_kernels import GraspConfig, GraspPlanner  # noqa: E402
 from grasp_kernels.config import BACKENDS  # noqa: E402
-from grasp_kernels.models import MLPDynamics  # noqa: E402
+from grasp_kernels.models import MLPDynamics, PatchTransformerDynamics  # noqa: E402
+
+
+def make_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, tuple[int, ...], int, str]:
+    """``(model, state shape S, history h, description)`` for ``--model mlp | transformer``."""
+    torch.manual_seed(0)
+    if args.model == "transformer":
+        model = PatchTransformerDynamics(
+            args.patches, args.embed, args.action_dim, history=args.history, width=args.hidden, depth=args.depth, heads=args.heads
+        )
+        text = (f"PatchTransformerDynamics(patches={args.patches}, embed={args.embed}, action_dim={args.action_dim}, "
+                f"history={args.history}, width={args.hidden}, depth={args.depth}, heads={args.heads})")
+        return model.to(device), (args.patches, args.embed), args.history, text
+    model = MLPDynamics(args.state_dim, args.action_dim, hidden=args.hidden, depth=2)
+    text = f"MLPDynamics(state_dim={args.state_dim}, action_dim={args.action_dim}, hidden={args.hidden}, depth=2)"
+    return model.to(device), (args.state_dim,), 1, text
 
 
 def time_iteration(planner: GraspPlanner, s0: torch.Tensor, goal: torch.Tensor, per_timestep: bool, min_run_time: float) -> float:
@@ -53,17 +69,17 @@ def run(
     horizons: list[int],
     device: torch.device,
     backend: str,
-    state_dim: int,
+    model: torch.nn.Module,
+    state_shape: tuple[int, ...],
+    history: int,
     action_dim: int,
-    hidden: int,
+    model_text: str,
     min_run_time: float,
 ) -> str:
-    torch.manual_seed(0)
-    model = MLPDynamics(state_dim, action_dim, hidden=hidden, depth=2).to(device)
     lines = [
         f"GRASP iteration time, {datetime.date.today().isoformat()}, device {device_name(device)}, torch {torch.__version__}, "
         f"backend {backend}, float32",
-        f"World model: MLPDynamics(state_dim={state_dim}, action_dim={action_dim}, hidden={hidden}, depth=2). "
+        f"World model: {model_text}. "
         "(a) batched: one model call over B*T rows; (b) loop: T calls over B rows, as public ports do. "
         "Medians of torch.utils.benchmark.",
         "",
@@ -72,10 +88,11 @@ def run(
     ]
     for batch in batches:
         for horizon in horizons:
-            config = GraspConfig(horizon=horizon, iters=1, sync_every=0, backend=backend)
-            planner = GraspPlanner(model, action_dim, config)
-            s0 = torch.randn(batch, state_dim, device=device)
-            goal = torch.randn(batch, state_dim, device=device)
+            config = GraspConfig(horizon=horizon, iters=1, sync_every=0, backend=backend, history=history)
+            planner = GraspPlanner(model, action_dim, config, state_shape=state_shape)
+            frames = (history,) if history > 1 else ()
+            s0 = torch.randn(batch, *frames, *state_shape, device=device)
+            goal = torch.randn(batch, *state_shape, device=device)
             batched = time_iteration(planner, s0, goal, False, min_run_time)
             looped = time_iteration(planner, s0, goal, True, min_run_time)
             lines.append(f"| {batch} | {horizon} | {batched * 1e3:.3f} | {looped * 1e3:.3f} | {looped / batched:.1f}x |")
@@ -88,18 +105,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="auto", choices=BACKENDS)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--horizons", type=int, nargs="+", default=[16, 64, 256])
+    parser.add_argument("--model", default="mlp", choices=("mlp", "transformer"),
+                        help="mlp: MLPDynamics on [D] states; transformer: PatchTransformerDynamics on [P, E] tokens")
     parser.add_argument("--state-dim", type=int, default=16)
+    parser.add_argument("--patches", type=int, default=16, help="transformer: patch tokens P")
+    parser.add_argument("--embed", type=int, default=32, help="transformer: token width E")
+    parser.add_argument("--history", type=int, default=3, help="transformer: frames per input h")
+    parser.add_argument("--depth", type=int, default=2, help="transformer: layers")
+    parser.add_argument("--heads", type=int, default=4, help="transformer: attention heads")
     parser.add_argument("--action-dim", type=int, default=4)
-    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--hidden", type=int, default=256, help="MLP hidden width / transformer width")
     parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds of timing per cell")
     parser.add_argument("--quick", action="store_true", help="tiny shapes and short timing (CI smoke run)")
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
     args = parser.parse_args(argv)
     if args.quick:
         args.batches, args.horizons, args.hidden, args.min_run_time = [1, 4], [4, 8], 32, 0.02
+        args.patches, args.embed, args.depth, args.heads = 4, 8, 1, 2
+    device = torch.device(args.device)
+    model, state_shape, history, text = make_model(args, device)
     table = run(
-        args.batches, args.horizons, torch.device(args.device), args.backend,
-        args.state_dim, args.action_dim, args.hidden, args.min_run_time,
+        args.batches, args.horizons, device, args.backend, model, state_shape, history, args.action_dim, text,
+        args.min_run_time,
     )
     print(table)
     if args.out:

@@ -9,7 +9,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from ._checks import as_bound, check_finite, check_tensor
-from .reference import WorldModel, rollout_ref
+from .reference import WorldModel, rollout_ref, weighted_sq_norm
 from .result import PlanResult
 
 BoundSpec = Union[None, float, Sequence[float], torch.Tensor]
@@ -23,13 +23,27 @@ class NonFiniteError(ValueError):
 class Problem:
     """A batch of planning problems in the planners' flat layout.
 
-    ``s0`` and ``goal`` are ``[B, *S]``; ``single`` remembers that the caller passed one plan ``[*S]``.
+    ``s0`` and ``goal`` are ``[B, *S]`` (``s0`` the current state); ``single`` remembers that the
+    caller passed one plan ``[*S]``. For history-window world models (``h > 1`` frames per input),
+    ``history_frames`` ``[B, h-1, *S]`` holds the older observed frames (oldest first).
     """
 
     s0: torch.Tensor
     goal: torch.Tensor
     state_shape: tuple[int, ...]
     single: bool
+    history_frames: Optional[torch.Tensor] = None
+
+    @property
+    def history(self) -> int:
+        """``h``, frames per world-model input (1: plain ``F(s, a)``)."""
+        return 1 if self.history_frames is None else self.history_frames.shape[1] + 1
+
+    def frames(self) -> torch.Tensor:
+        """The rollout start: ``s0 [B, *S]`` for ``h = 1``, else the last ``h`` frames ``[B, h, *S]``."""
+        if self.history_frames is None:
+            return self.s0
+        return torch.cat([self.history_frames, self.s0.unsqueeze(1)], dim=1)
 
     @property
     def batch(self) -> int:
@@ -48,32 +62,60 @@ class Problem:
 
 
 def make_problem(
-    s0: torch.Tensor, goal: torch.Tensor, state_shape: Optional[Sequence[int]] = None
+    s0: torch.Tensor, goal: torch.Tensor, state_shape: Optional[Sequence[int]] = None, history: int = 1
 ) -> Problem:
     """Check ``s0``/``goal`` and bring them to ``[B, *S]``.
 
-    Without ``state_shape``, a 1-D ``s0`` is one plan and a >= 2-D one is ``[B, *S]``; with it, a
-    ``s0`` of ``len(state_shape)`` dimensions is one plan.
+    Without ``state_shape``, a 1-D ``goal`` is one plan and a >= 2-D one is ``[B, *S]``; with it, a
+    ``goal`` of ``len(state_shape)`` dimensions is one plan. For ``history = 1`` ``s0`` has the shape
+    of ``goal``; for ``history = h > 1`` it carries the last ``h`` observed frames, ``[B, h, *S]``
+    (``[h, *S]`` for one plan), oldest first.
     """
     check_tensor("s0", s0, dtypes=(torch.float32, torch.float64))
     check_tensor("goal", goal, dtypes=(s0.dtype,), device=s0.device)
+    if history > 1:
+        return _make_history_problem(s0, goal, state_shape, history)
     if tuple(goal.shape) != tuple(s0.shape):
         raise ValueError(f"goal must have the shape of s0 {tuple(s0.shape)}, got {tuple(goal.shape)}")
-    if state_shape is None:
-        single = s0.dim() == 1
-        shape = tuple(s0.shape) if single else tuple(s0.shape[1:])
-    else:
-        shape = tuple(int(s) for s in state_shape)
-        if tuple(s0.shape[-len(shape):]) != shape or s0.dim() not in (len(shape), len(shape) + 1):
-            raise ValueError(f"s0 must have shape [B, *{list(shape)}] or {list(shape)}, got {tuple(s0.shape)}")
-        single = s0.dim() == len(shape)
-    if s0.dim() == 0 or (not single and s0.shape[0] == 0):
-        raise ValueError(f"s0 must hold at least one state, got shape {tuple(s0.shape)}")
+    single, shape = _split_batch("s0", s0, state_shape)
     if single:
         s0, goal = s0.unsqueeze(0), goal.unsqueeze(0)
     check_finite("s0", s0)
     check_finite("goal", goal)
     return Problem(s0=s0, goal=goal, state_shape=shape, single=single)
+
+
+def _split_batch(name: str, tensor: torch.Tensor, state_shape: Optional[Sequence[int]]) -> tuple[bool, tuple[int, ...]]:
+    """``(single, S)`` of a ``[B, *S]`` or ``[*S]`` tensor (rules of :func:`make_problem`)."""
+    if state_shape is None:
+        single = tensor.dim() == 1
+        shape = tuple(tensor.shape) if single else tuple(tensor.shape[1:])
+    else:
+        shape = tuple(int(s) for s in state_shape)
+        if tuple(tensor.shape[-len(shape):]) != shape or tensor.dim() not in (len(shape), len(shape) + 1):
+            raise ValueError(f"{name} must have shape [B, *{list(shape)}] or {list(shape)}, got {tuple(tensor.shape)}")
+        single = tensor.dim() == len(shape)
+    if tensor.dim() == 0 or (not single and tensor.shape[0] == 0):
+        raise ValueError(f"{name} must hold at least one state, got shape {tuple(tensor.shape)}")
+    return single, shape
+
+
+def _make_history_problem(
+    s0: torch.Tensor, goal: torch.Tensor, state_shape: Optional[Sequence[int]], history: int
+) -> Problem:
+    single, shape = _split_batch("goal", goal, state_shape)
+    expected = (history, *shape) if single else (goal.shape[0], history, *shape)
+    if tuple(s0.shape) != expected:
+        what = f"[{history}, *S]" if single else f"[B, {history}, *S]"
+        raise ValueError(
+            f"s0 must carry the last history = {history} frames, {what} = {list(expected)} for goal of shape "
+            f"{tuple(goal.shape)} (state shape S = {list(shape)}), got {tuple(s0.shape)}"
+        )
+    if single:
+        s0, goal = s0.unsqueeze(0), goal.unsqueeze(0)
+    check_finite("s0", s0)
+    check_finite("goal", goal)
+    return Problem(s0=s0[:, -1], goal=goal, state_shape=shape, single=single, history_frames=s0[:, :-1])
 
 
 def action_bounds(
@@ -108,11 +150,15 @@ def clamp_(actions: torch.Tensor, low: Optional[torch.Tensor], high: Optional[to
 
 @torch.no_grad()
 def final_rollout(
-    world_model: WorldModel, problem: Problem, actions: torch.Tensor
+    world_model: WorldModel, problem: Problem, actions: torch.Tensor, weights: Optional[torch.Tensor] = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The true rollout ``[B, T+1, *S]`` of ``actions`` and its final distance ``[B]`` to the goal."""
-    rollout = rollout_ref(world_model, problem.s0, actions)
-    distance = problem.flat(rollout[:, -1] - problem.goal).norm(dim=1)
+    """The true rollout ``[B, T+1, *S]`` of ``actions`` (through history windows for ``h > 1``) and
+    its final distance ``[B]`` to the goal (weighted by ``weights``, broadcastable to ``S``, if given)."""
+    rollout = rollout_ref(world_model, problem.frames(), actions, problem.history)
+    if weights is None:
+        distance = problem.flat(rollout[:, -1] - problem.goal).norm(dim=1)
+    else:
+        distance = weighted_sq_norm(rollout[:, -1] - problem.goal, weights).sqrt()
     return rollout, distance
 
 

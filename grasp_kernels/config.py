@@ -49,6 +49,9 @@ class GraspConfig:
             phase (over the whole plan without sync), as the authors' released solver does.
         check_finite: verify after each sync phase and at the end that no NaN/Inf appeared.
             The check is one host sync per sync phase, never one per iteration.
+        history: ``h``, frames per world-model input. 1: ``F(s_t, a_t)`` on ``[N, *S]``; ``h > 1``:
+            ``F(s_{t-h+1} .. s_t, a_t)`` on windows ``[N, h, *S]`` (DINO-WM: 3), with ``s0`` carrying
+            the last ``h`` observed frames ``[B, h, *S]``.
     """
 
     horizon: int = 50
@@ -72,6 +75,7 @@ class GraspConfig:
     adam_eps: float = 1e-8
     check_finite: bool = True
     anneal_noise: bool = False
+    history: int = 1
 
     def __post_init__(self) -> None:
         self.validate()
@@ -88,6 +92,7 @@ class GraspConfig:
         _check_int("sync_steps", self.sync_steps, minimum=0)
         _check_int("particles", self.particles, minimum=1)
         _check_int("seed", self.seed, minimum=0)
+        _check_int("history", self.history, minimum=1)
         for name in ("lr_states", "lr_actions", "sync_lr"):
             _check_float(name, getattr(self, name), positive=True)
         for name in ("state_noise", "goal_weight", "init_noise", "adam_eps"):

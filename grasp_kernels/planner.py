@@ -27,6 +27,7 @@ from ._problem import (
     raise_if_nonfinite,
     squeeze_single,
 )
+from ._checks import check_tensor
 from .backends import BackendFallbackWarning, resolve_backend
 from .config import GraspConfig
 from .reference import WorldModel, gd_sync_ref, init_states_ref, lifted_predictions_ref
@@ -47,7 +48,18 @@ class GraspPlanner:
         action_dim: ``A``.
         config: hyper-parameters (defaults: :class:`GraspConfig`).
         state_shape: ``S``; needed only to tell one structured state ``[*S]`` from a batch. Without
-            it a 1-D ``s0`` is one plan and a >= 2-D ``s0`` is a batch ``[B, *S]``.
+            it a 1-D ``goal`` is one plan and a >= 2-D ``goal`` is a batch ``[B, *S]``.
+        state_weights: optional non-negative per-component weights ``w`` broadcastable to ``S``
+            (e.g. patch tokens ``[P, E]`` plus proprio weighted by DINO-WM's ``alpha``). The energy's
+            dynamics and goal terms, the sync loss and the final distance then use
+            ``||x||_w^2 = sum w x^2``. Kernel backends evaluate it as the unweighted energy of
+            ``sqrt(w) * pred`` and ``sqrt(w) * states`` (gradients scaled back by ``sqrt(w)``), with
+            the separate energy and state-step kernels instead of the fused one.
+
+    History windows (``config.history = h > 1``): the world model maps windows ``[N, h, *S]`` (oldest
+    frame first) and actions ``[N, A]`` to next states ``[N, *S]``; ``s0`` carries the last ``h``
+    observed frames ``[B, h, *S]`` and ``goal`` is one frame ``[B, *S]``. A world model that declares
+    its window (an int attribute ``history``, ``num_hist`` or ``history_size``) must match ``h``.
 
     Example:
         >>> planner = GraspPlanner(model, action_dim=2, config=GraspConfig(horizon=64, iters=300))
@@ -61,6 +73,7 @@ class GraspPlanner:
         action_dim: int,
         config: Optional[GraspConfig] = None,
         state_shape: Optional[Sequence[int]] = None,
+        state_weights: Optional[torch.Tensor] = None,
     ) -> None:
         check_planner_args(world_model, action_dim)
         if config is None:
@@ -68,10 +81,12 @@ class GraspPlanner:
         if not isinstance(config, GraspConfig):
             raise TypeError(f"config must be a GraspConfig, got {type(config).__name__}")
         config.validate()
+        check_model_history(world_model, config.history)
         self.world_model = world_model
         self.action_dim = action_dim
         self.config = config
         self.state_shape = None if state_shape is None else tuple(int(s) for s in state_shape)
+        self.state_weights = check_state_weights(state_weights, self.state_shape)
 
     def backend_for(self, device: torch.device, dtype: torch.dtype) -> str:
         """The concrete backend this planner runs with for states on ``device`` of ``dtype``."""
@@ -95,8 +110,9 @@ class GraspPlanner:
         """Plan from ``s0`` to ``goal``.
 
         Args:
-            s0: ``[B, *S]`` start states (or ``[*S]`` for one plan), float32 or float64.
-            goal: goal states, same shape, dtype and device as ``s0``.
+            s0: ``[B, *S]`` start states (or ``[*S]`` for one plan), float32 or float64; with
+                ``config.history = h > 1`` the last ``h`` observed frames ``[B, h, *S]`` (``[h, *S]``).
+            goal: goal states ``[B, *S]`` (``[*S]``), same dtype and device as ``s0``.
             init_actions: optional warm start ``[B, T, A]`` (or ``[T, A]``, shared by all plans).
             progress: show a progress bar over the iterations.
 
@@ -118,7 +134,7 @@ class GraspPlanner:
     def start(self, s0: torch.Tensor, goal: torch.Tensor, init_actions: Optional[torch.Tensor] = None) -> "PlanState":
         """Checked inputs, initial virtual states and actions, zeroed moments: the loop's state."""
         cfg = self.config
-        problem = make_problem(s0, goal, self.state_shape)
+        problem = make_problem(s0, goal, self.state_shape, cfg.history)
         if init_actions is not None and problem.single and init_actions.dim() == 2:
             init_actions = init_actions.unsqueeze(0)
         actions = initial_actions(init_actions, problem.batch, cfg.horizon, self.action_dim, problem.s0)
@@ -130,6 +146,16 @@ class GraspPlanner:
         clamp_(actions, low, high)
         states = init_states_ref(chains.flat(chains.s0), chains.flat(chains.goal), cfg.horizon, cfg.init_noise, generator)
         num_syncs = cfg.iters // cfg.sync_every if cfg.sync_every and cfg.sync_steps else 0
+        frames = None
+        if chains.history_frames is not None:
+            # [B*K, h-1+T, D]: the h-1 older observed frames (fixed), then a copy of the rows s_0..s_{T-1}
+            # refreshed before each lifted model call; the B*T windows are a strided view of it
+            lead = chains.history - 1
+            frames = torch.empty(chains.batch, lead + cfg.horizon, chains.state_dim, device=device, dtype=dtype)
+            frames[:, :lead] = chains.history_frames.reshape(chains.batch, lead, chains.state_dim)
+        weights = None
+        if self.state_weights is not None:
+            weights = broadcast_state_weights(self.state_weights, problem.state_shape).to(device=device, dtype=dtype)
         return PlanState(
             problem=problem,
             chains=chains,
@@ -144,6 +170,9 @@ class GraspPlanner:
             energy_history=torch.full((cfg.iters, chains.batch), float("nan"), device=device, dtype=dtype),
             sync_losses=torch.full((num_syncs, chains.batch), float("nan"), device=device, dtype=dtype),
             sync_every=cfg.sync_every if num_syncs else 0,
+            frames=frames,
+            weights=weights,
+            sqrt_weights=None if weights is None else weights.reshape(-1).sqrt().contiguous(),
         )
 
     def iteration(self, state: "PlanState", per_timestep: bool = False) -> torch.Tensor:
@@ -155,6 +184,11 @@ class GraspPlanner:
         action step. On a kernel backend the energy and the state step are one fused kernel.
         ``per_timestep=True`` evaluates the model once per time step instead, as public GRASP ports
         do (for tests and benchmarks only).
+
+        History windows (``h > 1``): the rows ``s_0 .. s_{T-1}`` are copied into the frame buffer
+        behind the ``h-1`` fixed observed frames, and the model sees the ``B*T`` windows as a strided
+        view of that buffer (every state input detached). With ``state_weights`` the energy is the
+        weighted one (class docstring), on the unfused kernels.
         """
         cfg = self.config
         it = state.iteration
@@ -162,17 +196,28 @@ class GraspPlanner:
             raise RuntimeError(f"the plan already ran its {cfg.iters} iterations")
         step = state.adam_step + 1
         stop_gradient = cfg.stop_gradient
-        fused = stop_gradient and state.backend != "reference"
+        weighted = state.sqrt_weights is not None
+        fused = stop_gradient and state.backend != "reference" and not weighted
         state_input = state.states[:, : cfg.horizon].detach()
-        if fused:
+        if fused and state.frames is None:
             # the fused op updates the states in place before the action VJP runs: a world model that
             # saves its state input for backward must keep seeing the states it was called with
+            # (with history windows the frame buffer below is that copy)
             state_input = state_input.clone()
         state_input.requires_grad_(not stop_gradient)
         action_leaf = state.actions.detach().requires_grad_(True)
         with torch.enable_grad():
+            model_input = state_input
+            if state.frames is not None:
+                lead = cfg.history - 1
+                if stop_gradient:
+                    state.frames[:, lead:].copy_(state_input)
+                    model_input = state.frames
+                else:  # the ablation: the gradient flows through the windows into the state rows
+                    model_input = torch.cat([state.frames[:, :lead], state_input], dim=1)
             pred = lifted_predictions_ref(
-                self.world_model, state_input, action_leaf, state.chains.state_shape, stop_gradient, per_timestep
+                self.world_model, model_input, action_leaf, state.chains.state_shape, stop_gradient, per_timestep,
+                cfg.history,
             )
         seed = None if state.backend == "reference" else (cfg.seed * _SEED_STRIDE + it + 1) % _SEED_MODULUS
         adam = (step, cfg.lr_states, cfg.beta1, cfg.beta2, cfg.adam_eps, self._noise_std(state))
@@ -183,9 +228,18 @@ class GraspPlanner:
                 )
                 (action_grad,) = torch.autograd.grad(pred, action_leaf, grad_pred.to(pred.dtype))
             else:
-                energy, grad_pred, state_grad = ops.lifted_energy_grads(
-                    pred, state.states, cfg.goal_weight, backend=state.backend
-                )
+                if weighted:  # ||x||_w^2 = ||sqrt(w) x||^2: the plain energy of scaled copies
+                    sqrt_w = state.sqrt_weights
+                    energy, grad_pred, state_grad = ops.lifted_energy_grads(
+                        pred.detach().to(state.states.dtype) * sqrt_w, state.states * sqrt_w, cfg.goal_weight,
+                        backend=state.backend,
+                    )
+                    grad_pred.mul_(sqrt_w)
+                    state_grad.mul_(sqrt_w)
+                else:
+                    energy, grad_pred, state_grad = ops.lifted_energy_grads(
+                        pred, state.states, cfg.goal_weight, backend=state.backend
+                    )
                 inputs = (action_leaf,) if stop_gradient else (action_leaf, state_input)
                 grads = torch.autograd.grad(pred, inputs, grad_pred.to(pred.dtype))
                 action_grad = grads[0]
@@ -221,8 +275,8 @@ class GraspPlanner:
             raise_if_nonfinite(state.energy_history, state.iteration, "the GRASP energy")
         chains = state.chains
         loss = gd_sync_ref(
-            self.world_model, chains.s0, chains.goal, state.actions, cfg.sync_steps, cfg.sync_lr,
-            cfg.beta1, cfg.beta2, cfg.adam_eps, state.low, state.high,
+            self.world_model, chains.frames(), chains.goal, state.actions, cfg.sync_steps, cfg.sync_lr,
+            cfg.beta1, cfg.beta2, cfg.adam_eps, state.low, state.high, chains.history, state.weights,
         )
         if state.syncs < state.sync_losses.shape[0]:
             state.sync_losses[state.syncs] = loss
@@ -239,7 +293,7 @@ class GraspPlanner:
             raise_if_nonfinite(state.energy_history, state.iteration, "the GRASP energy")
             raise_if_nonfinite(state.actions.reshape(1, -1), 1, "the planned actions")
         problem = state.problem
-        rollout, distance = final_rollout(self.world_model, state.chains, state.actions)
+        rollout, distance = final_rollout(self.world_model, state.chains, state.actions, state.weights)
         best = distance.view(problem.batch, cfg.particles).argmin(dim=1)
         rows = torch.arange(problem.batch, device=best.device) * cfg.particles + best
         result = PlanResult(
@@ -256,6 +310,11 @@ class GraspPlanner:
 @dataclasses.dataclass
 class PlanState:
     """Everything a GRASP plan carries between iterations (flat layout, ``B*K`` chains).
+
+    ``states [B*K, T+1, D]`` stays contiguous (the kernels' layout). For history windows,
+    ``frames [B*K, h-1+T, D]`` holds the ``h-1`` older observed frames then a per-iteration copy of
+    ``s_0 .. s_{T-1}``; ``weights`` (broadcastable to ``S``) and ``sqrt_weights [D]`` are the state
+    weights, or None.
 
     Built by :meth:`GraspPlanner.start`; advanced by :meth:`GraspPlanner.iteration` and
     :meth:`GraspPlanner.sync`; turned into a result by :meth:`GraspPlanner.finish`.
@@ -277,6 +336,9 @@ class PlanState:
     iteration: int = 0
     adam_step: int = 0
     syncs: int = 0
+    frames: Optional[torch.Tensor] = None
+    weights: Optional[torch.Tensor] = None
+    sqrt_weights: Optional[torch.Tensor] = None
 
     @property
     def sync_due(self) -> bool:
@@ -288,9 +350,57 @@ def _repeat_chains(problem: Problem, particles: int) -> Problem:
     """Each problem repeated ``particles`` times (rows ``b*K .. b*K+K-1`` are problem ``b``)."""
     if particles == 1:
         return problem
+    history = problem.history_frames
     return Problem(
         s0=problem.s0.repeat_interleave(particles, dim=0),
         goal=problem.goal.repeat_interleave(particles, dim=0),
         state_shape=problem.state_shape,
         single=False,
+        history_frames=None if history is None else history.repeat_interleave(particles, dim=0),
     )
+
+
+_HISTORY_ATTRIBUTES = ("history", "num_hist", "history_size")
+
+
+def declared_history(world_model: WorldModel) -> Optional[tuple[str, int]]:
+    """``(attribute, h)`` if the world model declares its window length (``history``, ``num_hist``
+    or ``history_size``, an int), else None."""
+    for name in _HISTORY_ATTRIBUTES:
+        value = getattr(world_model, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return name, value
+    return None
+
+
+def check_model_history(world_model: WorldModel, history: int) -> None:
+    """Raise if the world model declares a window length other than ``history``."""
+    declared = declared_history(world_model)
+    if declared is not None and declared[1] != history:
+        name, value = declared
+        raise ValueError(
+            f"history mismatch: the world model declares {name} = {value} frames per input but the planner "
+            f"uses history = {history}; set GraspConfig(history={value})"
+        )
+
+
+def check_state_weights(weights: Optional[torch.Tensor], state_shape: Optional[tuple[int, ...]]) -> Optional[torch.Tensor]:
+    """``state_weights``: None or a finite, non-negative floating tensor (broadcastable to ``S`` if known)."""
+    if weights is None:
+        return None
+    check_tensor("state_weights", weights)
+    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+        raise ValueError("state_weights must be finite and >= 0")
+    if state_shape is not None:
+        broadcast_state_weights(weights, state_shape)
+    return weights.detach()
+
+
+def broadcast_state_weights(weights: torch.Tensor, state_shape: Sequence[int]) -> torch.Tensor:
+    """``weights`` broadcast to the state shape ``S`` (a ValueError naming both if it cannot be)."""
+    try:
+        return torch.broadcast_to(weights, tuple(state_shape)).contiguous()
+    except RuntimeError:
+        raise ValueError(
+            f"state_weights of shape {tuple(weights.shape)} is not broadcastable to the state shape {tuple(state_shape)}"
+        ) from None

@@ -27,6 +27,7 @@ __all__ = [
     "action_step_ref",
     "adam_update_ref",
     "lifted_predictions_ref",
+    "history_windows",
     "rollout_ref",
     "shooting_loss_ref",
     "init_states_ref",
@@ -35,10 +36,13 @@ __all__ = [
 ]
 
 
-def lifted_energy_ref(pred: torch.Tensor, states: torch.Tensor, gamma: float) -> torch.Tensor:
+def lifted_energy_ref(
+    pred: torch.Tensor, states: torch.Tensor, gamma: float, weights: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Per-plan lifted energy (paper Eq. 10) with the reshaped gradients of DESIGN.md.
 
-    ``E_b = sum_t ||p_t - s_{t+1}||^2 + gamma * sum_t ||p_t - g||^2`` over ``t = 0..T-1``.
+    ``E_b = sum_t ||p_t - s_{t+1}||^2 + gamma * sum_t ||p_t - g||^2`` over ``t = 0..T-1``; with
+    ``weights`` ``w`` both norms are weighted per component: ``||x||_w^2 = sum_d w_d x_d^2``.
 
     Autograd delivers ``dE/dp_t = 2 (p_t - s_{t+1}) + 2 gamma (p_t - g)`` to ``pred`` and
     ``dE/ds_{t+1} = -2 (p_t - s_{t+1})`` to the virtual rows ``1..T-1`` of ``states``; rows 0 and T
@@ -48,6 +52,8 @@ def lifted_energy_ref(pred: torch.Tensor, states: torch.Tensor, gamma: float) ->
         pred: ``[B, T, D]`` world-model predictions (float32/float64, or bfloat16/float16).
         states: ``[B, T+1, D]`` states, float32 or float64.
         gamma: goal weight, >= 0.
+        weights: optional non-negative per-component weights broadcastable to ``[B, T, D]``
+            (typically ``[D]``, e.g. DINO-WM's ``alpha`` on the proprio components).
 
     Returns:
         ``[B]`` energy in ``states.dtype``.
@@ -63,9 +69,12 @@ def lifted_energy_ref(pred: torch.Tensor, states: torch.Tensor, gamma: float) ->
     pred = pred.to(states.dtype)
     goal = states[:, -1:].detach()
     next_states = torch.cat([states[:, 1:-1], goal], dim=1)  # the goal row is fixed: no gradient
-    dynamics = (pred - next_states).square().sum(dim=(1, 2))
-    goal_term = (pred - goal).square().sum(dim=(1, 2))
-    return dynamics + gamma * goal_term
+    dynamics = (pred - next_states).square()
+    goal_term = (pred - goal).square()
+    if weights is not None:
+        weights = weights.to(states.dtype)
+        dynamics, goal_term = dynamics * weights, goal_term * weights
+    return dynamics.sum(dim=(1, 2)) + gamma * goal_term.sum(dim=(1, 2))
 
 
 def adam_update_ref(
@@ -217,6 +226,25 @@ def check_world_model_output(out: object, expected_shape: tuple[int, ...], where
     return out
 
 
+def history_windows(frames: torch.Tensor, history: int) -> torch.Tensor:
+    """The sliding windows of ``history`` consecutive rows of ``frames``, as a strided VIEW (no copy).
+
+    Args:
+        frames: ``[B, R, D]`` with ``R >= history``.
+        history: ``h >= 1``, frames per window.
+
+    Returns:
+        ``[B, R - h + 1, h, D]`` with ``out[b, t, j] = frames[b, t + j]`` (oldest frame first); it
+        shares ``frames``' storage (``Tensor.unfold``), so writing ``frames`` changes the windows.
+    """
+    check_tensor("frames", frames, ndim=3)
+    if isinstance(history, bool) or not isinstance(history, int) or history < 1:
+        raise ValueError(f"history must be an int >= 1, got {history!r}")
+    if frames.shape[1] < history:
+        raise ValueError(f"frames must have at least history = {history} rows, got shape {tuple(frames.shape)}")
+    return frames.unfold(1, history, 1).movedim(-1, 2)
+
+
 def lifted_predictions_ref(
     world_model: WorldModel,
     states: torch.Tensor,
@@ -224,56 +252,100 @@ def lifted_predictions_ref(
     state_shape: tuple[int, ...],
     stop_gradient: bool = True,
     per_timestep: bool = False,
+    history: int = 1,
 ) -> torch.Tensor:
     """``pred[:, t] = F(sg(s_t), a_t)`` for all ``t`` in ONE batched world-model call.
 
+    With ``history = h > 1`` the model sees windows: ``pred[:, t] = F(sg(s_{t-h+1} .. s_t), a_t)``,
+    and ``states`` is the frame sequence ``[B, h-1+T(+1), D]``: the ``h-1`` older observed frames,
+    then ``s_0 .. s_{T-1}`` (a trailing goal row is ignored). The ``B*T`` windows are a strided view
+    of it (:func:`history_windows`); flattening them to the model's ``[B*T, h, *S]`` batch is the
+    only copy (none for ``B = 1``).
+
     Args:
-        states: ``[B, T+1, D]`` or ``[B, T, D]``; rows ``0..T-1`` are the model's state inputs.
+        states: ``[B, T+1, D]`` or ``[B, T, D]`` (``h = 1``; rows ``0..T-1`` are the model's state
+            inputs), or ``[B, h-1+T(+1), D]`` frames (``h > 1``).
         actions: ``[B, T, A]``.
-        state_shape: ``S`` with ``prod(S) == D``: the world model sees ``[B*T, *S]``.
+        state_shape: ``S`` with ``prod(S) == D``: the world model sees ``[B*T, *S]`` (``h = 1``) or
+            ``[B*T, h, *S]`` (``h > 1``).
         stop_gradient: detach the state input (GRASP). False keeps the state-input gradient (ablation).
-        per_timestep: call the model once per time step on ``[B, *S]`` rows instead, as public GRASP
-            ports do; same values, ``T`` times the launches (for tests and benchmarks).
+        per_timestep: call the model once per time step on ``[B, *S]`` (``[B, h, *S]``) rows instead,
+            as public GRASP ports do; same values, ``T`` times the launches (for tests and benchmarks).
+        history: ``h``, frames per model input.
 
     Returns:
         ``[B, T, D]`` predictions.
     """
     batch, horizon, action_dim = actions.shape
-    inputs = states[:, :horizon]
+    lead = history - 1
+    inputs = states[:, : lead + horizon]
     if stop_gradient:
         inputs = inputs.detach()
+    frame_shape = tuple(state_shape) if history == 1 else (history, *state_shape)
     if per_timestep:
         steps = []
         for t in range(horizon):
-            out = world_model(inputs[:, t].reshape(batch, *state_shape), actions[:, t])
+            window = inputs[:, t] if history == 1 else inputs[:, t : t + history]
+            out = world_model(window.reshape(batch, *frame_shape), actions[:, t])
             out = check_world_model_output(out, (batch, *state_shape), f"time step {t}")
             steps.append(out.reshape(batch, -1))
         return torch.stack(steps, dim=1)
-    out = world_model(inputs.reshape(batch * horizon, *state_shape), actions.reshape(batch * horizon, action_dim))
+    windows = inputs if history == 1 else history_windows(inputs, history)
+    out = world_model(windows.reshape(batch * horizon, *frame_shape), actions.reshape(batch * horizon, action_dim))
     out = check_world_model_output(out, (batch * horizon, *state_shape), "lifted step over B*T rows")
     return out.reshape(batch, horizon, -1)
 
 
-def rollout_ref(world_model: WorldModel, s0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    """Roll ``actions [B, T, A]`` out from ``s0 [B, *S]``: returns ``[B, T+1, *S]`` (row 0 = s0).
+def rollout_ref(world_model: WorldModel, s0: torch.Tensor, actions: torch.Tensor, history: int = 1) -> torch.Tensor:
+    """Roll ``actions [B, T, A]`` out from ``s0``: returns ``[B, T+1, *S]`` (row 0 = the current state).
 
+    ``s0`` is ``[B, *S]`` for ``history = 1``; for ``history = h > 1`` it carries the last ``h``
+    frames ``[B, h, *S]`` (oldest first, ``s0[:, -1]`` the current one) and every step calls the
+    model on the window of the last ``h`` frames ``[B, h, *S]``.
     The only sequential part of GRASP (used by the sync phase and for the result).
     """
     batch, horizon, _ = actions.shape
-    current = s0
-    trajectory = [s0]
+    if history == 1:
+        current = s0
+        trajectory = [s0]
+        for t in range(horizon):
+            current = check_world_model_output(world_model(current, actions[:, t]), tuple(s0.shape), f"rollout step {t}")
+            trajectory.append(current)
+        return torch.stack(trajectory, dim=1)
+    if s0.dim() < 2 or s0.shape[1] != history:
+        raise ValueError(f"s0 must carry the last history = {history} frames [B, {history}, *S], got shape {tuple(s0.shape)}")
+    frame_shape = tuple(s0.shape[2:])
+    frames = list(s0.unbind(1))
     for t in range(horizon):
-        current = check_world_model_output(world_model(current, actions[:, t]), tuple(s0.shape), f"rollout step {t}")
-        trajectory.append(current)
-    return torch.stack(trajectory, dim=1)
+        window = torch.stack(frames[-history:], dim=1)
+        out = world_model(window, actions[:, t])
+        frames.append(check_world_model_output(out, (batch, *frame_shape), f"rollout step {t}"))
+    return torch.stack(frames[history - 1 :], dim=1)
+
+
+def weighted_sq_norm(diff: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``sum_d w_d diff_d^2`` per row of ``diff [B, *S]`` (``weights`` broadcastable to ``S``): ``[B]``."""
+    sq = diff.square()
+    if weights is not None:
+        sq = sq * weights.to(diff.dtype)
+    return sq.reshape(diff.shape[0], -1).sum(dim=1)
 
 
 def shooting_loss_ref(
-    world_model: WorldModel, s0: torch.Tensor, actions: torch.Tensor, goal: torch.Tensor
+    world_model: WorldModel,
+    s0: torch.Tensor,
+    actions: torch.Tensor,
+    goal: torch.Tensor,
+    history: int = 1,
+    weights: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """``||rollout(s0, actions)_T - goal||^2`` per plan: ``[B]`` (differentiable in ``actions``)."""
-    final = rollout_ref(world_model, s0, actions)[:, -1]
-    return (final - goal).reshape(final.shape[0], -1).square().sum(dim=1)
+    """``||rollout(s0, actions)_T - goal||_w^2`` per plan: ``[B]`` (differentiable in ``actions``).
+
+    ``s0`` as :func:`rollout_ref` (``[B, h, *S]`` for ``history = h > 1``); ``weights``: optional
+    per-component weights broadcastable to ``S`` (plain squared norm without).
+    """
+    final = rollout_ref(world_model, s0, actions, history)[:, -1]
+    return weighted_sq_norm(final - goal, weights)
 
 
 def init_states_ref(
@@ -310,8 +382,12 @@ def gd_sync_ref(
     eps: float,
     low: BoundArg,
     high: BoundArg,
+    history: int = 1,
+    weights: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """The sync phase: ``steps`` Adam steps (fresh moments) on ``actions`` through the full rollout.
+
+    ``history`` and ``weights`` as :func:`shooting_loss_ref` (``s0`` is ``[B, h, *S]`` for ``h > 1``).
 
     Minimises the shooting loss of every plan (plans are independent, so their sum is minimised),
     clamps to the bounds after each step and updates ``actions`` in place.
@@ -325,7 +401,7 @@ def gd_sync_ref(
     for step in range(1, steps + 1):
         leaf = actions.detach().requires_grad_(True)
         with torch.enable_grad():
-            loss = shooting_loss_ref(world_model, s0, leaf, goal)
+            loss = shooting_loss_ref(world_model, s0, leaf, goal, history, weights)
             (grad,) = torch.autograd.grad(loss.sum(), leaf)
         with torch.no_grad():
             action_step_ref(actions, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high)

@@ -16,8 +16,10 @@ class PlanResult:
         actions: ``[B, T, A]`` planned actions.
         states: ``[B, T+1, *S]`` the planner's states: GRASP's virtual states (row 0 = s0,
             row T = goal); for shooting planners (GD, CEM, MPPI) the rollout of their actions.
-        rollout: ``[B, T+1, *S]`` the actions rolled out through the world model from s0.
-        final_distance: ``[B]`` Euclidean distance ``||rollout[:, T] - goal||``.
+        rollout: ``[B, T+1, *S]`` the actions rolled out through the world model from s0 (row 0 =
+            the current state; history-window models roll through windows of the observed frames).
+        final_distance: ``[B]`` Euclidean distance ``||rollout[:, T] - goal||`` (GRASP with
+            ``state_weights`` ``w``: the weighted ``sqrt(sum w (rollout[:, T] - goal)^2)``).
         energy_history: ``[iters, B]`` the planner's objective per iteration (GRASP: lifted energy;
             GD: shooting loss; CEM/MPPI: cost of the mean), kept on the device during planning.
         wall_time: seconds spent in ``plan`` (including the final rollout).

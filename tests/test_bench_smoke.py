@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -32,15 +34,17 @@ def test_op_speed_quick(tmp_path):
     assert "unfused / fused time" in text
 
 
-def test_planner_speed_quick(tmp_path):
+@pytest.mark.parametrize("model", ["mlp", "transformer"])
+def test_planner_speed_quick(tmp_path, model):
     out = tmp_path / "planner_speed.md"
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "planner_speed.py"), "--quick", "--out", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "planner_speed.py"), "--quick", "--model", model,
+                           "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     text = out.read_text()
     assert "device CPU" in text and "torch " in text
+    assert ("PatchTransformerDynamics" if model == "transformer" else "MLPDynamics") in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| B ")]
     assert len(rows) == 4  # --quick: B in {1, 4} x T in {4, 8}
     for row in rows:

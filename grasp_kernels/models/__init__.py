@@ -1,5 +1,6 @@
 """World models."""
 
 from .mlp import MLPDynamics
+from .transformer import PatchTransformerDynamics
 
-__all__ = ["MLPDynamics"]
+__all__ = ["MLPDynamics", "PatchTransformerDynamics"]
