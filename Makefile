@@ -5,13 +5,25 @@ PYTHON ?= python3
 TORCH_PIN ?= torch==2.13.0
 TRITON_PIN ?= triton==3.9.0
 PYTEST_ARGS ?=
+# The host libraries of grasp_kernels.integrations, installed with --no-deps so that pip never pulls
+# or replaces torch (their torch-free dependencies are listed explicitly; a few MB, a few seconds).
+# stable-worldmodel's top-level import also wants lancedb/pyarrow/torchvision, which are not installed:
+# the tests load its solver subpackage alone. Best effort: a failed install only makes those tests skip.
+INTEGRATION_PINS ?= stable-worldmodel==0.1.1 torchrl==0.14.1 tensordict==0.14.3 hoptorch==0.1.4 pyvers==0.2.3 \
+	gymnasium==1.4.0 farama-notifications==0.0.6 loguru==0.7.3 einops==0.8.2
 
-.PHONY: setup demo test bench clean
+.PHONY: setup integrations demo test bench clean
 
 setup:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "$(TORCH_PIN)"
 	@$(PYTHON) -c "import triton" 2>/dev/null || $(PYTHON) -m pip install -q "$(TRITON_PIN)"
 	$(PYTHON) -m pip install -q -e ".[dev,demo]"
+	@$(MAKE) --no-print-directory integrations
+
+integrations:
+	@$(PYTHON) -c "import importlib.util as u, sys; sys.exit(not all(map(u.find_spec, ('stable_worldmodel', 'torchrl', 'tensordict', 'gymnasium', 'loguru', 'einops'))))" 2>/dev/null \
+	  || $(PYTHON) -m pip install -q --no-deps $(INTEGRATION_PINS) \
+	  || echo "grasp_kernels: integration packages not installed; their tests will skip"
 
 demo: setup
 	$(PYTHON) -m grasp_kernels demo

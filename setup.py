@@ -139,6 +139,10 @@ setup(
         "bench": ["pytest-benchmark>=4.0", "matplotlib>=3.7"],
         "dev": ["pytest>=7.4", "pytest-benchmark>=4.0", "matplotlib>=3.7", "safetensors>=0.4"],
         "envs": [],
+        # torch-free dependencies of the adapters' host libraries; the libraries themselves
+        # (stable-worldmodel, torchrl, tensordict) depend on torch and are installed with --no-deps by
+        # `make integrations` so that pip never replaces torch.
+        "integrations": ["gymnasium>=1.0", "loguru>=0.7", "einops>=0.8", "pyvers>=0.2.3", "cloudpickle>=2.0"],
     },
     entry_points={"console_scripts": ["grasp-kernels=grasp_kernels.cli:main"]},
     ext_modules=_cuda_extensions(),

@@ -1,0 +1,165 @@
+"""``DinoWMGraspPlanner``: GRASP behind DINO-WM's planner interface ``plan(obs_0, obs_g, actions=None)``.
+
+DINO-WM's planners (``CEMPlanner``, ``GDPlanner``, ``MPCPlanner`` in ``planning/``) return
+``(actions [B, T, A], losses)`` with ``losses`` an array of ``inf`` ("all actions are valid") from
+observations ``obs_0`` (``{"visual": [B, T_obs, H, W, C], "proprio": [B, T_obs, P]}``) and goals
+``obs_g`` (the same with ``T = 1``), through a world model that exposes
+
+* ``encode_obs(obs) -> {"visual": [B, T, P, E], "proprio": [B, T, E_p]}`` (``"proprio"`` optional),
+* ``num_hist``: frames per predictor input ``h``,
+* a one-step predictor ``predict_next(z_window, action) -> z_next`` on latent windows
+  (``{"visual": [N, h, P, E], "proprio": [N, h, E_p]}``, actions ``[N, A]`` -> ``{"visual": [N, P, E],
+  "proprio": [N, E_p]}``); pass ``predict_fn=`` to use another callable with that signature.
+
+The latent state of a frame is the flat vector ``[visual (P*E), proprio (E_p)]`` and the energy is
+weighted as DINO-WM's objective ``mse(visual) + alpha * mse(proprio)``: weight ``1/(P*E)`` on the
+visual components, ``alpha/E_p`` on the proprio ones (``state_weights``).
+
+DINO-WM's own ``VWorldModel`` folds the action of every frame into its latent (``z = [obs, act]``),
+so its predictor also reads the ``h-1`` previous actions; GRASP's ``F(s_{t-h+1..t}, a_t)`` conditions on
+``a_t`` only. Wrap such a model's predictor as ``predict_fn`` (e.g. placing ``a_t`` in every frame).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from ..config import GraspConfig
+from ..planner import GraspPlanner
+from ..result import PlanResult
+from ._common import as_tensor, encoder_state_check, latest_frames, pad_warm_start
+
+PredictFn = Callable[[dict, torch.Tensor], dict]
+
+__all__ = ["DinoWMGraspPlanner"]
+
+
+class DinoWMGraspPlanner:
+    """DINO-WM-style planner on GRASP.
+
+    Args:
+        wm: the world model (module docstring); ``wm.num_hist`` sets ``config.history``.
+        action_dim: ``A`` (DINO-WM: env action dim * frameskip).
+        config: GRASP hyper-parameters (``horizon`` is the plan length).
+        alpha: weight of the proprio term (DINO-WM's objective ``alpha``).
+        preprocessor: optional object with ``transform_obs(obs) -> obs`` (DINO-WM's ``Preprocessor``).
+        predict_fn: the one-step predictor; default ``wm.predict_next``.
+        device: where the plan runs (default: cpu).
+
+    Example:
+        >>> planner = DinoWMGraspPlanner(wm, action_dim=10, config=GraspConfig(horizon=5, iters=300))
+        >>> actions, losses = planner.plan(obs_0, obs_g)          # as DINO-WM's CEMPlanner.plan
+    """
+
+    def __init__(
+        self,
+        wm: Any,
+        action_dim: int,
+        config: Optional[GraspConfig] = None,
+        alpha: float = 0.1,
+        preprocessor: Any = None,
+        predict_fn: Optional[PredictFn] = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if not callable(getattr(wm, "encode_obs", None)):
+            raise TypeError(f"wm must expose encode_obs(obs) -> dict of latents, got {type(wm).__name__}")
+        predict_fn = predict_fn or getattr(wm, "predict_next", None)
+        if not callable(predict_fn):
+            raise TypeError("wm must expose predict_next(z_window, action) -> z_next, or pass predict_fn=")
+        config = config or GraspConfig()
+        num_hist = getattr(wm, "num_hist", None)
+        if isinstance(num_hist, int) and num_hist != config.history:
+            if config.history != 1:
+                raise ValueError(
+                    f"history mismatch: wm.num_hist = {num_hist} but config.history = {config.history}"
+                )
+            config = config.replace(history=num_hist)
+        self.wm, self.action_dim, self.config = wm, action_dim, config
+        self.alpha = float(alpha)
+        self.preprocessor = preprocessor
+        self.predict_fn = predict_fn
+        self.device = torch.device(device)
+        self._layout: Optional[tuple[tuple[int, int], Optional[int]]] = None
+        self.last_result: Optional[PlanResult] = None
+
+    @property
+    def horizon(self) -> int:
+        return self.config.horizon
+
+    def plan(self, obs_0: dict, obs_g: dict, actions: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, np.ndarray]:
+        """Plan from the observations ``obs_0`` to the goals ``obs_g``.
+
+        Args:
+            obs_0: ``{"visual": [B, T_obs, ...], "proprio": [B, T_obs, P]}``, ``T_obs >= wm.num_hist``.
+            obs_g: goals, same keys, ``T = 1``.
+            actions: optional warm start ``[B, t <= T, A]`` (zero-padded, as DINO-WM's planners).
+
+        Returns:
+            ``(actions [B, T, A], losses)``: ``losses`` is ``np.full(B, np.inf)`` as in DINO-WM.
+        """
+        z_0, z_g = self._encode(obs_0), self._encode(obs_g)
+        frames0, goal_frames = self._flatten(z_0), self._flatten(z_g)
+        encoder_state_check(frames0, goal_frames[:, -1], None)
+        s0 = latest_frames("obs_0", frames0, self.config.history)
+        goal = goal_frames[:, -1]
+        batch = goal.shape[0]
+        init = pad_warm_start(actions, batch, self.horizon, self.action_dim, self.device)
+        planner = GraspPlanner(self._dynamics, self.action_dim, self.config, state_shape=goal.shape[1:],
+                               state_weights=self._weights())
+        result = planner.plan(s0, goal, init_actions=init)
+        self.last_result = result
+        return result.actions.detach(), np.full(batch, np.inf)
+
+    # ---- latent layout: {"visual": [.., P, E], "proprio": [.., E_p]} <-> flat [.., P*E + E_p] -----
+
+    def _encode(self, obs: dict) -> dict:
+        if not isinstance(obs, dict) or "visual" not in obs:
+            raise TypeError("observations must be a dict with a 'visual' entry (and optionally 'proprio')")
+        if self.preprocessor is not None:
+            obs = self.preprocessor.transform_obs(obs)
+        obs = {k: as_tensor(f"obs[{k!r}]", v, self.device) for k, v in obs.items()}
+        with torch.no_grad():
+            z = self.wm.encode_obs(obs)
+        if "visual" not in z or z["visual"].dim() != 4:
+            raise ValueError("wm.encode_obs must return {'visual': [B, T, P, E], ...}")
+        return z
+
+    def _flatten(self, z: dict) -> torch.Tensor:
+        visual = z["visual"].detach()
+        proprio = z.get("proprio")
+        layout = (tuple(visual.shape[2:]), None if proprio is None else int(proprio.shape[-1]))
+        if self._layout is not None and layout != self._layout:
+            raise ValueError(f"state shape mismatch: the encoder returned latents {layout}, earlier {self._layout}")
+        self._layout = layout
+        parts = [visual.reshape(*visual.shape[:2], -1)]
+        if proprio is not None:
+            parts.append(proprio.detach())
+        return torch.cat(parts, dim=-1).float()
+
+    def _unflatten(self, flat: torch.Tensor) -> dict:
+        assert self._layout is not None
+        (patches, embed), proprio_dim = self._layout
+        visual_dim = patches * embed
+        z = {"visual": flat[..., :visual_dim].reshape(*flat.shape[:-1], patches, embed)}
+        if proprio_dim is not None:
+            z["proprio"] = flat[..., visual_dim:]
+        return z
+
+    def _weights(self) -> torch.Tensor:
+        (patches, embed), proprio_dim = self._layout  # type: ignore[misc]
+        parts = [torch.full((patches * embed,), 1.0 / (patches * embed))]
+        if proprio_dim:
+            parts.append(torch.full((proprio_dim,), self.alpha / proprio_dim))
+        return torch.cat(parts).to(self.device)
+
+    def _dynamics(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """``[N, h, D]`` windows (``[N, D]`` for h = 1), ``[N, A]`` -> ``[N, D]`` through ``predict_fn``."""
+        window = states if self.config.history > 1 else states.unsqueeze(1)
+        z_next = self.predict_fn(self._unflatten(window), actions)
+        parts = [z_next["visual"].reshape(z_next["visual"].shape[0], -1)]
+        if "proprio" in z_next and self._layout[1] is not None:  # type: ignore[index]
+            parts.append(z_next["proprio"])
+        return torch.cat(parts, dim=-1)

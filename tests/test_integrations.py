@@ -1,0 +1,306 @@
+"""Adapters: stable-worldmodel ``GraspSolver``, TorchRL ``GraspMPCPlanner``, DINO-WM-style planner.
+
+stable-worldmodel and TorchRL are optional: their tests skip cleanly when the package is absent
+(install: ``make integrations``). The DINO-WM adapter is tested with a stand-in model of DINO-WM's
+interface (DINO-WM itself is not a package).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from grasp_kernels import GraspConfig
+from grasp_kernels.actions import to_env_actions
+from grasp_kernels.models import PatchTransformerDynamics
+from grasp_kernels.reference import rollout_ref
+
+FAST = dict(iters=40, sync_every=20, sync_steps=3, lr_states=0.01, lr_actions=0.05, goal_weight=0.1, state_noise=0.0)
+
+
+# ---- stable-worldmodel ---------------------------------------------------------------------------
+
+
+def _swm_solver_module():
+    """The real ``stable_worldmodel.solver`` package. Its top-level ``__init__`` imports the data,
+    env and policy stacks (lancedb, pyarrow, torchvision); where those are missing the installed
+    ``solver`` subpackage is loaded under a bare parent package (the solver code itself needs only
+    torch, numpy, gymnasium and loguru)."""
+    if importlib.util.find_spec("stable_worldmodel") is None:
+        pytest.skip("stable-worldmodel is not installed (make integrations)")
+    try:
+        return importlib.import_module("stable_worldmodel.solver")
+    except ImportError:
+        for name in [m for m in sys.modules if m == "stable_worldmodel" or m.startswith("stable_worldmodel.")]:
+            del sys.modules[name]
+    spec = importlib.util.find_spec("stable_worldmodel")
+    parent = types.ModuleType("stable_worldmodel")
+    parent.__path__ = list(spec.submodule_search_locations)
+    parent.__spec__ = spec
+    sys.modules["stable_worldmodel"] = parent
+    try:
+        return importlib.import_module("stable_worldmodel.solver")
+    except ImportError as exc:
+        del sys.modules["stable_worldmodel"]
+        pytest.skip(f"stable_worldmodel.solver cannot be imported: {exc}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanConfig:
+    """stable-worldmodel's ``PlanConfig`` (``stable_worldmodel.policy``, which needs torchvision); the
+    same fields."""
+
+    horizon: int
+    receding_horizon: int
+    history_len: int = 1
+    action_block: int = 1
+    warm_start: bool = True
+
+
+class LatentCostModel(torch.nn.Module):
+    """A ``Costable`` world model for their solvers: ``get_cost`` rolls candidates out in latent space."""
+
+    def __init__(self, dynamics, history):
+        super().__init__()
+        self.dynamics, self.history = dynamics, history
+
+    def get_cost(self, info_dict, candidates):  # candidates [B, N, T, A]
+        b, n, t, a = candidates.shape
+        s0 = info_dict["state"][:, :, -self.history:].reshape(b * n, self.history, *info_dict["state"].shape[3:])
+        goal = info_dict["goal_state"][:, :, -1].reshape(b * n, -1)
+        final = rollout_ref(self.dynamics, s0, candidates.reshape(b * n, t, a), self.history)[:, -1]
+        return (final.reshape(b * n, -1) - goal).square().sum(-1).view(b, n)
+
+
+def _policy_step(solver, info, cfg, init=None):
+    """What stable-worldmodel's ``WorldModelPolicy.get_action`` does with a solver's output."""
+    outputs = solver(info, init_action=init)
+    actions = outputs["actions"]
+    plan, rest = actions[:, : cfg.receding_horizon], actions[:, cfg.receding_horizon :]
+    env_actions = plan.reshape(actions.shape[0], cfg.receding_horizon * cfg.action_block, -1)
+    return outputs, env_actions, rest
+
+
+def test_grasp_solver_is_a_stable_worldmodel_solver_and_replaces_cem():
+    solver_mod = _swm_solver_module()
+    gym = pytest.importorskip("gymnasium")
+    from grasp_kernels.integrations.stable_worldmodel import GraspSolver
+
+    n_envs, env_action_dim, block, history = 3, 2, 2, 3
+    torch.manual_seed(0)
+    dynamics = PatchTransformerDynamics(4, 5, env_action_dim * block, history=history, width=16, heads=2, depth=1)
+    cfg = PlanConfig(horizon=6, receding_horizon=2, history_len=history, action_block=block)
+    space = gym.spaces.Box(-1.0, 1.0, shape=(n_envs, env_action_dim), dtype=np.float32)
+    g = torch.Generator().manual_seed(1)
+    info = {
+        "state": torch.randn(n_envs, history, 4, 5, generator=g),  # [n_envs, T_obs, P, E]
+        "goal_state": torch.randn(n_envs, 1, 4, 5, generator=g),
+    }
+    grasp = GraspSolver(dynamics, config=GraspConfig(history=history, **{**FAST, "iters": 12, "sync_every": 6, "sync_steps": 2}),
+                        state_shape=(4, 5))
+    cem = solver_mod.CEMSolver(LatentCostModel(dynamics, history), num_samples=16, n_steps=2, topk=4, batch_size=n_envs)
+    for solver in (grasp, cem):  # the same evaluation-loop code drives both
+        solver.configure(action_space=space, n_envs=n_envs, config=cfg)
+        assert isinstance(solver, solver_mod.Solver)  # WorldModelPolicy.set_env asserts this
+        assert solver.action_dim == env_action_dim * block and solver.horizon == 6 and solver.n_envs == n_envs
+        outputs, env_actions, rest = _policy_step(solver, dict(info), cfg)
+        assert outputs["actions"].shape == (n_envs, 6, env_action_dim * block)
+        assert outputs["actions"].device.type == "cpu"
+        assert env_actions.shape == (n_envs, cfg.receding_horizon * block, env_action_dim)
+        _policy_step(solver, dict(info), cfg, init=rest)  # warm start [n, 4, A] is zero-padded
+    actions = grasp.last_result.actions
+    grasp_env_actions = _policy_step(grasp, dict(info), cfg)[1]
+    torch.testing.assert_close(grasp_env_actions, to_env_actions(grasp.last_result.actions, block)[:, : cfg.receding_horizon * block])
+    actions = grasp.last_result.actions
+    assert actions.abs().max() <= 1.0
+    # the plan's cost is the true rollout's distance through the history windows
+    final = rollout_ref(dynamics, info["state"], actions, history)[:, -1]
+    torch.testing.assert_close(grasp.last_result.final_distance, (final - info["goal_state"][:, -1]).flatten(1).norm(dim=1))
+
+
+def test_grasp_solver_errors():
+    gym = pytest.importorskip("gymnasium")
+    from grasp_kernels.integrations.stable_worldmodel import GraspSolver
+
+    dynamics = PatchTransformerDynamics(4, 5, 2, history=3, width=16, heads=2)
+    space = gym.spaces.Box(-1.0, 1.0, shape=(2, 2), dtype=np.float32)
+    solver = GraspSolver(dynamics, config=GraspConfig(history=3, **FAST), state_shape=(4, 5))
+    with pytest.raises(RuntimeError, match="configure"):
+        solver.solve({})
+    solver.configure(action_space=space, n_envs=2, config=PlanConfig(horizon=4, receding_horizon=1))
+    with pytest.raises(ValueError, match=r"state shape mismatch: the encoder returned states of shape \[4, 6\]"):
+        solver.solve({"state": torch.zeros(2, 3, 4, 6), "goal_state": torch.zeros(2, 1, 4, 6)})
+    with pytest.raises(ValueError, match="history mismatch: .* history = 3 frames but the encoded observations carries only 1"):
+        solver.solve({"state": torch.zeros(2, 1, 4, 5), "goal_state": torch.zeros(2, 1, 4, 5)})
+    with pytest.raises(ValueError, match="history mismatch: the world model declares history = 3"):
+        GraspSolver(dynamics, config=GraspConfig(**FAST))
+    with pytest.raises(AttributeError, match="configure"):
+        GraspSolver(dynamics, config=GraspConfig(history=3)).horizon
+
+
+# ---- TorchRL -------------------------------------------------------------------------------------
+
+
+def _torchrl_env(state_dim=3, action_dim=2):
+    for name in ("tensordict", "torchrl"):
+        try:  # a torchrl built for another torch can fail with more than ImportError: skip, naming why
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001
+            pytest.skip(f"{name} is not usable here ({type(exc).__name__}: {exc}); make integrations")
+    from torchrl.data import Bounded, Composite, Unbounded
+    from torchrl.envs.model_based import ModelBasedEnvBase
+    from torchrl.modules import SafeModule, WorldModelWrapper
+
+    class Transition(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mix = torch.nn.Linear(action_dim, state_dim)
+
+        def forward(self, state, action):
+            return state + 0.2 * torch.tanh(self.mix(action))
+
+    class GoalEnv(ModelBasedEnvBase):
+        def __init__(self, world_model):
+            super().__init__(world_model, batch_size=torch.Size([]))
+            self.observation_spec = Composite(hidden_observation=Unbounded((state_dim,)), goal=Unbounded((state_dim,)))
+            self.state_spec = self.observation_spec.clone()
+            self.action_spec = Bounded(-1.0, 1.0, (action_dim,))
+            self.reward_spec = Unbounded((1,))
+
+        def _reset(self, tensordict=None):
+            td = self.full_observation_spec.rand()
+            return td.update(self.full_done_spec.zero())
+
+    torch.manual_seed(0)
+    world_model = WorldModelWrapper(
+        SafeModule(Transition(), in_keys=["hidden_observation", "action"], out_keys=["hidden_observation"]),
+        SafeModule(torch.nn.Linear(state_dim, 1), in_keys=["hidden_observation"], out_keys=["reward"]),
+    )
+    env = GoalEnv(world_model)
+    env.transition = world_model[0].module  # the raw F(s, a), for the tests
+    return env
+
+
+def test_grasp_mpc_planner_runs_where_cem_planner_does():
+    env = _torchrl_env()
+    from tensordict import TensorDict
+    from torchrl.modules.planners import CEMPlanner
+
+    from grasp_kernels.integrations.torchrl import GraspMPCPlanner
+
+    grasp = GraspMPCPlanner(env, planning_horizon=8, optim_steps=40, config=GraspConfig(**{**FAST, "iters": 40}))
+    cem = CEMPlanner(env, planning_horizon=8, optim_steps=2, num_candidates=8, top_k=3)
+    for planner in (grasp, cem):
+        rollout = env.rollout(3, planner)
+        assert rollout["action"].shape == (3, 2)
+        assert rollout["action"].abs().max() <= 1.0
+    # batched call: the first planned action per row, and the plan reaches a reachable goal
+    g = torch.Generator().manual_seed(3)
+    s0 = torch.randn(4, 3, generator=g)
+    with torch.no_grad():
+        target = s0.clone()
+        for _ in range(8):
+            target = env.transition(target, torch.full((4, 2), 0.5))
+    td = TensorDict({"hidden_observation": s0, "goal": target}, batch_size=[4])
+    out = grasp(td)
+    assert out["action"].shape == (4, 2)
+    torch.testing.assert_close(out["action"], grasp.last_result.actions[:, 0])
+    start = (s0 - target).norm(dim=1)
+    assert torch.all(grasp.last_result.final_distance < 0.5 * start)
+
+
+def test_grasp_mpc_planner_errors():
+    env = _torchrl_env()
+    from tensordict import TensorDict
+
+    from grasp_kernels.integrations.torchrl import GraspMPCPlanner
+
+    planner = GraspMPCPlanner(env, planning_horizon=4, optim_steps=2)
+    with pytest.raises(ValueError, match=r"state shape mismatch: goal 'goal' has shape \(2, 4\)"):
+        planner(TensorDict({"hidden_observation": torch.zeros(2, 3), "goal": torch.zeros(2, 4)}, batch_size=[2]))
+    with pytest.raises(KeyError, match="no goal"):
+        planner(TensorDict({"hidden_observation": torch.zeros(2, 3)}, batch_size=[2]))
+
+
+# ---- DINO-WM-style -------------------------------------------------------------------------------
+
+
+class StandInDinoWM(torch.nn.Module):
+    """DINO-WM's interface at toy size: images [B, T, H, W, C] -> patch tokens [B, T, P, E] (4x4 patches
+    of an 8x8 image, linear patch embedding), proprio [B, T, 2] -> [B, T, E_p]; ``num_hist`` frames;
+    ``predict_next`` a patch transformer on the visual tokens plus an MLP on proprio."""
+
+    def __init__(self, num_hist=3, action_dim=4, embed=6, proprio_embed=3):
+        super().__init__()
+        self.num_hist = num_hist
+        self.patch = torch.nn.Linear(4 * 4 * 3, embed)
+        self.proprio_enc = torch.nn.Linear(2, proprio_embed)
+        self.visual_dyn = PatchTransformerDynamics(4, embed, action_dim, history=num_hist, width=16, heads=2)
+        self.proprio_dyn = torch.nn.Linear(num_hist * proprio_embed + action_dim, proprio_embed)
+
+    def encode_obs(self, obs):
+        visual = obs["visual"]  # [B, T, 8, 8, 3]
+        b, t = visual.shape[:2]
+        patches = visual.reshape(b, t, 2, 4, 2, 4, 3).permute(0, 1, 2, 4, 3, 5, 6).reshape(b, t, 4, 48)
+        return {"visual": self.patch(patches), "proprio": self.proprio_enc(obs["proprio"])}
+
+    def predict_next(self, z, action):
+        visual = self.visual_dyn(z["visual"], action)
+        proprio = z["proprio"][:, -1] + 0.1 * torch.tanh(self.proprio_dyn(torch.cat([z["proprio"].flatten(1), action], 1)))
+        return {"visual": visual, "proprio": proprio}
+
+
+def _obs(batch, frames, seed):
+    g = torch.Generator().manual_seed(seed)
+    return {"visual": np.asarray(torch.rand(batch, frames, 8, 8, 3, generator=g)), "proprio": torch.randn(batch, frames, 2, generator=g)}
+
+
+def test_dino_wm_adapter_plans_with_dino_objective():
+    from grasp_kernels.integrations.dino_wm import DinoWMGraspPlanner
+
+    torch.manual_seed(0)
+    wm = StandInDinoWM()
+    planner = DinoWMGraspPlanner(wm, action_dim=4, config=GraspConfig(horizon=5, **FAST), alpha=0.5)
+    assert planner.config.history == 3  # from wm.num_hist
+    obs_0, obs_g = _obs(2, 3, 1), _obs(2, 1, 2)
+    actions, losses = planner.plan(obs_0, obs_g)
+    assert actions.shape == (2, 5, 4) and isinstance(actions, torch.Tensor)
+    assert isinstance(losses, np.ndarray) and losses.shape == (2,) and np.all(np.isinf(losses))
+    # the planner's (weighted) final distance is DINO-WM's objective mse(visual) + alpha * mse(proprio)
+    with torch.no_grad():
+        z = wm.encode_obs({"visual": torch.as_tensor(obs_0["visual"]), "proprio": obs_0["proprio"]})
+        zg = wm.encode_obs({"visual": torch.as_tensor(obs_g["visual"]), "proprio": obs_g["proprio"]})
+        window = {k: v for k, v in z.items()}
+        for t in range(5):
+            nxt = wm.predict_next({k: v[:, -3:] for k, v in window.items()}, actions[:, t])
+            window = {k: torch.cat([window[k], nxt[k].unsqueeze(1)], 1) for k in window}
+        objective = ((window["visual"][:, -1] - zg["visual"][:, -1]) ** 2).mean((1, 2)) + 0.5 * (
+            (window["proprio"][:, -1] - zg["proprio"][:, -1]) ** 2).mean(1)
+    torch.testing.assert_close(planner.last_result.final_distance ** 2, objective, rtol=1e-4, atol=1e-6)
+    warm, _ = planner.plan(obs_0, obs_g, actions=actions[:, :3])
+    assert warm.shape == (2, 5, 4)
+
+
+def test_dino_wm_adapter_errors():
+    from grasp_kernels.integrations.dino_wm import DinoWMGraspPlanner
+
+    wm = StandInDinoWM()
+    with pytest.raises(ValueError, match="history mismatch: wm.num_hist = 3 but config.history = 2"):
+        DinoWMGraspPlanner(wm, 4, GraspConfig(horizon=4, history=2))
+    planner = DinoWMGraspPlanner(wm, 4, GraspConfig(horizon=4, iters=2, sync_every=0))
+    with pytest.raises(ValueError, match="history mismatch: .* takes history = 3 frames but obs_0 carries only 1"):
+        planner.plan(_obs(2, 1, 0), _obs(2, 1, 1))
+    planner.plan(_obs(2, 3, 0), _obs(2, 1, 1))
+    small_goal = {"visual": np.zeros((2, 1, 8, 8, 3), np.float32), "proprio": torch.zeros(2, 1, 2)}
+    wm.proprio_enc = torch.nn.Linear(2, 5)  # the encoder now disagrees with the planner's latent layout
+    with pytest.raises(ValueError, match="state shape mismatch"):
+        planner.plan(_obs(2, 3, 0), small_goal)
+    with pytest.raises(TypeError, match="predict_next"):
+        DinoWMGraspPlanner(types.SimpleNamespace(encode_obs=lambda o: o), 4)
