@@ -80,7 +80,10 @@ class LatentCostModel(torch.nn.Module):
 
 
 def _policy_step(solver, info, cfg, init=None):
-    """What stable-worldmodel's ``WorldModelPolicy.get_action`` does with a solver's output."""
+    """What stable-worldmodel's ``WorldModelPolicy.get_action`` does with a solver's output: call it
+    with ``init_action``, keep ``receding_horizon`` steps, reshape them to env actions, keep the rest as
+    the next warm start. (A copy of that code path: their ``stable_worldmodel.policy`` module needs
+    torchvision, which is not installed here.)"""
     outputs = solver(info, init_action=init)
     actions = outputs["actions"]
     plan, rest = actions[:, : cfg.receding_horizon], actions[:, cfg.receding_horizon :]
@@ -89,6 +92,9 @@ def _policy_step(solver, info, cfg, init=None):
 
 
 def test_grasp_solver_is_a_stable_worldmodel_solver_and_replaces_cem():
+    """The real ``stable_worldmodel.solver`` (its ``Solver`` protocol and ``CEMSolver``) with an imitation
+    of ``WorldModelPolicy`` (``_policy_step``) and a stand-in ``PlanConfig`` of the same fields: their
+    ``stable_worldmodel.policy`` module, where both live, imports torchvision, which is not installed."""
     solver_mod = _swm_solver_module()
     gym = pytest.importorskip("gymnasium")
     from grasp_kernels.integrations.stable_worldmodel import GraspSolver
@@ -112,17 +118,46 @@ def test_grasp_solver_is_a_stable_worldmodel_solver_and_replaces_cem():
         assert solver.action_dim == env_action_dim * block and solver.horizon == 6 and solver.n_envs == n_envs
         outputs, env_actions, rest = _policy_step(solver, dict(info), cfg)
         assert outputs["actions"].shape == (n_envs, 6, env_action_dim * block)
+        assert isinstance(outputs["costs"], list) and len(outputs["costs"]) == n_envs  # one cost per env
         assert outputs["actions"].device.type == "cpu"
         assert env_actions.shape == (n_envs, cfg.receding_horizon * block, env_action_dim)
         _policy_step(solver, dict(info), cfg, init=rest)  # warm start [n, 4, A] is zero-padded
-    actions = grasp.last_result.actions
-    grasp_env_actions = _policy_step(grasp, dict(info), cfg)[1]
+    outputs, grasp_env_actions, _ = _policy_step(grasp, dict(info), cfg)
     torch.testing.assert_close(grasp_env_actions, to_env_actions(grasp.last_result.actions, block)[:, : cfg.receding_horizon * block])
     actions = grasp.last_result.actions
-    assert actions.abs().max() <= 1.0
-    # the plan's cost is the true rollout's distance through the history windows
+    # the plan's cost is the true rollout's distance through the history windows; "costs" is its square
     final = rollout_ref(dynamics, info["state"], actions, history)[:, -1]
-    torch.testing.assert_close(grasp.last_result.final_distance, (final - info["goal_state"][:, -1]).flatten(1).norm(dim=1))
+    distance = (final - info["goal_state"][:, -1]).flatten(1).norm(dim=1)
+    torch.testing.assert_close(grasp.last_result.final_distance, distance)
+    torch.testing.assert_close(torch.tensor(outputs["costs"]), distance.square())
+
+
+def test_grasp_solver_action_bounds_are_off_unless_passed():
+    """Their policy inverse-transforms the solver's (normalised) actions, so the raw Box bounds are not
+    the solver's bounds: none by default, the user's when passed (A_env values tiled over the block)."""
+    gym = pytest.importorskip("gymnasium")
+    from grasp_kernels.integrations.stable_worldmodel import GraspSolver
+
+    n_envs, history = 2, 3
+    torch.manual_seed(0)
+    dynamics = PatchTransformerDynamics(4, 5, 4, history=history, width=16, heads=2, depth=1)
+    space = gym.spaces.Box(-0.1, 0.1, shape=(n_envs, 2), dtype=np.float32)  # raw env bounds: not used
+    cfg = PlanConfig(horizon=4, receding_horizon=1, action_block=2)
+    g = torch.Generator().manual_seed(4)
+    info = {"state": torch.randn(n_envs, history, 4, 5, generator=g), "goal_state": 3 * torch.randn(n_envs, 1, 4, 5, generator=g)}
+    config = GraspConfig(history=history, **{**FAST, "lr_actions": 0.5, "iters": 10, "sync_every": 5})
+    free = GraspSolver(dynamics, config=config)
+    free.configure(action_space=space, n_envs=n_envs, config=cfg)
+    assert free._plan_config().action_low is None and free._plan_config().action_high is None
+    assert free(dict(info))["actions"].abs().max() > 0.1
+    bounded = GraspSolver(dynamics, config=config, action_low=[-0.05, -0.2], action_high=0.2)
+    bounded.configure(action_space=space, n_envs=n_envs, config=cfg)
+    assert bounded._plan_config().action_low == [-0.05, -0.2, -0.05, -0.2]  # tiled over action_block = 2
+    actions = bounded(dict(info))["actions"]
+    assert actions[..., 0::2].min() >= -0.05 and actions[..., 1::2].min() >= -0.2 and actions.max() <= 0.2
+    via_config = GraspSolver(dynamics, config=config.replace(action_low=-0.3, action_high=0.3))  # a set config counts
+    via_config.configure(action_space=space, n_envs=n_envs, config=cfg)
+    assert via_config._plan_config().action_low == -0.3
 
 
 def test_grasp_solver_errors():
@@ -137,18 +172,22 @@ def test_grasp_solver_errors():
     solver.configure(action_space=space, n_envs=2, config=PlanConfig(horizon=4, receding_horizon=1))
     with pytest.raises(ValueError, match=r"state shape mismatch: the encoder returned states of shape \[4, 6\]"):
         solver.solve({"state": torch.zeros(2, 3, 4, 6), "goal_state": torch.zeros(2, 1, 4, 6)})
-    with pytest.raises(ValueError, match="history mismatch: .* history = 3 frames but the encoded observations carries only 1"):
+    with pytest.raises(ValueError, match="history mismatch: .* history = 3 frames but the encoded observations carry only 1"):
         solver.solve({"state": torch.zeros(2, 1, 4, 5), "goal_state": torch.zeros(2, 1, 4, 5)})
     with pytest.raises(ValueError, match="history mismatch: the world model declares history = 3"):
         GraspSolver(dynamics, config=GraspConfig(**FAST))
     with pytest.raises(AttributeError, match="configure"):
         GraspSolver(dynamics, config=GraspConfig(history=3)).horizon
+    with pytest.raises(ValueError, match=r"init_action must have shape \[2, t <= 4, 2\]"):
+        solver.solve({"state": torch.zeros(2, 3, 4, 5), "goal_state": torch.zeros(2, 1, 4, 5)}, init_action=torch.zeros(2, 3, 5))
+    with pytest.raises(TypeError, match="world_model must be callable"):
+        GraspSolver(object())
 
 
 # ---- TorchRL -------------------------------------------------------------------------------------
 
 
-def _torchrl_env(state_dim=3, action_dim=2):
+def _torchrl_env(state_dim=3, action_dim=2, batch=(), low=-1.0, high=1.0):
     for name in ("tensordict", "torchrl"):
         try:  # a torchrl built for another torch can fail with more than ImportError: skip, naming why
             importlib.import_module(name)
@@ -168,11 +207,13 @@ def _torchrl_env(state_dim=3, action_dim=2):
 
     class GoalEnv(ModelBasedEnvBase):
         def __init__(self, world_model):
-            super().__init__(world_model, batch_size=torch.Size([]))
-            self.observation_spec = Composite(hidden_observation=Unbounded((state_dim,)), goal=Unbounded((state_dim,)))
+            super().__init__(world_model, batch_size=torch.Size(batch))
+            self.observation_spec = Composite(
+                hidden_observation=Unbounded((*batch, state_dim)), goal=Unbounded((*batch, state_dim)), shape=batch
+            )
             self.state_spec = self.observation_spec.clone()
-            self.action_spec = Bounded(-1.0, 1.0, (action_dim,))
-            self.reward_spec = Unbounded((1,))
+            self.action_spec = Bounded(low, high, (*batch, action_dim))
+            self.reward_spec = Unbounded((*batch, 1))
 
         def _reset(self, tensordict=None):
             td = self.full_observation_spec.rand()
@@ -227,6 +268,48 @@ def test_grasp_mpc_planner_errors():
         planner(TensorDict({"hidden_observation": torch.zeros(2, 3), "goal": torch.zeros(2, 4)}, batch_size=[2]))
     with pytest.raises(KeyError, match="no goal"):
         planner(TensorDict({"hidden_observation": torch.zeros(2, 3)}, batch_size=[2]))
+    with pytest.raises(ValueError, match=r"one state per step \(history = 1\).*config.history = 3"):
+        GraspMPCPlanner(env, planning_horizon=4, config=GraspConfig(history=3))
+    rows = torch.tensor([[-1.0, -1.0], [-2.0, -1.0]])
+    with pytest.raises(ValueError, match="different bounds across its batch entries"):
+        GraspMPCPlanner(_torchrl_env(batch=(2,), low=rows, high=1.0), planning_horizon=4)
+    GraspMPCPlanner(_torchrl_env(batch=(2,), low=rows, high=1.0), planning_horizon=4, action_low=-1.0)  # the user's win
+
+
+def test_grasp_mpc_planner_action_bounds():
+    """Per-action bounds from a batched spec ``[B, A]``; bounds passed explicitly (or set in the config)
+    win over the spec's; an unbounded side stays unbounded."""
+    from grasp_kernels.integrations.torchrl import GraspMPCPlanner
+
+    low, high = torch.tensor([-1.0, -0.5]), torch.tensor([1.0, 0.5])
+    batched = _torchrl_env(batch=(4,), low=low.expand(4, 2), high=high.expand(4, 2))
+    planner = GraspMPCPlanner(batched, planning_horizon=4, optim_steps=2)
+    assert planner.grasp.config.action_low == [-1.0, -0.5] and planner.grasp.config.action_high == [1.0, 0.5]
+    env = _torchrl_env()
+    explicit = GraspMPCPlanner(env, planning_horizon=4, optim_steps=2, action_low=-0.25, action_high=None)
+    assert explicit.grasp.config.action_low == -0.25 and explicit.grasp.config.action_high is None
+    configured = GraspMPCPlanner(env, planning_horizon=4, optim_steps=2, config=GraspConfig(action_low=-0.3, action_high=0.3))
+    assert configured.grasp.config.action_low == -0.3 and configured.grasp.config.action_high == 0.3
+    spec = GraspMPCPlanner(env, planning_horizon=4, optim_steps=2)
+    assert spec.grasp.config.action_low == [-1.0, -1.0]
+    unbounded = GraspMPCPlanner(_torchrl_env(low=-float("inf"), high=float("inf")), planning_horizon=4, optim_steps=2)
+    assert unbounded.grasp.config.action_low is None and unbounded.grasp.config.action_high is None
+
+
+def test_grasp_mpc_planner_keeps_float64_states():
+    from tensordict import TensorDict
+
+    from grasp_kernels.integrations.torchrl import GraspMPCPlanner
+
+    env = _torchrl_env()
+    env.world_model.double()
+    planner = GraspMPCPlanner(env, planning_horizon=4, optim_steps=3, config=GraspConfig(**{**FAST, "backend": "reference"}))
+    g = torch.Generator().manual_seed(2)
+    td = TensorDict({"hidden_observation": torch.randn(2, 3, generator=g, dtype=torch.float64),
+                     "goal": torch.randn(2, 3, generator=g, dtype=torch.float64)}, batch_size=[2])
+    out = planner(td)
+    assert planner.last_result.actions.dtype == torch.float64 and planner.last_result.rollout.dtype == torch.float64
+    assert out["action"].shape == (2, 2) and out["action"].dtype == env.action_spec.dtype
 
 
 # ---- DINO-WM-style -------------------------------------------------------------------------------
@@ -283,21 +366,49 @@ def test_dino_wm_adapter_plans_with_dino_objective():
             window = {k: torch.cat([window[k], nxt[k].unsqueeze(1)], 1) for k in window}
         objective = ((window["visual"][:, -1] - zg["visual"][:, -1]) ** 2).mean((1, 2)) + 0.5 * (
             (window["proprio"][:, -1] - zg["proprio"][:, -1]) ** 2).mean(1)
-    torch.testing.assert_close(planner.last_result.final_distance ** 2, objective, rtol=1e-4, atol=1e-6)
+    # the weights are DINO-WM's, divided by the largest: final_distance^2 * objective_scale is the objective
+    p_e, e_p = 4 * 6, 3
+    assert planner.objective_scale == pytest.approx(max(1 / p_e, 0.5 / e_p))
+    weights = planner._weights()
+    assert weights.max() == 1.0
+    torch.testing.assert_close(weights, torch.cat([torch.full((p_e,), 1 / p_e), torch.full((e_p,), 0.5 / e_p)]) / planner.objective_scale)
+    torch.testing.assert_close(planner.last_result.final_distance ** 2 * planner.objective_scale, objective, rtol=1e-4, atol=1e-6)
     warm, _ = planner.plan(obs_0, obs_g, actions=actions[:, :3])
     assert warm.shape == (2, 5, 4)
+
+
+def test_dino_wm_adapter_action_bounds_are_off_unless_passed():
+    """DINO-WM plans z-scored actions and never clips: no bounds by default (GraspConfig's +-1 is not
+    inherited), the user's when passed."""
+    from grasp_kernels.integrations.dino_wm import DinoWMGraspPlanner
+
+    torch.manual_seed(0)
+    wm = StandInDinoWM()
+    free = DinoWMGraspPlanner(wm, 4, GraspConfig(horizon=3, **FAST))
+    assert free.config.action_low is None and free.config.action_high is None
+    fast = GraspConfig(horizon=3, **{**FAST, "iters": 5, "lr_actions": 1.0})
+    unbounded, _ = DinoWMGraspPlanner(wm, 4, fast).plan(_obs(2, 3, 1), _obs(2, 1, 2))
+    actions, _ = DinoWMGraspPlanner(wm, 4, fast, action_low=-0.05, action_high=0.05).plan(_obs(2, 3, 1), _obs(2, 1, 2))
+    assert unbounded.abs().max() > 0.05 and actions.abs().max() <= 0.05
+    configured = DinoWMGraspPlanner(wm, 4, GraspConfig(horizon=3, action_low=-2.0, action_high=2.0))
+    assert configured.config.action_low == -2.0 and configured.config.action_high == 2.0
 
 
 def test_dino_wm_adapter_errors():
     from grasp_kernels.integrations.dino_wm import DinoWMGraspPlanner
 
     wm = StandInDinoWM()
-    with pytest.raises(ValueError, match="history mismatch: wm.num_hist = 3 but config.history = 2"):
+    with pytest.raises(ValueError, match=r"history mismatch: the world model declares num_hist = 3 .* history = 2"):
         DinoWMGraspPlanner(wm, 4, GraspConfig(horizon=4, history=2))
+    for alpha in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="alpha must be a finite float > 0.*unconstrained"):
+            DinoWMGraspPlanner(wm, 4, GraspConfig(horizon=4), alpha=alpha)
     planner = DinoWMGraspPlanner(wm, 4, GraspConfig(horizon=4, iters=2, sync_every=0))
-    with pytest.raises(ValueError, match="history mismatch: .* takes history = 3 frames but obs_0 carries only 1"):
+    with pytest.raises(ValueError, match="history mismatch: .* takes history = 3 frames but the frames of obs_0 carry only 1"):
         planner.plan(_obs(2, 1, 0), _obs(2, 1, 1))
     planner.plan(_obs(2, 3, 0), _obs(2, 1, 1))
+    with pytest.raises(ValueError, match=r"actions must have shape \[2, t <= 4, 4\]"):  # DINO-WM's argument name
+        planner.plan(_obs(2, 3, 0), _obs(2, 1, 1), actions=torch.zeros(2, 2, 3))
     small_goal = {"visual": np.zeros((2, 1, 8, 8, 3), np.float32), "proprio": torch.zeros(2, 1, 2)}
     wm.proprio_enc = torch.nn.Linear(2, 5)  # the encoder now disagrees with the planner's latent layout
     with pytest.raises(ValueError, match="state shape mismatch"):

@@ -1,4 +1,5 @@
-"""Pieces shared by the adapters: tensors from host containers, frame windows, shape checks."""
+"""Pieces shared by the adapters: tensors from host containers, frame windows, shape checks, action
+bounds and the common plan flow (check -> latest frames -> warm start -> ``GraspPlanner.plan``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,21 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
+
+from ..config import GraspConfig
+from ..planner import GraspPlanner
+from ..reference import WorldModel
+from ..result import PlanResult
+
+
+class _Unset:
+    """The default of an adapter's ``action_low`` / ``action_high``: "not passed" (None means unbounded)."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
 
 
 def as_tensor(name: str, value: Any, device: Optional[torch.device] = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -24,7 +40,7 @@ def latest_frames(name: str, frames: torch.Tensor, history: int) -> torch.Tensor
         raise ValueError(f"{name} must be observed frames [B, T_obs, *S], got shape {tuple(frames.shape)}")
     if frames.shape[1] < history:
         raise ValueError(
-            f"history mismatch: the planner's world model takes history = {history} frames but {name} carries "
+            f"history mismatch: the planner's world model takes history = {history} frames but {name} carry "
             f"only {frames.shape[1]} (shape {tuple(frames.shape)})"
         )
     return frames[:, -1] if history == 1 else frames[:, -history:]
@@ -47,14 +63,77 @@ def encoder_state_check(obs_frames: torch.Tensor, goal: torch.Tensor, state_shap
     return shape
 
 
-def pad_warm_start(init: Optional[torch.Tensor], batch: int, horizon: int, action_dim: int, device: torch.device) -> Optional[torch.Tensor]:
-    """A warm start ``[B, t, A]`` (``t <= T``) zero-padded (or cut) to ``[B, T, A]``, as the host planners do."""
+def pad_warm_start(
+    name: str,
+    init: Optional[Any],
+    batch: int,
+    horizon: int,
+    action_dim: int,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+) -> Optional[torch.Tensor]:
+    """A warm start ``[B, t, A]`` (``t <= T``) zero-padded (or cut) to ``[B, T, A]``, as the host planners do.
+    ``name`` is the host API's argument name (used in the error message)."""
     if init is None:
         return None
-    init = as_tensor("init_action", init, device)
+    init = as_tensor(name, init, device, dtype)
     if init.dim() != 3 or init.shape[0] != batch or init.shape[2] != action_dim:
-        raise ValueError(f"init_action must have shape [{batch}, t <= {horizon}, {action_dim}], got {tuple(init.shape)}")
+        raise ValueError(f"{name} must have shape [{batch}, t <= {horizon}, {action_dim}], got {tuple(init.shape)}")
     if init.shape[1] >= horizon:
         return init[:, :horizon].contiguous()
-    tail = torch.zeros(batch, horizon - init.shape[1], action_dim, device=device)
+    tail = torch.zeros(batch, horizon - init.shape[1], action_dim, device=device, dtype=dtype)
     return torch.cat([init, tail], dim=1)
+
+
+def explicit_bounds(config: GraspConfig, action_low: Any = UNSET, action_high: Any = UNSET) -> dict[str, Any]:
+    """The action bounds the user asked for, per side: the adapter's ``action_low`` / ``action_high``
+    argument when passed (None = unbounded), else the config's bound when it differs from
+    ``GraspConfig``'s default (the config was set on purpose). A side missing from the returned dict
+    was not chosen by the user; the adapter picks its own default (unbounded, or a host spec's bound).
+
+    GRASP's default bounds (+-1) assume normalised actions; the host planners' actions may be
+    normalised differently (stable-worldmodel's policy inverse-transforms them, DINO-WM z-scores them)
+    and their own solvers never clip, so the adapters do not inherit that default."""
+    chosen: dict[str, Any] = {}
+    defaults = GraspConfig()
+    for name, value in (("action_low", action_low), ("action_high", action_high)):
+        if value is not UNSET:
+            chosen[name] = value
+        else:
+            configured = getattr(config, name)
+            if not _same_bound(configured, getattr(defaults, name)):
+                chosen[name] = configured
+    return chosen
+
+
+def _same_bound(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is b
+    try:
+        return bool(np.array_equal(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)))
+    except (TypeError, ValueError):
+        return False
+
+
+def plan_from_frames(
+    world_model: WorldModel,
+    action_dim: int,
+    config: GraspConfig,
+    obs_frames: torch.Tensor,
+    goal: torch.Tensor,
+    *,
+    state_shape: Optional[Sequence[int]] = None,
+    state_weights: Optional[torch.Tensor] = None,
+    init: Optional[Any] = None,
+    init_name: str = "init_action",
+    frames_name: str = "the encoded observations",
+) -> PlanResult:
+    """The adapters' common flow once the observations are encoded: check the encoded frames
+    ``[B, T_obs, *S]`` against the goal ``[B, *S]`` (and ``state_shape``), take the newest
+    ``config.history`` frames, zero-pad the warm start ``init`` ``[B, t <= T, A]`` (named ``init_name``
+    in errors), then plan with a :class:`GraspPlanner`."""
+    encoder_state_check(obs_frames, goal, state_shape)
+    s0 = latest_frames(frames_name, obs_frames, config.history)
+    warm = pad_warm_start(init_name, init, goal.shape[0], config.horizon, action_dim, goal.device, goal.dtype)
+    planner = GraspPlanner(world_model, action_dim, config, state_shape=tuple(goal.shape[1:]), state_weights=state_weights)
+    return planner.plan(s0, goal, init_actions=warm)

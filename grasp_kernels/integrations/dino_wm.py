@@ -12,8 +12,15 @@ observations ``obs_0`` (``{"visual": [B, T_obs, H, W, C], "proprio": [B, T_obs, 
   "proprio": [N, E_p]}``); pass ``predict_fn=`` to use another callable with that signature.
 
 The latent state of a frame is the flat vector ``[visual (P*E), proprio (E_p)]`` and the energy is
-weighted as DINO-WM's objective ``mse(visual) + alpha * mse(proprio)``: weight ``1/(P*E)`` on the
-visual components, ``alpha/E_p`` on the proprio ones (``state_weights``).
+weighted as DINO-WM's objective ``mse(visual) + alpha * mse(proprio)``: weights ``1/(P*E)`` on the
+visual components and ``alpha/E_p`` on the proprio ones (``state_weights``), divided by the largest of
+the two so that the largest weight is 1. The minimiser does not depend on that scale, but at DINO-WM's
+size (``1/(196*384)``) unscaled weights would shrink the gradients towards Adam's ``eps``. So
+``last_result.final_distance ** 2 * objective_scale`` is DINO-WM's objective.
+
+Action bounds: none by default (DINO-WM plans z-scored actions and never clips them). Pass
+``action_low=`` / ``action_high=`` (in the planner's action space), or a ``GraspConfig`` whose bounds
+differ from its default, to clamp.
 
 DINO-WM's own ``VWorldModel`` folds the action of every frame into its latent (``z = [obs, act]``),
 so its predictor also reads the ``h-1`` previous actions; GRASP's ``F(s_{t-h+1..t}, a_t)`` conditions on
@@ -22,15 +29,16 @@ so its predictor also reads the ``h-1`` previous actions; GRASP's ``F(s_{t-h+1..
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
 from ..config import GraspConfig
-from ..planner import GraspPlanner
+from ..planner import check_model_history, declared_history
 from ..result import PlanResult
-from ._common import as_tensor, encoder_state_check, latest_frames, pad_warm_start
+from ._common import UNSET, as_tensor, explicit_bounds, plan_from_frames
 
 PredictFn = Callable[[dict, torch.Tensor], dict]
 
@@ -41,13 +49,16 @@ class DinoWMGraspPlanner:
     """DINO-WM-style planner on GRASP.
 
     Args:
-        wm: the world model (module docstring); ``wm.num_hist`` sets ``config.history``.
+        wm: the world model (module docstring); ``wm.num_hist`` sets ``config.history`` (a config with
+            another ``history > 1`` is a history mismatch).
         action_dim: ``A`` (DINO-WM: env action dim * frameskip).
         config: GRASP hyper-parameters (``horizon`` is the plan length).
-        alpha: weight of the proprio term (DINO-WM's objective ``alpha``).
+        alpha: weight of the proprio term (DINO-WM's objective ``alpha``), > 0: a zero weight would
+            leave the proprio states unconstrained (leave ``"proprio"`` out of ``encode_obs`` instead).
         preprocessor: optional object with ``transform_obs(obs) -> obs`` (DINO-WM's ``Preprocessor``).
         predict_fn: the one-step predictor; default ``wm.predict_next``.
         device: where the plan runs (default: cpu).
+        action_low, action_high: action bounds; None or not passed: unbounded (module docstring).
 
     Example:
         >>> planner = DinoWMGraspPlanner(wm, action_dim=10, config=GraspConfig(horizon=5, iters=300))
@@ -63,6 +74,8 @@ class DinoWMGraspPlanner:
         preprocessor: Any = None,
         predict_fn: Optional[PredictFn] = None,
         device: str | torch.device = "cpu",
+        action_low: Any = UNSET,
+        action_high: Any = UNSET,
     ) -> None:
         if not callable(getattr(wm, "encode_obs", None)):
             raise TypeError(f"wm must expose encode_obs(obs) -> dict of latents, got {type(wm).__name__}")
@@ -70,13 +83,17 @@ class DinoWMGraspPlanner:
         if not callable(predict_fn):
             raise TypeError("wm must expose predict_next(z_window, action) -> z_next, or pass predict_fn=")
         config = config or GraspConfig()
-        num_hist = getattr(wm, "num_hist", None)
-        if isinstance(num_hist, int) and num_hist != config.history:
-            if config.history != 1:
-                raise ValueError(
-                    f"history mismatch: wm.num_hist = {num_hist} but config.history = {config.history}"
-                )
-            config = config.replace(history=num_hist)
+        declared = declared_history(wm)
+        if declared is not None and config.history == 1:
+            config = config.replace(history=declared[1])
+        check_model_history(wm, config.history)
+        bounds = explicit_bounds(config, action_low, action_high)
+        config = config.replace(action_low=bounds.get("action_low"), action_high=bounds.get("action_high"))
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (math.isfinite(alpha) and alpha > 0):
+            raise ValueError(
+                f"alpha must be a finite float > 0, got {alpha!r}: a zero proprio weight leaves the proprio states "
+                "unconstrained by the dynamics (leave 'proprio' out of encode_obs to plan on the visual latents only)"
+            )
         self.wm, self.action_dim, self.config = wm, action_dim, config
         self.alpha = float(alpha)
         self.preprocessor = preprocessor
@@ -102,16 +119,18 @@ class DinoWMGraspPlanner:
         """
         z_0, z_g = self._encode(obs_0), self._encode(obs_g)
         frames0, goal_frames = self._flatten(z_0), self._flatten(z_g)
-        encoder_state_check(frames0, goal_frames[:, -1], None)
-        s0 = latest_frames("obs_0", frames0, self.config.history)
-        goal = goal_frames[:, -1]
-        batch = goal.shape[0]
-        init = pad_warm_start(actions, batch, self.horizon, self.action_dim, self.device)
-        planner = GraspPlanner(self._dynamics, self.action_dim, self.config, state_shape=goal.shape[1:],
-                               state_weights=self._weights())
-        result = planner.plan(s0, goal, init_actions=init)
+        result = plan_from_frames(
+            self._dynamics, self.action_dim, self.config, frames0, goal_frames[:, -1],
+            state_weights=self._weights(), init=actions, init_name="actions", frames_name="the frames of obs_0",
+        )
         self.last_result = result
-        return result.actions.detach(), np.full(batch, np.inf)
+        return result.actions.detach(), np.full(result.actions.shape[0], np.inf)
+
+    @property
+    def objective_scale(self) -> float:
+        """The factor between GRASP's weighted squared distance and DINO-WM's objective (module docstring):
+        the largest raw weight, ``max(1/(P*E), alpha/E_p)``."""
+        return float(self._raw_weights().max())
 
     # ---- latent layout: {"visual": [.., P, E], "proprio": [.., E_p]} <-> flat [.., P*E + E_p] -----
 
@@ -148,12 +167,20 @@ class DinoWMGraspPlanner:
             z["proprio"] = flat[..., visual_dim:]
         return z
 
-    def _weights(self) -> torch.Tensor:
-        (patches, embed), proprio_dim = self._layout  # type: ignore[misc]
-        parts = [torch.full((patches * embed,), 1.0 / (patches * embed))]
+    def _raw_weights(self) -> torch.Tensor:
+        """DINO-WM's objective as per-component weights: ``1/(P*E)`` visual, ``alpha/E_p`` proprio."""
+        if self._layout is None:
+            raise RuntimeError("the latent layout is known after the first plan()")
+        (patches, embed), proprio_dim = self._layout
+        parts = [torch.full((patches * embed,), 1.0 / (patches * embed), dtype=torch.float64)]
         if proprio_dim:
-            parts.append(torch.full((proprio_dim,), self.alpha / proprio_dim))
-        return torch.cat(parts).to(self.device)
+            parts.append(torch.full((proprio_dim,), self.alpha / proprio_dim, dtype=torch.float64))
+        return torch.cat(parts)
+
+    def _weights(self) -> torch.Tensor:
+        """The raw weights divided by the largest (same argmin, gradients of a usable size)."""
+        raw = self._raw_weights()
+        return (raw / raw.max()).to(device=self.device, dtype=torch.float32)
 
     def _dynamics(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """``[N, h, D]`` windows (``[N, D]`` for h = 1), ``[N, A]`` -> ``[N, D]`` through ``predict_fn``."""

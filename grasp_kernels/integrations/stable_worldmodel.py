@@ -13,23 +13,29 @@ GRASP needs the one-step dynamics instead, so ``GraspSolver`` takes
   history and goal (e.g. a JEPA encoder applied to ``info_dict["pixels"]`` and ``info_dict["goal"]``).
   Default: ``info_dict[obs_key]`` and the newest frame of ``info_dict[goal_key]`` as the states.
 
+Action bounds: none by default. ``WorldModelPolicy`` inverse-transforms the solver's actions (its
+``process["action"]``), so a solver plans in the normalised action space and their CEM/iCEM/MPPI/GD never
+clip; the environment's ``Box`` bounds are in the raw space and are not used. Pass ``action_low=`` /
+``action_high=`` (in the solver's action space: a float, ``A_env`` values tiled over ``action_block``, or
+``action_dim`` values), or a ``GraspConfig`` whose bounds differ from its default, to clamp.
+
 This module does not import stable_worldmodel (the protocol is structural).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
+from .._problem import check_planner_args
 from ..config import GraspConfig
-from ..planner import GraspPlanner, check_model_history
+from ..planner import check_model_history
 from ..reference import WorldModel
 from ..result import PlanResult
-from ._common import as_tensor, encoder_state_check, latest_frames, pad_warm_start
+from ._common import UNSET, as_tensor, explicit_bounds, plan_from_frames
 
 Encoder = Callable[[dict], tuple[torch.Tensor, torch.Tensor]]
 
@@ -47,8 +53,9 @@ class GraspSolver:
         state_weights: per-component weights of the energy (``GraspPlanner``), broadcastable to ``S``.
         device: where the plan runs.
         obs_key, goal_key: ``info_dict`` keys read by the default encoder (``[B, T_obs, *S]`` each).
-        use_action_space_bounds: clamp to the ``Box`` bounds of ``action_space`` (tiled over
-            ``action_block``) instead of the config's ``action_low``/``action_high``.
+        action_low, action_high: action bounds in the solver's (normalised) action space: a float,
+            ``A_env`` values (tiled over ``action_block``) or ``action_dim`` values; None or not passed:
+            unbounded (module docstring), unless ``config`` sets bounds other than its default.
 
     Example:
         >>> solver = GraspSolver(predictor, encode=lambda info: (enc(info["pixels"]), enc(info["goal"])[:, -1]),
@@ -66,10 +73,10 @@ class GraspSolver:
         device: str | torch.device = "cpu",
         obs_key: str = "state",
         goal_key: str = "goal_state",
-        use_action_space_bounds: bool = True,
+        action_low: Any = UNSET,
+        action_high: Any = UNSET,
     ) -> None:
-        if not callable(world_model):
-            raise TypeError(f"world_model must be callable, got {type(world_model).__name__}")
+        check_planner_args(world_model, 1)  # the action dimension is checked at configure()
         if encode is not None and not callable(encode):
             raise TypeError(f"encode must be callable info_dict -> (obs_frames, goal), got {type(encode).__name__}")
         self.grasp_config = config or GraspConfig()
@@ -80,7 +87,7 @@ class GraspSolver:
         self.state_weights = state_weights
         self.device = torch.device(device)
         self.obs_key, self.goal_key = obs_key, goal_key
-        self.use_action_space_bounds = use_action_space_bounds
+        self._bounds = explicit_bounds(self.grasp_config, action_low, action_high)
         self._config: Any = None
         self._n_envs: Optional[int] = None
         self._env_action_dim: Optional[int] = None
@@ -102,6 +109,7 @@ class GraspSolver:
         self._n_envs = int(n_envs)
         self._config = config
         self._env_action_dim = int(np.prod(shape[1:]))
+        check_planner_args(self.world_model, self.action_dim)
 
     # before configure() these raise AttributeError, as their solvers do (so the runtime-checkable
     # Solver protocol matches a configured solver only)
@@ -134,26 +142,21 @@ class GraspSolver:
             init_action: optional warm start ``[n, t <= horizon, action_dim]`` (zero-padded).
 
         Returns:
-            ``{"actions": [n, horizon, action_dim] (CPU), "cost": [n] final squared (weighted) distance
-            of the rollout to the goal, "energy_history": [iters, n], "solve_time": seconds}``.
+            ``{"actions": [n, horizon, action_dim] (CPU), "costs": list of n floats, the final squared
+            (weighted) distance of each plan's rollout to the goal (as their CEM/iCEM/MPPI's per-env
+            "costs"), "energy_history": [iters, n], "solve_time": seconds}``.
         """
         start = time.perf_counter()
         self._require()
-        history = self.grasp_config.history
         obs_frames, goal = self._encode(info_dict)
-        encoder_state_check(obs_frames, goal, self.state_shape)
-        s0 = latest_frames("the encoded observations", obs_frames, history)
-        batch = goal.shape[0]
-        init = pad_warm_start(init_action, batch, self.horizon, self.action_dim, self.device)
-        planner = GraspPlanner(
-            self.world_model, self.action_dim, self._plan_config(), state_shape=tuple(goal.shape[1:]),
-            state_weights=self.state_weights,
+        result = plan_from_frames(
+            self.world_model, self.action_dim, self._plan_config(), obs_frames, goal,
+            state_shape=self.state_shape, state_weights=self.state_weights, init=init_action, init_name="init_action",
         )
-        result = planner.plan(s0, goal, init_actions=init)
         self.last_result = result
         return {
             "actions": result.actions.detach().cpu(),
-            "cost": result.final_distance.square().detach().cpu().tolist(),
+            "costs": result.final_distance.square().detach().cpu().tolist(),
             "energy_history": result.energy_history.detach().cpu(),
             "solve_time": time.perf_counter() - start,
         }
@@ -187,15 +190,15 @@ class GraspSolver:
         return as_tensor("obs_frames", obs, self.device), as_tensor("goal", goal, self.device)
 
     def _plan_config(self) -> GraspConfig:
+        """The config for this plan: ``horizon`` from the ``PlanConfig``, the bounds the user chose
+        (``A_env`` values tiled over ``action_block``), unbounded otherwise."""
         changes: dict[str, Any] = {"horizon": self.horizon}
-        space = self._action_space
-        if self.use_action_space_bounds and hasattr(space, "low") and hasattr(space, "high"):
-            block = int(self._config.action_block)
-            bounds = []
-            for values in (space.low, space.high):
-                row = np.asarray(values, dtype=np.float64).reshape(self._n_envs, -1)[0]
-                bounds.append([float(v) for v in np.tile(row, block)])
-            for name, values in zip(("action_low", "action_high"), bounds):
-                if all(math.isfinite(v) for v in values):
-                    changes[name] = values
+        block = int(self._config.action_block)
+        for name in ("action_low", "action_high"):
+            value = self._bounds.get(name)
+            if value is not None and block > 1 and not isinstance(value, (int, float)):
+                values = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64)
+                if values.ndim == 1 and values.shape[0] == self._env_action_dim:
+                    value = np.tile(values, block).tolist()
+            changes[name] = value
         return self.grasp_config.replace(**changes)

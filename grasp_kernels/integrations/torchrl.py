@@ -10,12 +10,19 @@ The one-step dynamics ``F(s, a)`` is the environment's world model: for a ``Mode
 back (differentiable in ``a``); any other environment is stepped with ``env.step`` and
 ``("next", state_key)`` is read (it must be differentiable for GRASP's action gradients).
 
+States keep their dtype (float64 runs on the reference backend). One state per step: TorchRL's
+TensorDict carries the current observation only, so ``config.history`` must be 1.
+
+Action bounds: ``action_low=`` / ``action_high=`` when passed (None = unbounded), or a ``GraspConfig``
+whose bounds differ from its default, win; otherwise the bounds of ``env.action_spec`` where it is
+bounded (one row of a batched spec, whose rows must agree), else unbounded.
+
 Importing this module imports torchrl and tensordict.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -24,6 +31,7 @@ from torchrl.modules.planners import MPCPlannerBase
 from ..config import GraspConfig
 from ..planner import GraspPlanner
 from ..result import PlanResult
+from ._common import UNSET, explicit_bounds
 
 __all__ = ["GraspMPCPlanner"]
 
@@ -35,8 +43,7 @@ class GraspMPCPlanner(MPCPlannerBase):
         env: a batch-unlocked ``EnvBase`` (typically a ``ModelBasedEnvBase``), as for ``CEMPlanner``.
         planning_horizon: ``T``.
         optim_steps: GRASP iterations (overrides ``config.iters``; None keeps it).
-        config: GRASP hyper-parameters (``horizon`` is set to ``planning_horizon``). The action bounds
-            come from ``env.action_spec`` when it is bounded.
+        config: GRASP hyper-parameters (``horizon`` is set to ``planning_horizon``; ``history`` must be 1).
         state_key: observation key of the state ``s`` (None: the only observation key other than
             ``goal_key``).
         goal_key: key of the goal state in the input TensorDict.
@@ -44,6 +51,8 @@ class GraspMPCPlanner(MPCPlannerBase):
         action_key: where the action is written (as ``CEMPlanner``).
         warm_start: start each plan from the previous plan shifted by one step (same batch shape).
         state_weights: per-component energy weights, broadcastable to ``S`` (``GraspPlanner``).
+        action_low, action_high: action bounds that win over ``env.action_spec``'s (None = unbounded);
+            not passed: the spec's bounds where finite (module docstring).
 
     Example:
         >>> planner = GraspMPCPlanner(env, planning_horizon=20, optim_steps=100, goal_key="goal")
@@ -62,15 +71,24 @@ class GraspMPCPlanner(MPCPlannerBase):
         action_key: str = "action",
         warm_start: bool = True,
         state_weights: Optional[torch.Tensor] = None,
+        action_low: Any = UNSET,
+        action_high: Any = UNSET,
     ) -> None:
         super().__init__(env=env, action_key=action_key)
         config = (config or GraspConfig()).replace(horizon=planning_horizon)
+        if config.history != 1:
+            raise ValueError(
+                f"GraspMPCPlanner plans from one state per step (history = 1): TorchRL's tensordict carries the "
+                f"current observation only, got config.history = {config.history}"
+            )
         if optim_steps is not None:
             config = config.replace(iters=optim_steps)
+        chosen = explicit_bounds(config, action_low, action_high)
         space = getattr(self.action_spec, "space", None)
-        low, high = getattr(space, "low", None), getattr(space, "high", None)
-        if low is not None and high is not None and bool(torch.isfinite(low).all() and torch.isfinite(high).all()):
-            config = config.replace(action_low=low.reshape(-1).tolist(), action_high=high.reshape(-1).tolist())
+        bounds = {}
+        for name, attribute in (("action_low", "low"), ("action_high", "high")):
+            bounds[name] = chosen[name] if name in chosen else self._spec_bound(name, getattr(space, attribute, None))
+        config = config.replace(**bounds)
         if state_key is None:
             keys = [k for k in env.observation_spec.keys(True, True) if k != goal_key]
             if len(keys) != 1:
@@ -84,6 +102,19 @@ class GraspMPCPlanner(MPCPlannerBase):
         self.grasp = GraspPlanner(self._dynamics, self.action_dim, config, state_weights=state_weights)
         self._last_actions: Optional[torch.Tensor] = None
         self.last_result: Optional[PlanResult] = None
+
+    def _spec_bound(self, name: str, bound: Optional[torch.Tensor]) -> Optional[list[float]]:
+        """One action's bound ``[A]`` from the spec's ``[*batch, A]`` bound (None where unbounded); a
+        ValueError if the batch entries disagree (pass ``action_low=`` / ``action_high=``)."""
+        if bound is None or not bool(torch.isfinite(bound).all()):
+            return None
+        rows = bound.reshape(-1, int(self.action_spec.shape[-1]))
+        if not bool((rows == rows[:1]).all()):
+            raise ValueError(
+                f"env.action_spec has different bounds across its batch entries {tuple(self.action_spec.shape[:-1])}; "
+                f"GRASP takes one bound per action dimension: pass {name}="
+            )
+        return rows[0].tolist()
 
     def _dynamics(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """``F(s, a)`` through the environment's world model: ``[N, *S]``, ``[N, A]`` -> ``[N, *S]``."""
@@ -109,8 +140,8 @@ class GraspMPCPlanner(MPCPlannerBase):
                 f"{self.state_key!r} has shape {tuple(s0.shape)}"
             )
         state_shape = tuple(s0.shape[len(batch_shape):])
-        s0 = s0.detach().reshape(-1, *state_shape).to(torch.float32)
-        goal = goal.detach().reshape(-1, *state_shape).to(torch.float32)
+        s0 = s0.detach().reshape(-1, *state_shape)  # its dtype is kept (float64: the reference backend)
+        goal = goal.detach().reshape(-1, *state_shape).to(dtype=s0.dtype)
         init = None
         if self.warm_start and self._last_actions is not None and self._last_actions.shape[0] == s0.shape[0]:
             init = torch.cat([self._last_actions[:, 1:], self._last_actions[:, -1:]], dim=1)

@@ -86,8 +86,8 @@ class PatchTransformerDynamics(nn.Module):
             raise ValueError(f"actions must be [N={states.shape[0]}, A={self.action_dim}], got shape {tuple(actions.shape)}")
         n = states.shape[0]
         tokens = self.token_in(states) + self.patch_pos + self.frame_pos.view(1, h, 1, -1)
-        tokens = tokens.clone()
-        tokens[:, -1] = tokens[:, -1] + self.action_in(actions).unsqueeze(1)
+        conditioned = tokens[:, -1:] + self.action_in(actions).view(n, 1, 1, -1)  # the action enters the newest frame
+        tokens = torch.cat([tokens[:, :-1], conditioned], dim=1)
         out = self.encoder(tokens.reshape(n, h * p, -1), mask=self.mask)
         newest = self.norm(out[:, -p:])
         return states[:, -1] + self.delta_scale * self.token_out(newest)
