@@ -134,7 +134,8 @@ def test_grasp_solver_is_a_stable_worldmodel_solver_and_replaces_cem():
 
 def test_grasp_solver_action_bounds_are_off_unless_passed():
     """Their policy inverse-transforms the solver's (normalised) actions, so the raw Box bounds are not
-    the solver's bounds: none by default, the user's when passed (A_env values tiled over the block)."""
+    the solver's bounds: none unless passed to the adapter (A_env values tiled over the block); a
+    config's bounds are replaced."""
     gym = pytest.importorskip("gymnasium")
     from grasp_kernels.integrations.stable_worldmodel import GraspSolver
 
@@ -146,7 +147,7 @@ def test_grasp_solver_action_bounds_are_off_unless_passed():
     g = torch.Generator().manual_seed(4)
     info = {"state": torch.randn(n_envs, history, 4, 5, generator=g), "goal_state": 3 * torch.randn(n_envs, 1, 4, 5, generator=g)}
     config = GraspConfig(history=history, **{**FAST, "lr_actions": 0.5, "iters": 10, "sync_every": 5})
-    free = GraspSolver(dynamics, config=config)
+    free = GraspSolver(dynamics, config=config)  # GraspConfig's +-1 default is not inherited
     free.configure(action_space=space, n_envs=n_envs, config=cfg)
     assert free._plan_config().action_low is None and free._plan_config().action_high is None
     assert free(dict(info))["actions"].abs().max() > 0.1
@@ -155,9 +156,9 @@ def test_grasp_solver_action_bounds_are_off_unless_passed():
     assert bounded._plan_config().action_low == [-0.05, -0.2, -0.05, -0.2]  # tiled over action_block = 2
     actions = bounded(dict(info))["actions"]
     assert actions[..., 0::2].min() >= -0.05 and actions[..., 1::2].min() >= -0.2 and actions.max() <= 0.2
-    via_config = GraspSolver(dynamics, config=config.replace(action_low=-0.3, action_high=0.3))  # a set config counts
-    via_config.configure(action_space=space, n_envs=n_envs, config=cfg)
-    assert via_config._plan_config().action_low == -0.3
+    replaced = GraspSolver(dynamics, config=config.replace(action_low=-0.3, action_high=0.3))  # the adapter owns bounds
+    replaced.configure(action_space=space, n_envs=n_envs, config=cfg)
+    assert replaced._plan_config().action_low is None and replaced._plan_config().action_high is None
 
 
 def test_grasp_solver_errors():
@@ -277,8 +278,8 @@ def test_grasp_mpc_planner_errors():
 
 
 def test_grasp_mpc_planner_action_bounds():
-    """Per-action bounds from a batched spec ``[B, A]``; bounds passed explicitly (or set in the config)
-    win over the spec's; an unbounded side stays unbounded."""
+    """Per-action bounds from a batched spec ``[B, A]``; bounds passed to the adapter win over the
+    spec's (a config's bounds are replaced); an unbounded side stays unbounded."""
     from grasp_kernels.integrations.torchrl import GraspMPCPlanner
 
     low, high = torch.tensor([-1.0, -0.5]), torch.tensor([1.0, 0.5])
@@ -289,7 +290,7 @@ def test_grasp_mpc_planner_action_bounds():
     explicit = GraspMPCPlanner(env, planning_horizon=4, optim_steps=2, action_low=-0.25, action_high=None)
     assert explicit.grasp.config.action_low == -0.25 and explicit.grasp.config.action_high is None
     configured = GraspMPCPlanner(env, planning_horizon=4, optim_steps=2, config=GraspConfig(action_low=-0.3, action_high=0.3))
-    assert configured.grasp.config.action_low == -0.3 and configured.grasp.config.action_high == 0.3
+    assert configured.grasp.config.action_low == [-1.0, -1.0]  # the spec's: the adapter owns the bounds
     spec = GraspMPCPlanner(env, planning_horizon=4, optim_steps=2)
     assert spec.grasp.config.action_low == [-1.0, -1.0]
     unbounded = GraspMPCPlanner(_torchrl_env(low=-float("inf"), high=float("inf")), planning_horizon=4, optim_steps=2)
@@ -378,20 +379,20 @@ def test_dino_wm_adapter_plans_with_dino_objective():
 
 
 def test_dino_wm_adapter_action_bounds_are_off_unless_passed():
-    """DINO-WM plans z-scored actions and never clips: no bounds by default (GraspConfig's +-1 is not
-    inherited), the user's when passed."""
+    """DINO-WM plans z-scored actions and never clips: no bounds unless passed to the adapter (a
+    config's bounds are replaced)."""
     from grasp_kernels.integrations.dino_wm import DinoWMGraspPlanner
 
     torch.manual_seed(0)
     wm = StandInDinoWM()
-    free = DinoWMGraspPlanner(wm, 4, GraspConfig(horizon=3, **FAST))
+    free = DinoWMGraspPlanner(wm, 4, GraspConfig(horizon=3, **FAST))  # GraspConfig's +-1 is not inherited
     assert free.config.action_low is None and free.config.action_high is None
     fast = GraspConfig(horizon=3, **{**FAST, "iters": 5, "lr_actions": 1.0})
     unbounded, _ = DinoWMGraspPlanner(wm, 4, fast).plan(_obs(2, 3, 1), _obs(2, 1, 2))
     actions, _ = DinoWMGraspPlanner(wm, 4, fast, action_low=-0.05, action_high=0.05).plan(_obs(2, 3, 1), _obs(2, 1, 2))
     assert unbounded.abs().max() > 0.05 and actions.abs().max() <= 0.05
-    configured = DinoWMGraspPlanner(wm, 4, GraspConfig(horizon=3, action_low=-2.0, action_high=2.0))
-    assert configured.config.action_low == -2.0 and configured.config.action_high == 2.0
+    replaced = DinoWMGraspPlanner(wm, 4, GraspConfig(horizon=3, action_low=-2.0, action_high=2.0))
+    assert replaced.config.action_low is None and replaced.config.action_high is None  # the adapter owns bounds
 
 
 def test_dino_wm_adapter_errors():

@@ -85,34 +85,17 @@ def pad_warm_start(
     return torch.cat([init, tail], dim=1)
 
 
-def explicit_bounds(config: GraspConfig, action_low: Any = UNSET, action_high: Any = UNSET) -> dict[str, Any]:
-    """The action bounds the user asked for, per side: the adapter's ``action_low`` / ``action_high``
-    argument when passed (None = unbounded), else the config's bound when it differs from
-    ``GraspConfig``'s default (the config was set on purpose). A side missing from the returned dict
-    was not chosen by the user; the adapter picks its own default (unbounded, or a host spec's bound).
+def explicit_bounds(action_low: Any = UNSET, action_high: Any = UNSET) -> dict[str, Any]:
+    """The action bounds passed to an adapter, per side (None = unbounded). A side missing from the
+    returned dict was not passed: the adapter uses its own default (unbounded, or a host spec's bound).
 
-    GRASP's default bounds (+-1) assume normalised actions; the host planners' actions may be
-    normalised differently (stable-worldmodel's policy inverse-transforms them, DINO-WM z-scores them)
-    and their own solvers never clip, so the adapters do not inherit that default."""
-    chosen: dict[str, Any] = {}
-    defaults = GraspConfig()
-    for name, value in (("action_low", action_low), ("action_high", action_high)):
-        if value is not UNSET:
-            chosen[name] = value
-        else:
-            configured = getattr(config, name)
-            if not _same_bound(configured, getattr(defaults, name)):
-                chosen[name] = configured
-    return chosen
-
-
-def _same_bound(a: Any, b: Any) -> bool:
-    if a is None or b is None:
-        return a is b
-    try:
-        return bool(np.array_equal(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)))
-    except (TypeError, ValueError):
-        return False
+    The adapters own the bounds: the ``action_low`` / ``action_high`` of a ``GraspConfig`` handed to
+    them are replaced. GRASP's default bounds (+-1) assume normalised actions; the host planners'
+    actions may be normalised differently (stable-worldmodel's policy inverse-transforms them, DINO-WM
+    z-scores them) and their own solvers never clip."""
+    return {
+        name: value for name, value in (("action_low", action_low), ("action_high", action_high)) if value is not UNSET
+    }
 
 
 def plan_from_frames(

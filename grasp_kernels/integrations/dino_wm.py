@@ -19,8 +19,8 @@ size (``1/(196*384)``) unscaled weights would shrink the gradients towards Adam'
 ``last_result.final_distance ** 2 * objective_scale`` is DINO-WM's objective.
 
 Action bounds: none by default (DINO-WM plans z-scored actions and never clips them). Pass
-``action_low=`` / ``action_high=`` (in the planner's action space), or a ``GraspConfig`` whose bounds
-differ from its default, to clamp.
+``action_low=`` / ``action_high=`` (in the planner's action space) to clamp. The adapter owns the
+bounds: a ``GraspConfig``'s are replaced.
 
 DINO-WM's own ``VWorldModel`` folds the action of every frame into its latent (``z = [obs, act]``),
 so its predictor also reads the ``h-1`` previous actions; GRASP's ``F(s_{t-h+1..t}, a_t)`` conditions on
@@ -82,12 +82,12 @@ class DinoWMGraspPlanner:
         predict_fn = predict_fn or getattr(wm, "predict_next", None)
         if not callable(predict_fn):
             raise TypeError("wm must expose predict_next(z_window, action) -> z_next, or pass predict_fn=")
+        bounds = explicit_bounds(action_low, action_high)
         config = config or GraspConfig()
         declared = declared_history(wm)
         if declared is not None and config.history == 1:
             config = config.replace(history=declared[1])
         check_model_history(wm, config.history)
-        bounds = explicit_bounds(config, action_low, action_high)
         config = config.replace(action_low=bounds.get("action_low"), action_high=bounds.get("action_high"))
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (math.isfinite(alpha) and alpha > 0):
             raise ValueError(

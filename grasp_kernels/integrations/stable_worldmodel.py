@@ -17,7 +17,7 @@ Action bounds: none by default. ``WorldModelPolicy`` inverse-transforms the solv
 ``process["action"]``), so a solver plans in the normalised action space and their CEM/iCEM/MPPI/GD never
 clip; the environment's ``Box`` bounds are in the raw space and are not used. Pass ``action_low=`` /
 ``action_high=`` (in the solver's action space: a float, ``A_env`` values tiled over ``action_block``, or
-``action_dim`` values), or a ``GraspConfig`` whose bounds differ from its default, to clamp.
+``action_dim`` values) to clamp. The adapter owns the bounds: a ``GraspConfig``'s are replaced.
 
 This module does not import stable_worldmodel (the protocol is structural).
 """
@@ -55,7 +55,7 @@ class GraspSolver:
         obs_key, goal_key: ``info_dict`` keys read by the default encoder (``[B, T_obs, *S]`` each).
         action_low, action_high: action bounds in the solver's (normalised) action space: a float,
             ``A_env`` values (tiled over ``action_block``) or ``action_dim`` values; None or not passed:
-            unbounded (module docstring), unless ``config`` sets bounds other than its default.
+            unbounded (module docstring); ``config``'s bounds are replaced.
 
     Example:
         >>> solver = GraspSolver(predictor, encode=lambda info: (enc(info["pixels"]), enc(info["goal"])[:, -1]),
@@ -79,6 +79,7 @@ class GraspSolver:
         check_planner_args(world_model, 1)  # the action dimension is checked at configure()
         if encode is not None and not callable(encode):
             raise TypeError(f"encode must be callable info_dict -> (obs_frames, goal), got {type(encode).__name__}")
+        self._bounds = explicit_bounds(action_low, action_high)
         self.grasp_config = config or GraspConfig()
         check_model_history(world_model, self.grasp_config.history)
         self.world_model = world_model
@@ -87,7 +88,6 @@ class GraspSolver:
         self.state_weights = state_weights
         self.device = torch.device(device)
         self.obs_key, self.goal_key = obs_key, goal_key
-        self._bounds = explicit_bounds(self.grasp_config, action_low, action_high)
         self._config: Any = None
         self._n_envs: Optional[int] = None
         self._env_action_dim: Optional[int] = None

@@ -13,8 +13,8 @@ back (differentiable in ``a``); any other environment is stepped with ``env.step
 States keep their dtype (float64 runs on the reference backend). One state per step: TorchRL's
 TensorDict carries the current observation only, so ``config.history`` must be 1.
 
-Action bounds: ``action_low=`` / ``action_high=`` when passed (None = unbounded), or a ``GraspConfig``
-whose bounds differ from its default, win; otherwise the bounds of ``env.action_spec`` where it is
+Action bounds: ``action_low=`` / ``action_high=`` when passed (None = unbounded) win (a ``GraspConfig``'s
+bounds are replaced); otherwise the bounds of ``env.action_spec`` where it is
 bounded (one row of a batched spec, whose rows must agree), else unbounded.
 
 Importing this module imports torchrl and tensordict.
@@ -75,6 +75,7 @@ class GraspMPCPlanner(MPCPlannerBase):
         action_high: Any = UNSET,
     ) -> None:
         super().__init__(env=env, action_key=action_key)
+        chosen = explicit_bounds(action_low, action_high)
         config = (config or GraspConfig()).replace(horizon=planning_horizon)
         if config.history != 1:
             raise ValueError(
@@ -83,7 +84,6 @@ class GraspMPCPlanner(MPCPlannerBase):
             )
         if optim_steps is not None:
             config = config.replace(iters=optim_steps)
-        chosen = explicit_bounds(config, action_low, action_high)
         space = getattr(self.action_spec, "space", None)
         bounds = {}
         for name, attribute in (("action_low", "low"), ("action_high", "high")):
