@@ -8,6 +8,10 @@ loop / batched, both measured in the same run, with the device and versions in t
     python bench/planner_speed.py --quick         # a smoke run for CI
     python bench/planner_speed.py --device cuda --backend triton --out bench/results/planner_speed.md
     python bench/planner_speed.py --model transformer --patches 196 --embed 384 --history 3   # DINO-WM-shaped
+    python bench/planner_speed.py --device cuda --backend triton --fused-mlp --hidden 512 --depth 2   # + (c)
+
+``--fused-mlp`` (MLP world model only) adds column (c): the whole iteration as ONE fused Triton kernel
+(GraspConfig(fused_mlp=True)), and the ratio (a)/(c).
 """
 
 from __future__ import annotations
@@ -40,8 +44,9 @@ def make_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn
         text = (f"PatchTransformerDynamics(patches={args.patches}, embed={args.embed}, action_dim={args.action_dim}, "
                 f"history={args.history}, width={args.hidden}, depth={args.depth}, heads={args.heads})")
         return model.to(device), (args.patches, args.embed), args.history, text
-    model = MLPDynamics(args.state_dim, args.action_dim, hidden=args.hidden, depth=2)
-    text = f"MLPDynamics(state_dim={args.state_dim}, action_dim={args.action_dim}, hidden={args.hidden}, depth=2)"
+    depth = args.mlp_depth
+    model = MLPDynamics(args.state_dim, args.action_dim, hidden=args.hidden, depth=depth)
+    text = f"MLPDynamics(state_dim={args.state_dim}, action_dim={args.action_dim}, hidden={args.hidden}, depth={depth})"
     return model.to(device), (args.state_dim,), 1, text
 
 
@@ -75,6 +80,7 @@ def run(
     action_dim: int,
     model_text: str,
     min_run_time: float,
+    fused_mlp: bool = False,
 ) -> str:
     lines = [
         f"GRASP iteration time, {datetime.date.today().isoformat()}, device {device_name(device)}, torch {torch.__version__}, "
@@ -86,6 +92,10 @@ def run(
         "| B | T | (a) batched (ms) | (b) per-timestep loop (ms) | (b)/(a) |",
         "|---|---|---|---|---|",
     ]
+    if fused_mlp:
+        lines[1] += " (c) fused: the whole iteration as one Triton kernel (GraspConfig(fused_mlp=True))."
+        lines[3] = lines[3] + " (c) fused MLP kernel (ms) | (a)/(c) |"
+        lines[4] = lines[4] + "---|---|"
     for batch in batches:
         for horizon in horizons:
             config = GraspConfig(horizon=horizon, iters=1, sync_every=0, backend=backend, history=history)
@@ -95,7 +105,12 @@ def run(
             goal = torch.randn(batch, *state_shape, device=device)
             batched = time_iteration(planner, s0, goal, False, min_run_time)
             looped = time_iteration(planner, s0, goal, True, min_run_time)
-            lines.append(f"| {batch} | {horizon} | {batched * 1e3:.3f} | {looped * 1e3:.3f} | {looped / batched:.1f}x |")
+            row = f"| {batch} | {horizon} | {batched * 1e3:.3f} | {looped * 1e3:.3f} | {looped / batched:.1f}x |"
+            if fused_mlp:
+                fused_planner = GraspPlanner(model, action_dim, config.replace(fused_mlp=True), state_shape=state_shape)
+                fused = time_iteration(fused_planner, s0, goal, False, min_run_time)
+                row += f" {fused * 1e3:.3f} | {batched / fused:.1f}x |"
+            lines.append(row)
     return "\n".join(lines)
 
 
@@ -116,17 +131,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--action-dim", type=int, default=4)
     parser.add_argument("--hidden", type=int, default=256, help="MLP hidden width / transformer width")
     parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds of timing per cell")
+    parser.add_argument("--mlp-depth", type=int, default=2, help="mlp: hidden layers (1-3 for --fused-mlp)")
+    parser.add_argument("--fused-mlp", action="store_true",
+                        help="mlp: add column (c), the fused MLP iteration kernel (triton backend, float32)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes and short timing (CI smoke run)")
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
     args = parser.parse_args(argv)
     if args.quick:
         args.batches, args.horizons, args.hidden, args.min_run_time = [1, 4], [4, 8], 32, 0.02
         args.patches, args.embed, args.depth, args.heads = 4, 8, 1, 2
+    if args.fused_mlp and args.model != "mlp":
+        parser.error("--fused-mlp needs --model mlp")
     device = torch.device(args.device)
     model, state_shape, history, text = make_model(args, device)
     table = run(
         args.batches, args.horizons, device, args.backend, model, state_shape, history, args.action_dim, text,
-        args.min_run_time,
+        args.min_run_time, args.fused_mlp,
     )
     print(table)
     if args.out:

@@ -28,10 +28,11 @@ class BackendFallbackWarning(RuntimeWarning):
     """A requested backend cannot run here and another one is used instead."""
 
 
-def _warn_once(message: str) -> None:
+def warn_once(message: str, stacklevel: int = 3) -> None:
+    """Warn with :class:`BackendFallbackWarning` once per distinct message."""
     if message not in _warned:
         _warned.add(message)
-        warnings.warn(message, BackendFallbackWarning, stacklevel=3)
+        warnings.warn(message, BackendFallbackWarning, stacklevel=stacklevel)
 
 
 def triton_interpreter_active() -> bool:
@@ -104,11 +105,11 @@ def resolve_backend(backend: str, device: torch.device) -> str:
             reason = backend_unavailable_reason(candidate, device)
             if reason is None:
                 return candidate
-            _warn_once(f"grasp_kernels: auto backend skips {candidate}: {reason}")
+            warn_once(f"grasp_kernels: auto backend skips {candidate}: {reason}")
         return "reference"
     reason = backend_unavailable_reason(name, device)
     if reason is None:
         return name
     fallback = "triton" if name == "cuda" and backend_unavailable_reason("triton", device) is None else "reference"
-    _warn_once(f"grasp_kernels: backend {name!r} unavailable ({reason}); falling back to {fallback!r}")
+    warn_once(f"grasp_kernels: backend {name!r} unavailable ({reason}); falling back to {fallback!r}")
     return fallback

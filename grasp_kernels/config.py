@@ -52,6 +52,12 @@ class GraspConfig:
         history: ``h``, frames per world-model input. 1: ``F(s_t, a_t)`` on ``[N, *S]``; ``h > 1``:
             ``F(s_{t-h+1} .. s_t, a_t)`` on windows ``[N, h, *S]`` (DINO-WM: 3), with ``s0`` carrying
             the last ``h`` observed frames ``[B, h, *S]``.
+        fused_mlp: run each lifted iteration as ONE fused Triton kernel (MLP forward, energy, VJP to the
+            actions, both Adam steps; :mod:`grasp_kernels.ops.fused_mlp`). Needs an
+            :class:`~grasp_kernels.models.MLPDynamics` world model (SiLU/ReLU/Tanh, depth 1-3),
+            ``stop_gradient=True``, ``history=1`` and no ``state_weights`` (else a ValueError when the
+            planner is built); on the reference backend or with float64 states it falls back to the
+            normal iteration with one warning. Same results as the normal iteration.
     """
 
     horizon: int = 50
@@ -76,6 +82,7 @@ class GraspConfig:
     check_finite: bool = True
     anneal_noise: bool = False
     history: int = 1
+    fused_mlp: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -101,6 +108,8 @@ class GraspConfig:
             value = _check_float(name, getattr(self, name), positive=False)
             if not value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
+        if not isinstance(self.fused_mlp, bool):
+            raise TypeError(f"fused_mlp must be a bool, got {type(self.fused_mlp).__name__}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         for name in ("action_low", "action_high"):

@@ -28,7 +28,7 @@ from ._problem import (
     squeeze_single,
 )
 from ._checks import check_tensor
-from .backends import BackendFallbackWarning, resolve_backend
+from .backends import BackendFallbackWarning, resolve_backend, warn_once
 from .config import GraspConfig
 from .reference import WorldModel, gd_sync_ref, init_states_ref, lifted_predictions_ref
 from .result import PlanResult
@@ -49,7 +49,7 @@ class GraspPlanner:
         config: hyper-parameters (defaults: :class:`GraspConfig`).
         state_shape: ``S``; needed only to tell one structured state ``[*S]`` from a batch. Without
             it a 1-D ``goal`` is one plan and a >= 2-D ``goal`` is a batch ``[B, *S]``.
-        state_weights: optional non-negative per-component weights ``w`` broadcastable to ``S``
+        state_weights: optional positive per-component weights ``w`` broadcastable to ``S``
             (e.g. patch tokens ``[P, E]`` plus proprio weighted by DINO-WM's ``alpha``). The energy's
             dynamics and goal terms, the sync loss and the final distance then use
             ``||x||_w^2 = sum w x^2``. Kernel backends evaluate it as the unweighted energy of
@@ -87,6 +87,8 @@ class GraspPlanner:
         self.config = config
         self.state_shape = None if state_shape is None else tuple(int(s) for s in state_shape)
         self.state_weights = check_state_weights(state_weights, self.state_shape)
+        if config.fused_mlp:
+            check_fused_mlp(world_model, config, self.state_weights)
 
     def backend_for(self, device: torch.device, dtype: torch.dtype) -> str:
         """The concrete backend this planner runs with for states on ``device`` of ``dtype``."""
@@ -153,13 +155,20 @@ class GraspPlanner:
             lead = chains.history - 1
             frames = torch.empty(chains.batch, lead + cfg.horizon, chains.state_dim, device=device, dtype=dtype)
             frames[:, :lead] = chains.history_frames.reshape(chains.batch, lead, chains.state_dim)
+        backend = self.backend_for(device, dtype)
+        packed, spare, fused_backend = None, None, None
+        if cfg.fused_mlp:
+            fused_backend = self._fused_mlp_backend(backend, device, dtype)
+            if fused_backend is not None:
+                packed = ops.pack_mlp(self.world_model, device=device)
+                spare = torch.empty_like(states)  # the second state buffer (the kernel writes every row)
         weights = None
         if self.state_weights is not None:
             weights = broadcast_state_weights(self.state_weights, problem.state_shape).to(device=device, dtype=dtype)
         return PlanState(
             problem=problem,
             chains=chains,
-            backend=self.backend_for(device, dtype),
+            backend=backend,
             states=states,
             actions=actions,
             state_moments=(torch.zeros_like(states), torch.zeros_like(states)),
@@ -173,7 +182,26 @@ class GraspPlanner:
             frames=frames,
             weights=weights,
             sqrt_weights=None if weights is None else weights.reshape(-1).sqrt().contiguous(),
+            fused_mlp=packed,
+            spare_states=spare,
+            fused_backend=fused_backend,
         )
+
+    def _fused_mlp_backend(self, backend: str, device: torch.device, dtype: torch.dtype) -> Optional[str]:
+        """The backend of the fused MLP kernel for this plan, or None (one warning) to run the normal
+        iteration: the fused kernel is Triton-only and float32-only."""
+        if backend == "reference":
+            reason = "the planner runs on the reference backend"
+        elif dtype != torch.float32:
+            reason = f"the states are {dtype}"
+        else:
+            name = ops.fused_mlp_backend(backend, device)
+            if name == "triton":
+                return name
+            reason = "the Triton kernels cannot run here"
+        warn_once(f"grasp_kernels: fused_mlp=True runs the normal iteration: {reason} (the fused MLP "
+                             "kernel needs the triton or cuda backend and float32 states)")
+        return None
 
     def iteration(self, state: "PlanState", per_timestep: bool = False) -> torch.Tensor:
         """One lifted GRASP iteration in place on ``state``; returns the energy ``[B*K]``.
@@ -189,12 +217,18 @@ class GraspPlanner:
         behind the ``h-1`` fixed observed frames, and the model sees the ``B*T`` windows as a strided
         view of that buffer (every state input detached). With ``state_weights`` the energy is the
         weighted one (class docstring), on the unfused kernels.
+
+        ``config.fused_mlp``: the whole iteration is one fused kernel for the MLPDynamics world model;
+        it writes the new states to a second buffer and swaps it in, so ``state.states`` is a
+        different tensor after the call (``per_timestep=True`` runs the normal iteration instead).
         """
         cfg = self.config
         it = state.iteration
         if it >= cfg.iters:
             raise RuntimeError(f"the plan already ran its {cfg.iters} iterations")
         step = state.adam_step + 1
+        if state.fused_mlp is not None and not per_timestep:
+            return self._fused_mlp_iteration(state, it, step)
         stop_gradient = cfg.stop_gradient
         weighted = state.sqrt_weights is not None
         fused = stop_gradient and state.backend != "reference" and not weighted
@@ -258,6 +292,24 @@ class GraspPlanner:
         state.iteration = it + 1
         return energy
 
+    def _fused_mlp_iteration(self, state: "PlanState", it: int, step: int) -> torch.Tensor:
+        """The whole iteration as one fused kernel; the new states land in the spare buffer, which
+        then becomes ``state.states`` (the buffers swap: no copy). Same seed as the unfused path."""
+        cfg = self.config
+        seed = (cfg.seed * _SEED_STRIDE + it + 1) % _SEED_MODULUS
+        with torch.no_grad():
+            energy, new_states = ops.fused_mlp_iteration_(
+                state.fused_mlp, state.states, state.actions, cfg.goal_weight, *state.state_moments,
+                *state.action_moments, step, cfg.lr_states, cfg.lr_actions, cfg.beta1, cfg.beta2, cfg.adam_eps,
+                self._noise_std(state), state.low, state.high, states_out=state.spare_states, seed=seed,
+                backend=state.fused_backend,
+            )
+        state.states, state.spare_states = new_states, state.states
+        state.energy_history[it] = energy
+        state.adam_step = step
+        state.iteration = it + 1
+        return energy
+
     def _noise_std(self, state: "PlanState") -> float:
         """Sigma of this iteration's Langevin noise (a host scalar: no device sync)."""
         cfg = self.config
@@ -311,7 +363,9 @@ class GraspPlanner:
 class PlanState:
     """Everything a GRASP plan carries between iterations (flat layout, ``B*K`` chains).
 
-    ``states [B*K, T+1, D]`` stays contiguous (the kernels' layout). For history windows,
+    ``states [B*K, T+1, D]`` stays contiguous (the kernels' layout). With ``fused_mlp`` (the packed
+    MLPDynamics of the fused kernel), ``spare_states`` is the second state buffer the kernel writes and
+    ``fused_backend`` the backend it runs on; ``states`` and ``spare_states`` swap every iteration. For history windows,
     ``frames [B*K, h-1+T, D]`` holds the ``h-1`` older observed frames then a per-iteration copy of
     ``s_0 .. s_{T-1}``; ``weights`` (broadcastable to ``S``) and ``sqrt_weights [D]`` are the state
     weights, or None.
@@ -339,6 +393,9 @@ class PlanState:
     frames: Optional[torch.Tensor] = None
     weights: Optional[torch.Tensor] = None
     sqrt_weights: Optional[torch.Tensor] = None
+    fused_mlp: Optional[ops.PackedMLP] = None
+    spare_states: Optional[torch.Tensor] = None
+    fused_backend: Optional[str] = None
 
     @property
     def sync_due(self) -> bool:
@@ -358,6 +415,20 @@ def _repeat_chains(problem: Problem, particles: int) -> Problem:
         single=False,
         history_frames=None if history is None else history.repeat_interleave(particles, dim=0),
     )
+
+
+def check_fused_mlp(world_model: WorldModel, config: GraspConfig, state_weights: Optional[torch.Tensor]) -> None:
+    """Raise ValueError if ``GraspConfig(fused_mlp=True)`` cannot apply to this planner (world model or
+    settings the fused MLP kernel does not implement)."""
+    reason = ops.fused_mlp_unsupported_reason(world_model)
+    if reason is None and not config.stop_gradient:
+        reason = "it implements the stop-gradient energy only (stop_gradient=True)"
+    if reason is None and config.history != 1:
+        reason = f"it implements history = 1 only, got history = {config.history}"
+    if reason is None and state_weights is not None:
+        reason = "it implements the unweighted energy only (no state_weights)"
+    if reason is not None:
+        raise ValueError(f"GraspConfig(fused_mlp=True) cannot be used: {reason}")
 
 
 _HISTORY_ATTRIBUTES = ("history", "num_hist", "history_size")
@@ -385,12 +456,21 @@ def check_model_history(world_model: WorldModel, history: int) -> None:
 
 
 def check_state_weights(weights: Optional[torch.Tensor], state_shape: Optional[tuple[int, ...]]) -> Optional[torch.Tensor]:
-    """``state_weights``: None or a finite, non-negative floating tensor (broadcastable to ``S`` if known)."""
+    """``state_weights``: None or a finite, strictly positive floating tensor (broadcastable to ``S`` if known).
+
+    A zero weight is rejected: the energy would not constrain that component (its Adam step is zero),
+    the Langevin noise would random-walk it, and the world model would be fed the drifting value."""
     if weights is None:
         return None
     check_tensor("state_weights", weights)
-    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
-        raise ValueError("state_weights must be finite and >= 0")
+    if not bool(torch.isfinite(weights).all()):
+        raise ValueError("state_weights must be finite")
+    if bool((weights <= 0).any()):
+        raise ValueError(
+            f"state_weights must be > 0 (got min {float(weights.min()):g}): a zero weight leaves that state "
+            "component unconstrained by the dynamics (the noise random-walks it and the world model is fed the "
+            "drifting value); drop the component from the state or give it a small positive weight"
+        )
     if state_shape is not None:
         broadcast_state_weights(weights, state_shape)
     return weights.detach()

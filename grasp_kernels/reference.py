@@ -33,6 +33,8 @@ __all__ = [
     "init_states_ref",
     "gd_sync_ref",
     "check_world_model_output",
+    "lifted_energy_state_step_ref",
+    "fused_mlp_iteration_ref",
 ]
 
 
@@ -441,3 +443,54 @@ def lifted_energy_state_step_ref(
     with torch.no_grad():
         state_step_ref(states, grad_states, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise, generator)
     return energy.detach(), grad_pred
+
+
+def fused_mlp_iteration_ref(
+    world_model: WorldModel,
+    states: torch.Tensor,
+    actions: torch.Tensor,
+    gamma: float,
+    state_exp_avg: torch.Tensor,
+    state_exp_avg_sq: torch.Tensor,
+    action_exp_avg: torch.Tensor,
+    action_exp_avg_sq: torch.Tensor,
+    step: int,
+    lr_states: float,
+    lr_actions: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    noise_std: float,
+    low: BoundArg,
+    high: BoundArg,
+    noise: Optional[torch.Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reference of the fused MLP iteration: exactly one GRASP planner iteration (``stop_gradient``,
+    ``history = 1``, no state weights) on the reference backend, in place.
+
+    Composes :func:`lifted_predictions_ref` (one model call over ``B*T`` rows, state input detached),
+    :func:`lifted_energy_state_step_ref` (energy and reshaped gradients by autograd on the states
+    BEFORE the update, then :func:`state_step_ref` on rows 1..T-1), the VJP of the predictions to the
+    actions, and :func:`action_step_ref` (Adam then clamp). ``states`` (rows 1..T-1), ``actions`` and
+    the four moments are updated in place; ``states`` must be ``[B, T+1, D]`` (the model sees ``[N, D]``).
+
+    Returns:
+        ``(energy [B], grad_pred [B, T, D], action_grad [B, T, A])``, detached.
+    """
+    batch, rows, dim = states.shape
+    # the model's state input is a copy: the state step below updates ``states`` in place before the
+    # action VJP runs, and a model may save its input for backward
+    state_input = states[:, : rows - 1].detach().clone()
+    action_leaf = actions.detach().requires_grad_(True)
+    with torch.enable_grad():
+        pred = lifted_predictions_ref(world_model, state_input, action_leaf, (dim,), True)
+    energy, grad_pred = lifted_energy_state_step_ref(
+        pred.detach(), states, gamma, state_exp_avg, state_exp_avg_sq, step, lr_states, beta1, beta2, eps,
+        noise_std, noise, generator,
+    )
+    (action_grad,) = torch.autograd.grad(pred, action_leaf, grad_pred.to(pred.dtype))
+    with torch.no_grad():
+        action_step_ref(actions, action_grad.to(actions.dtype), action_exp_avg, action_exp_avg_sq, step, lr_actions,
+                        beta1, beta2, eps, low, high)
+    return energy, grad_pred, action_grad.detach()

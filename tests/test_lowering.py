@@ -19,7 +19,7 @@ pytest.importorskip("triton")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = r"""
-import json, os, re, subprocess, sys, tempfile, time, warnings
+import importlib, json, os, re, subprocess, sys, tempfile, time, warnings
 warnings.filterwarnings("ignore")
 import triton
 from triton.compiler import ASTSource
@@ -38,7 +38,8 @@ except Exception:
     ptxas = None
 
 rows = []
-for spec in tk.lowering_specs():
+module = importlib.import_module(sys.argv[1]) if len(sys.argv) > 1 else tk
+for spec in module.lowering_specs():
     start = time.time()
     src = ASTSource(fn=spec["fn"], signature=spec["signature"], constexprs=spec["constexprs"], attrs=spec["attrs"])
     kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": spec["num_warps"]})
@@ -64,20 +65,27 @@ print("LOWERING-JSON " + json.dumps(rows))
 """
 
 
-def test_kernels_lower_for_sm90(capsys):
+def lower(module: str, capsys) -> list[dict]:
+    """Compile ``module.lowering_specs()`` for sm_90 in a subprocess; print and return the rows."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_DEFAULT_FP_FUSION"] = env.get("TRITON_DEFAULT_FP_FUSION", "1")
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, module], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = next(l for l in proc.stdout.splitlines() if l.startswith("LOWERING-JSON "))
     rows = json.loads(line[len("LOWERING-JSON "):])
     with capsys.disabled():
-        print("\nsm_90 lowering (ptxas -v): kernel | warps | registers | spill stores/loads | shared B | vectorized")
+        print(f"\nsm_90 lowering of {module} (ptxas -v): kernel | warps | registers | spill stores/loads | shared B "
+              "| vectorized")
         for r in rows:
             print(f"  {r['name']:<52} | {r['num_warps']} | {r['regs']} | {r['spill_stores']}/{r['spill_loads']} "
                   f"| {r['shared']} | {r['vectorized']}")
+    return rows
+
+
+def test_kernels_lower_for_sm90(capsys):
+    rows = lower("grasp_kernels.ops.triton_kernels", capsys)
     names = {r["name"].split()[0] for r in rows}
     assert names == {"lifted_energy", "lifted_energy_state_step", "state_step", "action_step", "sum_partials"}
     for r in rows:
@@ -87,3 +95,16 @@ def test_kernels_lower_for_sm90(capsys):
             assert r["spill_stores"] == 0 and r["spill_loads"] == 0, r
         if "D%16==0" in r["name"]:
             assert r["vectorized"], f"aligned variant should use vector loads: {r}"
+
+
+def test_fused_mlp_kernel_lowers_for_sm90(capsys):
+    """The fused MLP iteration kernel (tl.dot on sm_90, fp32 IEEE and bf16 matrices) compiles to a cubin.
+    Registers, spills and shared memory are printed, not asserted: the register-resident tile
+    (BM = 64 rows) still spills on sm_90 (255 registers, 0.5-2 KB spills at H = 48-64); tuning BM,
+    num_warps and the layer chunking is owed on a GPU (see grasp_kernels/ops/fused_mlp.py)."""
+    rows = lower("grasp_kernels.ops.fused_mlp", capsys)
+    assert len(rows) >= 2
+    for r in rows:
+        assert r["has_cubin"], r
+        if r["regs"] is not None:
+            assert r["regs"] <= 255, r

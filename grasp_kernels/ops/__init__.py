@@ -16,7 +16,7 @@ Pass a fresh seed every iteration. The reference backend instead seeds a fresh g
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
@@ -25,13 +25,26 @@ from ..backends import resolve_backend
 from ..reference import (
     BoundArg,
     action_step_ref,
+    fused_mlp_iteration_ref,
     lifted_energy_ref,
     lifted_energy_state_step_ref,
     state_step_ref,
 )
 from . import custom_ops
+from .mlp_pack import PackedMLP, fused_mlp_unsupported_reason, pack_mlp
 
-__all__ = ["lifted_energy", "lifted_energy_grads", "state_step_", "action_step_", "lifted_energy_state_step_"]
+__all__ = [
+    "lifted_energy",
+    "lifted_energy_grads",
+    "state_step_",
+    "action_step_",
+    "lifted_energy_state_step_",
+    "fused_mlp_iteration_",
+    "fused_mlp_backend",
+    "pack_mlp",
+    "PackedMLP",
+    "fused_mlp_unsupported_reason",
+]
 
 _SEED_HIGH = 2**62
 
@@ -132,6 +145,17 @@ def state_step_(
     )
 
 
+def _kernel_bounds(low: BoundArg, high: BoundArg, actions: torch.Tensor) -> list[torch.Tensor]:
+    """Bounds as float32 ``[A]`` tensors, +-inf where unbounded (the kernels' form)."""
+    bounds = []
+    for bound_name, bound, fill in (("low", low, float("-inf")), ("high", high, float("inf"))):
+        tensor = as_bound(bound_name, bound, actions.shape[-1], actions.device, torch.float32)
+        if tensor is None:
+            tensor = torch.full((actions.shape[-1],), fill, device=actions.device, dtype=torch.float32)
+        bounds.append(tensor.contiguous())
+    return bounds
+
+
 def action_step_(
     actions: torch.Tensor,
     grad: torch.Tensor,
@@ -152,12 +176,7 @@ def action_step_(
     if name == "reference":
         action_step_ref(actions, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high)
         return
-    bounds = []
-    for bound_name, bound, fill in (("low", low, float("-inf")), ("high", high, float("inf"))):
-        tensor = as_bound(bound_name, bound, actions.shape[-1], actions.device, torch.float32)
-        if tensor is None:
-            tensor = torch.full((actions.shape[-1],), fill, device=actions.device, dtype=torch.float32)
-        bounds.append(tensor.contiguous())
+    bounds = _kernel_bounds(low, high, actions)
     custom_ops.action_step(actions, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, *bounds, name)
 
 
@@ -199,3 +218,97 @@ def lifted_energy_state_step_(
         pred.detach(), states, gamma, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise,
         _kernel_seed(seed, generator, noise, noise_std), name,
     )
+
+
+def fused_mlp_backend(backend: str, device: torch.device) -> str:
+    """The backend the fused MLP iteration runs with: "triton" or "reference" (``backend`` as in
+    :mod:`grasp_kernels.backends`; the cuda module has no fused MLP kernel, so "cuda" runs the Triton
+    one where Triton can run, else the reference)."""
+    from ..backends import backend_unavailable_reason
+
+    name = _resolve(backend, device)
+    if name == "cuda":
+        name = "triton" if backend_unavailable_reason("triton", device) is None else "reference"
+    return name
+
+
+def fused_mlp_iteration_(
+    model: Union[torch.nn.Module, PackedMLP],
+    states: torch.Tensor,
+    actions: torch.Tensor,
+    gamma: float,
+    state_exp_avg: torch.Tensor,
+    state_exp_avg_sq: torch.Tensor,
+    action_exp_avg: torch.Tensor,
+    action_exp_avg_sq: torch.Tensor,
+    step: int,
+    lr_states: float,
+    lr_actions: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    noise_std: float,
+    low: BoundArg,
+    high: BoundArg,
+    noise: Optional[torch.Tensor] = None,
+    *,
+    states_out: Optional[torch.Tensor] = None,
+    seed: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One whole GRASP iteration for an MLPDynamics world model (``stop_gradient``, ``history = 1``).
+
+    The lifted model call over ``B*T`` rows, the energy and its reshaped gradients, the VJP to the
+    actions, Adam + noise on the virtual states and Adam + clamp on the actions: on the triton backend
+    ONE kernel (:mod:`grasp_kernels.ops.fused_mlp`), on the reference backend
+    :func:`~grasp_kernels.reference.fused_mlp_iteration_ref`.
+
+    Double buffering: ``states`` is only read; the new states (every row: s_0 and the goal copied)
+    are written to ``states_out`` (allocated if None; must not overlap ``states``) and returned.
+    ``actions`` and the four moments are updated in place.
+
+    Args:
+        model: an :class:`~grasp_kernels.models.MLPDynamics` (packed on every call) or a
+            :class:`PackedMLP` from :func:`pack_mlp` (pack once per plan; bfloat16 matrix inputs via
+            ``pack_mlp(model, torch.bfloat16)``).
+        states: ``[B, T+1, D]`` float32 (triton) or float32/float64 (reference).
+        actions: ``[B, T, A]``; state moments ``[B, T+1, D]``, action moments ``[B, T, A]``.
+        step, lr_states, lr_actions, beta1, beta2, eps: Adam (one step count for both).
+        noise_std, noise, seed, generator: Langevin noise as :func:`state_step_`.
+        low, high: action bounds as :func:`action_step_`.
+
+    Returns:
+        ``(energy [B], states_out [B, T+1, D])``.
+    """
+    packed = model if isinstance(model, PackedMLP) else None
+    module = packed.model if packed is not None else model
+    name = fused_mlp_backend(backend, states.device)
+    if states_out is None:
+        states_out = torch.empty_like(states)
+    if name == "reference":
+        reason = fused_mlp_unsupported_reason(module)
+        if reason is not None:
+            raise ValueError(reason)
+        if noise is None:
+            generator = _seeded_generator(seed, generator, states.device)
+        states_out.copy_(states)
+        energy, _, _ = fused_mlp_iteration_ref(
+            module, states_out, actions, gamma, state_exp_avg, state_exp_avg_sq, action_exp_avg, action_exp_avg_sq,
+            step, lr_states, lr_actions, beta1, beta2, eps, noise_std, low, high, noise, generator,
+        )
+        return energy, states_out
+    if packed is None:
+        packed = pack_mlp(module, device=states.device)
+    if packed.state_dim != states.shape[-1] or packed.action_dim != actions.shape[-1]:
+        raise ValueError(
+            f"the MLP maps D = {packed.state_dim}, A = {packed.action_dim}; got states of shape {tuple(states.shape)} "
+            f"and actions of shape {tuple(actions.shape)}"
+        )
+    energy = custom_ops.fused_mlp_iteration(
+        states.detach(), actions, states_out, list(packed.tensors), packed.depth, packed.activation, gamma,
+        state_exp_avg, state_exp_avg_sq, action_exp_avg, action_exp_avg_sq, step, lr_states, lr_actions, beta1,
+        beta2, eps, noise_std, noise, _kernel_seed(seed, generator, noise, noise_std), *_kernel_bounds(low, high, actions),
+        name,
+    )
+    return energy, states_out

@@ -17,6 +17,10 @@ Ops (``torch.ops.grasp.*``):
   backend) -> ()``
 - ``lifted_energy_state_step(pred, states!, gamma, exp_avg!, exp_avg_sq!, step, lr, beta1, beta2,
   eps, noise_std, noise?, seed, backend) -> (energy [B], grad_pred [B,T,D] f32)``
+- ``fused_mlp_iteration(states, actions!, states_out!, params, depth, activation, gamma,
+  state_exp_avg!, state_exp_avg_sq!, action_exp_avg!, action_exp_avg_sq!, step, lr_states, lr_actions,
+  beta1, beta2, eps, noise_std, noise?, seed, low, high, backend) -> energy [B]``: one whole GRASP
+  iteration for a packed MLPDynamics (:mod:`grasp_kernels.ops.fused_mlp`; triton backend only).
 
 Checks (both backends, before any launch): dtypes, shapes, contiguity and one device; ``gamma``,
 ``lr``, ``eps``, ``noise_std`` finite and >= 0, betas in [0, 1); and no memory overlap between the
@@ -40,7 +44,15 @@ from torch import Tensor
 
 from .._checks import check_same_device, check_scalar, check_tensor
 
-__all__ = ["KERNEL_BACKENDS", "provider", "lifted_energy", "state_step", "action_step", "lifted_energy_state_step"]
+__all__ = [
+    "KERNEL_BACKENDS",
+    "provider",
+    "lifted_energy",
+    "state_step",
+    "action_step",
+    "lifted_energy_state_step",
+    "fused_mlp_iteration",
+]
 
 KERNEL_BACKENDS = ("triton", "cuda")
 SEED_LIMIT = 2**63
@@ -433,4 +445,155 @@ def lifted_energy_state_step(
     return torch.ops.grasp.lifted_energy_state_step(
         pred, states, check_scalar("gamma", gamma, minimum=0.0), exp_avg, exp_avg_sq, step, float(lr), float(beta1),
         float(beta2), float(eps), check_scalar("noise_std", noise_std, minimum=0.0), noise, seed, backend,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# grasp::fused_mlp_iteration
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_mlp_params(params: list, depth: int, activation: int, dim: int, action_dim: int, device) -> None:
+    from .mlp_pack import ACTIVATION_NAMES, MAX_DEPTH
+
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH:
+        raise ValueError(f"depth must be an int in 1..{MAX_DEPTH}, got {depth!r}")
+    if activation not in ACTIVATION_NAMES:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATION_NAMES)} ({ACTIVATION_NAMES}), got {activation!r}")
+    if len(params) != 5 + 2 * (depth + 1):
+        raise ValueError(f"params must hold {5 + 2 * (depth + 1)} tensors for depth {depth}, got {len(params)}")
+    hidden = params[6].shape[0] if params[6].dim() == 1 else -1
+    if hidden < 1:
+        raise ValueError(f"params[6] (b1) must be a non-empty 1-D tensor, got shape {tuple(params[6].shape)}")
+    names = ["state_mean", "state_std", "action_mean", "action_std", "delta_scale"]
+    shapes = [(dim,), (dim,), (action_dim,), (action_dim,), (dim,)]
+    names += ["W1^T", "b1"]
+    shapes += [(dim + action_dim, hidden), (hidden,)]
+    for layer in range(2, depth + 1):
+        names += [f"W{layer}^T", f"b{layer}"]
+        shapes += [(hidden, hidden), (hidden,)]
+    names += ["Wout^T", "bout"]
+    shapes += [(hidden, dim), (dim,)]
+    matmul_dtype = params[5].dtype
+    for name, tensor, shape in zip(names, params, shapes):
+        matrix = len(shape) == 2
+        dtypes = (matmul_dtype,) if matrix else (torch.float32,)
+        if matrix and matmul_dtype not in (torch.float32, torch.bfloat16):
+            raise TypeError(f"params {name} must be float32 or bfloat16, got {matmul_dtype}")
+        check_tensor(f"params {name}", tensor, shape=shape, dtypes=dtypes, contiguous=True)
+        check_same_device(states=torch.empty(0, device=device), **{f"params {name}": tensor})
+
+
+def _check_fused_mlp_args(
+    states, actions, states_out, params, depth, activation, s_avg, s_avg_sq, a_avg, a_avg_sq, noise, low, high
+) -> None:
+    batch, rows, dim = _check_states("states", states)
+    _check_like("states", states, states_out=states_out, state_exp_avg=s_avg, state_exp_avg_sq=s_avg_sq)
+    _check_float32("actions", actions)
+    check_tensor("actions", actions, shape=(batch, rows - 1, None), dtypes=(torch.float32,), contiguous=True)
+    _check_like("actions", actions, action_exp_avg=a_avg, action_exp_avg_sq=a_avg_sq)
+    for name, bound in (("low", low), ("high", high)):
+        _check_float32(name, bound)
+        check_tensor(name, bound, shape=(actions.shape[-1],), dtypes=(torch.float32,), contiguous=True)
+    check_same_device(actions=actions, low=low, high=high)
+    check_same_device(states=states, actions=actions)
+    _check_noise(noise, states)
+    _check_mlp_params(list(params), depth, activation, dim, actions.shape[-1], states.device)
+
+
+@torch.library.custom_op(
+    "grasp::fused_mlp_iteration",
+    mutates_args=("actions", "states_out", "state_exp_avg", "state_exp_avg_sq", "action_exp_avg", "action_exp_avg_sq"),
+)
+def _fused_mlp_iteration(
+    states: Tensor,
+    actions: Tensor,
+    states_out: Tensor,
+    params: list[Tensor],
+    depth: int,
+    activation: int,
+    gamma: float,
+    state_exp_avg: Tensor,
+    state_exp_avg_sq: Tensor,
+    action_exp_avg: Tensor,
+    action_exp_avg_sq: Tensor,
+    step: int,
+    lr_states: float,
+    lr_actions: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    noise_std: float,
+    noise: Optional[Tensor],
+    seed: int,
+    low: Tensor,
+    high: Tensor,
+    backend: str,
+) -> Tensor:
+    _check_fused_mlp_args(states, actions, states_out, params, depth, activation, state_exp_avg, state_exp_avg_sq,
+                          action_exp_avg, action_exp_avg_sq, noise, low, high)
+    _check_no_overlap(
+        dict(states_out=states_out, actions=actions, state_exp_avg=state_exp_avg, state_exp_avg_sq=state_exp_avg_sq,
+             action_exp_avg=action_exp_avg, action_exp_avg_sq=action_exp_avg_sq),
+        dict(states=states, noise=noise, low=low, high=high, **{f"params[{i}]": p for i, p in enumerate(params)}),
+    )
+    gamma = check_scalar("gamma", gamma, minimum=0.0)
+    _check_adam_scalars(step, lr_states, beta1, beta2, eps)
+    check_scalar("lr_actions", lr_actions, minimum=0.0)
+    noise_std = check_scalar("noise_std", noise_std, minimum=0.0)
+    _check_seed(seed)
+    if backend != "triton":
+        raise ValueError(f"grasp::fused_mlp_iteration runs on the triton backend only, got {backend!r}")
+    _check_backend_runs(backend, states.device)
+    energy = torch.empty((states.shape[0],), device=states.device, dtype=torch.float32)
+    fused_mlp = importlib.import_module("grasp_kernels.ops.fused_mlp")
+    fused_mlp.fused_mlp_iteration(
+        states, actions, states_out, energy, list(params), depth, activation, gamma, state_exp_avg,
+        state_exp_avg_sq, action_exp_avg, action_exp_avg_sq, step, lr_states, lr_actions, beta1, beta2, eps,
+        noise_std, noise, seed, low, high,
+    )
+    return energy
+
+
+@_fused_mlp_iteration.register_fake
+def _fused_mlp_iteration_fake(
+    states, actions, states_out, params, depth, activation, gamma, state_exp_avg, state_exp_avg_sq, action_exp_avg,
+    action_exp_avg_sq, step, lr_states, lr_actions, beta1, beta2, eps, noise_std, noise, seed, low, high, backend,
+):
+    _check_fused_mlp_args(states, actions, states_out, params, depth, activation, state_exp_avg, state_exp_avg_sq,
+                          action_exp_avg, action_exp_avg_sq, noise, low, high)
+    return torch.empty((states.shape[0],), device=states.device, dtype=torch.float32)
+
+
+def fused_mlp_iteration(
+    states: Tensor,
+    actions: Tensor,
+    states_out: Tensor,
+    params: list[Tensor],
+    depth: int,
+    activation: int,
+    gamma: float,
+    state_exp_avg: Tensor,
+    state_exp_avg_sq: Tensor,
+    action_exp_avg: Tensor,
+    action_exp_avg_sq: Tensor,
+    step: int,
+    lr_states: float,
+    lr_actions: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    noise_std: float,
+    noise: Optional[Tensor],
+    seed: int,
+    low: Tensor,
+    high: Tensor,
+    backend: str,
+) -> Tensor:
+    _check_adam_scalars(step, lr_states, beta1, beta2, eps)
+    return torch.ops.grasp.fused_mlp_iteration(
+        states, actions, states_out, list(params), depth, activation, check_scalar("gamma", gamma, minimum=0.0),
+        state_exp_avg, state_exp_avg_sq, action_exp_avg, action_exp_avg_sq, step, float(lr_states),
+        float(check_scalar("lr_actions", lr_actions, minimum=0.0)), float(beta1), float(beta2), float(eps),
+        check_scalar("noise_std", noise_std, minimum=0.0), noise, seed, low, high, backend,
     )

@@ -162,6 +162,12 @@ def _add_noise(p, noise_std, noise_ptr, noise_off, mask, seed, NOISE: tl.constex
     return p
 
 
+@triton.jit
+def _clamp(p, lo, hi):
+    """``clamp(p, lo, hi)`` with NaN propagating as in ``torch.clamp`` (+-inf bounds: unbounded)."""
+    return tl.minimum(tl.maximum(p, lo, propagate_nan=tl.PropagateNan.ALL), hi, propagate_nan=tl.PropagateNan.ALL)
+
+
 # ---------------------------------------------------------------------------------------------
 # kernels
 # ---------------------------------------------------------------------------------------------
@@ -271,7 +277,7 @@ def _action_step_kernel(
     lo = tl.load(low_ptr + col, mask=mask, other=0.0)
     hi = tl.load(high_ptr + col, mask=mask, other=0.0)
     p, m, v = _adam(p, g, m, v, lerp_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step)
-    p = tl.minimum(tl.maximum(p, lo, propagate_nan=tl.PropagateNan.ALL), hi, propagate_nan=tl.PropagateNan.ALL)
+    p = _clamp(p, lo, hi)
     tl.store(actions_ptr + offs, p, mask=mask)
     tl.store(exp_avg_ptr + offs, m, mask=mask)
     tl.store(exp_avg_sq_ptr + offs, v, mask=mask)

@@ -1,0 +1,381 @@
+"""One Triton kernel per GRASP iteration for an MLPDynamics world model (issue 7, item 3).
+
+``fused_mlp_iteration(states, actions, states_out, energy, params, depth, activation, gamma,
+state_exp_avg, state_exp_avg_sq, action_exp_avg, action_exp_avg_sq, step, lr_states, lr_actions,
+beta1, beta2, eps, noise_std, noise, seed, low, high)`` (launcher protocol of
+:mod:`grasp_kernels.ops.triton_kernels`: validated contiguous tensors, preallocated outputs).
+
+Per tile of ``BM = BP x BT`` (plan, time) rows, the kernel
+
+1. loads ``s_t`` (rows ``0..T-1`` of ``states [B, T+1, D]``), ``s_{t+1}``, the goal and ``a_t``,
+   normalises them and runs the MLP forward with ``tl.dot`` (float32 accumulation; float32 matrices
+   with ``input_precision="ieee"``, or bfloat16 matrix inputs),
+2. forms ``p_t = s_t + delta * f``, the residual ``r = p_t - s_{t+1}``, the goal term ``q = p_t - g``
+   and the per-plan energy partial (``sum r^2 + gamma q^2``; one partial per plan and time chunk, no
+   atomics: a plan longer than ``BT`` is summed by ``_sum_partials_kernel`` in a fixed order),
+3. pulls ``dE/dp = 2 r + 2 gamma q`` back through the MLP to the ACTION input only (activation
+   gradients; no weight gradients, no state-input gradient),
+4. applies Adam + clamp to ``a_t`` (in place: ``a_t`` is read and written by its own tile row only)
+   and Adam + Langevin noise to ``s_{t+1}`` for ``t < T-1`` with the reshaped gradient
+   ``dE/ds_{t+1} = -2 r``, in registers (the state moments of row ``t+1`` are likewise owned by tile
+   row ``t``: in place).
+
+Read/write hazard and double buffering. Row ``s_{t+1}`` is read twice: as ``s_next`` by tile row ``t``
+and as the MLP input by tile row ``t+1``, which may live in another program (time chunks) that runs
+before or after. Updating states in place would let a program see a half-updated iteration. The new
+states therefore go to a separate buffer ``states_out``: tile row ``t`` writes row ``t+1`` (updated if
+virtual, the goal copied for ``t = T-1``) and tile rows ``t = 0`` copy ``s_0``, so every row of
+``states_out`` is written exactly once and ``states`` is only read. The planner swaps the two buffers
+after each iteration (no copy).
+
+What lives where. Global memory: the inputs, the in-place actions and moments, ``states_out``, the
+weights and one energy partial per (plan, time chunk). Each weight matrix is read twice per tile
+from global memory (L2-resident across tiles): ``W^T`` for the forward, its transpose for the backward
+(keeping the forward's tile live in registers through the backward cost more spills). Registers: the
+tile's rows, the pre-activations ``z_l`` of every hidden layer ``[BM, H]`` (kept for the activation
+gradients) and the output gradient; Triton stages ``tl.dot`` operands through shared memory. Nothing
+of the MLP (activations, ``pred``, ``dE/dp``, gradients) is ever written to global memory.
+
+Register pressure grows with ``BM * H``; the launcher picks ``BM`` from the hidden width (64 rows up to
+H = 128, then 32, then 16). Measured by the sm_90 lowering check (no GPU run yet): 255 registers with
+0.5-2 KB of spills at H = 48-64, BM = 64, and tens of KB at H = 64 fp32 depth 2; BM / num_warps tuning
+and a hidden-chunked (or CUDA) version for H >= 256 are owed on a GPU.
+
+Noise: the same linear index ``b*(T-1)*D + t*D + d`` of the virtual row ``t+1`` as the unfused kernels,
+so a seed draws bit-identical noise in the fused and unfused paths.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import triton
+import triton.language as tl
+
+from . import triton_kernels as tk
+from .mlp_pack import MAX_DEPTH
+from .triton_kernels import _adam, _add_noise, _clamp
+
+__all__ = ["fused_mlp_iteration", "mlp_tile_config", "lowering_specs"]
+
+INTERPRET = tk.INTERPRET
+# rows per tile under the interpreter (each program costs Python overhead: few, large programs)
+INTERPRET_ROWS = 128
+MIN_DOT = 16  # tl.dot needs every dimension >= 16 on NVIDIA GPUs
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _tanh(z):
+    """tanh from one exp (interpreter- and GPU-safe); absolute error ~1e-7 near 0."""
+    e = tl.exp(-2.0 * tl.abs(z))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(z < 0.0, -t, t)
+
+
+@triton.jit
+def _activation(z, ACT: tl.constexpr):
+    """ACT 0: SiLU, 1: ReLU, 2: Tanh."""
+    if ACT == 0:
+        h = z * tl.sigmoid(z)
+    elif ACT == 1:
+        h = tl.maximum(z, 0.0)
+    else:
+        h = _tanh(z)
+    return h
+
+
+@triton.jit
+def _activation_grad(dh, z, ACT: tl.constexpr):
+    """``dh * act'(z)`` with torch's backward formulas (SiLU: sig (1 + z (1 - sig)); ReLU: z > 0;
+    Tanh: 1 - tanh^2)."""
+    if ACT == 0:
+        sg = tl.sigmoid(z)
+        dz = dh * (sg * (1.0 + z * (1.0 - sg)))
+    elif ACT == 1:
+        dz = tl.where(z > 0.0, dh, 0.0)
+    else:
+        t = _tanh(z)
+        dz = dh * (1.0 - t * t)
+    return dz
+
+
+@triton.jit
+def _load_mat(ptr, row0, n_rows, n_cols, R: tl.constexpr, C: tl.constexpr):
+    """``[R, C]`` tile (zero padded) of rows ``row0 .. row0+n_rows-1`` of a row-major ``[*, n_cols]`` matrix."""
+    r = tl.arange(0, R)
+    c = tl.arange(0, C)
+    mask = (r < n_rows)[:, None] & (c < n_cols)[None, :]
+    return tl.load(ptr + (row0 + r)[:, None] * n_cols + c[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
+def _load_mat_t(ptr, row0, n_rows, n_cols, R: tl.constexpr, C: tl.constexpr):
+    """The transpose ``[C, R]`` of the tile :func:`_load_mat` loads (a second, transposed read of the
+    same weights for the backward: cheaper than keeping the forward's tile live in registers)."""
+    r = tl.arange(0, R)
+    c = tl.arange(0, C)
+    mask = (c < n_cols)[:, None] & (r < n_rows)[None, :]
+    return tl.load(ptr + (row0 + r)[None, :] * n_cols + c[:, None], mask=mask, other=0.0)
+
+
+@triton.jit
+def _load_vec(ptr, n, N: tl.constexpr, other: tl.constexpr):
+    idx = tl.arange(0, N)
+    return tl.load(ptr + idx, mask=idx < n, other=other)
+
+
+@triton.jit
+def _dense(x, w, b):
+    """``x @ w + b`` on tensor cores: x cast to the matrix dtype, float32 accumulation (IEEE for f32)."""
+    return tl.dot(x.to(w.dtype), w, input_precision="ieee") + b[None, :]
+
+
+@triton.jit
+def _mlp_rows(pid, n_chunks, n_plans, T, BP: tl.constexpr, BT: tl.constexpr):
+    """The ``BP*BT`` (plan, time) rows of tile ``pid`` (plan-block major, time chunks of BT): int64
+    plan and time indices, row mask, and the tile's plan indices ``[BP]`` and chunk index."""
+    pid_p = pid // n_chunks
+    pid_c = pid - pid_p * n_chunks
+    i = tl.arange(0, BP * BT)
+    plan = pid_p.to(tl.int64) * BP + (i // BT).to(tl.int64)
+    t = pid_c.to(tl.int64) * BT + (i % BT).to(tl.int64)
+    plans = pid_p.to(tl.int64) * BP + tl.arange(0, BP).to(tl.int64)
+    return plan, t, (plan < n_plans) & (t < T), plans, pid_c
+
+
+# ---------------------------------------------------------------------------------------------
+# the kernel
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit(do_not_specialize=["seed"])
+def _fused_mlp_iteration_kernel(
+    states_ptr, actions_ptr, out_ptr, energy_ptr,
+    s_avg_ptr, s_avg_sq_ptr, a_avg_ptr, a_avg_sq_ptr, noise_ptr, low_ptr, high_ptr,
+    mean_ptr, std_ptr, amean_ptr, astd_ptr, delta_ptr,
+    w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr, wo_ptr, bo_ptr,
+    gamma, n_plans, T, D, A, H, n_chunks,
+    lerp_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step_s, neg_step_a, noise_std, seed,
+    BP: tl.constexpr, BT: tl.constexpr, DP: tl.constexpr, AP: tl.constexpr, HP: tl.constexpr,
+    DEPTH: tl.constexpr, ACT: tl.constexpr, NOISE: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    plan, t, row_ok, plans, pid_c = _mlp_rows(pid, n_chunks, n_plans, T, BP, BT)
+    d = tl.arange(0, DP)
+    k = tl.arange(0, AP)
+    dmask = row_ok[:, None] & (d < D)[None, :]
+    amask = row_ok[:, None] & (k < A)[None, :]
+    s_base = plan * ((T + 1) * D)
+    s_off = (s_base + t * D)[:, None] + d[None, :]  # states[b, t, :]
+    next_off = s_off + D  # states[b, t+1, :]
+    goal_off = (s_base + T * D)[:, None] + d[None, :]  # states[b, T, :]
+    a_off = ((plan * T + t) * A)[:, None] + k[None, :]  # actions[b, t, :]
+
+    # ---- inputs, normalised (zero on padding) -------------------------------------------------
+    s = tl.load(states_ptr + s_off, mask=dmask, other=0.0)
+    s_next = tl.load(states_ptr + next_off, mask=dmask, other=0.0)
+    g = tl.load(states_ptr + goal_off, mask=dmask, other=0.0)
+    a = tl.load(actions_ptr + a_off, mask=amask, other=0.0)
+    mean = _load_vec(mean_ptr, D, DP, 0.0)
+    std = _load_vec(std_ptr, D, DP, 1.0)
+    amean = _load_vec(amean_ptr, A, AP, 0.0)
+    astd = _load_vec(astd_ptr, A, AP, 1.0)
+    delta = _load_vec(delta_ptr, D, DP, 0.0)
+    xs = tl.where(dmask, (s - mean[None, :]) / std[None, :], 0.0)
+    xa = tl.where(amask, (a - amean[None, :]) / astd[None, :], 0.0)
+
+    # ---- MLP forward (pre-activations kept in registers for the backward) ------------------------
+    w1s = _load_mat(w1_ptr, 0, D, H, DP, HP)  # W1^T rows of the state inputs  [DP, HP]
+    w1a = _load_mat(w1_ptr, D, A, H, AP, HP)  # W1^T rows of the action inputs [AP, HP]
+    z1 = tl.dot(xs.to(w1s.dtype), w1s, input_precision="ieee")
+    z1 = _dense(xa, w1a, _load_vec(b1_ptr, H, HP, 0.0)) + z1
+    h = _activation(z1, ACT)
+    z2 = z1
+    z3 = z1
+    if DEPTH >= 2:
+        w2 = _load_mat(w2_ptr, 0, H, H, HP, HP)
+        z2 = _dense(h, w2, _load_vec(b2_ptr, H, HP, 0.0))
+        h = _activation(z2, ACT)
+    if DEPTH >= 3:
+        w3 = _load_mat(w3_ptr, 0, H, H, HP, HP)
+        z3 = _dense(h, w3, _load_vec(b3_ptr, H, HP, 0.0))
+        h = _activation(z3, ACT)
+    wo = _load_mat(wo_ptr, 0, H, D, HP, DP)  # Wout^T [HP, DP]
+    f = _dense(h, wo, _load_vec(bo_ptr, D, DP, 0.0))
+    p = s + delta[None, :] * f
+
+    # ---- energy: one partial per plan of this tile (fixed-order sums, no atomics) --------------
+    r = tl.where(dmask, p - s_next, 0.0)
+    q = tl.where(dmask, p - g, 0.0)
+    e_row = tl.sum(r * r + gamma * (q * q), axis=1)
+    e_plan = tl.sum(tl.reshape(e_row, [BP, BT]), axis=1)
+    tl.store(energy_ptr + plans * n_chunks + pid_c, e_plan, mask=plans < n_plans)
+
+    # ---- backward to the action input only ----------------------------------------------------
+    df = (2.0 * r + (2.0 * gamma) * q) * delta[None, :]  # dE/dp * delta = dE/df
+    wdt = wo.dtype
+    dh = tl.dot(df.to(wdt), _load_mat_t(wo_ptr, 0, H, D, HP, DP), input_precision="ieee")  # [BM, HP]
+    if DEPTH >= 3:
+        dz = _activation_grad(dh, z3, ACT)
+        dh = tl.dot(dz.to(wdt), _load_mat_t(w3_ptr, 0, H, H, HP, HP), input_precision="ieee")
+    if DEPTH >= 2:
+        dz = _activation_grad(dh, z2, ACT)
+        dh = tl.dot(dz.to(wdt), _load_mat_t(w2_ptr, 0, H, H, HP, HP), input_precision="ieee")
+    dz = _activation_grad(dh, z1, ACT)
+    ga = tl.dot(dz.to(wdt), _load_mat_t(w1_ptr, D, A, H, AP, HP), input_precision="ieee") / astd[None, :]
+
+    # ---- action step: Adam then clamp, in place (a_t belongs to this tile row alone) ------------
+    am = tl.load(a_avg_ptr + a_off, mask=amask, other=0.0)
+    av = tl.load(a_avg_sq_ptr + a_off, mask=amask, other=0.0)
+    a, am, av = _adam(a, ga, am, av, lerp_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step_a)
+    lo = _load_vec(low_ptr, A, AP, 0.0)
+    hi = _load_vec(high_ptr, A, AP, 0.0)
+    a = _clamp(a, lo[None, :], hi[None, :])
+    tl.store(actions_ptr + a_off, a, mask=amask)
+    tl.store(a_avg_ptr + a_off, am, mask=amask)
+    tl.store(a_avg_sq_ptr + a_off, av, mask=amask)
+
+    # ---- state step on row t+1 (virtual for t < T-1) into the other buffer ---------------------
+    virt = dmask & (t < T - 1)[:, None]
+    m = tl.load(s_avg_ptr + next_off, mask=virt, other=0.0)
+    v = tl.load(s_avg_sq_ptr + next_off, mask=virt, other=0.0)
+    sn, m, v = _adam(s_next, -2.0 * r, m, v, lerp_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step_s)
+    noise_off = (plan * ((T - 1) * D) + t * D)[:, None] + d[None, :]
+    sn = _add_noise(sn, noise_std, noise_ptr, noise_off, virt, seed, NOISE)
+    tl.store(out_ptr + next_off, tl.where(virt, sn, s_next), mask=dmask)  # t = T-1: the goal, copied
+    tl.store(s_avg_ptr + next_off, m, mask=virt)
+    tl.store(s_avg_sq_ptr + next_off, v, mask=virt)
+    tl.store(out_ptr + s_off, s, mask=dmask & (t == 0)[:, None])  # s_0, copied
+
+
+# ---------------------------------------------------------------------------------------------
+# launch configuration and launcher
+# ---------------------------------------------------------------------------------------------
+
+
+def _pad(n: int) -> int:
+    return max(MIN_DOT, triton.next_power_of_2(max(n, 1)))
+
+
+def gpu_rows(hidden: int) -> int:
+    """Rows per tile on a GPU: [BM, H] float32 tiles near 8K elements (16 <= BM <= 64)."""
+    return max(MIN_DOT, min(64, 8192 // _pad(hidden)))
+
+
+def mlp_tile_config(n_plans: int, horizon: int, hidden: int, rows: Optional[int] = None) -> tuple[int, int, int]:
+    """``(BP, BT, n_chunks)``: tiles of ``BP`` plans x ``BT`` time steps (``BP*BT >= 16`` rows)."""
+    if rows is None:
+        rows = min(INTERPRET_ROWS, _pad(n_plans * horizon)) if INTERPRET else gpu_rows(hidden)
+    bt = min(triton.next_power_of_2(max(horizon, 1)), rows)
+    bp = rows // bt
+    return bp, bt, triton.cdiv(horizon, bt)
+
+
+def num_warps_for(hidden: int) -> int:
+    return 4 if _pad(hidden) <= 64 else 8
+
+
+def fused_mlp_iteration(
+    states: torch.Tensor,
+    actions: torch.Tensor,
+    states_out: torch.Tensor,
+    energy: torch.Tensor,
+    params: Sequence[torch.Tensor],
+    depth: int,
+    activation: int,
+    gamma: float,
+    state_exp_avg: torch.Tensor,
+    state_exp_avg_sq: torch.Tensor,
+    action_exp_avg: torch.Tensor,
+    action_exp_avg_sq: torch.Tensor,
+    step: int,
+    lr_states: float,
+    lr_actions: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    noise_std: float,
+    noise: Optional[torch.Tensor],
+    seed: int,
+    low: torch.Tensor,
+    high: torch.Tensor,
+) -> None:
+    """One GRASP iteration for a packed MLPDynamics (``params``, see :mod:`grasp_kernels.ops.mlp_pack`).
+
+    Writes ``states_out [B,T+1,D]`` (every row) and ``energy [B]``; updates ``actions`` and the four
+    moments in place; ``states`` is only read.
+    """
+    n_plans, rows, dim = states.shape
+    horizon, action_dim = actions.shape[1], actions.shape[2]
+    if n_plans == 0:
+        return
+    if not 1 <= depth <= MAX_DEPTH:
+        raise ValueError(f"depth must be in 1..{MAX_DEPTH}, got {depth}")
+    mean, std, amean, astd, delta, w1, b1 = params[:7]
+    hidden_layers = [(params[7 + 2 * i], params[8 + 2 * i]) for i in range(depth - 1)]
+    wo, bo = params[-2], params[-1]
+    while len(hidden_layers) < 2:  # unused pointer slots (DEPTH is constexpr)
+        hidden_layers.append((w1, b1))
+    (w2, b2), (w3, b3) = hidden_layers[:2]
+    hidden = b1.shape[0]
+    bp, bt, n_chunks = mlp_tile_config(n_plans, horizon, hidden)
+    n_programs = triton.cdiv(n_plans, bp) * n_chunks
+    tk._check_grid(n_programs)
+    mode = tk._noise_mode(float(noise_std), noise, n_plans * (rows - 2) * dim)
+    lerp_w, b2_, omb2, sqrt_bc2, eps_, neg_step_s = tk._adam_scalars(step, lr_states, beta1, beta2, eps)
+    neg_step_a = tk._adam_scalars(step, lr_actions, beta1, beta2, eps)[-1]
+    out = energy if n_chunks == 1 else torch.empty((n_plans, n_chunks), device=energy.device, dtype=torch.float32)
+    _fused_mlp_iteration_kernel[(n_programs,)](
+        states, actions, states_out, out,
+        state_exp_avg, state_exp_avg_sq, action_exp_avg, action_exp_avg_sq,
+        noise if mode == tk.NOISE_TENSOR else states, low, high,
+        mean, std, amean, astd, delta, w1, b1, w2, b2, w3, b3, wo, bo,
+        float(gamma), n_plans, horizon, dim, action_dim, hidden, n_chunks,
+        lerp_w, b2_, omb2, sqrt_bc2, eps_, neg_step_s, neg_step_a, float(noise_std), int(seed),
+        BP=bp, BT=bt, DP=_pad(dim), AP=_pad(action_dim), HP=_pad(hidden), DEPTH=depth, ACT=activation,
+        NOISE=mode, num_warps=num_warps_for(hidden),
+    )
+    if n_chunks > 1:
+        tk._reduce_into(out, energy, n_plans, n_chunks)
+
+
+# ---------------------------------------------------------------------------------------------
+# lowering check (tests/test_lowering.py)
+# ---------------------------------------------------------------------------------------------
+
+
+def lowering_specs() -> list[dict]:
+    """The fused MLP kernel in representative configurations, for an ahead-of-time compile for sm_90
+    (same dict format as :func:`grasp_kernels.ops.triton_kernels.lowering_specs`)."""
+    i32, i64, f32, cx = "i32", "i64", "fp32", "constexpr"
+    # compile time grows fast with the tile (37 s for H=64 depth 2 f32 on 2 CPU cores): two representative
+    # configurations keep the test suite short; larger ones: bench/gpu_run.sh / a GPU session
+    configs = [  # (label, D, A, H, depth, act, matrix dtype, noise)
+        ("D=17 A=5 H=48 depth1 ReLU f32 noise-tensor", 17, 5, 48, 1, 1, "fp32", tk.NOISE_TENSOR),
+        ("D=16 A=4 H=64 depth2 SiLU bf16 philox", 16, 4, 64, 2, 0, "bf16", tk.NOISE_PHILOX32),
+    ]
+    specs = []
+    for label, dim, action_dim, hidden, depth, act, mdt, noise in configs:
+        bp, bt, _ = mlp_tile_config(1 << 20, 64, hidden, rows=gpu_rows(hidden))
+        ptrs = ["states", "actions", "out", "energy", "s_avg", "s_avg_sq", "a_avg", "a_avg_sq", "noise", "low",
+                "high", "mean", "std", "amean", "astd", "delta"]
+        signature = {f"{n}_ptr": "*fp32" for n in ptrs}
+        for n in ("w1", "b1", "w2", "b2", "w3", "b3", "wo", "bo"):
+            signature[f"{n}_ptr"] = f"*{mdt}" if n.startswith("w") else "*fp32"
+        signature.update({"gamma": f32, "n_plans": i32, "T": i32, "D": i32, "A": i32, "H": i32, "n_chunks": i32,
+                          "lerp_w": f32, "beta2": f32, "one_minus_beta2": f32, "sqrt_bc2": f32, "eps": f32,
+                          "neg_step_s": f32, "neg_step_a": f32, "noise_std": f32, "seed": i64})
+        constexprs = {"BP": bp, "BT": bt, "DP": _pad(dim), "AP": _pad(action_dim), "HP": _pad(hidden),
+                      "DEPTH": depth, "ACT": act, "NOISE": noise}
+        signature.update({name: cx for name in constexprs})
+        attrs = {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(signature.values()) if kind.startswith("*")}
+        specs.append({"name": f"fused_mlp_iteration {label} BM={bp * bt}", "fn": _fused_mlp_iteration_kernel,
+                      "signature": signature, "constexprs": constexprs, "attrs": attrs,
+                      "num_warps": num_warps_for(hidden)})
+    return specs

@@ -1,0 +1,354 @@
+"""The fused MLP iteration kernel (one Triton kernel per GRASP iteration for MLPDynamics) against the
+reference: :func:`grasp_kernels.reference.fused_mlp_iteration_ref`, i.e. one planner iteration on the
+reference backend (CPU: TRITON_INTERPRET=1 set by conftest; GPU: ``-m gpu``).
+
+Fresh random inputs (normalisation statistics, delta scale, moments: never identity or zeros), outputs
+poisoned with NaN, relative error ``||out - ref|| / ||ref|| < 1e-5`` in float32 on energy, new states,
+actions and all four moments, and on the updates themselves (``out - before``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import grasp_kernels.ops as ops
+from grasp_kernels import GraspConfig, GraspPlanner
+from grasp_kernels.backends import BackendFallbackWarning, backend_unavailable_reason
+from grasp_kernels.models import MLPDynamics
+from grasp_kernels.reference import fused_mlp_iteration_ref, lifted_predictions_ref
+
+DEVICE = torch.device("cpu")
+if backend_unavailable_reason("triton", DEVICE) is not None:  # pragma: no cover - conftest sets the interpreter
+    pytest.skip(f"triton backend unavailable: {backend_unavailable_reason('triton', DEVICE)}", allow_module_level=True)
+
+from grasp_kernels.ops import fused_mlp as fm  # noqa: E402  (after the interpreter check)
+
+TOL = 1e-5
+ADAM = dict(step=3, lr_states=0.1, lr_actions=0.05, beta1=0.9, beta2=0.999, eps=1e-8)
+ACTS = (nn.SiLU, nn.ReLU, nn.Tanh)
+
+
+def rel(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = out.detach().double().cpu(), ref.detach().double().cpu()
+    assert out.shape == ref.shape, (out.shape, ref.shape)
+    assert torch.isfinite(out).all(), "non-finite values (a poisoned output was not written?)"
+    denom = ref.norm().item()
+    return out.norm().item() if denom == 0.0 else (out - ref).norm().item() / denom
+
+
+def make_model(D, A, hidden, depth, act=nn.SiLU, seed=0, device=DEVICE) -> MLPDynamics:
+    torch.manual_seed(seed)
+    model = MLPDynamics(D, A, hidden=hidden, depth=depth, activation=act)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():  # non-identity normalisation and delta scale
+        model.state_mean.copy_(torch.randn(D, generator=g) * 0.3)
+        model.state_std.copy_(torch.rand(D, generator=g) + 0.5)
+        model.action_mean.copy_(torch.randn(A, generator=g) * 0.2)
+        model.action_std.copy_(torch.rand(A, generator=g) + 0.5)
+        model.delta_scale.copy_(torch.rand(D, generator=g) + 0.5)
+        for p in model.net.parameters():  # larger weights: the activations leave their linear range
+            p.mul_(2.0)
+    return model.to(device)
+
+
+def make_inputs(B, T, D, A, seed=0, device=DEVICE):
+    g = torch.Generator().manual_seed(seed + 7 * T + 13 * D + A)
+
+    def randn(*shape, scale=1.0):
+        return (torch.randn(shape, generator=g) * scale).to(device)
+
+    def rand(*shape):
+        return (torch.rand(shape, generator=g) * 0.01 + 1e-4).to(device)
+
+    low = (-0.3 - torch.rand(A, generator=g)).to(device)
+    high = (0.3 + torch.rand(A, generator=g)).to(device)
+    low[::2] = float("-inf")  # unbounded on some dimensions
+    return dict(
+        states=randn(B, T + 1, D), actions=randn(B, T, A, scale=0.5),
+        state_exp_avg=randn(B, T + 1, D, scale=0.1), state_exp_avg_sq=rand(B, T + 1, D),
+        action_exp_avg=randn(B, T, A, scale=0.1), action_exp_avg_sq=rand(B, T, A),
+        noise=randn(B, T - 1, D), low=low, high=high,
+    )
+
+
+MUTATED = ("actions", "state_exp_avg", "state_exp_avg_sq", "action_exp_avg", "action_exp_avg_sq")
+
+
+def run_reference(model, inp, gamma, noise_std):
+    ref = {k: v.clone() for k, v in inp.items()}
+    energy, _, _ = fused_mlp_iteration_ref(
+        model, ref["states"], ref["actions"], gamma, ref["state_exp_avg"], ref["state_exp_avg_sq"],
+        ref["action_exp_avg"], ref["action_exp_avg_sq"], **ADAM, noise_std=noise_std, low=ref["low"],
+        high=ref["high"], noise=ref["noise"],
+    )
+    return energy, ref
+
+
+def run_launcher(model, inp, gamma, noise_std, matmul_dtype=None):
+    out = {k: v.clone() for k, v in inp.items()}
+    packed = ops.pack_mlp(model, matmul_dtype)
+    B = inp["states"].shape[0]
+    states_out = torch.full_like(inp["states"], float("nan"))
+    energy = torch.full((B,), float("nan"), device=inp["states"].device)
+    fm.fused_mlp_iteration(
+        out["states"], out["actions"], states_out, energy, list(packed.tensors), packed.depth, packed.activation,
+        gamma, out["state_exp_avg"], out["state_exp_avg_sq"], out["action_exp_avg"], out["action_exp_avg_sq"],
+        ADAM["step"], ADAM["lr_states"], ADAM["lr_actions"], ADAM["beta1"], ADAM["beta2"], ADAM["eps"], noise_std,
+        out["noise"], 0, out["low"], out["high"],
+    )
+    return energy, states_out, out
+
+
+def check_fused_mlp(B, T, D, A, hidden, depth, act=nn.SiLU, gamma=0.4, noise_std=0.05, device=DEVICE,
+                    matmul_dtype=None, tol=TOL):
+    model = make_model(D, A, hidden, depth, act, seed=B + T + D + A + hidden + depth, device=device)
+    inp = make_inputs(B, T, D, A, device=device)
+    e_ref, ref = run_reference(model, inp, gamma, noise_std)
+    energy, states_out, out = run_launcher(model, inp, gamma, noise_std, matmul_dtype)
+    assert torch.equal(out["states"], inp["states"]), "the input states must only be read"
+    assert rel(energy, e_ref) < tol
+    assert rel(states_out, ref["states"]) < tol
+    assert torch.equal(states_out[:, 0], inp["states"][:, 0]) and torch.equal(states_out[:, T], inp["states"][:, T])
+    if T > 1:  # the update itself, not only the (dominant) old value
+        assert rel(states_out[:, 1:T] - inp["states"][:, 1:T], ref["states"][:, 1:T] - inp["states"][:, 1:T]) < 2 * tol
+    for name in MUTATED:
+        assert rel(out[name], ref[name]) < tol, name
+    assert rel(out["actions"] - inp["actions"], ref["actions"] - inp["actions"]) < 2 * tol
+    assert rel(out["action_exp_avg"] - inp["action_exp_avg"], ref["action_exp_avg"] - inp["action_exp_avg"]) < 2 * tol
+    assert torch.equal(out["state_exp_avg"][:, [0, T]], inp["state_exp_avg"][:, [0, T]]), "moments of rows 0 / T"
+    return model, inp
+
+
+# odd shapes: every (B, T, D) of the brief, with A, hidden, depth and the activation cycled over them
+BTD = list(itertools.product((1, 3), (1, 2, 7), (1, 3, 17)))
+CASES = [(B, T, D, (1, 2, 5)[i % 3], (16, 48)[i % 2], (1, 2)[(i // 2) % 2], ACTS[i % 3]) for i, (B, T, D) in enumerate(BTD)]
+
+
+@pytest.mark.parametrize("B,T,D,A,hidden,depth,act", CASES, ids=lambda v: getattr(v, "__name__", str(v)))
+def test_fused_mlp_matches_reference(B, T, D, A, hidden, depth, act):
+    check_fused_mlp(B, T, D, A, hidden, depth, act)
+
+
+@pytest.mark.parametrize("act", ACTS, ids=lambda a: a.__name__)
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_fused_mlp_depths_and_activations(depth, act):
+    check_fused_mlp(3, 7, 17, 5, 48, depth, act)
+
+
+@pytest.mark.parametrize("B,T,rows", [(3, 7, 16), (2, 40, 16), (5, 3, 16), (1, 33, 32)])
+def test_fused_mlp_tilings(monkeypatch, B, T, rows):
+    """Small tiles: several plans per tile, and plans split over time chunks in different programs (the
+    double-buffer hazard case, energy summed by the second pass)."""
+    monkeypatch.setattr(fm, "INTERPRET_ROWS", rows)
+    bp, bt, n_chunks = fm.mlp_tile_config(B, T, 48)
+    assert bp * bt == rows and (n_chunks > 1) == (T > rows)
+    check_fused_mlp(B, T, 3, 2, 48, 2)
+
+
+def test_fused_mlp_gamma_zero_no_noise_and_deterministic():
+    check_fused_mlp(3, 7, 3, 2, 16, 2, gamma=0.0, noise_std=0.0)
+    model = make_model(17, 5, 48, 2)
+    inp = make_inputs(3, 7, 17, 5)
+    first, second = run_launcher(model, inp, 0.3, 0.05), run_launcher(model, inp, 0.3, 0.05)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
+def test_fused_mlp_seeded_noise_equals_unfused_kernels():
+    """With a seed, the fused kernel draws the noise of the unfused kernels (same Philox offsets): the
+    public op equals the planner's unfused triton path (pred by the model, lifted_energy_state_step_,
+    the VJP, action_step_)."""
+    B, T, D, A = 3, 7, 17, 5
+    model = make_model(D, A, 48, 2)
+    inp = make_inputs(B, T, D, A)
+    args = (ADAM["step"], ADAM["lr_states"], ADAM["lr_actions"], ADAM["beta1"], ADAM["beta2"], ADAM["eps"])
+    fused = {k: v.clone() for k, v in inp.items()}
+    energy, new_states = ops.fused_mlp_iteration_(
+        model, fused["states"], fused["actions"], 0.4, fused["state_exp_avg"], fused["state_exp_avg_sq"],
+        fused["action_exp_avg"], fused["action_exp_avg_sq"], *args, 0.05, fused["low"], fused["high"],
+        seed=1234, backend="triton",
+    )
+    unf = {k: v.clone() for k, v in inp.items()}
+    leaf = unf["actions"].clone().requires_grad_(True)
+    with torch.enable_grad():
+        pred = lifted_predictions_ref(model, unf["states"][:, :T].clone(), leaf, (D,))
+    e2, grad_pred = ops.lifted_energy_state_step_(
+        pred.detach(), unf["states"], 0.4, unf["state_exp_avg"], unf["state_exp_avg_sq"], ADAM["step"],
+        ADAM["lr_states"], ADAM["beta1"], ADAM["beta2"], ADAM["eps"], 0.05, seed=1234, backend="triton",
+    )
+    (action_grad,) = torch.autograd.grad(pred, leaf, grad_pred)
+    ops.action_step_(unf["actions"], action_grad, unf["action_exp_avg"], unf["action_exp_avg_sq"], ADAM["step"],
+                     ADAM["lr_actions"], ADAM["beta1"], ADAM["beta2"], ADAM["eps"], unf["low"], unf["high"],
+                     backend="triton")
+    assert rel(energy, e2) < TOL
+    assert rel(new_states, unf["states"]) < TOL
+    noise_part = new_states[:, 1:T] - unf["states"][:, 1:T]
+    assert noise_part.abs().max() < 1e-4, "different noise: the Philox offsets differ"
+    for name in MUTATED:
+        assert rel(fused[name], unf[name]) < TOL, name
+
+
+def test_public_op_reference_backend_and_packed_model():
+    B, T, D, A = 3, 7, 3, 2
+    model = make_model(D, A, 16, 2, nn.Tanh)
+    inp = make_inputs(B, T, D, A)
+    results = {}
+    for backend, m in (("reference", model), ("triton", model), ("packed", ops.pack_mlp(model))):
+        x = {k: v.clone() for k, v in inp.items()}
+        energy, new_states = ops.fused_mlp_iteration_(
+            m, x["states"], x["actions"], 0.4, x["state_exp_avg"], x["state_exp_avg_sq"], x["action_exp_avg"],
+            x["action_exp_avg_sq"], *ADAM.values(), 0.05, -0.8, 0.8, x["noise"],
+            backend="triton" if backend == "packed" else backend,
+        )
+        assert torch.equal(x["states"], inp["states"]) and new_states is not x["states"]
+        results[backend] = (energy, new_states, x)
+    for backend in ("triton", "packed"):
+        assert rel(results[backend][0], results["reference"][0]) < TOL
+        assert rel(results[backend][1], results["reference"][1]) < TOL
+        for name in MUTATED:
+            assert rel(results[backend][2][name], results["reference"][2][name]) < TOL
+
+
+def test_custom_op_opcheck():
+    B, T, D, A = 2, 3, 3, 2
+    model = make_model(D, A, 16, 1)
+    packed = ops.pack_mlp(model)
+    inp = make_inputs(B, T, D, A)
+    args = (inp["states"], inp["actions"].clone(), torch.empty_like(inp["states"]), list(packed.tensors), 1,
+            packed.activation, 0.4, inp["state_exp_avg"].clone(), inp["state_exp_avg_sq"].clone(),
+            inp["action_exp_avg"].clone(), inp["action_exp_avg_sq"].clone(), 3, 0.1, 0.05, 0.9, 0.999, 1e-8, 0.05,
+            inp["noise"], 0, inp["low"], inp["high"], "triton")
+    torch.library.opcheck(torch.ops.grasp.fused_mlp_iteration.default, args,
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_errors():
+    B, T, D, A = 2, 3, 4, 2
+    model = make_model(D, A, 16, 2)
+    inp = make_inputs(B, T, D, A)
+    x = {k: v.clone() for k, v in inp.items()}
+
+    def call(m=model, backend="triton", **kw):
+        args = dict(states=x["states"], actions=x["actions"], state_exp_avg=x["state_exp_avg"],
+                    state_exp_avg_sq=x["state_exp_avg_sq"], action_exp_avg=x["action_exp_avg"],
+                    action_exp_avg_sq=x["action_exp_avg_sq"], low=None, high=None)
+        args.update(kw)
+        return ops.fused_mlp_iteration_(
+            m, args.pop("states"), args.pop("actions"), 0.4, args.pop("state_exp_avg"), args.pop("state_exp_avg_sq"),
+            args.pop("action_exp_avg"), args.pop("action_exp_avg_sq"), *ADAM.values(), 0.0, args.pop("low"),
+            args.pop("high"), backend=backend, **args,
+        )
+
+    with pytest.raises(ValueError, match="states_out and states overlap"):
+        call(states_out=x["states"])
+    with pytest.raises(ValueError, match="states_out.*shape"):
+        call(states_out=torch.empty(B, T, D))
+    with pytest.raises(ValueError, match="D = 4, A = 2"):
+        call(actions=torch.zeros(B, T, 3), action_exp_avg=torch.zeros(B, T, 3), action_exp_avg_sq=torch.ones(B, T, 3))
+    with pytest.raises(TypeError, match="states.*float64"):
+        call(states=x["states"].double())
+    with pytest.raises(ValueError, match="activations SiLU, ReLU, Tanh, got GELU"):
+        ops.pack_mlp(MLPDynamics(D, A, hidden=16, depth=2, activation=nn.GELU))
+    with pytest.raises(ValueError, match="depth 1..3"):
+        ops.pack_mlp(MLPDynamics(D, A, hidden=16, depth=4))
+    with pytest.raises(ValueError, match="must be a grasp_kernels.models.MLPDynamics"):
+        call(m=lambda s, a: s)
+    with pytest.raises(TypeError, match="matmul_dtype"):
+        ops.pack_mlp(model, torch.float16)
+
+
+# ----------------------------------------------------------------------------------------------
+# the planner with GraspConfig(fused_mlp=True)
+# ----------------------------------------------------------------------------------------------
+
+
+def plan_pair(config, model, batch=3, D=3, A=2, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    s0, goal = torch.randn(batch, D, generator=g), torch.randn(batch, D, generator=g)
+    return {fused: GraspPlanner(model, A, config.replace(fused_mlp=fused)).plan(s0, goal) for fused in (False, True)}
+
+
+@pytest.mark.parametrize("state_noise", [0.0, 0.01])
+def test_planner_fused_mlp_plans_like_the_normal_iteration(state_noise):
+    """Same plan with and without the fused kernel on the triton backend (with noise too: the seeds
+    and Philox offsets are the unfused path's), through sync phases (moment resets) and particles."""
+    model = make_model(3, 2, 32, 2)
+    config = GraspConfig(horizon=7, iters=12, sync_every=6, sync_steps=2, state_noise=state_noise, init_noise=0.05,
+                         backend="triton", particles=2, lr_actions=0.05, goal_weight=0.3)
+    plans = plan_pair(config, model)
+    for field in ("actions", "states", "energy_history", "final_distance"):
+        torch.testing.assert_close(getattr(plans[True], field), getattr(plans[False], field), rtol=1e-4, atol=1e-5)
+    assert plans[True].info["backend"] == "triton"
+    assert not torch.equal(plans[True].actions, torch.zeros_like(plans[True].actions))
+
+
+def test_planner_fused_mlp_iteration_swaps_buffers():
+    model = make_model(3, 2, 16, 1)
+    planner = GraspPlanner(model, 2, GraspConfig(horizon=5, iters=3, sync_every=0, backend="triton", fused_mlp=True))
+    state = planner.start(torch.zeros(2, 3), torch.ones(2, 3))
+    first, spare = state.states, state.spare_states
+    planner.iteration(state)
+    assert state.states is spare and state.spare_states is first
+    assert torch.isfinite(state.states).all()
+
+
+def test_planner_fused_mlp_errors_and_fallback():
+    model = make_model(3, 2, 16, 2)
+    config = GraspConfig(horizon=5, iters=2, sync_every=0, backend="triton", fused_mlp=True)
+    with pytest.raises(ValueError, match="fused_mlp=True.*MLPDynamics"):
+        GraspPlanner(lambda s, a: s + a.sum(-1, keepdim=True), 2, config)
+    with pytest.raises(ValueError, match="fused_mlp=True.*stop_gradient"):
+        GraspPlanner(model, 2, config.replace(stop_gradient=False))
+    with pytest.raises(ValueError, match="fused_mlp=True.*state_weights"):
+        GraspPlanner(model, 2, config, state_weights=torch.ones(3))
+    with pytest.raises(ValueError, match="fused_mlp=True.*GELU"):
+        GraspPlanner(MLPDynamics(3, 2, hidden=16, activation=nn.GELU), 2, config)
+    with pytest.raises(TypeError, match="fused_mlp must be a bool"):
+        GraspConfig(fused_mlp=1)
+    # the reference backend: the normal iteration, one warning
+    s0, goal = torch.zeros(2, 3), torch.ones(2, 3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fused = GraspPlanner(model, 2, config.replace(backend="reference")).plan(s0, goal)
+        GraspPlanner(model, 2, config.replace(backend="reference")).plan(s0, goal)
+    messages = [str(w.message) for w in caught if issubclass(w.category, BackendFallbackWarning)]
+    assert sum("fused_mlp=True runs the normal iteration" in m for m in messages) <= 1
+    plain = GraspPlanner(model, 2, config.replace(backend="reference", fused_mlp=False)).plan(s0, goal)
+    assert torch.equal(fused.actions, plain.actions)
+
+
+# ----------------------------------------------------------------------------------------------
+# GPU (native Triton)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("B,T,D,A,hidden,depth", [(1, 1, 1, 1, 16, 1), (3, 7, 17, 5, 48, 2), (64, 50, 16, 4, 256, 2),
+                                                   (16, 200, 64, 8, 512, 2), (5, 64, 3, 2, 128, 3)])
+def test_gpu_native_matches_reference(B, T, D, A, hidden, depth):
+    cuda = torch.device("cuda")
+    for act in ACTS:
+        check_fused_mlp(B, T, D, A, hidden, depth, act, device=cuda)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("B,T,D,A,hidden", [(3, 7, 17, 5, 48), (64, 50, 16, 4, 256)])
+def test_gpu_bf16_matrix_inputs(B, T, D, A, hidden):
+    """bfloat16 matrix inputs (float32 accumulation) against the float32 reference: activations and
+    weights rounded to 8 mantissa bits per layer, hence 2e-2 (stated, not tuned on a GPU yet)."""
+    check_fused_mlp(B, T, D, A, hidden, 2, device=torch.device("cuda"), matmul_dtype=torch.bfloat16, tol=2e-2)
+
+
+@pytest.mark.gpu
+def test_gpu_planner_fused_mlp():
+    model = make_model(16, 4, 256, 2, device=torch.device("cuda"))
+    config = GraspConfig(horizon=64, iters=20, sync_every=10, sync_steps=2, state_noise=0.0, backend="triton")
+    g = torch.Generator().manual_seed(0)
+    s0, goal = torch.randn(8, 16, generator=g).cuda(), torch.randn(8, 16, generator=g).cuda()
+    plans = {f: GraspPlanner(model, 4, config.replace(fused_mlp=f)).plan(s0, goal) for f in (False, True)}
+    for field in ("actions", "states", "energy_history"):
+        torch.testing.assert_close(getattr(plans[True], field), getattr(plans[False], field), rtol=1e-3, atol=1e-4)
