@@ -13,6 +13,7 @@ from typing import Literal, Optional, Union
 
 Backend = Literal["auto", "reference", "triton", "cuda"]
 BACKENDS: tuple[str, ...] = ("auto", "reference", "triton", "cuda")
+MODEL_DTYPES: tuple[Optional[str], ...] = (None, "bfloat16", "float16")
 
 Bound = Optional[Union[float, Sequence[float]]]
 
@@ -52,6 +53,10 @@ class GraspConfig:
         history: ``h``, frames per world-model input. 1: ``F(s_t, a_t)`` on ``[N, *S]``; ``h > 1``:
             ``F(s_{t-h+1} .. s_t, a_t)`` on windows ``[N, h, *S]`` (DINO-WM: 3), with ``s0`` carrying
             the last ``h`` observed frames ``[B, h, *S]``.
+        model_dtype: None, or "bfloat16" / "float16": run the world model under ``torch.autocast`` in
+            that dtype (lifted calls, sync and final rollouts) while the states, actions, Adam moments
+            and the energy stay in the states' dtype; the kernels read a low-precision ``pred``
+            directly. With ``fused_mlp`` the kernel's matrix inputs use bfloat16.
         fused_mlp: run each lifted iteration as ONE fused Triton kernel (MLP forward, energy, VJP to the
             actions, both Adam steps; :mod:`grasp_kernels.ops.fused_mlp`). Needs an
             :class:`~grasp_kernels.models.MLPDynamics` world model (SiLU/ReLU/Tanh, depth 1-3),
@@ -83,6 +88,7 @@ class GraspConfig:
     anneal_noise: bool = False
     history: int = 1
     fused_mlp: bool = False
+    model_dtype: Optional[str] = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -108,6 +114,8 @@ class GraspConfig:
             value = _check_float(name, getattr(self, name), positive=False)
             if not value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
+        if self.model_dtype not in MODEL_DTYPES:
+            raise ValueError(f"model_dtype must be one of {MODEL_DTYPES}, got {self.model_dtype!r}")
         if not isinstance(self.fused_mlp, bool):
             raise TypeError(f"fused_mlp must be a bool, got {type(self.fused_mlp).__name__}")
         if self.backend not in BACKENDS:

@@ -7,6 +7,7 @@ The sync phase (full-rollout gradient steps on the actions) is the only sequenti
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import warnings
@@ -28,7 +29,7 @@ from ._problem import (
     squeeze_single,
 )
 from ._checks import check_tensor
-from .backends import BackendFallbackWarning, resolve_backend, warn_once
+from .backends import BackendFallbackWarning, resolve_backend, triton_interpreter_active, warn_once
 from .config import GraspConfig
 from .reference import WorldModel, gd_sync_ref, init_states_ref, lifted_predictions_ref
 from .result import PlanResult
@@ -37,6 +38,7 @@ from .result import PlanResult
 # seeds stay below 2**31 so every backend takes them as a plain int32 argument.
 _SEED_STRIDE = 0x9E3779B9
 _SEED_MODULUS = (1 << 31) - 1
+_KERNEL_PRED_DTYPES = (torch.float32, torch.bfloat16)
 
 
 class GraspPlanner:
@@ -160,7 +162,8 @@ class GraspPlanner:
         if cfg.fused_mlp:
             fused_backend = self._fused_mlp_backend(backend, device, dtype)
             if fused_backend is not None:
-                packed = ops.pack_mlp(self.world_model, device=device)
+                matmul_dtype = torch.bfloat16 if cfg.model_dtype == "bfloat16" else None
+                packed = ops.pack_mlp(self.world_model, matmul_dtype=matmul_dtype, device=device)
                 spare = torch.empty_like(states)  # the second state buffer (the kernel writes every row)
         weights = None
         if self.state_weights is not None:
@@ -194,6 +197,8 @@ class GraspPlanner:
             reason = "the planner runs on the reference backend"
         elif dtype != torch.float32:
             reason = f"the states are {dtype}"
+        elif self.config.model_dtype is not None and device.type != "cuda" and triton_interpreter_active():
+            reason = "the Triton interpreter has no bfloat16 tl.dot"
         else:
             name = ops.fused_mlp_backend(backend, device)
             if name == "triton":
@@ -240,7 +245,7 @@ class GraspPlanner:
             state_input = state_input.clone()
         state_input.requires_grad_(not stop_gradient)
         action_leaf = state.actions.detach().requires_grad_(True)
-        with torch.enable_grad():
+        with torch.enable_grad(), self._model_precision(state.states.device):
             model_input = state_input
             if state.frames is not None:
                 lead = cfg.history - 1
@@ -253,26 +258,28 @@ class GraspPlanner:
                 self.world_model, model_input, action_leaf, state.chains.state_shape, stop_gradient, per_timestep,
                 cfg.history,
             )
+        # kernels read float32 or bfloat16 predictions; other low precisions are widened first
+        energy_pred = pred if pred.dtype in _KERNEL_PRED_DTYPES or state.backend == "reference" else pred.float()
         seed = None if state.backend == "reference" else (cfg.seed * _SEED_STRIDE + it + 1) % _SEED_MODULUS
         adam = (step, cfg.lr_states, cfg.beta1, cfg.beta2, cfg.adam_eps, self._noise_std(state))
         with torch.no_grad():
             if fused:
                 energy, grad_pred = ops.lifted_energy_state_step_(
-                    pred, state.states, cfg.goal_weight, *state.state_moments, *adam, seed=seed, backend=state.backend
+                    energy_pred, state.states, cfg.goal_weight, *state.state_moments, *adam, seed=seed, backend=state.backend
                 )
                 (action_grad,) = torch.autograd.grad(pred, action_leaf, grad_pred.to(pred.dtype))
             else:
                 if weighted:  # ||x||_w^2 = ||sqrt(w) x||^2: the plain energy of scaled copies
                     sqrt_w = state.sqrt_weights
                     energy, grad_pred, state_grad = ops.lifted_energy_grads(
-                        pred.detach().to(state.states.dtype) * sqrt_w, state.states * sqrt_w, cfg.goal_weight,
+                        energy_pred.detach().to(state.states.dtype) * sqrt_w, state.states * sqrt_w, cfg.goal_weight,
                         backend=state.backend,
                     )
                     grad_pred.mul_(sqrt_w)
                     state_grad.mul_(sqrt_w)
                 else:
                     energy, grad_pred, state_grad = ops.lifted_energy_grads(
-                        pred, state.states, cfg.goal_weight, backend=state.backend
+                        energy_pred, state.states, cfg.goal_weight, backend=state.backend
                     )
                 inputs = (action_leaf,) if stop_gradient else (action_leaf, state_input)
                 grads = torch.autograd.grad(pred, inputs, grad_pred.to(pred.dtype))
@@ -283,8 +290,8 @@ class GraspPlanner:
                     state.states, state_grad, *state.state_moments, *adam,
                     generator=state.generator, seed=seed, backend=state.backend,
                 )
-            ops.action_step_(
-                state.actions, action_grad, *state.action_moments, step, cfg.lr_actions, cfg.beta1, cfg.beta2,
+            ops.action_step_(  # autograd may hand back a strided view (e.g. through torch.cat)
+                state.actions, action_grad.contiguous(), *state.action_moments, step, cfg.lr_actions, cfg.beta1, cfg.beta2,
                 cfg.adam_eps, state.low, state.high, backend=state.backend,
             )
         state.energy_history[it] = energy
@@ -310,6 +317,20 @@ class GraspPlanner:
         state.iteration = it + 1
         return energy
 
+    def _model_precision(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """``torch.autocast`` in ``config.model_dtype`` around world-model calls (a no-op without it)."""
+        if self.config.model_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=getattr(torch, self.config.model_dtype))
+
+    def _rollout_model(self) -> WorldModel:
+        """The world model of the sequential rollouts: under ``model_dtype`` its outputs are cast back to
+        the states' dtype, so that a low-precision model does not make the rolled-out states low-precision."""
+        if self.config.model_dtype is None:
+            return self.world_model
+        model = self.world_model
+        return lambda states, actions: model(states, actions).to(states.dtype)
+
     def _noise_std(self, state: "PlanState") -> float:
         """Sigma of this iteration's Langevin noise (a host scalar: no device sync)."""
         cfg = self.config
@@ -326,10 +347,11 @@ class GraspPlanner:
         if cfg.check_finite:
             raise_if_nonfinite(state.energy_history, state.iteration, "the GRASP energy")
         chains = state.chains
-        loss = gd_sync_ref(
-            self.world_model, chains.frames(), chains.goal, state.actions, cfg.sync_steps, cfg.sync_lr,
-            cfg.beta1, cfg.beta2, cfg.adam_eps, state.low, state.high, chains.history, state.weights,
-        )
+        with self._model_precision(state.states.device):
+            loss = gd_sync_ref(
+                self._rollout_model(), chains.frames(), chains.goal, state.actions, cfg.sync_steps, cfg.sync_lr,
+                cfg.beta1, cfg.beta2, cfg.adam_eps, state.low, state.high, chains.history, state.weights,
+            )
         if state.syncs < state.sync_losses.shape[0]:
             state.sync_losses[state.syncs] = loss
         state.syncs += 1
@@ -345,7 +367,8 @@ class GraspPlanner:
             raise_if_nonfinite(state.energy_history, state.iteration, "the GRASP energy")
             raise_if_nonfinite(state.actions.reshape(1, -1), 1, "the planned actions")
         problem = state.problem
-        rollout, distance = final_rollout(self.world_model, state.chains, state.actions, state.weights)
+        with self._model_precision(state.states.device):
+            rollout, distance = final_rollout(self._rollout_model(), state.chains, state.actions, state.weights)
         best = distance.view(problem.batch, cfg.particles).argmin(dim=1)
         rows = torch.arange(problem.batch, device=best.device) * cfg.particles + best
         result = PlanResult(
@@ -427,6 +450,8 @@ def check_fused_mlp(world_model: WorldModel, config: GraspConfig, state_weights:
         reason = f"it implements history = 1 only, got history = {config.history}"
     if reason is None and state_weights is not None:
         reason = "it implements the unweighted energy only (no state_weights)"
+    if reason is None and config.model_dtype == "float16":
+        reason = "its matrix inputs are float32 or bfloat16 (model_dtype='float16' is not implemented)"
     if reason is not None:
         raise ValueError(f"GraspConfig(fused_mlp=True) cannot be used: {reason}")
 

@@ -294,3 +294,39 @@ def test_annealed_noise_decays_within_each_sync_phase(monkeypatch, sync_every, e
     seen.clear()
     GraspPlanner(lambda s, a: s + 0.1 * a, 2, config.replace(anneal_noise=False)).plan(torch.zeros(2, 2), torch.ones(2, 2))
     assert seen == pytest.approx([0.2] * 8)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_mixed_precision_runs_the_model_in_bf16_and_keeps_the_plan_in_fp32(backend):
+    from grasp_kernels.backends import backend_unavailable_reason
+
+    if backend_unavailable_reason(backend, torch.device("cpu")) is not None:
+        pytest.skip(backend_unavailable_reason(backend, torch.device("cpu")))
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Linear(7, 32), torch.nn.Tanh(), torch.nn.Linear(32, 5))
+
+    def model(states, actions):  # not residual: under autocast its output is bfloat16
+        return net(torch.cat([states, actions], dim=-1))
+
+    matmul_dtypes = []
+    hook = net[0].register_forward_hook(lambda mod, inp, out: matmul_dtypes.append(out.dtype))
+    g = torch.Generator().manual_seed(5)
+    s0, goal = torch.randn(3, 5, generator=g), torch.randn(3, 5, generator=g)
+    config = GraspConfig(horizon=6, iters=12, sync_every=6, sync_steps=2, state_noise=0.0, backend=backend)
+    full = GraspPlanner(model, 2, config).plan(s0, goal)
+    matmul_dtypes.clear()
+    half = GraspPlanner(model, 2, config.replace(model_dtype="bfloat16")).plan(s0, goal)
+    hook.remove()
+    assert matmul_dtypes and set(matmul_dtypes) == {torch.bfloat16}  # lifted, sync and final rollout calls
+    for field in ("actions", "states", "rollout", "final_distance", "energy_history"):
+        assert getattr(half, field).dtype == torch.float32, field
+    rel = (half.energy_history - full.energy_history).norm() / full.energy_history.norm()
+    assert 0 < rel < 3e-2  # bf16 matmuls: close to the float32 plan, not identical
+    torch.testing.assert_close(half.rollout, rollout_ref(lambda s, a: model(s, a).float(), s0, half.actions), rtol=3e-2, atol=3e-2)
+
+
+def test_model_dtype_errors():
+    with pytest.raises(ValueError, match="model_dtype must be one of"):
+        GraspConfig(model_dtype="int8")
+    with pytest.raises(ValueError, match="fused_mlp=True\\) cannot be used: .*float16"):
+        GraspPlanner(mlp(), 2, GraspConfig(fused_mlp=True, model_dtype="float16"))
