@@ -88,6 +88,8 @@ class PatchTransformerDynamics(nn.Module):
         tokens = self.token_in(states) + self.patch_pos + self.frame_pos.view(1, h, 1, -1)
         conditioned = tokens[:, -1:] + self.action_in(actions).view(n, 1, 1, -1)  # the action enters the newest frame
         tokens = torch.cat([tokens[:, :-1], conditioned], dim=1)
-        out = self.encoder(tokens.reshape(n, h * p, -1), mask=self.mask)
+        # is_causal=False: the frame-causal mask is given explicitly; without the hint nn.TransformerEncoder
+        # compares the mask with a causal one on every call, a device-to-host sync (and a torch.compile graph break)
+        out = self.encoder(tokens.reshape(n, h * p, -1), mask=self.mask, is_causal=False)
         newest = self.norm(out[:, -p:])
         return states[:, -1] + self.delta_scale * self.token_out(newest)
