@@ -18,19 +18,23 @@
 #                  trimmed grid GRASP_CUDA_TESTS_QUICK=1, which still includes shapes whose grids loop)
 #   bench        = op_speed,planner_speed
 #     op_speed       bench/op_speed.py (reference / Triton / CUDA / torch.compile table)
-#     planner_speed  bench/planner_speed.py --device cuda for --backend reference, triton and cuda
+#     planner_speed  = planner_speed_mlp,planner_speed_transformer: bench/planner_speed.py --device cuda, every
+#                    provider (a)-(g) in one table with floors and the issue-7 targets
+#       planner_speed_mlp          --model mlp (MLPDynamics grid, B*T 1e3..1e6; several torch.compile runs)
+#       planner_speed_transformer  --model transformer (DINO-WM shape, 196 tokens x 384, history 3)
 # A step that needs the module builds it first when it is missing or older than csrc/, python/ or
 # CMakeLists.txt (a fresh machine), so any subset runs on its own.
 #
 # Other knobs: PYTHON (default python3), OUT (default out/gpu_run), STEP_TIMEOUT (seconds per step,
 # 0 = none; a step over it is stopped and marked FAIL so the summary is still written), BENCH_ARGS
-# (extra arguments for both benchmarks, e.g. "--quick").
+# (extra arguments for both benchmarks, e.g. "--quick"), PLANNER_ARGS (extra arguments for planner_speed only,
+# e.g. "--model-dtype bfloat16" or "--shapes 16,512,256,64 --providers a b d g").
 #
 # Output, few files (the device tool returns at most 8 from $OUT), names carrying device and date:
 #   $OUT/gpu_run_<device>_<date>_summary.txt  PASS/FAIL per step, machine header
 #   $OUT/gpu_run_<device>_<date>.log          every step's full output, in order, with headers
 #   $OUT/op_speed_<device>_<date>.md          also bench/results/op_speed_<device>_<date>.md
-#   $OUT/planner_speed_<device>_<date>.md     the three backends' tables (also one file per backend
+#   $OUT/planner_speed_<device>_<date>.md     the mlp and transformer tables (also one file per model
 #                                             under bench/results/)
 # bench/results/gpu_run_cuda_<device>_<date>.txt accumulates the summaries of the day's calls.
 #
@@ -44,6 +48,7 @@ OUT=${OUT:-$ROOT/out/gpu_run}
 STEPS=${STEPS:-all}
 STEP_TIMEOUT=${STEP_TIMEOUT:-0}
 BENCH_ARGS=${BENCH_ARGS:-}
+PLANNER_ARGS=${PLANNER_ARGS:-}
 mkdir -p "$OUT" bench/results
 for d in /usr/local/cuda/bin /usr/local/cuda/compute-sanitizer; do [ -d "$d" ] && PATH="$PATH:$d"; done
 export PATH PYTHONUNBUFFERED=1
@@ -64,10 +69,11 @@ expand() {  # the selected steps, aliases expanded, in the canonical order
   want=${want//,tests,/,build_tests,gpu_tests,}
   want=${want//,sanitizer,/,memcheck,racecheck,initcheck,synccheck,}
   want=${want//,bench,/,op_speed,planner_speed,}
-  local known=" build build_tests gpu_tests memcheck racecheck initcheck synccheck op_speed planner_speed "
+  want=${want//,planner_speed,/,planner_speed_mlp,planner_speed_transformer,}
+  local known=" build build_tests gpu_tests memcheck racecheck initcheck synccheck op_speed planner_speed_mlp planner_speed_transformer "
   local s
   for s in ${want//,/ }; do
-    case "$known" in *" $s "*) ;; *) echo "unknown step '$s' (known:$known, all, tests, sanitizer, bench)" >&2; exit 2;; esac
+    case "$known" in *" $s "*) ;; *) echo "unknown step '$s' (known:$known, all, tests, sanitizer, bench, planner_speed)" >&2; exit 2;; esac
   done
   for s in $known; do case "$want" in *",$s,"*) echo "$s";; esac; done
 }
@@ -199,20 +205,18 @@ if selected op_speed; then
   # shellcheck disable=SC2086
   need_module && step op_speed "$PY" bench/op_speed.py $BENCH_ARGS --out "$TABLE" && cp "$TABLE" "$OUT/"
 fi
-if selected planner_speed; then
-  if need_module; then
-    COMBINED=$OUT/planner_speed_${DEVICE}_${STAMP}.md
-    echo "# planner_speed on $DEVICE, $STAMP (bench/planner_speed.py --device cuda)" > "$COMBINED"
-    for backend in reference triton cuda; do
-      TABLE=bench/results/planner_speed_${backend}_${DEVICE}_${STAMP}.md
-      # shellcheck disable=SC2086
-      if step "planner_speed_$backend" "$PY" bench/planner_speed.py --device cuda --backend "$backend" $BENCH_ARGS \
-          --out "$TABLE"; then
-        { echo; echo "## backend $backend"; echo; cat "$TABLE"; } >> "$COMBINED"
-      fi
-    done
+for model in mlp transformer; do
+  selected "planner_speed_$model" || continue
+  need_module || continue
+  COMBINED=$OUT/planner_speed_${DEVICE}_${STAMP}.md  # appended to by each model's step (separate calls too)
+  [ -f "$COMBINED" ] || echo "# planner_speed on $DEVICE, $STAMP (bench/planner_speed.py --device cuda)" > "$COMBINED"
+  TABLE=bench/results/planner_speed_${model}_${DEVICE}_${STAMP}.md
+  # shellcheck disable=SC2086
+  if step "planner_speed_$model" "$PY" bench/planner_speed.py --device cuda --model "$model" $BENCH_ARGS $PLANNER_ARGS \
+      --out "$TABLE"; then
+    { echo; echo "## --model $model"; echo; sed 's/^#/##/' "$TABLE"; } >> "$COMBINED"
   fi
-fi
+done
 
 # ---------------------------------------------------------------- wrap up
 # keep the combined log under the 16 MiB a returned file may have (sanitizer reports can be long)

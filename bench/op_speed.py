@@ -25,9 +25,7 @@ import datetime
 import math
 import os
 import platform
-import statistics
 import sys
-import time
 from typing import Callable, Optional
 
 import torch
@@ -36,10 +34,12 @@ if not torch.cuda.is_available():  # before any Triton kernel is defined
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+for _path in (ROOT, os.path.join(ROOT, "bench")):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 import grasp_kernels.ops as ops  # noqa: E402
+from _timing import copy_bandwidth_gbs, time_ms  # noqa: E402  (bench/_timing.py, shared with planner_speed.py)
 from grasp_kernels.backends import backend_unavailable_reason  # noqa: E402
 from grasp_kernels.reference import (  # noqa: E402
     action_step_ref,
@@ -56,36 +56,6 @@ QUICK_SHAPES = [(2, 8, 33), (4, 25, 100)]
 GAMMA = 0.5
 ADAM = dict(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8)
 NOISE_STD = 0.01
-
-
-# ----------------------------------------------------------------------------------------------
-# timing
-# ----------------------------------------------------------------------------------------------
-
-
-def time_ms(fn: Callable[[], object], device: torch.device, quick: bool) -> float:
-    """Median milliseconds of ``fn``: triton.testing.do_bench on a GPU, wall clock on the CPU."""
-    if device.type == "cuda":
-        import triton.testing
-
-        return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
-    fn()  # warm-up
-    reps = 3 if quick else 10
-    samples = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
-
-
-def copy_bandwidth_gbs(device: torch.device, quick: bool) -> float:
-    """Device copy bandwidth, ``dst.copy_(src)``: bytes read + written per second."""
-    n = (1 << 20) if quick else (1 << 27)  # 4 MB on the CPU smoke run, 512 MB on a GPU
-    src = torch.randn(n, device=device)
-    dst = torch.empty_like(src)
-    ms = time_ms(lambda: dst.copy_(src), device, quick)
-    return 2 * n * 4 / (ms * 1e-3) / 1e9
 
 
 # ----------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -34,6 +35,18 @@ def test_op_speed_quick(tmp_path):
     assert "unfused / fused time" in text
 
 
+def _table(text: str, title: str) -> list[list[str]]:
+    """The body rows (cells stripped) of the markdown table under ``## title``."""
+    section = text.split(f"## {title}\n")[1].split("\n## ")[0]
+    lines = [line for line in section.splitlines() if line.startswith("| ")][1:]  # minus the header row
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if not line.startswith("|---")]
+
+
+def _close(a: float, b: float, rel: float = 3e-3) -> bool:
+    """Equal up to the table's 4 significant digits (both sides rounded)."""
+    return abs(a - b) <= rel * max(abs(a), abs(b)) + 1e-9
+
+
 @pytest.mark.parametrize("model", ["mlp", "transformer"])
 def test_planner_speed_quick(tmp_path, model):
     out = tmp_path / "planner_speed.md"
@@ -42,15 +55,64 @@ def test_planner_speed_quick(tmp_path, model):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "planner_speed.py"), "--quick", "--model", model,
                            "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "failed" not in proc.stderr, proc.stderr[-4000:]
     text = out.read_text()
-    assert "device CPU" in text and "torch " in text
+    assert text.strip() == proc.stdout.strip()
+    assert "— CPU" in text
+    for needle in ("torch ", "triton ", "dtype:", "date:", "shapes:", "matmul", "copy bandwidth", "per plan = "):
+        assert needle in text, needle
     assert ("PatchTransformerDynamics" if model == "transformer" else "MLPDynamics") in text
-    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| B ")]
-    assert len(rows) == 4  # --quick: B in {1, 4} x T in {4, 8}
-    for row in rows:
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        batched, looped, ratio = float(cells[2]), float(cells[3]), float(cells[4].rstrip("x"))
-        assert batched > 0 and looped > 0 and abs(ratio - looped / batched) < 0.05 + 0.01 * ratio
+    iters, syncs = (int(v) for v in re.search(r"= (\d+) x iteration \+ (\d+) x sync", text).groups())
+    assert (iters, syncs) == (300, 6)
+    assert "0 graph break(s)" in text  # (c) is one compiled graph per shape
+
+    floors = {}
+    for cells in _table(text, "Shapes and floors"):
+        index, gflop, flop_ms, mb, byte_ms, floor, bound, sync, model_ms = (cells[0], *cells[5:])
+        floors[index] = (float(floor), float(sync), float(model_ms))
+        assert float(gflop) > 0 and float(mb) > 0 and float(sync) > 0 and float(model_ms) > 0
+        assert _close(float(floor), max(float(flop_ms), float(byte_ms)))
+        assert bound == ("FLOPs" if float(flop_ms) >= float(byte_ms) else "bytes")
+    assert len(floors) == 2  # --quick: two shapes
+
+    times = {}
+    for cells in _table(text, "Time per iteration and per plan"):
+        index, provider, iter_ms, plan_ms, pct_floor, vs_loop, outside = cells[0], *cells[3:]
+        floor, sync, model_ms = floors[index]
+        if iter_ms.startswith("n/a ("):
+            assert plan_ms == pct_floor == vs_loop == outside == "n/a"
+            times[index, provider[:3]] = None
+            continue
+        ms = float(iter_ms)
+        times[index, provider[:3]] = ms
+        assert ms > 0
+        assert _close(float(plan_ms), iters * ms + syncs * sync)
+        assert _close(float(pct_floor), 100 * floor / ms, 8e-3)
+        assert _close(float(vs_loop), times[index, "(a)"] / ms)
+        if provider[:3] in ("(b)", "(d)", "(e)"):
+            expected = 100 * (ms - model_ms) / ms  # percentage points; 3 digits printed, inputs rounded to 4
+            assert abs(float(outside) - expected) <= 8e-3 * abs(expected) + 0.06, (cells, expected)
+        else:
+            assert outside == "n/a"
+    for index in floors:
+        for key in ("(a)", "(b)", "(c)", "(d)"):  # the loop, reference, torch.compile and Triton (interpreter)
+            assert times[index, key] is not None, (index, key)
+        assert times[index, "(f)"] is None and f"| {index} | " in text and "(f) graph | n/a (not implemented)" in text
+        if model == "mlp":
+            assert times[index, "(g)"] is not None  # the fused MLP kernel under the interpreter
+        else:
+            assert times[index, "(g)"] is None and "(g) fused | n/a (MLP world models only)" in text
+
+    targets = _table(text, "Targets")
+    assert len(targets) == 2
+    for cells in targets:
+        index, best_name, best_ms, vs_loop, _, vs_compile, _, pct = cells[0], *cells[3:]
+        engine = {k: times[index, k] for k in ("(b)", "(d)", "(e)", "(f)", "(g)") if times[index, k] is not None}
+        best = min(engine.values())
+        assert best_name[:3] == min(engine, key=engine.get) and _close(float(best_ms), best)
+        assert _close(float(vs_loop), times[index, "(a)"] / best)
+        assert _close(float(vs_compile), times[index, "(c)"] / best)
+        assert _close(float(pct), 100 * floors[index][0] / best, 8e-3)
 
 
 def test_detour_quality_quick(tmp_path):
