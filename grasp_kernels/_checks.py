@@ -6,6 +6,7 @@ layout or values) with a message that names the argument and what was expected.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Optional, Union
 
@@ -82,24 +83,32 @@ def as_bound(
     device: torch.device,
     dtype: torch.dtype,
 ) -> Optional[torch.Tensor]:
-    """An action bound as a tensor ``[A]`` (None stays None)."""
+    """An action bound as a tensor ``[A]`` (None stays None).
+
+    Python numbers are checked for NaN on the host; a tensor bound costs one device sync for its NaN
+    check (planners convert their bounds once, before the loop).
+    """
     if bound is None:
         return None
     if isinstance(bound, torch.Tensor):
         tensor = bound.detach().to(device=device, dtype=dtype)
-    elif isinstance(bound, (int, float)) and not isinstance(bound, bool):
-        tensor = torch.full((action_dim,), float(bound), device=device, dtype=dtype)
+        if torch.isnan(tensor).any():
+            raise ValueError(f"{name} contains NaN")
     else:
-        try:
-            tensor = torch.tensor([float(b) for b in bound], device=device, dtype=dtype)  # type: ignore[union-attr]
-        except (TypeError, ValueError):
-            raise TypeError(f"{name} must be None, a float, a sequence of floats or a tensor, got {bound!r}") from None
+        if isinstance(bound, (int, float)) and not isinstance(bound, bool):
+            values = [float(bound)] * action_dim
+        else:
+            try:
+                values = [float(b) for b in bound]  # type: ignore[union-attr]
+            except (TypeError, ValueError):
+                raise TypeError(f"{name} must be None, a float, a sequence of floats or a tensor, got {bound!r}") from None
+        if any(math.isnan(v) for v in values):
+            raise ValueError(f"{name} contains NaN")
+        tensor = torch.tensor(values, device=device, dtype=dtype)
     if tensor.dim() == 0:
         tensor = tensor.expand(action_dim).clone()
     if tensor.shape != (action_dim,):
         raise ValueError(f"{name} must have one value per action dimension ({action_dim}), got shape {tuple(tensor.shape)}")
-    if torch.isnan(tensor).any():
-        raise ValueError(f"{name} contains NaN")
     return tensor
 
 

@@ -116,8 +116,9 @@ class GraspConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
         if self.model_dtype not in MODEL_DTYPES:
             raise ValueError(f"model_dtype must be one of {MODEL_DTYPES}, got {self.model_dtype!r}")
-        if not isinstance(self.fused_mlp, bool):
-            raise TypeError(f"fused_mlp must be a bool, got {type(self.fused_mlp).__name__}")
+        for name in ("fused_mlp", "stop_gradient", "anneal_noise", "check_finite"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         for name in ("action_low", "action_high"):

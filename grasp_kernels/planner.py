@@ -25,6 +25,7 @@ from ._problem import (
     final_rollout,
     initial_actions,
     make_problem,
+    NonFiniteError,
     raise_if_nonfinite,
     squeeze_single,
 )
@@ -139,7 +140,7 @@ class GraspPlanner:
         """Checked inputs, initial virtual states and actions, zeroed moments: the loop's state."""
         cfg = self.config
         problem = make_problem(s0, goal, self.state_shape, cfg.history)
-        if init_actions is not None and problem.single and init_actions.dim() == 2:
+        if isinstance(init_actions, torch.Tensor) and problem.single and init_actions.dim() == 2:
             init_actions = init_actions.unsqueeze(0)
         actions = initial_actions(init_actions, problem.batch, cfg.horizon, self.action_dim, problem.s0)
         chains = _repeat_chains(problem, cfg.particles)
@@ -158,6 +159,10 @@ class GraspPlanner:
             frames = torch.empty(chains.batch, lead + cfg.horizon, chains.state_dim, device=device, dtype=dtype)
             frames[:, :lead] = chains.history_frames.reshape(chains.batch, lead, chains.state_dim)
         backend = self.backend_for(device, dtype)
+        if backend != "reference":  # the kernels' form (+-inf where unbounded), built once: no per-step sync
+            inf = torch.tensor(float("inf"), device=device, dtype=dtype)
+            low = (-inf).expand(self.action_dim).contiguous() if low is None else low.contiguous()
+            high = inf.expand(self.action_dim).contiguous() if high is None else high.contiguous()
         packed, spare, fused_backend = None, None, None
         if cfg.fused_mlp:
             fused_backend = self._fused_mlp_backend(backend, device, dtype)
@@ -365,7 +370,8 @@ class GraspPlanner:
         cfg = self.config
         if cfg.check_finite:
             raise_if_nonfinite(state.energy_history, state.iteration, "the GRASP energy")
-            raise_if_nonfinite(state.actions.reshape(1, -1), 1, "the planned actions")
+            if not bool(torch.isfinite(state.actions).all()):
+                raise NonFiniteError(f"the planned actions hold NaN/Inf after {state.iteration} iterations")
         problem = state.problem
         with self._model_precision(state.states.device):
             rollout, distance = final_rollout(self._rollout_model(), state.chains, state.actions, state.weights)

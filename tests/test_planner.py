@@ -193,6 +193,7 @@ def _planner(**changes):
         (lambda: GraspConfig(backend="opencl"), "backend must be one of"),
         (lambda: GraspConfig(action_low="x"), "action_low must be None, a float or a sequence"),
         (lambda: GraspConfig(particles=0), "particles must be >= 1"),
+        (lambda: GraspConfig(stop_gradient="False"), "stop_gradient must be a bool"),
         (lambda: GraspPlanner(lambda s, a: s, 0), "action_dim must be an int >= 1"),
         (lambda: GraspPlanner(3, 2), "world_model must be callable"),
     ],
@@ -228,6 +229,8 @@ def test_bounds_of_the_wrong_length():
 def test_warm_start_of_the_wrong_shape():
     with pytest.raises(ValueError, match=r"init_actions must have shape \[2, 4, 2\]"):
         _planner().plan(torch.zeros(2, 3), torch.ones(2, 3), init_actions=torch.zeros(2, 5, 2))
+    with pytest.raises(TypeError, match="init_actions must be a torch.Tensor"):
+        _planner().plan(torch.zeros(3), torch.ones(3), init_actions=[[0.0, 0.0]] * 4)
 
 
 def test_world_model_returning_the_wrong_shape():
@@ -330,3 +333,30 @@ def test_model_dtype_errors():
         GraspConfig(model_dtype="int8")
     with pytest.raises(ValueError, match="fused_mlp=True\\) cannot be used: .*float16"):
         GraspPlanner(mlp(), 2, GraspConfig(fused_mlp=True, model_dtype="float16"))
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_no_host_sync_inside_the_lifted_loop(monkeypatch, backend):
+    """No tensor is read back to the host during lifted iterations (no .item(), no bool(tensor)):
+    on a GPU each would be a device sync (issue 7, item 1). The checks run per sync phase only."""
+    from grasp_kernels.backends import backend_unavailable_reason
+
+    if backend_unavailable_reason(backend, torch.device("cpu")) is not None:
+        pytest.skip(backend_unavailable_reason(backend, torch.device("cpu")))
+    config = GraspConfig(horizon=6, iters=4, sync_every=0, backend=backend, seed=3)
+    planner = GraspPlanner(mlp(), 2, config)
+    g = torch.Generator().manual_seed(0)
+    state = planner.start(torch.randn(3, 3, generator=g), torch.randn(3, 3, generator=g))
+    reads = []
+    for name in ("__bool__", "item", "tolist", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _original=original, _name=name, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    for _ in range(config.iters):
+        planner.iteration(state)
+    monkeypatch.undo()
+    assert reads == []

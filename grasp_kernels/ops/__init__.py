@@ -146,10 +146,21 @@ def state_step_(
 
 
 def _kernel_bounds(low: BoundArg, high: BoundArg, actions: torch.Tensor) -> list[torch.Tensor]:
-    """Bounds as float32 ``[A]`` tensors, +-inf where unbounded (the kernels' form)."""
+    """Bounds as float32 ``[A]`` tensors, +-inf where unbounded (the kernels' form).
+
+    Bounds already in that form (float32, ``[A]``, contiguous, on the actions' device) are used as
+    given, without a NaN check: that check would be a device sync on every step (planners validate
+    their bounds once, before the loop, and pass them in this form)."""
     bounds = []
+    action_dim = actions.shape[-1]
     for bound_name, bound, fill in (("low", low, float("-inf")), ("high", high, float("inf"))):
-        tensor = as_bound(bound_name, bound, actions.shape[-1], actions.device, torch.float32)
+        if (
+            isinstance(bound, torch.Tensor) and bound.dtype == torch.float32 and bound.shape == (action_dim,)
+            and bound.device == actions.device and bound.is_contiguous()
+        ):
+            bounds.append(bound)
+            continue
+        tensor = as_bound(bound_name, bound, action_dim, actions.device, torch.float32)
         if tensor is None:
             tensor = torch.full((actions.shape[-1],), fill, device=actions.device, dtype=torch.float32)
         bounds.append(tensor.contiguous())
