@@ -3,6 +3,9 @@
 # (an unpinned torch would pull a CUDA build with GBs of packages onto a CPU machine).
 PYTHON ?= python3
 TORCH_PIN ?= torch==2.13.0
+# This workplace's pip finds the CPU wheel of the pin locally. Elsewhere (PyPI's Linux torch is the CUDA
+# build), point pip at the CPU index: make test TORCH_INSTALL_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_INSTALL_ARGS ?=
 TRITON_PIN ?= triton==3.9.0
 PYTEST_ARGS ?=
 # The host libraries of grasp_kernels.integrations, installed with --no-deps so that pip never pulls
@@ -15,7 +18,7 @@ INTEGRATION_PINS ?= stable-worldmodel==0.1.1 torchrl==0.14.1 tensordict==0.14.3 
 .PHONY: setup integrations demo test bench clean
 
 setup:
-	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "$(TORCH_PIN)"
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q $(TORCH_INSTALL_ARGS) "$(TORCH_PIN)"
 	@$(PYTHON) -c "import triton" 2>/dev/null || $(PYTHON) -m pip install -q "$(TRITON_PIN)"
 	$(PYTHON) -m pip install -q -e ".[dev,demo]"
 	@$(MAKE) --no-print-directory integrations

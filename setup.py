@@ -66,7 +66,23 @@ def _cuda_extensions():
             raise SystemExit(f"grasp_kernels: {FLAG}=1 but nvcc was not found (set CUDACXX, PATH or CUDA_HOME)")
         _say("nvcc not found: skipping the CUDA module grasp_kernels._cuda (the cuda backend will be unavailable)")
         return []
+    if _find_cmake() is None and mode == "auto":
+        _say("nvcc found but CMake is missing: skipping the CUDA module grasp_kernels._cuda (install cmake to build it)")
+        return []
     return [CMakeExtension("grasp_kernels._cuda")]
+
+
+def _find_cmake():
+    """The cmake executable: on PATH, else from the `cmake` PyPI package; None if neither."""
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        try:
+            import cmake as cmake_pkg  # type: ignore
+
+            cmake = os.path.join(cmake_pkg.CMAKE_BIN_DIR, "cmake")
+        except ImportError:
+            return None
+    return cmake
 
 
 class CMakeExtension(Extension):
@@ -83,14 +99,9 @@ class CMakeBuild(build_ext):
         if not isinstance(ext, CMakeExtension):
             return super().build_extension(ext)
         nvcc = _find_nvcc()
-        cmake = shutil.which("cmake")
+        cmake = _find_cmake()
         if cmake is None:
-            try:  # the `cmake` PyPI package, if installed
-                import cmake as cmake_pkg  # type: ignore
-
-                cmake = os.path.join(cmake_pkg.CMAKE_BIN_DIR, "cmake")
-            except ImportError:
-                raise SystemExit(f"grasp_kernels: nvcc found but CMake is missing (install cmake, or set {FLAG}=0)")
+            raise SystemExit(f"grasp_kernels: nvcc found but CMake is missing (install cmake, or set {FLAG}=0)")
         try:
             import pybind11
         except ImportError:
@@ -126,7 +137,7 @@ setup(
     name="grasp_kernels",
     version="0.1.0",
     description="Fused Triton and CUDA kernels for GRASP, a parallel gradient-based planner for world models",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["grasp_kernels", "grasp_kernels.*"]),
