@@ -68,7 +68,7 @@ def demo_planners(task: NavigationTask, horizon: int, seed: int = 0, backend: st
     return {
         "GRASP": GraspPlanner(model, action_dim, grasp_config(horizon, seed, backend)),
         f"GRASP x{particles}": GraspPlanner(model, action_dim, grasp_config(horizon, seed, backend, particles)),
-        "GD": GDPlanner(model, action_dim, GDConfig(horizon=horizon, iters=200, lr=0.05, seed=seed, **bounds)),
+        "GD": GDPlanner(model, action_dim, GDConfig(horizon=horizon, iters=200, lr=0.05, **bounds)),
         "CEM": CEMPlanner(model, action_dim, CEMConfig(horizon=horizon, seed=seed, **bounds)),
         "MPPI": MPPIPlanner(model, action_dim, MPPIConfig(horizon=horizon, seed=seed, **bounds)),
     }

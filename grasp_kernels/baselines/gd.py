@@ -27,7 +27,8 @@ from ._common import validate_fields
 
 @dataclasses.dataclass
 class GDConfig:
-    """Shooting GD: ``iters`` Adam steps of rate ``lr`` on ``||rollout(s0, a)_T - g||^2``."""
+    """Shooting GD: ``iters`` Adam steps of rate ``lr`` on ``||rollout(s0, a)_T - g||^2`` (deterministic:
+    no seed)."""
 
     horizon: int = 50
     iters: int = 300
@@ -37,10 +38,9 @@ class GDConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     adam_eps: float = 1e-8
-    seed: int = 0
 
     def __post_init__(self) -> None:
-        validate_fields(self, ints=("horizon", "iters", "seed"), positive=("lr",))
+        validate_fields(self, ints=("horizon", "iters"), positive=("lr",))
 
 
 class GDPlanner:
