@@ -149,7 +149,8 @@ setup(
         "demo": ["matplotlib>=3.7"],
         "bench": ["pytest-benchmark>=4.0", "matplotlib>=3.7"],
         "dev": ["pytest>=7.4", "pytest-benchmark>=4.0", "matplotlib>=3.7", "safetensors>=0.4"],
-        "envs": [],
+        # The real simulators (PointMaze on MuJoCo, Push-T on pymunk); none of them depends on torch.
+        "envs": ["gymnasium-robotics>=1.4", "mujoco>=3.1", "gym-pusht>=0.1.5"],
         # torch-free dependencies of the adapters' host libraries; the libraries themselves
         # (stable-worldmodel, torchrl, tensordict) depend on torch and are installed with --no-deps by
         # `make integrations` so that pip never replaces torch.

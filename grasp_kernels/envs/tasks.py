@@ -1,0 +1,110 @@
+"""Start/goal pairs and success criteria for the real tasks (PointMaze, Push-T).
+
+Pairs are drawn from fixed seeds; the planning-quality benchmark tunes on one seed and evaluates on a
+disjoint held-out seed. All arrays are planning states (see :mod:`grasp_kernels.envs.sim`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .sim import (
+    POINTMAZE_SUCCESS_RADIUS,
+    PUSHT_ANGLE_TOLERANCE,
+    PUSHT_POSITION_TOLERANCE,
+    PointMazeEnv,
+    angle_difference,
+    check_env_name,
+    make_env,
+    pusht_pose,
+)
+
+# Pairs at least this many cells apart along the maze's shortest path ("across the maze").
+MIN_CELLS = {"pointmaze-umaze": 4, "pointmaze-medium": 8, "pointmaze-large": 12}
+# Keep the ball this far from a cell's centre at most, so it starts clear of the walls.
+CELL_JITTER = 0.25
+# Push-T goals: the block pose after an exploratory push; keep the pairs whose block moved the most.
+PUSHT_CANDIDATES_PER_PAIR = 8
+
+
+@dataclasses.dataclass
+class PairSet:
+    """``starts [N, D]`` and ``goals [N, D]`` (float32) for one environment."""
+
+    env_name: str
+    starts: np.ndarray
+    goals: np.ndarray
+    seed: int
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+
+def pointmaze_pairs(env: PointMazeEnv, n: int, seed: int, min_cells: int) -> PairSet:
+    """``n`` start/goal pairs whose cells are at least ``min_cells`` apart (shortest path), zero velocity."""
+    rng = np.random.default_rng(seed)
+    cells = env.free_cells()
+    far = {c: [g for g, d in env.cell_distances(c).items() if d >= min_cells] for c in cells}
+    sources = [c for c in cells if far[c]]
+    if not sources:
+        raise ValueError(f"{env.name}: no pair of cells is {min_cells} cells apart")
+    starts, goals = np.zeros((n, 4), np.float32), np.zeros((n, 4), np.float32)
+    for i in range(n):
+        start_cell = sources[rng.integers(len(sources))]
+        goal_cell = far[start_cell][rng.integers(len(far[start_cell]))]
+        starts[i, :2] = env.cell_center(*start_cell) + rng.uniform(-CELL_JITTER, CELL_JITTER, 2) * env.scaling
+        goals[i, :2] = env.cell_center(*goal_cell) + rng.uniform(-CELL_JITTER, CELL_JITTER, 2) * env.scaling
+    return PairSet(env.name, starts, goals, seed)
+
+
+def pusht_pairs(n: int, seed: int, horizon: int) -> PairSet:
+    """``n`` Push-T pairs: the goal is the state an exploratory pushing policy reaches in ``horizon`` model
+    steps in the simulator (so a plan of that horizon exists); of ``PUSHT_CANDIDATES_PER_PAIR * n`` such
+    rollouts the ``n`` that moved and turned the block the most are kept (the hard, non-greedy pushes)."""
+    from .exploration import collect
+
+    states, _ = collect("pusht", n * PUSHT_CANDIDATES_PER_PAIR, horizon, seed)
+    start_pose, goal_pose = pusht_pose(states[:, 0]), pusht_pose(states[:, -1])
+    moved = np.linalg.norm(goal_pose[:, :2] - start_pose[:, :2], axis=1) / PUSHT_POSITION_TOLERANCE
+    turned = angle_difference(goal_pose[:, 2], start_pose[:, 2]) / PUSHT_ANGLE_TOLERANCE
+    keep = np.argsort(-(moved + turned), kind="stable")[:n]
+    return PairSet("pusht", states[keep, 0].copy(), states[keep, -1].copy(), seed)
+
+
+def make_pairs(env_name: str, n: int, seed: int, horizon: int = 25) -> PairSet:
+    """Start/goal pairs for ``env_name`` (``horizon`` only matters for Push-T, whose goals are reached
+    by an exploratory push of that many steps)."""
+    key = check_env_name(env_name)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    if key == "pusht":
+        return pusht_pairs(n, seed, horizon)
+    env = make_env(key)
+    try:
+        return pointmaze_pairs(env, n, seed, MIN_CELLS[key])
+    finally:
+        env.close()
+
+
+def reached(env_name: str, states: np.ndarray, goals: np.ndarray) -> np.ndarray:
+    """``[N]`` bool: the open-loop goal region. PointMaze: position within 0.45 of the goal (the
+    environment's radius). Push-T: block within 20 px and pi/9 of the goal pose (DINO-WM's criterion)."""
+    key = check_env_name(env_name)
+    states, goals = np.asarray(states, np.float64), np.asarray(goals, np.float64)
+    if key == "pusht":
+        s, g = pusht_pose(states), pusht_pose(goals)
+        close = np.linalg.norm(s[:, :2] - g[:, :2], axis=1) <= PUSHT_POSITION_TOLERANCE
+        return close & (angle_difference(s[:, 2], g[:, 2]) <= PUSHT_ANGLE_TOLERANCE)
+    return np.linalg.norm(states[:, :2] - goals[:, :2], axis=1) <= POINTMAZE_SUCCESS_RADIUS
+
+
+def goal_error(env_name: str, states: np.ndarray, goals: np.ndarray) -> np.ndarray:
+    """``[N]`` the distance the task cares about: PointMaze position error (maze units); Push-T block
+    position error (px)."""
+    key = check_env_name(env_name)
+    states, goals = np.asarray(states, np.float64), np.asarray(goals, np.float64)
+    if key == "pusht":
+        return np.linalg.norm(pusht_pose(states)[:, :2] - pusht_pose(goals)[:, :2], axis=1)
+    return np.linalg.norm(states[:, :2] - goals[:, :2], axis=1)

@@ -1,0 +1,255 @@
+"""Receding-horizon MPC (grasp_kernels.mpc) in the real PointMaze simulator.
+
+No trained world model is needed: the planners use a hand-written differentiable approximation of
+PointMaze's point mass (one model step = 10 MuJoCo steps of 0.01 s; measured from rest, a unit force
+adds about 2.4 to the velocity per model step and the speed saturates near 5). It ignores walls and
+friction, so MPC has to correct real model error, which is the point of the loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("gymnasium_robotics")
+
+from grasp_kernels import GraspConfig, GraspPlanner, PlanResult  # noqa: E402
+from grasp_kernels.baselines import CEMConfig, CEMPlanner, GDConfig, GDPlanner, MPPIConfig, MPPIPlanner  # noqa: E402
+from grasp_kernels.envs.sim import SimBatch  # noqa: E402
+from grasp_kernels.mpc import MPCConfig, MPCResult, run_mpc, shift_actions  # noqa: E402
+
+HORIZON = 8
+
+
+class PointMassModel(torch.nn.Module):
+    """``(x, y, vx, vy), (fx, fy) -> next state``: velocity gains ``2.4 * a`` (clamped to +-5), position
+    integrates the mean velocity over the 0.1 s model step."""
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        position, velocity = states[:, :2], states[:, 2:]
+        new_velocity = (velocity + 2.4 * actions).clamp(-5.0, 5.0)
+        return torch.cat([position + 0.05 * (velocity + new_velocity), new_velocity], dim=1)
+
+
+class RecordingPlanner:
+    """Wraps a planner and records every ``init_actions`` it receives and every plan it returns."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.config, self.action_dim = inner, inner.config, inner.action_dim
+        self.inits: list = []
+        self.results: list[PlanResult] = []
+
+    def plan(self, s0, goal, init_actions=None):
+        self.inits.append(None if init_actions is None else init_actions.clone())
+        result = self.inner.plan(s0, goal, init_actions=init_actions)
+        self.results.append(result)
+        return result
+
+
+class ZeroPlanner:
+    """Always plans zero force: the ball stays where it is (the null hypothesis of the progress test)."""
+
+    def __init__(self) -> None:
+        self.config = GraspConfig(horizon=HORIZON, iters=0)
+        self.action_dim = 2
+
+    def plan(self, s0, goal, init_actions=None):
+        actions = torch.zeros(s0.shape[0], HORIZON, 2)
+        rollout = s0.unsqueeze(1).expand(-1, HORIZON + 1, -1).clone()
+        return PlanResult(actions, rollout, rollout, (s0 - goal).norm(dim=1), torch.zeros(0, s0.shape[0]))
+
+
+@pytest.fixture(scope="module")
+def sims() -> SimBatch:
+    batch = SimBatch("pointmaze-umaze", batch=2, seed=0)
+    yield batch
+    batch.close()
+
+
+def corridor_task(sims: SimBatch) -> tuple[np.ndarray, np.ndarray]:
+    """Two episodes, each two cells along a straight corridor of the U-maze, at rest."""
+    env = sims.envs[0]
+    starts = np.array([[*env.cell_center(1, 1), 0, 0], [*env.cell_center(3, 3), 0, 0]], dtype=np.float32)
+    goals = np.array([[*env.cell_center(1, 3), 0, 0], [*env.cell_center(3, 1), 0, 0]], dtype=np.float32)
+    return starts, goals
+
+
+def grasp_planner() -> GraspPlanner:
+    config = GraspConfig(horizon=HORIZON, iters=20, sync_every=10, sync_steps=5, backend="reference")
+    # The goal is at rest, and GRASP's dense goal term weighs every virtual state's velocity against the
+    # goal's zero velocity: with equal weights the plan creeps (speed costs as much as distance), so the
+    # velocity components get a small weight.
+    return GraspPlanner(PointMassModel(), 2, config, state_weights=torch.tensor([1.0, 1.0, 0.1, 0.1]))
+
+
+def cem_planner() -> CEMPlanner:
+    return CEMPlanner(PointMassModel(), 2, CEMConfig(horizon=HORIZON, samples=64, topk=8, iters=5))
+
+
+def position_distance(states: np.ndarray, goals: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(states[:, :2].astype(np.float64) - goals[:, :2], axis=1)
+
+
+@pytest.mark.parametrize("make_planner", [grasp_planner, cem_planner], ids=["grasp", "cem"])
+@pytest.mark.parametrize("replan_every", [1, 3])
+def test_end_to_end_reaches_goal(sims, make_planner, replan_every):
+    starts, goals = corridor_task(sims)
+    max_steps = 25
+    result = run_mpc(make_planner(), sims, starts, goals, MPCConfig(max_steps=max_steps, replan_every=replan_every))
+
+    assert isinstance(result, MPCResult) and isinstance(result.first_plan, PlanResult)
+    assert result.success.shape == (2,) and result.success.dtype == np.bool_
+    assert result.steps.shape == (2,) and np.issubdtype(result.steps.dtype, np.integer)
+    assert result.executed.shape == (2, max_steps + 1, 4) and result.executed.dtype == np.float32
+    assert result.actions.shape == (2, max_steps, 2)
+    assert result.first_plan.actions.shape == (2, HORIZON, 2)
+    assert result.first_plan.rollout.shape == (2, HORIZON + 1, 4)
+    np.testing.assert_allclose(result.executed[:, 0], starts, atol=1e-6)
+    # the first plan is made from the start as read back
+    np.testing.assert_allclose(result.first_plan.rollout[:, 0].numpy(), starts, atol=1e-6)
+
+    assert result.success.all(), f"steps {result.steps}, final {result.executed[:, -1]}"
+    assert (result.steps >= 1).all() and (result.steps < max_steps).all()
+    assert (position_distance(result.executed[:, -1], goals) < position_distance(starts, goals)).all()
+    # the sticky criterion was met at the recorded step: within 0.45 at some simulator step of that model step,
+    # so the model-step state before it was not yet within the radius
+    before = result.executed[np.arange(2), result.steps - 1]
+    assert (position_distance(before, goals) > 0.45).all()
+    np.testing.assert_allclose(
+        result.final_distance, np.linalg.norm(result.executed[:, -1].astype(np.float64) - goals, axis=1), rtol=1e-12
+    )
+    assert result.plans == -(-int(result.steps.max()) // replan_every)
+    assert 0 < result.planning_time <= result.wall_time
+    # executed actions are the planner's, within its bounds; NaN exactly where an episode did not step
+    stepped = np.arange(max_steps)[None, :] < result.steps[:, None]
+    assert np.isfinite(result.actions[stepped]).all() and np.isnan(result.actions[~stepped]).all()
+    assert (np.abs(result.actions[stepped]) <= 1.0 + 1e-6).all()
+
+
+@pytest.mark.parametrize(
+    "planner",
+    [
+        GDPlanner(PointMassModel(), 2, GDConfig(horizon=HORIZON, iters=10, lr=0.2)),
+        MPPIPlanner(PointMassModel(), 2, MPPIConfig(horizon=HORIZON, samples=32, iters=3)),
+    ],
+    ids=["gd", "mppi"],
+)
+def test_other_planners_run(sims, planner):
+    """GD and MPPI through the same loop (float64 inputs, explicit device, progress bar): shapes and movement."""
+    starts, goals = corridor_task(sims)
+    result = run_mpc(
+        planner, sims, starts.astype(np.float64), goals.astype(np.float64), MPCConfig(max_steps=4, replan_every=2),
+        progress=True, device="cpu",
+    )
+    assert result.executed.shape == (2, 5, 4) and result.plans == 2
+    assert result.first_plan.actions.shape == (2, HORIZON, 2) and result.first_plan.actions.dtype == torch.float32
+    assert (position_distance(result.executed[:, -1], goals) < position_distance(starts, goals)).all()
+
+
+def test_zero_planner_makes_no_progress(sims):
+    """The null planner: the end-to-end progress checks above are not satisfied by doing nothing."""
+    starts, goals = corridor_task(sims)
+    result = run_mpc(ZeroPlanner(), sims, starts, goals, MPCConfig(max_steps=6, replan_every=2))
+    assert not result.success.any()
+    np.testing.assert_array_equal(result.steps, [6, 6])
+    assert result.plans == 3
+    np.testing.assert_allclose(result.executed, np.repeat(starts[:, None], 7, axis=1), atol=1e-6)
+
+
+def test_shift_actions_is_exact():
+    actions = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)
+    shifted = shift_actions(actions, 2)
+    expected = torch.cat([actions[:, 2:], actions[:, 4:5], actions[:, 4:5]], dim=1)
+    assert torch.equal(shifted, expected)
+    assert torch.equal(actions, torch.arange(30, dtype=torch.float32).reshape(2, 5, 3)), "input modified"
+    same = shift_actions(actions, 0)
+    assert torch.equal(same, actions) and same.data_ptr() != actions.data_ptr()
+    assert torch.equal(shift_actions(actions, 5), actions[:, 4:5].expand(-1, 5, -1))
+    with pytest.raises(ValueError, match="shift"):
+        shift_actions(actions, 6)
+    with pytest.raises(ValueError, match="shift"):
+        shift_actions(actions, -1)
+
+
+@pytest.mark.parametrize("warm_start", [True, False])
+def test_warm_start_passes_the_shifted_plan(sims, warm_start):
+    starts, goals = corridor_task(sims)
+    planner = RecordingPlanner(grasp_planner())
+    config = MPCConfig(max_steps=6, replan_every=2, warm_start=warm_start, stop_on_success=False)
+    result = run_mpc(planner, sims, starts, goals, config)
+    assert result.plans == len(planner.inits) == 3
+    assert planner.inits[0] is None
+    for previous, init in zip(planner.results, planner.inits[1:]):
+        if warm_start:
+            assert torch.equal(init, shift_actions(previous.actions, 2))
+        else:
+            assert init is None
+    # the executed actions are the first replan_every rows of each plan
+    executed = np.concatenate([r.actions[:, :2].numpy() for r in planner.results], axis=1)
+    np.testing.assert_array_equal(result.actions, executed)
+
+
+def test_succeeded_episodes_stay_frozen(sims):
+    """Episode 0 starts 0.6 short of its goal, moving towards it: success during model step 1. Episode 1
+    is two cells away and keeps going."""
+    starts, goals = corridor_task(sims)
+    starts[0] = [goals[0, 0] - 0.6, goals[0, 1], 3.0, 0.0]
+    max_steps = 8
+    result = run_mpc(cem_planner(), sims, starts, goals, MPCConfig(max_steps=max_steps))
+    assert result.steps[0] == 1 and result.success[0]
+    np.testing.assert_array_equal(result.executed[0, 2:], np.repeat(result.executed[0, 1:2], max_steps - 1, axis=0))
+    assert np.isnan(result.actions[0, 1:]).all() and np.isfinite(result.actions[0, 0]).all()
+    # the simulator itself did not move after the success
+    np.testing.assert_array_equal(sims.envs[0].state(), result.executed[0, 1])
+    assert result.steps[1] > 1
+    assert not np.allclose(result.executed[1, 2], result.executed[1, 1])
+
+    # without stop_on_success the same episode keeps stepping (and its success stays recorded)
+    unfrozen = run_mpc(cem_planner(), sims, starts, goals, MPCConfig(max_steps=max_steps, stop_on_success=False))
+    assert unfrozen.steps[0] == 1 and unfrozen.success[0]
+    assert np.isfinite(unfrozen.actions).all()
+    assert not np.allclose(unfrozen.executed[0, 2], unfrozen.executed[0, 1])
+
+
+def test_all_starts_successful(sims):
+    _, goals = corridor_task(sims)
+    result = run_mpc(grasp_planner(), sims, goals.copy(), goals, MPCConfig(max_steps=5))
+    assert result.success.all()
+    np.testing.assert_array_equal(result.steps, [0, 0])
+    np.testing.assert_allclose(result.executed, np.repeat(goals[:, None], 6, axis=1), atol=1e-6)
+    assert np.isnan(result.actions).all()
+    assert result.plans == 1 and result.first_plan.actions.shape == (2, HORIZON, 2)
+    np.testing.assert_allclose(result.final_distance, 0.0, atol=1e-6)
+
+
+def test_bad_inputs(sims):
+    starts, goals = corridor_task(sims)
+    planner = cem_planner()
+    config = MPCConfig(max_steps=3)
+    with pytest.raises(ValueError, match="starts"):
+        run_mpc(planner, sims, starts[:1], goals, config)
+    with pytest.raises(ValueError, match="starts"):
+        run_mpc(planner, sims, starts[:, :2], goals, config)
+    with pytest.raises(ValueError, match="goals"):
+        run_mpc(planner, sims, starts, goals[:, :3], config)
+    bad = starts.copy()
+    bad[1, 0] = np.nan
+    with pytest.raises(ValueError, match="starts"):
+        run_mpc(planner, sims, bad, goals, config)
+    with pytest.raises(ValueError, match="replan_every"):
+        MPCConfig(max_steps=3, replan_every=0)
+    with pytest.raises(ValueError, match="replan_every"):
+        run_mpc(planner, sims, starts, goals, MPCConfig(max_steps=3, replan_every=HORIZON + 1))
+    with pytest.raises(ValueError, match="max_steps"):
+        MPCConfig(max_steps=0)
+    mutated = MPCConfig(max_steps=3)
+    mutated.max_steps = 0  # run_mpc re-validates a config changed after construction
+    with pytest.raises(ValueError, match="max_steps"):
+        run_mpc(planner, sims, starts, goals, mutated)
+    with pytest.raises(TypeError, match="warm_start"):
+        MPCConfig(max_steps=3, warm_start=1)
+    with pytest.raises(TypeError, match="config"):
+        run_mpc(planner, sims, starts, goals, {"max_steps": 3})
+    with pytest.raises(ValueError, match="action_dim"):
+        run_mpc(CEMPlanner(PointMassModel(), 3, CEMConfig(horizon=HORIZON)), sims, starts, goals, config)

@@ -1,0 +1,127 @@
+"""The real simulators wrap and step through their own packages; pairs and success criteria."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gymnasium_robotics")
+pytest.importorskip("gym_pusht")
+
+from grasp_kernels.envs.sim import ENV_NAMES, SimBatch, check_env_name, make_env, pusht_pose, pusht_state  # noqa: E402
+from grasp_kernels.envs.tasks import MIN_CELLS, goal_error, make_pairs, reached  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ENV_NAMES)
+def test_env_wraps_and_steps(name):
+    env = make_env(name)
+    try:
+        pairs = make_pairs(name, 2, seed=3, horizon=5)
+        state = env.reset_to(pairs.starts[0], pairs.goals[0])
+        assert state.dtype == np.float32 and state.shape == (env.state_dim,)
+        np.testing.assert_allclose(state[:2], pairs.starts[0, :2], atol=1e-5)
+        moved = [env.step(np.array([0.7, -0.4])) for _ in range(4)]
+        assert all(s.shape == (env.state_dim,) and np.isfinite(s).all() for s in moved)
+        assert not np.allclose(moved[-1][:2], state[:2]), "the action moved nothing"
+        assert isinstance(env.is_success(), bool)
+    finally:
+        env.close()
+
+
+def test_pointmaze_action_repeat_moves_further():
+    short, long_ = make_env("pointmaze-medium", action_repeat=2), make_env("pointmaze-medium", action_repeat=10)
+    start = np.array([*short.cell_center(4, 4), 0.0, 0.0])  # a free cell of the Medium layout
+    for env in (short, long_):
+        env.reset_to(start, start + 5)
+    a = short.step(np.array([1.0, 0.0]))
+    b = long_.step(np.array([1.0, 0.0]))
+    assert b[0] - start[0] > 2 * (a[0] - start[0]) > 0
+
+
+def test_pointmaze_walls_stop_the_ball():
+    env = make_env("pointmaze-medium")
+    start = np.array([*env.cell_center(1, 1), 0.0, 0.0])  # (0, 1) above is a wall
+    env.reset_to(start, start)
+    for _ in range(20):
+        state = env.step(np.array([0.0, 1.0]))
+    assert state[1] < start[1] + 0.5 * env.scaling
+
+
+def test_pointmaze_success_is_the_env_radius():
+    env = make_env("pointmaze-umaze")
+    start = np.array([*env.cell_center(1, 1), 0.0, 0.0], dtype=np.float32)
+    env.reset_to(start, start + np.array([0.4, 0.0, 0.0, 0.0], dtype=np.float32))
+    assert env.is_success()
+    env.reset_to(start, start + np.array([0.5, 0.0, 0.0, 0.0], dtype=np.float32))
+    assert not env.is_success()
+
+
+def test_pusht_state_round_trip_and_goal_coverage():
+    env = make_env("pusht")
+    state = pusht_state((100.0, 120.0), (256.0, 256.0), math.pi / 4)
+    read = env.reset_to(state, state)
+    np.testing.assert_allclose(pusht_pose(read), pusht_pose(state), atol=1e-3)
+    env.step(np.zeros(2))
+    assert env.is_success(), "a block resting on its goal pose covers it"
+    env.reset_to(state, pusht_state((100.0, 120.0), (356.0, 256.0), 0.0))
+    env.step(np.zeros(2))
+    assert not env.is_success()
+
+
+def test_pairs_are_far_apart_and_reproducible():
+    env = make_env("pointmaze-medium")
+    pairs = make_pairs("pointmaze-medium", 12, seed=5)
+    again = make_pairs("pointmaze-medium", 12, seed=5)
+    other = make_pairs("pointmaze-medium", 12, seed=6)
+    np.testing.assert_array_equal(pairs.starts, again.starts)
+    assert not np.array_equal(pairs.starts, other.starts)
+    for s, g in zip(pairs.starts, pairs.goals):
+        cs = tuple(env._env.maze.cell_xy_to_rowcol(s[:2]))
+        cg = tuple(env._env.maze.cell_xy_to_rowcol(g[:2]))
+        assert env.cell_distances(cs)[cg] >= MIN_CELLS["pointmaze-medium"]
+    assert np.all(pairs.starts[:, 2:] == 0) and np.all(pairs.goals[:, 2:] == 0)
+
+
+def test_pusht_pairs_move_the_block():
+    pairs = make_pairs("pusht", 3, seed=0, horizon=10)
+    assert pairs.starts.shape == pairs.goals.shape == (3, 6)
+    assert np.all(goal_error("pusht", pairs.starts, pairs.goals) > 0) or not np.all(reached("pusht", pairs.starts, pairs.goals))
+
+
+def test_reached_criteria():
+    goals = np.zeros((2, 4), np.float32)
+    states = np.array([[0.44, 0, 3, 3], [0.46, 0, 0, 0]], np.float32)
+    assert reached("pointmaze-large", states, goals).tolist() == [True, False]
+    g = pusht_state((0, 0), (200, 200), 0.0)[None].repeat(3, 0)
+    s = np.stack([
+        pusht_state((300, 300), (215, 200), 0.3),   # within 20 px and pi/9: reached (agent ignored)
+        pusht_state((0, 0), (225, 200), 0.0),       # 25 px off
+        pusht_state((0, 0), (200, 200), 0.5),       # 0.5 rad > pi/9
+    ])
+    assert reached("pusht", s, g).tolist() == [True, False, False]
+    np.testing.assert_allclose(goal_error("pusht", s, g), [15, 25, 0], atol=1e-3)
+
+
+@pytest.mark.parametrize("bad, message", [("pointmaze-tiny", "unknown PointMaze layout"), ("cartpole", "unknown environment")])
+def test_unknown_names_are_clear_errors(bad, message):
+    with pytest.raises(ValueError, match=message):
+        check_env_name(bad)
+    with pytest.raises(ValueError, match=message):
+        make_env(bad)
+    with pytest.raises(ValueError, match=message):
+        make_pairs(bad, 2, seed=0)
+
+
+def test_bad_shapes_are_clear_errors():
+    env = make_env("pointmaze-umaze")
+    with pytest.raises(ValueError, match="shape"):
+        env.reset_to(np.zeros(3), np.zeros(4))
+    batch = SimBatch("pointmaze-umaze", 2)
+    with pytest.raises(ValueError, match="states must have shape"):
+        batch.reset_to(np.zeros((3, 4)), np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="actions must have shape"):
+        batch.step(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="batch"):
+        SimBatch("pointmaze-umaze", 0)
