@@ -141,6 +141,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["grasp_kernels", "grasp_kernels.*"]),
+    package_data={"grasp_kernels": ["weights/*.safetensors", "weights/*.json"]},
     # torch is deliberately unpinned here: `make setup` installs the CPU wheel 2.13.0 only when torch
     # is missing, so that pip never replaces a CUDA torch (or pulls one onto a CPU machine).
     install_requires=["torch>=2.4", "numpy>=1.24", "tqdm>=4.60"],

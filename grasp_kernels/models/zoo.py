@@ -1,0 +1,221 @@
+"""Saving and loading trained :class:`MLPDynamics` world models (safetensors, never pickle).
+
+A model file ``<stem>.safetensors`` holds the float32 weights and normalisation buffers with metadata
+(format version, environment, dimensions, architecture); a JSON model card ``<stem>.json`` beside it
+records the data, seed, exact reproduce command and held-out metrics. The package ships one model per
+environment in ``grasp_kernels/weights/<env>.safetensors``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+from ..envs.sim import PointMazeEnv, PushTEnv, check_env_name
+from .mlp import MLPDynamics
+
+FORMAT = "grasp_kernels.mlp_dynamics"
+FORMAT_VERSION = 1
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+ACTIVATIONS: dict[str, type[nn.Module]] = {"SiLU": nn.SiLU, "ReLU": nn.ReLU, "Tanh": nn.Tanh, "GELU": nn.GELU}
+
+PathLike = Union[str, os.PathLike]
+
+
+def env_dims(env_name: str) -> tuple[int, int]:
+    """``(state_dim, action_dim)`` of an environment, without building its simulator."""
+    name = check_env_name(env_name)
+    cls = PushTEnv if name == "pusht" else PointMazeEnv
+    return cls.state_dim, cls.action_dim
+
+
+def default_path(env_name: str) -> Path:
+    """The shipped model file of ``env_name``: ``grasp_kernels/weights/<env>.safetensors``."""
+    return WEIGHTS_DIR / f"{check_env_name(env_name)}.safetensors"
+
+
+def card_path(path: PathLike) -> Path:
+    """The model card beside a model file: ``<stem>.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def _reproduce_hint(env_name: str) -> str:
+    return f"python -m grasp_kernels.models.training --env {env_name} --seed 0 --out {WEIGHTS_DIR}"
+
+
+def _architecture(model: MLPDynamics) -> tuple[int, int, str]:
+    """``(hidden, depth, activation name)`` read off ``model.net`` (alternating Linear, activation, ... Linear)."""
+    linears = [m for m in model.net if isinstance(m, nn.Linear)]
+    activations = {type(m).__name__ for m in model.net if not isinstance(m, nn.Linear)}
+    if len(activations) != 1 or next(iter(activations)) not in ACTIVATIONS:
+        raise ValueError(f"model: expected one activation type among {sorted(ACTIVATIONS)}, got {sorted(activations)}")
+    return linears[0].out_features, len(linears) - 1, next(iter(activations))
+
+
+def save_world_model(
+    model: MLPDynamics, path: PathLike, env_name: str, metrics: dict, reproduce: Optional[str] = None
+) -> Path:
+    """Write ``model`` to ``path`` (safetensors, float32) and its JSON model card beside it.
+
+    Args:
+        model: the trained model.
+        path: the ``.safetensors`` file to write (parent directories are created).
+        env_name: the environment it was trained for; must match the model's dimensions.
+        metrics: held-out metrics and training details (e.g. :func:`train_world_model`'s dict), stored in the card.
+        reproduce: the exact command that rebuilds the file (default: the CLI with the card's seed).
+
+    Returns:
+        The path written.
+    """
+    from safetensors.torch import save_file
+
+    name = check_env_name(env_name)
+    if not isinstance(model, MLPDynamics):
+        raise TypeError(f"model must be an MLPDynamics, got {type(model).__name__}")
+    expected = env_dims(name)
+    if (model.state_dim, model.action_dim) != expected:
+        raise ValueError(
+            f"model has (state_dim, action_dim) = {(model.state_dim, model.action_dim)} but env {name!r} has {expected}"
+        )
+    hidden, depth, activation = _architecture(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "env": name,
+        "state_dim": str(model.state_dim),
+        "action_dim": str(model.action_dim),
+        "hidden": str(hidden),
+        "depth": str(depth),
+        "activation": activation,
+    }
+    save_file(tensors, str(path), metadata=metadata)
+    # safetensors creates the file owner-only (0600); shipped package data must be readable by everyone.
+    os.chmod(path, 0o644)
+    seed = metrics.get("seed", 0)
+    card = {
+        "env": name,
+        "file": path.name,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": {
+            "class": "grasp_kernels.models.MLPDynamics",
+            "state_dim": model.state_dim,
+            "action_dim": model.action_dim,
+            "hidden": hidden,
+            "depth": depth,
+            "activation": activation,
+            "parameters": int(sum(p.numel() for p in model.parameters())),
+            "residual": "s' = s + delta_scale * net([(s - state_mean) / state_std, (a - action_mean) / action_std])",
+        },
+        "data": metrics.get("data", {}),
+        "training": {"config": metrics.get("config", {}), "seed": seed, "train_seconds": metrics.get("train_seconds"),
+                     "collect_seconds": metrics.get("collect_seconds"), "final_loss": metrics.get("final_loss")},
+        "reproduce": reproduce or f"python -m grasp_kernels.models.training --env {name} --seed {seed} --out {path.parent}",
+        "metrics": {k: v for k, v in metrics.items() if k in ("one_step", "one_step_normalised_rmse")
+                    or (k.startswith("h") and k[1:].isdigit())},
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "library": {"torch": torch.__version__},
+    }
+    card_path(path).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def _int_field(metadata: dict, key: str, path: Path) -> int:
+    try:
+        value = int(metadata[key])
+    except (KeyError, ValueError):
+        raise ValueError(f"world model file {path}: metadata field {key!r} is missing or not an integer") from None
+    if value < 1:
+        raise ValueError(f"world model file {path}: metadata field {key!r} must be >= 1, got {value}")
+    return value
+
+
+def load_world_model(env_name: str, path: Optional[PathLike] = None, device: Union[str, torch.device] = "cpu") -> MLPDynamics:
+    """Load a world model for ``env_name`` (eval mode, on ``device``).
+
+    Args:
+        env_name: ``pointmaze-umaze|medium|large`` or ``pusht``.
+        path: a ``.safetensors`` file written by :func:`save_world_model`; default the shipped
+            ``grasp_kernels/weights/<env>.safetensors``.
+        device: where to put the model.
+
+    Raises:
+        ValueError: unknown env name; a corrupt or truncated file; a file for another environment (metadata
+            env, or dimensions that do not fit ``env_name``); tensors that do not fit the metadata's architecture.
+        FileNotFoundError: no such file (the message says how to reproduce it).
+    """
+    from safetensors import safe_open
+
+    name = check_env_name(env_name)
+    path = default_path(name) if path is None else Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"world model file {path} for env {name!r} not found; train it with: {_reproduce_hint(name)}"
+            + ("" if path == default_path(name) else f" (and pass --out {path.parent})")
+        )
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as error:  # safetensors raises SafetensorError, OSError or others on damaged files
+        raise ValueError(
+            f"world model file {path} is corrupt or not a safetensors file ({type(error).__name__}: {error}); "
+            f"rebuild it with: {_reproduce_hint(name)}"
+        ) from error
+
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"world model file {path} is not a {FORMAT} file (metadata format={metadata.get('format')!r})")
+    version = metadata.get("format_version")
+    if version != str(FORMAT_VERSION):
+        raise ValueError(f"world model file {path} has format_version {version!r}; this library reads {FORMAT_VERSION}")
+    file_env = metadata.get("env")
+    if file_env != name:
+        raise ValueError(f"world model file {path} was trained for env {file_env!r}, not for the requested env {name!r}")
+    dims = (_int_field(metadata, "state_dim", path), _int_field(metadata, "action_dim", path))
+    if dims != env_dims(name):
+        raise ValueError(
+            f"world model file {path} has (state_dim, action_dim) = {dims} but env {name!r} has {env_dims(name)}"
+        )
+    hidden, depth = _int_field(metadata, "hidden", path), _int_field(metadata, "depth", path)
+    activation = metadata.get("activation")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"world model file {path}: unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
+
+    model = MLPDynamics(dims[0], dims[1], hidden=hidden, depth=depth, activation=ACTIVATIONS[activation])
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    if expected != found:
+        missing = sorted(set(expected) - set(found))
+        extra = sorted(set(found) - set(expected))
+        wrong = sorted(f"{k}: {found[k]} != {expected[k]}" for k in set(found) & set(expected) if found[k] != expected[k])
+        raise ValueError(
+            f"world model file {path}: tensors do not fit the architecture in its metadata "
+            f"(hidden={hidden}, depth={depth}): missing {missing}, unexpected {extra}, wrong shapes {wrong}"
+        )
+    bad = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"world model file {path}: non-finite values in {bad}")
+    model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    return model.to(device).eval()
+
+
+def recorded_metrics(env_name: str, path: Optional[PathLike] = None) -> dict:
+    """The model card of ``env_name``'s model (default: the shipped one) as a dict; its ``"metrics"`` hold the
+    held-out errors measured at training time."""
+    name = check_env_name(env_name)
+    card = card_path(default_path(name) if path is None else Path(path))
+    if not card.is_file():
+        raise FileNotFoundError(f"model card {card} for env {name!r} not found; train it with: {_reproduce_hint(name)}")
+    try:
+        return json.loads(card.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"model card {card} is not valid JSON: {error}") from error

@@ -1,0 +1,180 @@
+"""Shipped world models, exploratory data collection, training and the model zoo's error handling (CPU, fast)."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("gymnasium_robotics")
+pytest.importorskip("gym_pusht")
+pytest.importorskip("safetensors")
+
+from grasp_kernels.envs.exploration import collect, pusht_block_distance, random_start_states  # noqa: E402
+from grasp_kernels.envs.sim import ENV_NAMES, make_env  # noqa: E402
+from grasp_kernels.models import MLPDynamics  # noqa: E402
+from grasp_kernels.models.training import evaluate, train_world_model  # noqa: E402
+from grasp_kernels.models.zoo import (  # noqa: E402
+    default_path,
+    load_world_model,
+    recorded_metrics,
+    save_world_model,
+)
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+# ------------------------------------------------------------------------------------------ shipped models
+
+
+@pytest.mark.parametrize("name", ENV_NAMES)
+def test_shipped_model_matches_its_card(name):
+    model = load_world_model(name)
+    card = recorded_metrics(name)
+    assert card["env"] == name
+    assert default_path(name).stat().st_size < 2_000_000
+    # A fresh batch from a seed the model never saw, shorter than the training trajectories: the one-step
+    # error may differ by sampling noise but not by a factor 2.
+    states, actions = collect(name, trajectories=16, length=20, seed=987_654)
+    metrics = evaluate(model, name, states, actions, horizons=(10,))
+    recorded = card["metrics"]["one_step_normalised_rmse"]
+    assert math.isfinite(metrics["one_step_normalised_rmse"])
+    assert metrics["one_step_normalised_rmse"] < 2 * recorded + 0.05, (metrics, recorded)
+    # Open loop, the model beats predicting "nothing moves" by a clear margin.
+    group = "block_px" if name == "pusht" else "position"
+    assert metrics["h10"][group] < metrics["h10"]["constant"][group]
+
+
+# ----------------------------------------------------------------------------------------------- collect
+
+
+@pytest.mark.parametrize("name", ["pointmaze-umaze", "pusht"])
+def test_collect_shapes_determinism_bounds(name):
+    states, actions = collect(name, trajectories=5, length=12, seed=3)
+    dim = 6 if name == "pusht" else 4
+    assert states.shape == (5, 13, dim) and states.dtype == np.float32
+    assert actions.shape == (5, 12, 2) and actions.dtype == np.float32
+    assert np.all(np.abs(actions) <= 1.0)
+    again_states, again_actions = collect(name, trajectories=3, length=12, seed=3)
+    np.testing.assert_array_equal(again_states, states[:3])  # deterministic, and prefix-stable
+    np.testing.assert_array_equal(again_actions, actions[:3])
+    other, _ = collect(name, trajectories=3, length=12, seed=4)
+    assert not np.array_equal(other, states[:3])
+    if name == "pusht":
+        assert np.all((states[..., :2] >= 0) & (states[..., :2] <= 5.12))
+        np.testing.assert_allclose(np.hypot(states[..., 4], states[..., 5]), 1.0, atol=1e-5)
+    else:
+        env = make_env(name)
+        walls = env.maze_map.shape[0] / 2 * env.scaling
+        assert np.all(np.abs(states[..., :2]) < walls)
+        assert np.all(np.abs(states[..., 2:]) <= 5.5)  # the env clips velocities to 5 before each sim step
+
+
+def test_random_start_states_are_valid():
+    starts = random_start_states("pointmaze-medium", 20, seed=1)
+    assert starts.shape == (20, 4) and np.all(starts[:, 2:] == 0)
+    env = make_env("pointmaze-medium")
+    for state in starts:
+        np.testing.assert_allclose(env.reset_to(state, state), state, atol=1e-6)
+        cell = np.round(env.maze_map.shape[0] / 2 - 0.5 - state[1]), np.round(state[0] + env.maze_map.shape[1] / 2 - 0.5)
+        assert env.maze_map[int(cell[0]), int(cell[1])] != 1
+    np.testing.assert_array_equal(random_start_states("pointmaze-medium", 20, seed=1), starts)
+    pusht = random_start_states("pusht", 10, seed=1)
+    assert pusht.shape == (10, 6)
+    distance = pusht_block_distance(pusht[:, :2] * 100, pusht[:, 2:4] * 100, np.arctan2(pusht[:, 5], pusht[:, 4]))
+    assert np.all(distance > 15.0)  # the agent (radius 15 px) starts clear of the block
+
+
+# -------------------------------------------------------------------------------------------- bad inputs
+
+
+def test_unknown_env_and_layout():
+    with pytest.raises(ValueError, match="unknown environment"):
+        load_world_model("cartpole")
+    with pytest.raises(ValueError, match="unknown PointMaze layout"):
+        load_world_model("pointmaze-huge")
+    with pytest.raises(ValueError, match="unknown PointMaze layout"):
+        collect("pointmaze-huge", 2, 2, seed=0)
+    with pytest.raises(ValueError, match="trajectories"):
+        collect("pusht", 0, 2, seed=0)
+
+
+def test_model_file_for_another_env(tmp_path):
+    copy = tmp_path / "pusht-copy.safetensors"
+    shutil.copy(default_path("pusht"), copy)
+    with pytest.raises(ValueError, match=r"'pusht'.*'pointmaze-medium'"):
+        load_world_model("pointmaze-medium", path=copy)
+
+
+def test_dimension_mismatch_with_env(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "lying.safetensors"
+    tensors = load_file(str(default_path("pusht")))
+    metadata = {"format": "grasp_kernels.mlp_dynamics", "format_version": "1", "env": "pointmaze-umaze",
+                "state_dim": "6", "action_dim": "2", "hidden": "256", "depth": "3", "activation": "SiLU"}
+    save_file(tensors, str(path), metadata=metadata)
+    with pytest.raises(ValueError, match=r"\(6, 2\).*pointmaze-umaze.*\(4, 2\)"):
+        load_world_model("pointmaze-umaze", path=path)
+
+
+def test_tensor_shapes_must_fit_metadata(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(default_path("pusht")), framework="pt") as handle:
+        metadata = dict(handle.metadata())
+    metadata["hidden"] = "128"
+    path = tmp_path / "shapes.safetensors"
+    save_file(load_file(str(default_path("pusht"))), str(path), metadata=metadata)
+    with pytest.raises(ValueError, match="do not fit the architecture"):
+        load_world_model("pusht", path=path)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_file(tmp_path, damage):
+    path = tmp_path / "broken.safetensors"
+    data = default_path("pointmaze-medium").read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"\x00not a model" * 50, "empty": b""}[damage])
+    with pytest.raises(ValueError, match=r"broken\.safetensors.*corrupt"):
+        load_world_model("pointmaze-umaze", path=path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"missing\.safetensors.*python -m grasp_kernels\.models\.training"):
+        load_world_model("pusht", path=tmp_path / "missing.safetensors")
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+
+def test_tiny_training_round_trip(tmp_path):
+    model, metrics = train_world_model(
+        "pointmaze-umaze", seed=5, trajectories=6, length=12, heldout_trajectories=3, hidden=32, depth=2,
+        steps=15, batch_size=32, rollout_steps=4, progress=False,
+    )
+    for key in ("one_step", "h10"):
+        assert all(math.isfinite(v) for v in metrics[key].values() if isinstance(v, float)), metrics[key]
+    assert "h50" not in metrics  # longer than the trajectories
+    assert math.isfinite(metrics["final_loss"])
+    path = save_world_model(model, tmp_path / "tiny.safetensors", "pointmaze-umaze", metrics)
+    card = recorded_metrics("pointmaze-umaze", path=path)
+    assert card["architecture"]["hidden"] == 32 and card["training"]["seed"] == 5
+    assert "--env pointmaze-umaze" in card["reproduce"]
+    loaded = load_world_model("pointmaze-umaze", path=path)
+    assert isinstance(loaded, MLPDynamics)
+    states = torch.randn(7, 4)
+    actions = torch.rand(7, 2) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(states, actions), model(states, actions), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="state_dim"):
+        save_world_model(model, tmp_path / "wrong.safetensors", "pusht", metrics)
