@@ -20,7 +20,7 @@ INTEGRATION_PINS ?= stable-worldmodel==0.1.1 torchrl==0.14.1 tensordict==0.14.3 
 setup:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q $(TORCH_INSTALL_ARGS) "$(TORCH_PIN)"
 	@$(PYTHON) -c "import triton" 2>/dev/null || $(PYTHON) -m pip install -q "$(TRITON_PIN)"
-	$(PYTHON) -m pip install -q -e ".[dev,demo]"
+	$(PYTHON) -m pip install -q -e ".[dev,demo,envs]"
 	@$(MAKE) --no-print-directory integrations
 
 integrations:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import math
 import platform
 import sys
 from pathlib import Path
@@ -38,18 +37,9 @@ from grasp_kernels.baselines import (  # noqa: E402
 )
 from grasp_kernels.demo import PlannerRow, grasp_config, run_planners  # noqa: E402
 from grasp_kernels.envs import make_task  # noqa: E402
+from grasp_kernels.quality import wilson_interval  # noqa: E402
 
 Factory = Callable[[], object]
-
-
-def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion, in percent."""
-    if trials == 0:
-        return 0.0, 100.0
-    p = successes / trials
-    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
-    return 100 * max(0.0, centre - half), 100 * min(1.0, centre + half)
 
 
 def candidates(task, horizon: int, particles: int, quick: bool) -> dict[str, dict[str, Factory]]:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 
 from .envs.navigation import NavigationTask
@@ -73,6 +74,59 @@ def plot_navigation(
         ax.set_aspect("equal")
         ax.grid(alpha=0.2)
     fig.suptitle(title or f"{task.name}: rollouts (lines), GRASP virtual states (dots), start o, goal *")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_maze(
+    env,
+    first_plans: Mapping[str, PlanResult],
+    executed: Mapping[str, np.ndarray],
+    goals: np.ndarray,
+    path: Path,
+    problems: int = 4,
+    title: Optional[str] = None,
+) -> Path:
+    """One panel per planner on a PointMaze layout (``env``: :class:`grasp_kernels.envs.sim.PointMazeEnv`):
+    the first plan's virtual states (dots; GRASP only) and its rollout through the world model (dashed),
+    the path executed in the simulator by MPC (solid, ``executed[name] [B, steps+1, 4]``), start o and
+    goal * with the success radius. Writes a PNG to ``path``."""
+    from matplotlib.patches import Circle, Rectangle
+
+    from .envs.sim import POINTMAZE_SUCCESS_RADIUS
+
+    plt = _pyplot()
+    panels = len(first_plans)
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.6), squeeze=False)
+    colors = plt.get_cmap("tab10")
+    rows, cols = env.maze_map.shape
+    half_w, half_h = cols * env.scaling / 2, rows * env.scaling / 2
+    for ax, (name, plan) in zip(axes[0], first_plans.items()):
+        for x, y, w, h in env.wall_rectangles():
+            ax.add_patch(Rectangle((x, y), w, h, facecolor="0.55", edgecolor="none", zorder=1))
+        rollout, states = plan.rollout.detach().cpu(), plan.states.detach().cpu()
+        path_xy = executed[name]
+        for b in range(min(problems, rollout.shape[0])):
+            color = colors(b % 10)
+            if not torch.equal(states[b], rollout[b]):
+                ax.scatter(states[b, 1:-1, 0], states[b, 1:-1, 1], color=color, s=7, alpha=0.55, zorder=3)
+            ax.plot(rollout[b, :, 0], rollout[b, :, 1], color=color, linestyle="--", linewidth=1.2, zorder=3)
+            ax.plot(path_xy[b, :, 0], path_xy[b, :, 1], color=color, linewidth=2.0, zorder=4)
+            ax.scatter(path_xy[b, 0, 0], path_xy[b, 0, 1], color=color, marker="o", s=36, edgecolors="k", zorder=5)
+            ax.add_patch(Circle(tuple(goals[b, :2]), POINTMAZE_SUCCESS_RADIUS, color=color, alpha=0.15, zorder=2))
+            ax.scatter(goals[b, 0], goals[b, 1], color=color, marker="*", s=110, edgecolors="k", zorder=5)
+        ax.set_title(name)
+        ax.set_xlim(-half_w, half_w)
+        ax.set_ylim(-half_h, half_h)
+        ax.set_aspect("equal")
+    fig.suptitle(
+        title or f"{env.name}: virtual states (dots), planned rollout (dashed), executed path (solid), start o, goal *",
+        fontsize=9,
+    )
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -129,9 +130,32 @@ def test_detour_quality_quick(tmp_path):
     assert held_out.count("/3;") == 8  # every planner evaluated once on the 3 held-out pairs
 
 
+def test_planning_quality_quick(tmp_path):
+    pytest.importorskip("gymnasium_robotics")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "planning_quality.py"), "--quick", "--out-dir", str(tmp_path),
+                           "--tag", "smoke"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = (tmp_path / "planning_quality_pointmaze-medium_smoke.md").read_text()
+    assert (tmp_path / "planning_quality_pointmaze-medium_smoke.png").read_bytes()[:4] == b"\x89PNG"
+    report = json.loads((tmp_path / "planning_quality_pointmaze-medium_smoke.json").read_text())
+    cell = report["horizons"]["10"]
+    assert set(cell["held_out"]) == set(cell["closed_loop"]) == {"GRASP", "GD", "CEM", "MPPI"}
+    assert set(cell["equal_time"]) == {"GD", "CEM", "MPPI"}
+    assert set(cell["ablations"]) == {"GRASP 1 chain", "GRASP no_noise", "GRASP no_stopgrad", "GRASP no_sync"}
+    for section in ("Open loop in the model", "GRASP with one chain", "Equal wall-clock budget", "Closed loop", "Sweep"):
+        assert f"## {section}" in text
+    held_out = text.split("## Open loop in the model")[1].split("##")[0]
+    assert held_out.count("/3;") == 4  # every family once on the 3 held-out pairs
+    for family, entry in cell["held_out"].items():
+        assert entry["setting"] in cell["sweep"][family]
+        best = min(cell["sweep"][family].values(), key=lambda e: (-e["successes"], e["median_error"]))
+        assert cell["sweep"][family][entry["setting"]] == best  # the sweep's winner is what was held out
+
+
 def test_wilson_interval():
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    from detour_quality import wilson_interval
+    from grasp_kernels.quality import wilson_interval
 
     low, high = wilson_interval(0, 10)
     assert low == 0.0 and 25 < high < 35  # rule of three-ish upper bound

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,7 +13,8 @@ from grasp_kernels.envs import DETOUR_WALLS, PointNavigation, make_task
 
 def test_demo_cli_prints_the_table_and_writes_the_png(tmp_path, capsys):
     out = tmp_path / "demo.png"
-    assert main(["demo", "--problems", "2", "--horizon", "12", "--particles", "2", "--out", str(out), "--no-progress"]) == 0
+    assert main(["demo", "--task", "detour", "--problems", "2", "--horizon", "12", "--particles", "2", "--out", str(out),
+                 "--no-progress"]) == 0
     printed = capsys.readouterr().out
     for planner in ("GRASP", "GRASP x2", "GD", "CEM", "MPPI"):
         assert f"| {planner} |" in printed
@@ -20,8 +22,35 @@ def test_demo_cli_prints_the_table_and_writes_the_png(tmp_path, capsys):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_maze_demo_cli_plans_executes_and_draws(tmp_path, capsys):
+    pytest.importorskip("gymnasium_robotics")
+    out = tmp_path / "maze.png"
+    assert main(["demo", "--problems", "2", "--horizon", "10", "--replan-every", "5", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "pointmaze-medium" in printed
+    rows = [line for line in printed.splitlines() if line.startswith("| GRASP |") or line.startswith("| CEM |")]
+    assert len(rows) == 2 and all(line.count("/2)") == 2 for line in rows)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_maze_demo_executes_in_the_simulator():
+    pytest.importorskip("gymnasium_robotics")
+    from grasp_kernels.demo import run_maze_demo
+    from grasp_kernels.envs.tasks import make_pairs
+
+    table, results = run_maze_demo(problems=2, horizon=8, replan_every=4, out=None, progress=False)
+    pairs = make_pairs("pointmaze-medium", 2, 0)
+    assert set(results) == {"GRASP", "CEM"}
+    for result in results.values():
+        assert result.executed.shape == (2, 17, 4)
+        assert result.first_plan.actions.shape == (2, 8, 2)
+        np.testing.assert_allclose(result.executed[:, 0, :2], pairs.starts[:, :2], atol=1e-5)
+        assert np.abs(result.executed[:, -1, :2] - result.executed[:, 0, :2]).max() > 0.1  # it moved
+    assert table.count("\n| ") == 3  # header and two planners
+
+
 def test_run_demo_results_cover_every_planner():
-    table, results = run_demo(problems=2, horizon=10, particles=2, out=None, progress=False)
+    table, results = run_demo("detour", problems=2, horizon=10, particles=2, out=None, progress=False)
     assert set(results) == {"GRASP", "GRASP x2", "GD", "CEM", "MPPI"}
     for result in results.values():
         assert result.actions.shape == (2, 10, 2)
