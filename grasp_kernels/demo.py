@@ -182,9 +182,7 @@ def run_maze_demo(
     from .envs.sim import make_env
     from .envs.tasks import make_pairs, reached
     from .models.zoo import load_world_model
-    from .mpc import MPCConfig, run_mpc
-    from .envs.sim import SimBatch
-    from .quality import grasp_base
+    from .quality import closed_loop, grasp_base
 
     model = load_world_model(env_name, device=device)
     pairs = make_pairs(env_name, problems, seed)
@@ -197,12 +195,8 @@ def run_maze_demo(
     bar = tqdm(planners.items(), desc="planners", disable=not progress)
     for name, planner in bar:
         bar.set_postfix_str(name)
-        sims = SimBatch(env_name, problems, seed=seed)
-        try:
-            result = run_mpc(planner, sims, pairs.starts, pairs.goals,
-                             MPCConfig(replan_every=replan_every, max_steps=2 * horizon), progress=progress, device=device)
-        finally:
-            sims.close()
+        _, result = closed_loop(env_name, planner, pairs, max_steps=2 * horizon, replan_every=replan_every,
+                                device=device, progress=progress)
         first = result.first_plan
         planned = reached(env_name, first.rollout[:, -1].detach().cpu().numpy(), pairs.goals)
         distance = np.linalg.norm(result.executed[:, -1, :2] - pairs.goals[:, :2], axis=1)
