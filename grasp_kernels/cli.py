@@ -31,16 +31,20 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train", add_help=False, help="train the shipped world models from a seed (see --help of the subcommand)"
     )
-    train.add_argument("train_args", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # The train subcommand's options belong to its own parser (argparse.REMAINDER does not capture a
+    # leading "--flag" after a subcommand), so they are collected as unknown arguments and handed over.
+    args, rest = parser.parse_known_args(argv)
     if args.command == "train":
         from .models.training import main_train
 
-        return main_train(args.train_args)
+        return main_train(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "demo" and args.task.startswith("pointmaze"):
         from .demo import run_maze_demo
 

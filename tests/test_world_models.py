@@ -36,15 +36,16 @@ def _threads():
 # ------------------------------------------------------------------------------------------ shipped models
 
 
-# pointmaze-large is not shipped yet (its training did not fit the session that trained the others; the
-# reproduce command in README trains it); loading it raises FileNotFoundError naming that command.
-SHIPPED = ("pointmaze-umaze", "pointmaze-medium", "pusht")
+SHIPPED = ("pointmaze-umaze", "pointmaze-medium", "pointmaze-large", "pusht")
 
 
-def test_unshipped_model_names_the_reproduce_command():
-    assert set(SHIPPED) < set(ENV_NAMES)
+def test_every_environment_has_a_shipped_model():
+    assert set(SHIPPED) == set(ENV_NAMES)
+
+
+def test_missing_model_file_names_the_reproduce_command(tmp_path):
     with pytest.raises(FileNotFoundError, match="--env pointmaze-large"):
-        load_world_model("pointmaze-large")
+        load_world_model("pointmaze-large", tmp_path / "missing.safetensors")
 
 
 @pytest.mark.parametrize("name", SHIPPED)

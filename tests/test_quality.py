@@ -1,0 +1,66 @@
+"""The planning-quality helpers: budget scaling of GRASP settings, the Wilson interval, the sweep's pick,
+and the ``train`` subcommand of the command line handing its options to the training parser."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from grasp_kernels import GraspConfig
+from grasp_kernels.cli import main as cli_main
+from grasp_kernels.models import MLPDynamics
+from grasp_kernels.quality import Score, grasp_factory, pick_best, wilson_interval
+
+
+@pytest.mark.parametrize("scale,expected", [(1.0, (300, 50, 50)), (0.25, (75, 12, 12)), (2.0, (600, 100, 100))])
+def test_grasp_factory_scales_lifted_and_sync_budget_together(scale, expected):
+    model = MLPDynamics(4, 2, hidden=8, depth=1)
+    config = GraspConfig(horizon=5, iters=300, sync_every=50, sync_steps=50)
+    planner = grasp_factory(model, 2, config)(scale)
+    got = (planner.config.iters, planner.config.sync_every, planner.config.sync_steps)
+    assert got == expected
+    assert planner.config.iters // planner.config.sync_every == config.iters // config.sync_every
+
+
+def test_grasp_factory_keeps_sync_disabled():
+    model = MLPDynamics(4, 2, hidden=8, depth=1)
+    planner = grasp_factory(model, 2, GraspConfig(horizon=5, iters=40, sync_every=0, sync_steps=10))(0.5)
+    assert planner.config.sync_every == 0 and planner.config.iters == 20
+
+
+def test_wilson_interval_known_values():
+    low, high = wilson_interval(21, 50)
+    assert math.isclose(low, 29.37, abs_tol=0.01) and math.isclose(high, 55.77, abs_tol=0.01)  # statsmodels proportion_confint(21, 50, method="wilson")
+    assert wilson_interval(0, 50)[0] == 0.0 and wilson_interval(50, 50)[1] == 100.0
+    assert wilson_interval(0, 0) == (0.0, 100.0)
+
+
+def test_pick_best_prefers_successes_then_error():
+    scores = {
+        "a": Score(3, 16, 0.5, 1.0, 10),
+        "b": Score(4, 16, 0.9, 1.0, 10),
+        "c": Score(4, 16, 0.7, 1.0, 10),
+    }
+    assert pick_best(scores) == "c"
+
+
+def test_train_subcommand_forwards_its_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["train", "--help"])
+    assert exit_info.value.code == 0
+    assert "--env" in capsys.readouterr().out
+
+
+def test_train_subcommand_rejects_unknown_env(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["train", "--env", "cartpole", "--seed", "0"])
+    assert exit_info.value.code == 2
+    assert "cartpole" in capsys.readouterr().err
+
+
+def test_demo_rejects_unknown_options(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["demo", "--bogus"])
+    assert "--bogus" in capsys.readouterr().err
