@@ -11,7 +11,9 @@ Providers (a row per shape and provider; "n/a (reason)" where one cannot run her
                 step count is a compile-time constant; compilation and warm-up are not timed
   (d) triton    the Triton ops (backend="triton")
   (e) cuda      the CUDA ops (backend="cuda")
-  (f) graph     CUDA graph replay: not implemented yet
+  (f) graph     GraspConfig(cuda_graph=True) on the fastest kernel backend: the whole plan captured once as
+                one CUDA graph (grasp_kernels.graphs) and replayed; per iteration = one replayed plan
+                without sync phases (its eager initialisation and final rollout included) / iters
   (g) fused     the fused MLP iteration kernel (GraspConfig(fused_mlp=True), MLPDynamics only)
 
 Per plan = iters x (one iteration) + (iters / sync_every) x (one sync phase); the sync phase
@@ -302,13 +304,13 @@ def measure_row(row: Row, args: argparse.Namespace, device: torch.device) -> Non
     def planner(**changes) -> GraspPlanner:
         return GraspPlanner(shape.model, args.action_dim, base.replace(**changes), state_shape=shape.state_shape)
 
-    def attempt(key: str, build: Callable[[], Callable[[], object]]) -> None:
+    def attempt(key: str, build: Callable[[], Callable[[], object]], calls_per_iteration: float = 1.0) -> None:
         if key not in args.providers:
             row.times[key], row.reasons[key] = None, "not selected"
             return
         try:
             fn = build()
-            row.times[key] = time_ms(fn, device, **timing)
+            row.times[key] = time_ms(fn, device, **timing) * calls_per_iteration
         except Unavailable as exc:
             row.times[key], row.reasons[key] = None, str(exc)
         except Exception as exc:  # keep the table going; say why in place
@@ -351,12 +353,27 @@ def measure_row(row: Row, args: argparse.Namespace, device: torch.device) -> Non
             raise Unavailable(f"fused kernel not used: {why}")
         return fn
 
+    def graphed():
+        if not cuda_device:
+            raise Unavailable("CUDA graphs need a CUDA device")
+        backend = next((b for b in ("cuda", "triton") if backend_unavailable_reason(b, device) is None), None)
+        if backend is None:
+            raise Unavailable("no kernel backend")
+        graph_planner = planner(backend=backend, cuda_graph=True, sync_every=0)
+        inputs = start_inputs(shape, device)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            graph_planner.plan(*inputs)  # captures
+        if len(graph_planner._graphs) == 0:
+            raise Unavailable("capture failed: " + ("; ".join(str(w.message) for w in caught) or "no graph"))
+        return lambda: graph_planner.plan(*inputs)
+
     attempt("a", lambda: planner_iteration_fn(planner(backend="reference"), shape, device, per_timestep=True)[0])
     attempt("b", lambda: planner_iteration_fn(planner(backend="reference"), shape, device)[0])
     attempt("c", compiled)
     attempt("d", kernel_backend("triton"))
     attempt("e", kernel_backend("cuda"))
-    row.times["f"], row.reasons["f"] = None, "not implemented"
+    attempt("f", graphed, calls_per_iteration=1.0 / max(1, args.iters))
     attempt("g", fused)
 
     # one sync phase, the same code for every provider (reference planner, full sequential rollout)

@@ -57,6 +57,11 @@ class GraspConfig:
             that dtype (lifted calls, sync and final rollouts) while the states, actions, Adam moments
             and the energy stay in the states' dtype; the kernels read a low-precision ``pred``
             directly. With ``fused_mlp`` the kernel's matrix inputs use bfloat16.
+        cuda_graph: capture the plan's iterations and sync phases as one CUDA graph per input shape and
+            replay it on later calls (:mod:`grasp_kernels.graphs`); same results as the eager loop. Needs
+            CUDA states and a kernel backend (else one warning and the eager loop); a world model that
+            cannot be captured also falls back with one warning. Off by default until the GPU tests of
+            the capture have run (the CPU machines that built this cannot run CUDA).
         fused_mlp: run each lifted iteration as ONE fused Triton kernel (MLP forward, energy, VJP to the
             actions, both Adam steps; :mod:`grasp_kernels.ops.fused_mlp`). Needs an
             :class:`~grasp_kernels.models.MLPDynamics` world model (SiLU/ReLU/Tanh, depth 1-3),
@@ -89,6 +94,7 @@ class GraspConfig:
     history: int = 1
     fused_mlp: bool = False
     model_dtype: Optional[str] = None
+    cuda_graph: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -116,7 +122,7 @@ class GraspConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
         if self.model_dtype not in MODEL_DTYPES:
             raise ValueError(f"model_dtype must be one of {MODEL_DTYPES}, got {self.model_dtype!r}")
-        for name in ("fused_mlp", "stop_gradient", "anneal_noise", "check_finite"):
+        for name in ("fused_mlp", "stop_gradient", "anneal_noise", "check_finite", "cuda_graph"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
         if self.backend not in BACKENDS:

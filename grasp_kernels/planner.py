@@ -32,6 +32,7 @@ from ._problem import (
 from ._checks import check_tensor
 from .backends import BackendFallbackWarning, resolve_backend, triton_interpreter_active, warn_once
 from .config import GraspConfig
+from .graphs import PlanGraphs
 from .reference import WorldModel, gd_sync_ref, init_states_ref, lifted_predictions_ref
 from .result import PlanResult
 
@@ -92,6 +93,7 @@ class GraspPlanner:
         self.state_weights = check_state_weights(state_weights, self.state_shape)
         if config.fused_mlp:
             check_fused_mlp(world_model, config, self.state_weights)
+        self._graphs = PlanGraphs()
 
     def backend_for(self, device: torch.device, dtype: torch.dtype) -> str:
         """The concrete backend this planner runs with for states on ``device`` of ``dtype``."""
@@ -126,15 +128,32 @@ class GraspPlanner:
             ``rollout [B,T+1,*S]``, ``final_distance [B]``, ``energy_history [iters, B]`` (leading
             ``B`` dropped for a single plan). With ``particles = K > 1`` the chain whose rollout
             ends closest to the goal is returned per problem.
+
+        With ``config.cuda_graph`` the iterations and sync phases of a CUDA plan run as one captured
+        CUDA graph, replayed for every later call with the same shapes (:mod:`grasp_kernels.graphs`);
+        same results as the eager loop.
         """
         start = time.perf_counter()
-        cfg = self.config
         state = self.start(s0, goal, init_actions)
-        for _ in tqdm(range(cfg.iters), desc="GRASP", disable=not progress, leave=False):
+        if self.config.cuda_graph:
+            replayed = self._graphs.run(self, state)
+            if replayed is not None:
+                return self.finish(replayed, start)
+        self.run_iterations(state, progress)
+        return self.finish(state, start)
+
+    def run_iterations(self, state: "PlanState", progress: bool = False) -> None:
+        """All lifted iterations of a started plan, each followed by a sync phase when one is due."""
+        for _ in tqdm(range(self.config.iters - state.iteration), desc="GRASP", disable=not progress, leave=False):
             self.iteration(state)
             if state.sync_due:
                 self.sync(state)
-        return self.finish(state, start)
+
+    def clear_cuda_graphs(self) -> None:
+        """Drop the captured plans (``config.cuda_graph``): the next call of each shape captures anew.
+        Needed after the world model's parameters were replaced by new tensors (in-place updates are
+        seen by the graphs)."""
+        self._graphs.clear()
 
     def start(self, s0: torch.Tensor, goal: torch.Tensor, init_actions: Optional[torch.Tensor] = None) -> "PlanState":
         """Checked inputs, initial virtual states and actions, zeroed moments: the loop's state."""
@@ -323,10 +342,13 @@ class GraspPlanner:
         return energy
 
     def _model_precision(self, device: torch.device) -> contextlib.AbstractContextManager:
-        """``torch.autocast`` in ``config.model_dtype`` around world-model calls (a no-op without it)."""
+        """``torch.autocast`` in ``config.model_dtype`` around world-model calls (a no-op without it).
+        Inside a CUDA graph capture the cast-weight cache is off (a cached cast would outlive its capture)."""
         if self.config.model_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=getattr(torch, self.config.model_dtype))
+        return torch.autocast(
+            device.type, dtype=getattr(torch, self.config.model_dtype), cache_enabled=not _capturing(device)
+        )
 
     def _rollout_model(self) -> WorldModel:
         """The world model of the sequential rollouts: under ``model_dtype`` its outputs are cast back to
@@ -347,9 +369,10 @@ class GraspPlanner:
     def sync(self, state: "PlanState") -> torch.Tensor:
         """The sync phase: ``sync_steps`` Adam steps on the actions through the full rollout (fresh
         moments), then the main Adam moments are reset. Checks the energy history for NaN/Inf first
-        (one host sync per phase). Returns the shooting loss ``[B*K]``."""
+        (one host sync per phase; skipped while a CUDA graph is captured, the end of the plan checks the
+        whole history). Returns the shooting loss ``[B*K]``."""
         cfg = self.config
-        if cfg.check_finite:
+        if cfg.check_finite and not _capturing(state.states.device):
             raise_if_nonfinite(state.energy_history, state.iteration, "the GRASP energy")
         chains = state.chains
         with self._model_precision(state.states.device):
@@ -430,6 +453,10 @@ class PlanState:
     def sync_due(self) -> bool:
         """A sync phase follows the iteration just run."""
         return bool(self.sync_every) and self.iteration % self.sync_every == 0
+
+
+def _capturing(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
 
 
 def _repeat_chains(problem: Problem, particles: int) -> Problem:
