@@ -34,23 +34,24 @@ from .backends import warn_once
 if TYPE_CHECKING:
     from .planner import GraspPlanner, PlanState
 
-# Eager iterations run on a scratch copy before capturing: compiles the Triton kernels and creates the
-# cuBLAS handles and workspaces, which must not happen inside a capture.
+# Eager iterations run on a scratch copy before capturing, on the capture's stream: they compile the Triton
+# kernels and create the cuBLAS handles and the stream's workspace, which must not happen inside a capture.
 WARMUP_ITERATIONS = 3
 
 
 def _inputs(state: "PlanState") -> list[Optional[torch.Tensor]]:
     """The tensors a plan reads before writing them, in a fixed order (the graph's input buffers)."""
     chains = state.chains
+    packed = () if state.fused_mlp is None else state.fused_mlp.tensors  # re-packed per call: weight updates
     return [
         state.states, state.actions, *state.state_moments, *state.action_moments, state.low, state.high,
         state.energy_history, state.sync_losses, state.frames, state.weights, state.sqrt_weights,
-        chains.s0, chains.goal, chains.history_frames,
+        chains.s0, chains.goal, chains.history_frames, *packed,
     ]
 
 
 def _clone(state: "PlanState") -> "PlanState":
-    """A copy of ``state`` with its own buffers (the packed fused-MLP weights stay shared: read only)."""
+    """A copy of ``state`` with its own buffers."""
 
     def copy(tensor: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         return None if tensor is None else tensor.clone()
@@ -66,6 +67,8 @@ def _clone(state: "PlanState") -> "PlanState":
         low=copy(state.low), high=copy(state.high), energy_history=copy(state.energy_history),
         sync_losses=copy(state.sync_losses), frames=copy(state.frames), weights=copy(state.weights),
         sqrt_weights=copy(state.sqrt_weights), spare_states=copy(state.spare_states),
+        fused_mlp=None if state.fused_mlp is None else dataclasses.replace(
+            state.fused_mlp, tensors=tuple(t.clone() for t in state.fused_mlp.tensors)),
     )
 
 
@@ -127,30 +130,70 @@ class PlanGraphs:
         return None if plan is None else plan.replay(fresh)
 
 
+class _Uncapturable(Exception):
+    """The world model (or something else on the plan's path) cannot be captured."""
+
+
 def _capture(planner: "GraspPlanner", fresh: "PlanState") -> Optional[_CapturedPlan]:
-    device = fresh.states.device
+    """The captured plan of ``fresh``'s shape, or None (one warning) if the plan cannot be captured.
+    Errors of the plan itself (a diverging warm-up, out of memory) propagate."""
     try:
-        warm = _clone(fresh)
+        return _record(planner, fresh)
+    except _Uncapturable as exc:
+        warn_once(
+            f"grasp_kernels: cuda_graph=True runs the plan eagerly: capturing it as a CUDA graph failed ({exc}); "
+            "world models that synchronise with the host (.item(), .cpu(), data-dependent shapes) cannot be captured"
+        )
+        return None
+
+
+def _record(planner: "GraspPlanner", fresh: "PlanState") -> _CapturedPlan:
+    """Warm up, then capture ``planner.run_iterations`` on a copy of ``fresh`` (raises _Uncapturable)."""
+    device = fresh.states.device
+    with torch.cuda.device(device):
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
+        _warm_up(planner, fresh, side)
+        static = _clone(fresh)
+        inputs = _inputs(static)  # before the capture: the fused-MLP path swaps its state buffers
+        graph = torch.cuda.CUDAGraph()
+        # the stream context is entered outside torch.cuda.graph so that the previous stream comes back
+        # even when ending an invalidated capture raises
         with torch.cuda.stream(side):
+            try:
+                with torch.cuda.graph(graph, stream=side):
+                    if not torch.cuda.is_current_stream_capturing():
+                        raise _Uncapturable("the capture did not start on the plan's device")
+                    planner.run_iterations(static)
+            except _Uncapturable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - anything failing inside a capture: run eagerly
+                raise _Uncapturable(f"{type(exc).__name__}: {_first_line(exc)}") from exc
+        torch.cuda.current_stream(device).wait_stream(side)
+    return _CapturedPlan(graph, static, inputs)
+
+
+def _warm_up(planner: "GraspPlanner", fresh: "PlanState", side: torch.cuda.Stream) -> None:
+    """A few eager iterations and one sync phase on a scratch copy, on the capture's stream, with host
+    synchronisation made an error: a world model that synchronises is found here, before any capture."""
+    warm = _clone(fresh)
+    previous = torch.cuda.get_sync_debug_mode()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        torch.cuda.set_sync_debug_mode("error")
+        try:
             for _ in range(min(WARMUP_ITERATIONS, planner.config.iters)):
                 planner.iteration(warm)
             if warm.sync_every:
                 planner.sync(warm)
-        torch.cuda.current_stream(device).wait_stream(side)
-        del warm
-        static = _clone(fresh)
-        inputs = _inputs(static)  # before the capture: the fused-MLP path swaps its state buffers
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            planner.run_iterations(static)
-        return _CapturedPlan(graph, static, inputs)
-    except Exception as exc:  # noqa: BLE001 - any capture failure means "run eagerly"
-        first_line = (str(exc).splitlines() or [""])[0][:200]
-        warn_once(
-            "grasp_kernels: cuda_graph=True runs the plan eagerly: capturing it as a CUDA graph failed "
-            f"({type(exc).__name__}: {first_line}); world models that synchronise with the host "
-            "(.item(), .cpu(), data-dependent shapes) cannot be captured"
-        )
-        return None
+        except RuntimeError as exc:
+            if "synchroniz" in str(exc):
+                raise _Uncapturable(f"{type(exc).__name__}: {_first_line(exc)}") from exc
+            raise
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+    torch.cuda.current_stream().wait_stream(side)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [""])[0][:200]

@@ -83,13 +83,17 @@ def test_cpu_states_warn_once_and_plan_eagerly(backend):
     assert_same_plan(second, eager)
 
 
-def test_failed_capture_warns_once_and_plans_eagerly(monkeypatch):
-    """A capture that raises (here: CUDA streams on a CPU-only machine) is remembered per shape: one
-    warning, the eager plan, no second attempt for that shape."""
+def test_uncapturable_plan_warns_once_and_plans_eagerly(monkeypatch):
+    """A plan whose capture fails (the recording is replaced here: no CUDA on CPU machines) is remembered
+    per shape: one warning, the eager plan, no second attempt for that shape."""
     monkeypatch.setattr(graphs_module, "unsupported_reason", lambda state: None)
     attempts = []
-    real_capture = graphs_module._capture
-    monkeypatch.setattr(graphs_module, "_capture", lambda planner, fresh: attempts.append(1) or real_capture(planner, fresh))
+
+    def fail(planner, fresh):
+        attempts.append(fresh.states.shape)
+        raise graphs_module._Uncapturable("RuntimeError: called a synchronizing CUDA operation")
+
+    monkeypatch.setattr(graphs_module, "_record", fail)
     model = make_model()
     s0, goal = problems(2, 3, "cpu", 2)
     eager = GraspPlanner(model, 2, GraspConfig(**FAST, backend="reference")).plan(s0, goal)
@@ -98,10 +102,23 @@ def test_failed_capture_warns_once_and_plans_eagerly(monkeypatch):
         warnings.simplefilter("always")
         results = [planner.plan(s0, goal) for _ in range(2)]
     assert len(attempts) == 1
-    failures = [w for w in caught if "capturing it as a CUDA graph failed" in str(w.message)]
-    assert len(failures) == 1
+    failures = [str(w.message) for w in caught if "capturing it as a CUDA graph failed" in str(w.message)]
+    assert len(failures) == 1 and "synchronizing CUDA operation" in failures[0]
     for result in results:
         assert_same_plan(result, eager)
+
+
+def test_errors_of_the_plan_itself_propagate(monkeypatch):
+    """Only an uncapturable plan falls back; anything else (a diverging warm-up, out of memory) is raised."""
+    monkeypatch.setattr(graphs_module, "unsupported_reason", lambda state: None)
+
+    def diverge(planner, fresh):
+        raise RuntimeError("the GRASP energy became NaN/Inf at iteration 2")
+
+    monkeypatch.setattr(graphs_module, "_record", diverge)
+    planner = GraspPlanner(make_model(), 2, GraspConfig(**FAST, backend="reference", cuda_graph=True))
+    with pytest.raises(RuntimeError, match="NaN/Inf at iteration 2"):
+        planner.plan(*problems(2, 3, "cpu", 2))
 
 
 def test_graph_buffers_never_alias_the_plan():
@@ -221,6 +238,21 @@ def test_gpu_uncapturable_model_falls_back_with_one_warning():
         result = planner.plan(s0, goal)
         planner.plan(s0, goal)
     failures = [w for w in caught if "capturing it as a CUDA graph failed" in str(w.message)]
-    assert len(failures) == 1
+    assert len(failures) == 1 and "synchroniz" in str(failures[0].message)
     assert len(planner._graphs) == 0
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()
     assert_same_plan(result, GraspPlanner(model, 2, config).plan(s0, goal), atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fused_mlp", [False, True])
+def test_gpu_replay_sees_in_place_weight_updates(fused_mlp):
+    device = torch.device("cuda")
+    model = make_model(device=device)
+    config = GraspConfig(**FAST, backend="triton", fused_mlp=fused_mlp)
+    planner = GraspPlanner(model, 2, config.replace(cuda_graph=True))
+    s0, goal = problems(3, 3, device, 51)
+    planner.plan(s0, goal)  # captured with the old weights
+    model.load_state_dict(make_model(device=device, seed=1).state_dict())
+    assert_same_plan(planner.plan(s0, goal), GraspPlanner(model, 2, config).plan(s0, goal), atol=1e-5)
+    assert len(planner._graphs) == 1
