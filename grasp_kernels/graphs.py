@@ -40,12 +40,13 @@ WARMUP_ITERATIONS = 3
 
 
 def _inputs(state: "PlanState") -> list[Optional[torch.Tensor]]:
-    """The tensors a plan reads before writing them, in a fixed order (the graph's input buffers)."""
+    """The tensors a plan reads before writing them, in a fixed order (the graph's input buffers). The
+    energy history and the sync losses are not among them: the plan writes every row of both."""
     chains = state.chains
     packed = () if state.fused_mlp is None else state.fused_mlp.tensors  # re-packed per call: weight updates
     return [
         state.states, state.actions, *state.state_moments, *state.action_moments, state.low, state.high,
-        state.energy_history, state.sync_losses, state.frames, state.weights, state.sqrt_weights,
+        state.frames, state.weights, state.sqrt_weights,
         chains.s0, chains.goal, chains.history_frames, *packed,
     ]
 
@@ -74,7 +75,7 @@ def _clone(state: "PlanState") -> "PlanState":
 
 def _plan_key(planner: "GraspPlanner", state: "PlanState") -> tuple:
     """What a captured plan depends on: the configuration (its launch sequence and scalars) and the shapes."""
-    tensors = _inputs(state) + [state.spare_states]
+    tensors = _inputs(state) + [state.spare_states, state.energy_history, state.sync_losses]
     return (
         repr(planner.config), state.states.device, state.backend, state.fused_backend,
         tuple(None if t is None else (tuple(t.shape), t.dtype) for t in tensors),

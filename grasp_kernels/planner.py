@@ -347,7 +347,7 @@ class GraspPlanner:
         if self.config.model_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(
-            device.type, dtype=getattr(torch, self.config.model_dtype), cache_enabled=not _capturing(device)
+            device.type, dtype=getattr(torch, self.config.model_dtype), cache_enabled=not _host_sync_forbidden(device)
         )
 
     def _rollout_model(self) -> WorldModel:
@@ -372,7 +372,7 @@ class GraspPlanner:
         (one host sync per phase; skipped while a CUDA graph is captured, the end of the plan checks the
         whole history). Returns the shooting loss ``[B*K]``."""
         cfg = self.config
-        if cfg.check_finite and not _capturing(state.states.device):
+        if cfg.check_finite and not _host_sync_forbidden(state.states.device):
             raise_if_nonfinite(state.energy_history, state.iteration, "the GRASP energy")
         chains = state.chains
         with self._model_precision(state.states.device):
@@ -455,10 +455,10 @@ class PlanState:
         return bool(self.sync_every) and self.iteration % self.sync_every == 0
 
 
-def _capturing(device: torch.device) -> bool:
+def _host_sync_forbidden(device: torch.device) -> bool:
     """A CUDA graph is being captured, or host synchronisation is an error (the capture's warm-up):
     the per-phase finite check, a host sync, is skipped (the end of the plan checks the whole history)."""
-    return device.type == "cuda" and (torch.cuda.is_current_stream_capturing() or torch.cuda.get_sync_debug_mode() == 2)
+    return device.type == "cuda" and (torch.cuda.is_current_stream_host_sync_forbidden() or torch.cuda.get_sync_debug_mode() == 2)
 
 
 def _repeat_chains(problem: Problem, particles: int) -> Problem:
