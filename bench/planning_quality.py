@@ -18,6 +18,10 @@ goal position; Push-T: block within 20 px and pi/9 of the goal pose). Writes
 
     python bench/planning_quality.py --env pointmaze-medium pusht --out-dir bench/results   # full run
     python bench/planning_quality.py --quick --out-dir out                                   # smoke (CI)
+    python bench/planning_quality.py --merge a.json b.json --tag T --out-dir bench/results    # one table from runs of one env
+
+``--merge`` renders the tables and the plot of several runs of one environment (e.g. a horizon run
+separately) as one report; the runs must not share a horizon.
 """
 
 from __future__ import annotations
@@ -60,13 +64,16 @@ def log(line: str) -> None:
     print(line, flush=True)
 
 
-def write(report: dict, args: argparse.Namespace, header: str) -> None:
-    """The markdown table, the raw JSON and the plot of ``report`` under ``args.out_dir``."""
+def write(report: dict, args: argparse.Namespace, header: str, seconds: float | None = None) -> None:
+    """The markdown table, the raw JSON and the plot of ``report`` under ``args.out_dir``; ``seconds``:
+    the run time (default: since ``report["started"]``)."""
     stem = args.out_dir / f"planning_quality_{report['env']}_{args.tag}"
     stem.parent.mkdir(parents=True, exist_ok=True)
-    seconds = time.perf_counter() - report["started"]
+    if seconds is None:
+        seconds = time.perf_counter() - report["started"]
     Path(f"{stem}.md").write_text(markdown(report, args, header + f" Run time {seconds:.0f} s."))
-    Path(f"{stem}.json").write_text(json.dumps({k: v for k, v in report.items() if k != "started"} | {"seconds": seconds}, indent=1))
+    saved = {k: v for k, v in report.items() if k != "started"} | {"seconds": seconds, "header": header}
+    Path(f"{stem}.json").write_text(json.dumps(saved, indent=1))
     plot(report, Path(f"{stem}.png"))
 
 
@@ -213,6 +220,43 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def merge(paths: list[Path], args: argparse.Namespace) -> dict:
+    """One report (horizons in increasing order) from the JSON reports of several runs of one env;
+    written like a run's report, its header naming the sources."""
+    reports = []
+    for path in paths:
+        try:
+            reports.append((path, json.loads(Path(path).read_text())))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"--merge: cannot read the report {path}: {exc}") from None
+    envs = {r.get("env") for _, r in reports}
+    if len(envs) != 1:
+        raise SystemExit(f"--merge: the reports must be of one environment, got {sorted(map(str, envs))}")
+    cells: dict = {}
+    for path, r in reports:
+        for horizon, cell in r.get("horizons", {}).items():
+            if horizon in cells:
+                raise SystemExit(f"--merge: horizon {horizon} is in more than one report (second: {path})")
+            cells[horizon] = cell
+    sources = "; ".join(
+        f"{Path(p).name} (H={', '.join(r['horizons'])}; run time {r.get('seconds', float('nan')):.0f} s)" for p, r in reports
+    )
+    first_header = reports[0][1].get("header") or _md_header(Path(reports[0][0]).with_suffix(".md"))
+    header = f"Merged from {len(reports)} runs: {sources}. Runs' setting: {first_header}"
+    report = {"env": envs.pop(), "horizons": {h: cells[h] for h in sorted(cells, key=int)}}
+    write(report, args, header, seconds=sum(r.get("seconds", 0.0) for _, r in reports))
+    return report
+
+
+def _md_header(path: Path) -> str:
+    """The header line of a report's markdown (reports written before the JSON kept its header)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return "(header not recorded)"
+    return lines[2].split(" Run time")[0] if len(lines) > 2 else "(header not recorded)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", nargs="+", default=["pointmaze-medium", "pusht"])
@@ -230,7 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: PointMaze-Medium, H=10, 3 pairs, tiny budgets")
     parser.add_argument("--out-dir", type=Path, default=Path("out"))
     parser.add_argument("--tag", default=f"cpu_{datetime.date.today().isoformat()}")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON", help="render these reports of one env as one (no planning)")
     args = parser.parse_args(argv)
+    if args.merge:
+        report = merge(args.merge, args)
+        log(Path(f"{args.out_dir}/planning_quality_{report['env']}_{args.tag}.md").read_text())
+        return 0
     if args.quick:
         args.env, args.horizons, args.mpc_horizons = ["pointmaze-medium"], [10], [10]
         args.trials, args.tune_trials, args.mpc_steps, args.replan_every, args.mpc_iters_scale = 3, 2, 6, 3, 1.0

@@ -161,3 +161,39 @@ def test_wilson_interval():
     assert low == 0.0 and 25 < high < 35  # rule of three-ish upper bound
     low, high = wilson_interval(5, 10)
     assert 18 < low < 25 and 75 < high < 82
+
+
+def _fake_report(env: str, horizons: list[int]) -> dict:
+    entry = {"successes": 3, "trials": 5, "median_error": 0.5, "wall_time": 1.0, "iters": 10}
+    cell = lambda h: {"sweep": {"GD": {"lr 0.1": entry}}, "held_out": {"GD": {"setting": "lr 0.1", **entry, "successes": h % 6}},
+                      "ablations": {}, "equal_time": {}, "closed_loop": {}}
+    return {"env": env, "horizons": {str(h): cell(h) for h in horizons}, "seconds": 100.0, "header": f"run of {horizons}"}
+
+
+def _merge(tmp_path, *reports):
+    paths = []
+    for i, report in enumerate(reports):
+        paths.append(tmp_path / f"r{i}.json")
+        paths[-1].write_text(json.dumps(report))
+    return subprocess.run([sys.executable, os.path.join(ROOT, "bench", "planning_quality.py"), "--merge", *map(str, paths),
+                           "--out-dir", str(tmp_path), "--tag", "merged", "--families", "GD"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_planning_quality_merge_orders_horizons(tmp_path):
+    proc = _merge(tmp_path, _fake_report("pointmaze-medium", [50, 200]), _fake_report("pointmaze-medium", [25]))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    merged = json.loads((tmp_path / "planning_quality_pointmaze-medium_merged.json").read_text())
+    assert list(merged["horizons"]) == ["25", "50", "200"]
+    assert merged["seconds"] == 200.0
+    assert [merged["horizons"][h]["held_out"]["GD"]["successes"] for h in ("25", "50", "200")] == [1, 2, 2]
+    text = (tmp_path / "planning_quality_pointmaze-medium_merged.md").read_text()
+    assert "| GD | H=25 |" not in text and "| planner | H=25 | H=50 | H=200 |" in text
+    assert "Merged from 2 runs" in text and "run of [50, 200]" in text
+    assert (tmp_path / "planning_quality_pointmaze-medium_merged.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("second,message", [(("pusht", [25]), "one environment"), (("pointmaze-medium", [50]), "horizon 50")])
+def test_planning_quality_merge_rejects_mixed_reports(tmp_path, second, message):
+    proc = _merge(tmp_path, _fake_report("pointmaze-medium", [50]), _fake_report(*second))
+    assert proc.returncode != 0 and message in proc.stderr
