@@ -150,6 +150,34 @@ def test_fused_mlp_tilings(monkeypatch, B, T, rows):
     check_fused_mlp(B, T, 3, 2, 48, 2)
 
 
+# the wide variant: hidden layers in [BM, BH] blocks through a per-program scratch, persistent programs
+WIDE_CASES = [  # (B, T, D, A, hidden, depth, act, rows, BH): several blocks, padded widths, tiles per program
+    (3, 7, 17, 5, 80, 1, nn.SiLU, 16, 32),
+    (2, 9, 3, 2, 48, 2, nn.Tanh, 16, 16),
+    (1, 33, 5, 3, 40, 3, nn.ReLU, 16, 16),
+    (5, 3, 1, 1, 20, 2, nn.SiLU, 16, 16),
+    (2, 40, 6, 2, 128, 3, nn.SiLU, 32, 64),
+]
+
+
+@pytest.mark.parametrize("B,T,D,A,hidden,depth,act,rows,block", WIDE_CASES, ids=lambda v: getattr(v, "__name__", str(v)))
+def test_fused_mlp_wide_variant_matches_reference(monkeypatch, B, T, D, A, hidden, depth, act, rows, block):
+    monkeypatch.setattr(fm, "NARROW_MAX_HIDDEN", 8)  # every width takes the wide variant
+    monkeypatch.setattr(fm, "WIDE_BLOCK", block)
+    monkeypatch.setattr(fm, "INTERPRET_ROWS", rows)
+    bp, bt, n_chunks = fm.mlp_tile_config(B, T, hidden)
+    n_tiles = -(-B // bp) * n_chunks
+    assert fm.is_wide(hidden) and fm.wide_block(hidden) == min(block, fm._pad(hidden))
+    assert fm.wide_programs(n_tiles, DEVICE) == min(n_tiles, fm.INTERPRET_WIDE_PROGRAMS)
+    check_fused_mlp(B, T, D, A, hidden, depth, act)
+
+
+def test_fused_mlp_wide_variant_is_chosen_by_width():
+    assert not fm.is_wide(fm.NARROW_MAX_HIDDEN) and fm.is_wide(fm.NARROW_MAX_HIDDEN + 1)
+    assert fm.wide_block(1000) == fm.WIDE_BLOCK and fm._pad(1000) % fm.wide_block(1000) == 0
+    check_fused_mlp(2, 5, 4, 2, fm.NARROW_MAX_HIDDEN + 16, 2)  # default blocks, as the planner runs it
+
+
 def test_fused_mlp_gamma_zero_no_noise_and_deterministic():
     check_fused_mlp(3, 7, 3, 2, 16, 2, gamma=0.0, noise_std=0.0)
     model = make_model(17, 5, 48, 2)
@@ -272,11 +300,12 @@ def plan_pair(config, model, batch=3, D=3, A=2, seed=5):
     return {fused: GraspPlanner(model, A, config.replace(fused_mlp=fused)).plan(s0, goal) for fused in (False, True)}
 
 
-@pytest.mark.parametrize("state_noise", [0.0, 0.01])
-def test_planner_fused_mlp_plans_like_the_normal_iteration(state_noise):
+@pytest.mark.parametrize("state_noise,hidden", [(0.0, 32), (0.01, 32), (0.01, 96)])
+def test_planner_fused_mlp_plans_like_the_normal_iteration(state_noise, hidden):
     """Same plan with and without the fused kernel on the triton backend (with noise too: the seeds
-    and Philox offsets are the unfused path's), through sync phases (moment resets) and particles."""
-    model = make_model(3, 2, 32, 2)
+    and Philox offsets are the unfused path's), through sync phases (moment resets) and particles;
+    hidden 96 runs the wide variant."""
+    model = make_model(3, 2, hidden, 2)
     config = GraspConfig(horizon=7, iters=12, sync_every=6, sync_steps=2, state_noise=state_noise, init_noise=0.05,
                          backend="triton", particles=2, lr_actions=0.05, goal_weight=0.3)
     plans = plan_pair(config, model)
@@ -328,7 +357,7 @@ def test_planner_fused_mlp_errors_and_fallback():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("B,T,D,A,hidden,depth", [(1, 1, 1, 1, 16, 1), (3, 7, 17, 5, 48, 2), (64, 50, 16, 4, 256, 2),
-                                                   (16, 200, 64, 8, 512, 2), (5, 64, 3, 2, 128, 3)])
+                                                   (16, 200, 64, 8, 512, 2), (5, 64, 3, 2, 128, 3), (4, 64, 64, 8, 1024, 3)])
 def test_gpu_native_matches_reference(B, T, D, A, hidden, depth):
     cuda = torch.device("cuda")
     for act in ACTS:

@@ -98,12 +98,13 @@ def test_kernels_lower_for_sm90(capsys):
 
 
 def test_fused_mlp_kernel_lowers_for_sm90(capsys):
-    """The fused MLP iteration kernel (tl.dot on sm_90, fp32 IEEE and bf16 matrices) compiles to a cubin.
-    Registers, spills and shared memory are printed, not asserted: the register-resident tile
-    (BM = 64 rows) still spills on sm_90 (255 registers, 0.5-2 KB spills at H = 48-64); tuning BM,
-    num_warps and the layer chunking is owed on a GPU (see grasp_kernels/ops/fused_mlp.py)."""
+    """The fused MLP iteration kernel (tl.dot on sm_90, fp32 IEEE and bf16 matrices; the register variant
+    and the wide, blocked variant up to H = 1024) compiles to a cubin. Registers, spills and shared
+    memory are printed, not asserted: both variants use 255 registers and spill a little on sm_90
+    (0.5-1.6 KB for the register variant at BM = 64, 36-356 B for the wide one); tuning by measured
+    time is owed on a GPU (see grasp_kernels/ops/fused_mlp.py)."""
     rows = lower("grasp_kernels.ops.fused_mlp", capsys)
-    assert len(rows) >= 2
+    assert len(rows) >= 4 and sum("wide" in r["name"] for r in rows) >= 2
     for r in rows:
         assert r["has_cubin"], r
         if r["regs"] is not None:

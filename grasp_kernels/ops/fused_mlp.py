@@ -28,18 +28,31 @@ virtual, the goal copied for ``t = T-1``) and tile rows ``t = 0`` copy ``s_0``, 
 ``states_out`` is written exactly once and ``states`` is only read. The planner swaps the two buffers
 after each iteration (no copy).
 
-What lives where. Global memory: the inputs, the in-place actions and moments, ``states_out``, the
-weights and one energy partial per (plan, time chunk). Each weight matrix is read twice per tile
-from global memory (L2-resident across tiles): ``W^T`` for the forward, its transpose for the backward
-(keeping the forward's tile live in registers through the backward cost more spills). Registers: the
-tile's rows, the pre-activations ``z_l`` of every hidden layer ``[BM, H]`` (kept for the activation
-gradients) and the output gradient; Triton stages ``tl.dot`` operands through shared memory. Nothing
-of the MLP (activations, ``pred``, ``dE/dp``, gradients) is ever written to global memory.
+What lives where: two variants of the MLP part, chosen by the padded hidden width ``HP``.
 
-Register pressure grows with ``BM * H``; the launcher picks ``BM`` from the hidden width (64 rows up to
-H = 128, then 32, then 16). Measured by the sm_90 lowering check (no GPU run yet): 255 registers with
-0.5-2 KB of spills at H = 48-64, BM = 64, and tens of KB at H = 64 fp32 depth 2; BM / num_warps tuning
-and a hidden-chunked (or CUDA) version for H >= 256 are owed on a GPU.
+- Register variant (``HP <= NARROW_MAX_HIDDEN``): the pre-activations ``z_l`` of every hidden layer
+  ``[BM, HP]`` stay in registers through the backward; each weight matrix is read twice per tile from
+  global memory (L2-resident across tiles): ``W^T`` for the forward, its transpose for the backward
+  (keeping the forward's tile live in registers through the backward cost more spills). Nothing of
+  the MLP (activations, ``pred``, ``dE/dp``, gradients) is written to global memory.
+- Wide variant (``HP > NARROW_MAX_HIDDEN``, the usual 256-1024 widths): whole ``[HP, HP]`` weight
+  tiles no longer fit (registers, and shared memory for the ``tl.dot`` operands: 1 MB at H = 512
+  float32), and ``[BM, HP]`` activations outgrow the registers. Every layer is then a blocked matmul
+  over ``[BM, BH] x [BH, BH]`` blocks, and the pre-activations go to a per-program scratch of
+  ``DEPTH x [BM, HP]`` float32; the backward overwrites them with their gradients, layer by layer
+  (each element by the thread that read it; a CTA barrier between layers, because the next layer
+  reads blocks that other threads wrote). Triton has no shared-memory scratch, and at these widths
+  ``[BM, HP]`` does not fit in shared memory anyway (64 x 1024 x 4 B = 256 KB per layer). The grid is
+  persistent (``WIDE_PROGRAMS_PER_SM`` programs per SM, each looping over tiles), so the scratch is
+  ``programs x DEPTH x BM x HP x 4`` bytes (34 MB per layer at 132 SMs, BM = 64, H = 1024: it is
+  rewritten by the same program tile after tile and mostly stays in L2). The weights are read once per
+  tile for the forward and once (transposed) for the backward.
+
+Register pressure of the register variant grows with ``BM * HP``; the launcher picks ``BM`` from the
+hidden width (64 rows up to HP = 128, then 32, then 16). ``NARROW_MAX_HIDDEN``, ``WIDE_BLOCK``,
+``WIDE_ROWS`` and the warps are set from the sm_90 lowering check (``ptxas -v``; no GPU run yet):
+255 registers and 0.5-1.6 KB of spills for the register variant at BM = 64, 36-356 B for the wide one
+(8 warps, BM = BH = 64, H = 256-1024). Tuning them by measured time is owed on a GPU.
 
 Noise: the same linear index ``b*(T-1)*D + t*D + d`` of the virtual row ``t+1`` as the unfused kernels,
 so a seed draws bit-identical noise in the fused and unfused paths.
@@ -63,6 +76,13 @@ INTERPRET = tk.INTERPRET
 # rows per tile under the interpreter (each program costs Python overhead: few, large programs)
 INTERPRET_ROWS = 128
 MIN_DOT = 16  # tl.dot needs every dimension >= 16 on NVIDIA GPUs
+# padded hidden widths above this run the wide variant: [BM, HP] register tiles and whole [HP, HP]
+# weight tiles stop fitting (registers, and shared memory for the tl.dot operands) beyond it
+NARROW_MAX_HIDDEN = 64
+WIDE_BLOCK = 64  # BH: hidden block of the wide variant
+WIDE_ROWS = 64  # BM of the wide variant on a GPU
+WIDE_PROGRAMS_PER_SM = 4
+INTERPRET_WIDE_PROGRAMS = 2  # under the interpreter: a few programs, each looping over several tiles
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,28 +126,47 @@ def _activation_grad(dh, z, ACT: tl.constexpr):
 
 
 @triton.jit
+def _load_block(ptr, row0, col0, row_end, col_end, ld, R: tl.constexpr, C: tl.constexpr):
+    """``[R, C]`` block (zero padded) at (``row0``, ``col0``) of a row-major matrix with leading dimension
+    ``ld``, rows ``< row_end`` and columns ``< col_end`` valid."""
+    r = row0 + tl.arange(0, R)
+    c = col0 + tl.arange(0, C)
+    mask = (r < row_end)[:, None] & (c < col_end)[None, :]
+    return tl.load(ptr + r[:, None] * ld + c[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
+def _load_block_t(ptr, row0, col0, row_end, col_end, ld, R: tl.constexpr, C: tl.constexpr):
+    """The transpose ``[C, R]`` of the block :func:`_load_block` loads (a second, transposed read of the
+    same weights for the backward: cheaper than keeping the forward's tile live in registers)."""
+    r = row0 + tl.arange(0, R)
+    c = col0 + tl.arange(0, C)
+    mask = (c < col_end)[:, None] & (r < row_end)[None, :]
+    return tl.load(ptr + r[None, :] * ld + c[:, None], mask=mask, other=0.0)
+
+
+@triton.jit
 def _load_mat(ptr, row0, n_rows, n_cols, R: tl.constexpr, C: tl.constexpr):
-    """``[R, C]`` tile (zero padded) of rows ``row0 .. row0+n_rows-1`` of a row-major ``[*, n_cols]`` matrix."""
-    r = tl.arange(0, R)
-    c = tl.arange(0, C)
-    mask = (r < n_rows)[:, None] & (c < n_cols)[None, :]
-    return tl.load(ptr + (row0 + r)[:, None] * n_cols + c[None, :], mask=mask, other=0.0)
+    """``[R, C]`` tile of rows ``row0 .. row0+n_rows-1`` of a row-major ``[*, n_cols]`` matrix."""
+    return _load_block(ptr, row0, 0, row0 + n_rows, n_cols, n_cols, R, C)
 
 
 @triton.jit
 def _load_mat_t(ptr, row0, n_rows, n_cols, R: tl.constexpr, C: tl.constexpr):
-    """The transpose ``[C, R]`` of the tile :func:`_load_mat` loads (a second, transposed read of the
-    same weights for the backward: cheaper than keeping the forward's tile live in registers)."""
-    r = tl.arange(0, R)
-    c = tl.arange(0, C)
-    mask = (c < n_cols)[:, None] & (r < n_rows)[None, :]
-    return tl.load(ptr + (row0 + r)[None, :] * n_cols + c[:, None], mask=mask, other=0.0)
+    """The transpose ``[C, R]`` of the tile :func:`_load_mat` loads."""
+    return _load_block_t(ptr, row0, 0, row0 + n_rows, n_cols, n_cols, R, C)
+
+
+@triton.jit
+def _load_vec_at(ptr, start, n, N: tl.constexpr, other: tl.constexpr):
+    """Elements ``start .. start+N-1`` of a length-``n`` vector (``other`` past its end)."""
+    idx = start + tl.arange(0, N)
+    return tl.load(ptr + idx, mask=idx < n, other=other)
 
 
 @triton.jit
 def _load_vec(ptr, n, N: tl.constexpr, other: tl.constexpr):
-    idx = tl.arange(0, N)
-    return tl.load(ptr + idx, mask=idx < n, other=other)
+    return _load_vec_at(ptr, 0, n, N, other)
 
 
 @triton.jit
@@ -150,6 +189,99 @@ def _mlp_rows(pid, n_chunks, n_plans, T, BP: tl.constexpr, BT: tl.constexpr):
 
 
 # ---------------------------------------------------------------------------------------------
+# the wide path: hidden layers in [BM, BH] blocks through a per-program scratch
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _scratch_block(layer_ptr, col0, BM: tl.constexpr, HP: tl.constexpr, BH: tl.constexpr):
+    """Pointers to columns ``col0 .. col0+BH-1`` of a ``[BM, HP]`` scratch layer (always in bounds:
+    BH divides HP)."""
+    r = tl.arange(0, BM)
+    c = col0 + tl.arange(0, BH)
+    return layer_ptr + r[:, None] * HP + c[None, :]
+
+
+@triton.jit
+def _wide_first_layer(xs, xa, z_ptr, w1_ptr, b1_ptr, D, A, H,
+                      BM: tl.constexpr, DP: tl.constexpr, AP: tl.constexpr, HP: tl.constexpr, BH: tl.constexpr):
+    """``z1 = [xs, xa] @ W1^T + b1`` into scratch layer ``z_ptr``."""
+    for j0 in range(0, HP, BH):
+        w1s = _load_block(w1_ptr, 0, j0, D, H, H, DP, BH)
+        w1a = _load_block(w1_ptr, D, j0, D + A, H, H, AP, BH)
+        z = tl.dot(xs.to(w1s.dtype), w1s, input_precision="ieee") + _dense(xa, w1a, _load_vec_at(b1_ptr, j0, H, BH, 0.0))
+        tl.store(_scratch_block(z_ptr, j0, BM, HP, BH), z)
+    tl.debug_barrier()  # the next layer reads blocks other threads wrote
+
+
+@triton.jit
+def _wide_hidden_layer(zin_ptr, zout_ptr, w_ptr, b_ptr, H,
+                       BM: tl.constexpr, HP: tl.constexpr, BH: tl.constexpr, ACT: tl.constexpr):
+    """``z_out = act(z_in) @ W^T + b`` (scratch layer to scratch layer)."""
+    for j0 in range(0, HP, BH):
+        acc = tl.zeros([BM, BH], dtype=tl.float32) + _load_vec_at(b_ptr, j0, H, BH, 0.0)[None, :]
+        for i0 in range(0, HP, BH):
+            h = _activation(tl.load(_scratch_block(zin_ptr, i0, BM, HP, BH)), ACT)
+            w = _load_block(w_ptr, i0, j0, H, H, H, BH, BH)
+            acc += tl.dot(h.to(w.dtype), w, input_precision="ieee")
+        tl.store(_scratch_block(zout_ptr, j0, BM, HP, BH), acc)
+    tl.debug_barrier()
+
+
+@triton.jit
+def _wide_output(z_ptr, wo_ptr, bo_ptr, D, H,
+                 BM: tl.constexpr, DP: tl.constexpr, HP: tl.constexpr, BH: tl.constexpr, ACT: tl.constexpr):
+    """``f = act(z_depth) @ Wout^T + bout`` ``[BM, DP]`` (registers)."""
+    f = tl.zeros([BM, DP], dtype=tl.float32) + _load_vec(bo_ptr, D, DP, 0.0)[None, :]
+    for i0 in range(0, HP, BH):
+        h = _activation(tl.load(_scratch_block(z_ptr, i0, BM, HP, BH)), ACT)
+        w = _load_block(wo_ptr, i0, 0, H, D, D, BH, DP)
+        f += tl.dot(h.to(w.dtype), w, input_precision="ieee")
+    return f
+
+
+@triton.jit
+def _wide_output_backward(df, z_ptr, wo_ptr, D, H,
+                          BM: tl.constexpr, DP: tl.constexpr, HP: tl.constexpr, BH: tl.constexpr, ACT: tl.constexpr):
+    """``dz_depth = act'(z_depth) * (df @ Wout)``, written over ``z_depth`` (each element by the thread
+    that read it)."""
+    for j0 in range(0, HP, BH):
+        wt = _load_block_t(wo_ptr, j0, 0, H, D, D, BH, DP)  # [DP, BH]
+        dh = tl.dot(df.to(wt.dtype), wt, input_precision="ieee")
+        ptrs = _scratch_block(z_ptr, j0, BM, HP, BH)
+        tl.store(ptrs, _activation_grad(dh, tl.load(ptrs), ACT))
+    tl.debug_barrier()
+
+
+@triton.jit
+def _wide_hidden_backward(dz_ptr, z_ptr, w_ptr, H,
+                          BM: tl.constexpr, HP: tl.constexpr, BH: tl.constexpr, ACT: tl.constexpr):
+    """``dz_{l-1} = act'(z_{l-1}) * (dz_l @ W_l)`` (``W_l^T`` packed ``[H_in, H_out]``), written over
+    ``z_{l-1}``; ``dz_l`` is only read."""
+    for i0 in range(0, HP, BH):
+        dh = tl.zeros([BM, BH], dtype=tl.float32)
+        for j0 in range(0, HP, BH):
+            wt = _load_block_t(w_ptr, i0, j0, H, H, H, BH, BH)  # [out block j, in block i]
+            dz = tl.load(_scratch_block(dz_ptr, j0, BM, HP, BH))
+            dh += tl.dot(dz.to(wt.dtype), wt, input_precision="ieee")
+        ptrs = _scratch_block(z_ptr, i0, BM, HP, BH)
+        tl.store(ptrs, _activation_grad(dh, tl.load(ptrs), ACT))
+    tl.debug_barrier()
+
+
+@triton.jit
+def _wide_action_grad(dz_ptr, w1_ptr, D, A, H,
+                      BM: tl.constexpr, AP: tl.constexpr, HP: tl.constexpr, BH: tl.constexpr):
+    """``dz_1 @ W1[:, D:]`` ``[BM, AP]``: the gradient at the (normalised) action input."""
+    ga = tl.zeros([BM, AP], dtype=tl.float32)
+    for j0 in range(0, HP, BH):
+        wt = _load_block_t(w1_ptr, D, j0, D + A, H, H, AP, BH)  # [BH, AP]
+        dz = tl.load(_scratch_block(dz_ptr, j0, BM, HP, BH))
+        ga += tl.dot(dz.to(wt.dtype), wt, input_precision="ieee")
+    return ga
+
+
+# ---------------------------------------------------------------------------------------------
 # the kernel
 # ---------------------------------------------------------------------------------------------
 
@@ -159,99 +291,124 @@ def _fused_mlp_iteration_kernel(
     states_ptr, actions_ptr, out_ptr, energy_ptr,
     s_avg_ptr, s_avg_sq_ptr, a_avg_ptr, a_avg_sq_ptr, noise_ptr, low_ptr, high_ptr,
     mean_ptr, std_ptr, amean_ptr, astd_ptr, delta_ptr,
-    w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr, wo_ptr, bo_ptr,
-    gamma, n_plans, T, D, A, H, n_chunks,
+    w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr, wo_ptr, bo_ptr, scratch_ptr,
+    gamma, n_plans, T, D, A, H, n_chunks, n_tiles,
     lerp_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step_s, neg_step_a, noise_std, seed,
     BP: tl.constexpr, BT: tl.constexpr, DP: tl.constexpr, AP: tl.constexpr, HP: tl.constexpr,
-    DEPTH: tl.constexpr, ACT: tl.constexpr, NOISE: tl.constexpr,
+    DEPTH: tl.constexpr, ACT: tl.constexpr, NOISE: tl.constexpr, WIDE: tl.constexpr, BH: tl.constexpr,
 ):
+    BM: tl.constexpr = BP * BT
     pid = tl.program_id(0)
-    plan, t, row_ok, plans, pid_c = _mlp_rows(pid, n_chunks, n_plans, T, BP, BT)
-    d = tl.arange(0, DP)
-    k = tl.arange(0, AP)
-    dmask = row_ok[:, None] & (d < D)[None, :]
-    amask = row_ok[:, None] & (k < A)[None, :]
-    s_base = plan * ((T + 1) * D)
-    s_off = (s_base + t * D)[:, None] + d[None, :]  # states[b, t, :]
-    next_off = s_off + D  # states[b, t+1, :]
-    goal_off = (s_base + T * D)[:, None] + d[None, :]  # states[b, T, :]
-    a_off = ((plan * T + t) * A)[:, None] + k[None, :]  # actions[b, t, :]
+    # WIDE: this program's scratch, DEPTH layers of [BM, HP] (pre-activations, then their gradients)
+    z1_ptr = scratch_ptr + pid.to(tl.int64) * (DEPTH * BM * HP)
+    z2_ptr = z1_ptr + BM * HP
+    z3_ptr = z2_ptr + BM * HP
+    if WIDE:  # persistent: the grid is capped (one scratch per program)
+        tile_end, tile_step = n_tiles, tl.num_programs(0)
+    else:  # one tile per program (a one-trip loop: straight-line code after LLVM)
+        tile_end, tile_step = pid + 1, 1
+    for tile in tl.range(pid, tile_end, tile_step, num_stages=1):  # no software pipelining across tiles
+        plan, t, row_ok, plans, pid_c = _mlp_rows(tile, n_chunks, n_plans, T, BP, BT)
+        d = tl.arange(0, DP)
+        k = tl.arange(0, AP)
+        dmask = row_ok[:, None] & (d < D)[None, :]
+        amask = row_ok[:, None] & (k < A)[None, :]
+        s_base = plan * ((T + 1) * D)
+        s_off = (s_base + t * D)[:, None] + d[None, :]  # states[b, t, :]
+        a_off = ((plan * T + t) * A)[:, None] + k[None, :]  # actions[b, t, :]
 
-    # ---- inputs, normalised (zero on padding) -------------------------------------------------
-    s = tl.load(states_ptr + s_off, mask=dmask, other=0.0)
-    s_next = tl.load(states_ptr + next_off, mask=dmask, other=0.0)
-    g = tl.load(states_ptr + goal_off, mask=dmask, other=0.0)
-    a = tl.load(actions_ptr + a_off, mask=amask, other=0.0)
-    mean = _load_vec(mean_ptr, D, DP, 0.0)
-    std = _load_vec(std_ptr, D, DP, 1.0)
-    amean = _load_vec(amean_ptr, A, AP, 0.0)
-    astd = _load_vec(astd_ptr, A, AP, 1.0)
-    delta = _load_vec(delta_ptr, D, DP, 0.0)
-    xs = tl.where(dmask, (s - mean[None, :]) / std[None, :], 0.0)
-    xa = tl.where(amask, (a - amean[None, :]) / astd[None, :], 0.0)
+        # ---- inputs, normalised (zero on padding) ---------------------------------------------
+        s = tl.load(states_ptr + s_off, mask=dmask, other=0.0)
+        a = tl.load(actions_ptr + a_off, mask=amask, other=0.0)
+        mean = _load_vec(mean_ptr, D, DP, 0.0)
+        std = _load_vec(std_ptr, D, DP, 1.0)
+        amean = _load_vec(amean_ptr, A, AP, 0.0)
+        astd = _load_vec(astd_ptr, A, AP, 1.0)
+        delta = _load_vec(delta_ptr, D, DP, 0.0)
+        xs = tl.where(dmask, (s - mean[None, :]) / std[None, :], 0.0)
+        xa = tl.where(amask, (a - amean[None, :]) / astd[None, :], 0.0)
 
-    # ---- MLP forward (pre-activations kept in registers for the backward) ------------------------
-    w1s = _load_mat(w1_ptr, 0, D, H, DP, HP)  # W1^T rows of the state inputs  [DP, HP]
-    w1a = _load_mat(w1_ptr, D, A, H, AP, HP)  # W1^T rows of the action inputs [AP, HP]
-    z1 = tl.dot(xs.to(w1s.dtype), w1s, input_precision="ieee")
-    z1 = _dense(xa, w1a, _load_vec(b1_ptr, H, HP, 0.0)) + z1
-    h = _activation(z1, ACT)
-    z2 = z1
-    z3 = z1
-    if DEPTH >= 2:
-        w2 = _load_mat(w2_ptr, 0, H, H, HP, HP)
-        z2 = _dense(h, w2, _load_vec(b2_ptr, H, HP, 0.0))
-        h = _activation(z2, ACT)
-    if DEPTH >= 3:
-        w3 = _load_mat(w3_ptr, 0, H, H, HP, HP)
-        z3 = _dense(h, w3, _load_vec(b3_ptr, H, HP, 0.0))
-        h = _activation(z3, ACT)
-    wo = _load_mat(wo_ptr, 0, H, D, HP, DP)  # Wout^T [HP, DP]
-    f = _dense(h, wo, _load_vec(bo_ptr, D, DP, 0.0))
-    p = s + delta[None, :] * f
+        # ---- MLP forward ------------------------------------------------------------------------
+        if WIDE:  # pre-activations in the scratch, [BM, BH] blocks
+            _wide_first_layer(xs, xa, z1_ptr, w1_ptr, b1_ptr, D, A, H, BM, DP, AP, HP, BH)
+            if DEPTH >= 2:
+                _wide_hidden_layer(z1_ptr, z2_ptr, w2_ptr, b2_ptr, H, BM, HP, BH, ACT)
+            if DEPTH >= 3:
+                _wide_hidden_layer(z2_ptr, z3_ptr, w3_ptr, b3_ptr, H, BM, HP, BH, ACT)
+            f = _wide_output(z1_ptr + (DEPTH - 1) * (BM * HP), wo_ptr, bo_ptr, D, H, BM, DP, HP, BH, ACT)
+        else:  # whole [BM, HP] pre-activations in registers, kept for the backward
+            w1s = _load_mat(w1_ptr, 0, D, H, DP, HP)  # W1^T rows of the state inputs  [DP, HP]
+            w1a = _load_mat(w1_ptr, D, A, H, AP, HP)  # W1^T rows of the action inputs [AP, HP]
+            z1 = tl.dot(xs.to(w1s.dtype), w1s, input_precision="ieee")
+            z1 = _dense(xa, w1a, _load_vec(b1_ptr, H, HP, 0.0)) + z1
+            h = _activation(z1, ACT)
+            z2 = z1
+            z3 = z1
+            if DEPTH >= 2:
+                z2 = _dense(h, _load_mat(w2_ptr, 0, H, H, HP, HP), _load_vec(b2_ptr, H, HP, 0.0))
+                h = _activation(z2, ACT)
+            if DEPTH >= 3:
+                z3 = _dense(h, _load_mat(w3_ptr, 0, H, H, HP, HP), _load_vec(b3_ptr, H, HP, 0.0))
+                h = _activation(z3, ACT)
+            f = _dense(h, _load_mat(wo_ptr, 0, H, D, HP, DP), _load_vec(bo_ptr, D, DP, 0.0))  # Wout^T [HP, DP]
+        p = s + delta[None, :] * f
+        # loaded after the MLP: fewer registers live through it
+        next_off = s_off + D  # states[b, t+1, :]
+        goal_off = (s_base + T * D)[:, None] + d[None, :]  # states[b, T, :]
+        s_next = tl.load(states_ptr + next_off, mask=dmask, other=0.0)
+        g = tl.load(states_ptr + goal_off, mask=dmask, other=0.0)
 
-    # ---- energy: one partial per plan of this tile (fixed-order sums, no atomics) --------------
-    r = tl.where(dmask, p - s_next, 0.0)
-    q = tl.where(dmask, p - g, 0.0)
-    e_row = tl.sum(r * r + gamma * (q * q), axis=1)
-    e_plan = tl.sum(tl.reshape(e_row, [BP, BT]), axis=1)
-    tl.store(energy_ptr + plans * n_chunks + pid_c, e_plan, mask=plans < n_plans)
+        # ---- energy: one partial per plan of this tile (fixed-order sums, no atomics) ----------
+        r = tl.where(dmask, p - s_next, 0.0)
+        q = tl.where(dmask, p - g, 0.0)
+        e_row = tl.sum(r * r + gamma * (q * q), axis=1)
+        e_plan = tl.sum(tl.reshape(e_row, [BP, BT]), axis=1)
+        tl.store(energy_ptr + plans * n_chunks + pid_c, e_plan, mask=plans < n_plans)
 
-    # ---- backward to the action input only ----------------------------------------------------
-    df = (2.0 * r + (2.0 * gamma) * q) * delta[None, :]  # dE/dp * delta = dE/df
-    wdt = wo.dtype
-    dh = tl.dot(df.to(wdt), _load_mat_t(wo_ptr, 0, H, D, HP, DP), input_precision="ieee")  # [BM, HP]
-    if DEPTH >= 3:
-        dz = _activation_grad(dh, z3, ACT)
-        dh = tl.dot(dz.to(wdt), _load_mat_t(w3_ptr, 0, H, H, HP, HP), input_precision="ieee")
-    if DEPTH >= 2:
-        dz = _activation_grad(dh, z2, ACT)
-        dh = tl.dot(dz.to(wdt), _load_mat_t(w2_ptr, 0, H, H, HP, HP), input_precision="ieee")
-    dz = _activation_grad(dh, z1, ACT)
-    ga = tl.dot(dz.to(wdt), _load_mat_t(w1_ptr, D, A, H, AP, HP), input_precision="ieee") / astd[None, :]
+        # ---- backward to the action input only ------------------------------------------------
+        df = (2.0 * r + (2.0 * gamma) * q) * delta[None, :]  # dE/dp * delta = dE/df
+        if WIDE:  # gradients written over the pre-activations, layer by layer
+            _wide_output_backward(df, z1_ptr + (DEPTH - 1) * (BM * HP), wo_ptr, D, H, BM, DP, HP, BH, ACT)
+            if DEPTH >= 3:
+                _wide_hidden_backward(z3_ptr, z2_ptr, w3_ptr, H, BM, HP, BH, ACT)
+            if DEPTH >= 2:
+                _wide_hidden_backward(z2_ptr, z1_ptr, w2_ptr, H, BM, HP, BH, ACT)
+            ga = _wide_action_grad(z1_ptr, w1_ptr, D, A, H, BM, AP, HP, BH) / astd[None, :]
+            tl.debug_barrier()  # the next tile overwrites the scratch this one just read
+        else:
+            wdt = w1_ptr.dtype.element_ty
+            dh = tl.dot(df.to(wdt), _load_mat_t(wo_ptr, 0, H, D, HP, DP), input_precision="ieee")  # [BM, HP]
+            if DEPTH >= 3:
+                dz = _activation_grad(dh, z3, ACT)
+                dh = tl.dot(dz.to(wdt), _load_mat_t(w3_ptr, 0, H, H, HP, HP), input_precision="ieee")
+            if DEPTH >= 2:
+                dz = _activation_grad(dh, z2, ACT)
+                dh = tl.dot(dz.to(wdt), _load_mat_t(w2_ptr, 0, H, H, HP, HP), input_precision="ieee")
+            dz = _activation_grad(dh, z1, ACT)
+            ga = tl.dot(dz.to(wdt), _load_mat_t(w1_ptr, D, A, H, AP, HP), input_precision="ieee") / astd[None, :]
 
-    # ---- action step: Adam then clamp, in place (a_t belongs to this tile row alone) ------------
-    am = tl.load(a_avg_ptr + a_off, mask=amask, other=0.0)
-    av = tl.load(a_avg_sq_ptr + a_off, mask=amask, other=0.0)
-    a, am, av = _adam(a, ga, am, av, lerp_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step_a)
-    lo = _load_vec(low_ptr, A, AP, 0.0)
-    hi = _load_vec(high_ptr, A, AP, 0.0)
-    a = _clamp(a, lo[None, :], hi[None, :])
-    tl.store(actions_ptr + a_off, a, mask=amask)
-    tl.store(a_avg_ptr + a_off, am, mask=amask)
-    tl.store(a_avg_sq_ptr + a_off, av, mask=amask)
+        # ---- action step: Adam then clamp, in place (a_t belongs to this tile row alone) --------
+        am = tl.load(a_avg_ptr + a_off, mask=amask, other=0.0)
+        av = tl.load(a_avg_sq_ptr + a_off, mask=amask, other=0.0)
+        a, am, av = _adam(a, ga, am, av, lerp_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step_a)
+        lo = _load_vec(low_ptr, A, AP, 0.0)
+        hi = _load_vec(high_ptr, A, AP, 0.0)
+        a = _clamp(a, lo[None, :], hi[None, :])
+        tl.store(actions_ptr + a_off, a, mask=amask)
+        tl.store(a_avg_ptr + a_off, am, mask=amask)
+        tl.store(a_avg_sq_ptr + a_off, av, mask=amask)
 
-    # ---- state step on row t+1 (virtual for t < T-1) into the other buffer ---------------------
-    virt = dmask & (t < T - 1)[:, None]
-    m = tl.load(s_avg_ptr + next_off, mask=virt, other=0.0)
-    v = tl.load(s_avg_sq_ptr + next_off, mask=virt, other=0.0)
-    sn, m, v = _adam(s_next, -2.0 * r, m, v, lerp_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step_s)
-    noise_off = (plan * ((T - 1) * D) + t * D)[:, None] + d[None, :]
-    sn = _add_noise(sn, noise_std, noise_ptr, noise_off, virt, seed, NOISE)
-    tl.store(out_ptr + next_off, tl.where(virt, sn, s_next), mask=dmask)  # t = T-1: the goal, copied
-    tl.store(s_avg_ptr + next_off, m, mask=virt)
-    tl.store(s_avg_sq_ptr + next_off, v, mask=virt)
-    tl.store(out_ptr + s_off, s, mask=dmask & (t == 0)[:, None])  # s_0, copied
+        # ---- state step on row t+1 (virtual for t < T-1) into the other buffer -----------------
+        virt = dmask & (t < T - 1)[:, None]
+        m = tl.load(s_avg_ptr + next_off, mask=virt, other=0.0)
+        v = tl.load(s_avg_sq_ptr + next_off, mask=virt, other=0.0)
+        sn, m, v = _adam(s_next, -2.0 * r, m, v, lerp_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step_s)
+        noise_off = (plan * ((T - 1) * D) + t * D)[:, None] + d[None, :]
+        sn = _add_noise(sn, noise_std, noise_ptr, noise_off, virt, seed, NOISE)
+        tl.store(out_ptr + next_off, tl.where(virt, sn, s_next), mask=dmask)  # t = T-1: the goal, copied
+        tl.store(s_avg_ptr + next_off, m, mask=virt)
+        tl.store(s_avg_sq_ptr + next_off, v, mask=virt)
+        tl.store(out_ptr + s_off, s, mask=dmask & (t == 0)[:, None])  # s_0, copied
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,8 +420,16 @@ def _pad(n: int) -> int:
     return max(MIN_DOT, triton.next_power_of_2(max(n, 1)))
 
 
+def is_wide(hidden: int) -> bool:
+    """Whether a hidden width runs the wide (blocked, scratch) variant rather than the register one."""
+    return _pad(hidden) > NARROW_MAX_HIDDEN
+
+
 def gpu_rows(hidden: int) -> int:
-    """Rows per tile on a GPU: [BM, H] float32 tiles near 8K elements (16 <= BM <= 64)."""
+    """Rows per tile on a GPU. Register variant: [BM, H] float32 tiles near 8K elements (16 <= BM <= 64);
+    wide variant: WIDE_ROWS (its register tiles are [BM, BH])."""
+    if is_wide(hidden):
+        return WIDE_ROWS
     return max(MIN_DOT, min(64, 8192 // _pad(hidden)))
 
 
@@ -278,7 +443,22 @@ def mlp_tile_config(n_plans: int, horizon: int, hidden: int, rows: Optional[int]
 
 
 def num_warps_for(hidden: int) -> int:
-    return 4 if _pad(hidden) <= 64 else 8
+    # wide: 8 warps cut the sm_90 spills of BM = BH = 64 from 0.35-1.9 KB to 36-356 B (ptxas -v);
+    # 32-row or 32-column blocks spilled more at H = 1024
+    return 4 if not is_wide(hidden) and _pad(hidden) <= 64 else 8
+
+
+def wide_block(hidden: int) -> int:
+    """Hidden block ``BH`` of the wide variant (a power of two dividing the padded width)."""
+    return min(WIDE_BLOCK, _pad(hidden))
+
+
+def wide_programs(n_tiles: int, device: torch.device) -> int:
+    """Programs of a wide launch: persistent, so that the scratch (one per program) stays small."""
+    if INTERPRET or device.type != "cuda":
+        return min(n_tiles, INTERPRET_WIDE_PROGRAMS)
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return min(n_tiles, sms * WIDE_PROGRAMS_PER_SM)
 
 
 def fused_mlp_iteration(
@@ -325,8 +505,14 @@ def fused_mlp_iteration(
     (w2, b2), (w3, b3) = hidden_layers[:2]
     hidden = b1.shape[0]
     bp, bt, n_chunks = mlp_tile_config(n_plans, horizon, hidden)
-    n_programs = triton.cdiv(n_plans, bp) * n_chunks
-    tk._check_grid(n_programs)
+    n_tiles = triton.cdiv(n_plans, bp) * n_chunks
+    tk._check_grid(n_tiles)
+    wide = is_wide(hidden)
+    if wide:  # per program: depth layers of [BM, HP] pre-activations, then their gradients
+        n_programs = wide_programs(n_tiles, states.device)
+        scratch = torch.empty(n_programs * depth * bp * bt * _pad(hidden), device=states.device, dtype=torch.float32)
+    else:
+        n_programs, scratch = n_tiles, states  # unused pointer
     mode = tk._noise_mode(float(noise_std), noise, n_plans * (rows - 2) * dim)
     lerp_w, b2_, omb2, sqrt_bc2, eps_, neg_step_s = tk._adam_scalars(step, lr_states, beta1, beta2, eps)
     neg_step_a = tk._adam_scalars(step, lr_actions, beta1, beta2, eps)[-1]
@@ -335,11 +521,11 @@ def fused_mlp_iteration(
         states, actions, states_out, out,
         state_exp_avg, state_exp_avg_sq, action_exp_avg, action_exp_avg_sq,
         noise if mode == tk.NOISE_TENSOR else states, low, high,
-        mean, std, amean, astd, delta, w1, b1, w2, b2, w3, b3, wo, bo,
-        float(gamma), n_plans, horizon, dim, action_dim, hidden, n_chunks,
+        mean, std, amean, astd, delta, w1, b1, w2, b2, w3, b3, wo, bo, scratch,
+        float(gamma), n_plans, horizon, dim, action_dim, hidden, n_chunks, n_tiles,
         lerp_w, b2_, omb2, sqrt_bc2, eps_, neg_step_s, neg_step_a, float(noise_std), int(seed),
         BP=bp, BT=bt, DP=_pad(dim), AP=_pad(action_dim), HP=_pad(hidden), DEPTH=depth, ACT=activation,
-        NOISE=mode, num_warps=num_warps_for(hidden),
+        NOISE=mode, WIDE=wide, BH=wide_block(hidden), num_warps=num_warps_for(hidden),
     )
     if n_chunks > 1:
         tk._reduce_into(out, energy, n_plans, n_chunks)
@@ -359,6 +545,8 @@ def lowering_specs() -> list[dict]:
     configs = [  # (label, D, A, H, depth, act, matrix dtype, noise)
         ("D=17 A=5 H=48 depth1 ReLU f32 noise-tensor", 17, 5, 48, 1, 1, "fp32", tk.NOISE_TENSOR),
         ("D=16 A=4 H=64 depth2 SiLU bf16 philox", 16, 4, 64, 2, 0, "bf16", tk.NOISE_PHILOX32),
+        ("wide D=16 A=4 H=256 depth2 SiLU f32 philox", 16, 4, 256, 2, 0, "fp32", tk.NOISE_PHILOX32),
+        ("wide D=64 A=8 H=1024 depth3 Tanh bf16 philox", 64, 8, 1024, 3, 2, "bf16", tk.NOISE_PHILOX32),
     ]
     specs = []
     for label, dim, action_dim, hidden, depth, act, mdt, noise in configs:
@@ -368,11 +556,12 @@ def lowering_specs() -> list[dict]:
         signature = {f"{n}_ptr": "*fp32" for n in ptrs}
         for n in ("w1", "b1", "w2", "b2", "w3", "b3", "wo", "bo"):
             signature[f"{n}_ptr"] = f"*{mdt}" if n.startswith("w") else "*fp32"
+        signature["scratch_ptr"] = "*fp32"
         signature.update({"gamma": f32, "n_plans": i32, "T": i32, "D": i32, "A": i32, "H": i32, "n_chunks": i32,
-                          "lerp_w": f32, "beta2": f32, "one_minus_beta2": f32, "sqrt_bc2": f32, "eps": f32,
-                          "neg_step_s": f32, "neg_step_a": f32, "noise_std": f32, "seed": i64})
+                          "n_tiles": i32, "lerp_w": f32, "beta2": f32, "one_minus_beta2": f32, "sqrt_bc2": f32,
+                          "eps": f32, "neg_step_s": f32, "neg_step_a": f32, "noise_std": f32, "seed": i64})
         constexprs = {"BP": bp, "BT": bt, "DP": _pad(dim), "AP": _pad(action_dim), "HP": _pad(hidden),
-                      "DEPTH": depth, "ACT": act, "NOISE": noise}
+                      "DEPTH": depth, "ACT": act, "NOISE": noise, "WIDE": is_wide(hidden), "BH": wide_block(hidden)}
         signature.update({name: cx for name in constexprs})
         attrs = {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(signature.values()) if kind.startswith("*")}
         specs.append({"name": f"fused_mlp_iteration {label} BM={bp * bt}", "fn": _fused_mlp_iteration_kernel,
