@@ -178,10 +178,16 @@ fi
 
 # ---------------------------------------------------------------- compute-sanitizer
 SAN_TESTS=(tests/test_cuda_ops.py -q -x -p no:cacheprovider -k "not statistics and not triton")
+# the fused MLP kernel (Triton; its wide variant writes a per-program scratch): memcheck and initcheck
+SAN_FUSED_TESTS=(tests/test_fused_mlp.py -q -x -p no:cacheprovider -m gpu -k "native or bf16")
 sanitize() {  # sanitize TOOL CACHING(0|1) EXTRA_ARGS...
   local tool=$1 caching=$2; shift 2
   step "$tool" env GRASP_CUDA_TESTS_QUICK=1 PYTORCH_NO_CUDA_MEMORY_CACHING=$((1 - caching)) \
     compute-sanitizer --tool "$tool" "$@" --error-exitcode 9 --target-processes all "$PY" -m pytest "${SAN_TESTS[@]}"
+  case "$tool" in memcheck|initcheck)
+    step "${tool}_fused_mlp" env PYTORCH_NO_CUDA_MEMORY_CACHING=$((1 - caching)) \
+      compute-sanitizer --tool "$tool" "$@" --error-exitcode 9 --target-processes all "$PY" -m pytest "${SAN_FUSED_TESTS[@]}" ;;
+  esac
 }
 for tool in memcheck racecheck initcheck synccheck; do
   selected "$tool" || continue
