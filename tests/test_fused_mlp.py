@@ -168,6 +168,7 @@ def test_fused_mlp_wide_variant_matches_reference(monkeypatch, B, T, D, A, hidde
     bp, bt, n_chunks = fm.mlp_tile_config(B, T, hidden)
     n_tiles = -(-B // bp) * n_chunks
     assert fm.is_wide(hidden) and fm.wide_block(hidden) == min(block, fm._pad(hidden))
+    assert fm.padded_hidden(hidden) == -(-hidden // fm.wide_block(hidden)) * fm.wide_block(hidden)  # 40 -> 48, 80 -> 96
     assert fm.wide_programs(n_tiles, DEVICE) == min(n_tiles, fm.INTERPRET_WIDE_PROGRAMS)
     check_fused_mlp(B, T, D, A, hidden, depth, act)
 

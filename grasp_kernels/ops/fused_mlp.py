@@ -43,9 +43,10 @@ What lives where: two variants of the MLP part, chosen by the padded hidden widt
   (each element by the thread that read it; a CTA barrier between layers, because the next layer
   reads blocks that other threads wrote). Triton has no shared-memory scratch, and at these widths
   ``[BM, HP]`` does not fit in shared memory anyway (64 x 1024 x 4 B = 256 KB per layer). The grid is
-  persistent (``WIDE_PROGRAMS_PER_SM`` programs per SM, each looping over tiles), so the scratch is
-  ``programs x DEPTH x BM x HP x 4`` bytes (34 MB per layer at 132 SMs, BM = 64, H = 1024: it is
-  rewritten by the same program tile after tile and mostly stays in L2). The weights are read once per
+  persistent (one program per SM: 255 registers x 256 threads fill its register file; each program
+  loops over tiles), so the scratch is ``programs x DEPTH x BM x HP x 4`` bytes (35 MB per layer at
+  132 SMs, BM = 64, H = 1024; rewritten by the same program tile after tile, so much of it stays in
+  L2). ``HP`` is H rounded up to a multiple of ``BH`` (not to a power of two). The weights are read once per
   tile for the forward and once (transposed) for the backward.
 
 Register pressure of the register variant grows with ``BM * HP``; the launcher picks ``BM`` from the
@@ -81,7 +82,9 @@ MIN_DOT = 16  # tl.dot needs every dimension >= 16 on NVIDIA GPUs
 NARROW_MAX_HIDDEN = 64
 WIDE_BLOCK = 64  # BH: hidden block of the wide variant
 WIDE_ROWS = 64  # BM of the wide variant on a GPU
-WIDE_PROGRAMS_PER_SM = 4
+# 255 registers x 256 threads (ptxas -v, sm_90) fill an SM's register file: one resident program per
+# SM; more would run in waves with a larger scratch
+WIDE_PROGRAMS_PER_SM = 1
 INTERPRET_WIDE_PROGRAMS = 2  # under the interpreter: a few programs, each looping over several tiles
 
 
@@ -196,7 +199,7 @@ def _mlp_rows(pid, n_chunks, n_plans, T, BP: tl.constexpr, BT: tl.constexpr):
 @triton.jit
 def _scratch_block(layer_ptr, col0, BM: tl.constexpr, HP: tl.constexpr, BH: tl.constexpr):
     """Pointers to columns ``col0 .. col0+BH-1`` of a ``[BM, HP]`` scratch layer (always in bounds:
-    BH divides HP)."""
+    HP is a multiple of BH, :func:`padded_hidden`)."""
     r = tl.arange(0, BM)
     c = col0 + tl.arange(0, BH)
     return layer_ptr + r[:, None] * HP + c[None, :]
@@ -237,6 +240,7 @@ def _wide_output(z_ptr, wo_ptr, bo_ptr, D, H,
         h = _activation(tl.load(_scratch_block(z_ptr, i0, BM, HP, BH)), ACT)
         w = _load_block(wo_ptr, i0, 0, H, D, D, BH, DP)
         f += tl.dot(h.to(w.dtype), w, input_precision="ieee")
+    tl.debug_barrier()  # the backward overwrites the blocks other threads just read
     return f
 
 
@@ -449,8 +453,16 @@ def num_warps_for(hidden: int) -> int:
 
 
 def wide_block(hidden: int) -> int:
-    """Hidden block ``BH`` of the wide variant (a power of two dividing the padded width)."""
+    """Hidden block ``BH`` of the wide variant (a power of two)."""
     return min(WIDE_BLOCK, _pad(hidden))
+
+
+def padded_hidden(hidden: int) -> int:
+    """``HP``: the register variant's power of two (``tl.arange`` over it); the wide variant only loops
+    over BH blocks, so a multiple of BH suffices (H = 520: 576, not 1024)."""
+    if is_wide(hidden):
+        return triton.cdiv(hidden, wide_block(hidden)) * wide_block(hidden)
+    return _pad(hidden)
 
 
 def wide_programs(n_tiles: int, device: torch.device) -> int:
@@ -510,7 +522,8 @@ def fused_mlp_iteration(
     wide = is_wide(hidden)
     if wide:  # per program: depth layers of [BM, HP] pre-activations, then their gradients
         n_programs = wide_programs(n_tiles, states.device)
-        scratch = torch.empty(n_programs * depth * bp * bt * _pad(hidden), device=states.device, dtype=torch.float32)
+        scratch = torch.empty(n_programs * depth * bp * bt * padded_hidden(hidden), device=states.device,
+                              dtype=torch.float32)
     else:
         n_programs, scratch = n_tiles, states  # unused pointer
     mode = tk._noise_mode(float(noise_std), noise, n_plans * (rows - 2) * dim)
@@ -524,7 +537,7 @@ def fused_mlp_iteration(
         mean, std, amean, astd, delta, w1, b1, w2, b2, w3, b3, wo, bo, scratch,
         float(gamma), n_plans, horizon, dim, action_dim, hidden, n_chunks, n_tiles,
         lerp_w, b2_, omb2, sqrt_bc2, eps_, neg_step_s, neg_step_a, float(noise_std), int(seed),
-        BP=bp, BT=bt, DP=_pad(dim), AP=_pad(action_dim), HP=_pad(hidden), DEPTH=depth, ACT=activation,
+        BP=bp, BT=bt, DP=_pad(dim), AP=_pad(action_dim), HP=padded_hidden(hidden), DEPTH=depth, ACT=activation,
         NOISE=mode, WIDE=wide, BH=wide_block(hidden), num_warps=num_warps_for(hidden),
     )
     if n_chunks > 1:
@@ -560,7 +573,7 @@ def lowering_specs() -> list[dict]:
         signature.update({"gamma": f32, "n_plans": i32, "T": i32, "D": i32, "A": i32, "H": i32, "n_chunks": i32,
                           "n_tiles": i32, "lerp_w": f32, "beta2": f32, "one_minus_beta2": f32, "sqrt_bc2": f32,
                           "eps": f32, "neg_step_s": f32, "neg_step_a": f32, "noise_std": f32, "seed": i64})
-        constexprs = {"BP": bp, "BT": bt, "DP": _pad(dim), "AP": _pad(action_dim), "HP": _pad(hidden),
+        constexprs = {"BP": bp, "BT": bt, "DP": _pad(dim), "AP": _pad(action_dim), "HP": padded_hidden(hidden),
                       "DEPTH": depth, "ACT": act, "NOISE": noise, "WIDE": is_wide(hidden), "BH": wide_block(hidden)}
         signature.update({name: cx for name in constexprs})
         attrs = {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(signature.values()) if kind.startswith("*")}
