@@ -208,6 +208,7 @@ def plot(report: dict, path: Path) -> None:
         err = [[y - lo for y, (lo, _) in zip(ys, ci)], [hi - y for y, (_, hi) in zip(ys, ci)]]
         ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=row, linestyle="--" if section == "ablations" else "-")
     ax.set_xscale("log")
+    ax.minorticks_off()  # the horizons are the only ticks
     ax.set_xticks(horizons, [str(h) for h in horizons])
     ax.set_xlabel("horizon H (model steps)")
     ax.set_ylabel("open-loop success % (95% CI)")
