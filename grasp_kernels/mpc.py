@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import time
 from typing import TYPE_CHECKING, Optional, Protocol, Union
@@ -33,7 +34,7 @@ from .result import PlanResult
 if TYPE_CHECKING:  # the simulators need the envs extra; run_mpc only uses the SimBatch interface
     from .envs.sim import SimBatch
 
-__all__ = ["MPCConfig", "MPCResult", "run_mpc", "shift_actions"]
+__all__ = ["MPCConfig", "MPCResult", "run_mpc", "shift_actions", "shift_states"]
 
 
 class Planner(Protocol):
@@ -59,6 +60,10 @@ class MPCConfig:
             last action rather than padding with zeros keeps a plan that is still under way (e.g. a
             force that is still pushing) continuous; the planner revises the tail anyway. False: every
             plan starts from the planner's own initialisation (zeros).
+        warm_start_states: with ``warm_start``, a planner whose ``plan`` takes ``init_states`` (GRASP)
+            also starts from the previous plan's virtual states shifted by the executed steps, the rows
+            past the old horizon at the goal (:func:`shift_states`): the lifted chain that the last
+            plan optimised, rather than a fresh straight line from the current state to the goal.
         stop_on_success: an episode that met the environment's success criterion stops stepping: its
             simulator is frozen (``SimBatch.step(active=...)``) and its executed states repeat.
     """
@@ -66,6 +71,7 @@ class MPCConfig:
     max_steps: int
     replan_every: int = 1
     warm_start: bool = True
+    warm_start_states: bool = True
     stop_on_success: bool = True
 
     def __post_init__(self) -> None:
@@ -75,7 +81,7 @@ class MPCConfig:
         """Raise ``ValueError``/``TypeError`` naming the first field that is out of range."""
         _check_int("max_steps", self.max_steps, minimum=1)
         _check_int("replan_every", self.replan_every, minimum=1)
-        for name in ("warm_start", "stop_on_success"):
+        for name in ("warm_start", "warm_start_states", "stop_on_success"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
 
@@ -130,12 +136,17 @@ def shift_actions(actions: torch.Tensor, shift: int) -> torch.Tensor:
     """
     if not isinstance(actions, torch.Tensor) or actions.dim() != 3:
         raise ValueError(f"actions must be a [B, T, A] tensor, got {getattr(actions, 'shape', type(actions).__name__)}")
-    horizon = actions.shape[1]
+    return _shift_rows(actions, shift, horizon=actions.shape[1])
+
+
+def _shift_rows(tensor: torch.Tensor, shift: int, horizon: int) -> torch.Tensor:
+    """``tensor [B, N, ...]`` moved ``shift <= horizon`` rows earlier along dim 1, its last row repeated
+    into the freed rows (a new tensor)."""
     _check_int("shift", shift, minimum=0)
     if shift > horizon:
         raise ValueError(f"shift must be <= the horizon ({horizon}), got {shift}")
-    tail = actions[:, -1:].expand(-1, shift, -1)
-    return torch.cat([actions[:, shift:], tail], dim=1).clone()
+    tail = tensor[:, -1:].expand(-1, shift, *tensor.shape[2:])
+    return torch.cat([tensor[:, shift:], tail], dim=1).clone()
 
 
 def run_mpc(
@@ -189,11 +200,15 @@ def run_mpc(
 
     first_plan: Optional[PlanResult] = None
     warm: Optional[torch.Tensor] = None
+    warm_states: Optional[torch.Tensor] = None
+    takes_states = config.warm_start and config.warm_start_states and _takes_init_states(planner)
     plans, planning_time, t = 0, 0.0, 0
     bar = tqdm(total=math.ceil(max_steps / every), desc="MPC", disable=not progress, leave=False)
     try:
         while t < max_steps and not (config.stop_on_success and done.all()):
-            result, seconds = _timed_plan(planner, current, goal_tensor, warm, device, (batch, horizon, action_dim))
+            result, seconds = _timed_plan(
+                planner, current, goal_tensor, warm, device, (batch, horizon, action_dim), warm_states
+            )
             planning_time += seconds
             plans += 1
             planned = result.actions
@@ -217,6 +232,8 @@ def run_mpc(
                 done |= newly
             if config.warm_start:
                 warm = shift_actions(planned.detach(), executed_now)
+            if takes_states:
+                warm_states = shift_states(result.states.detach(), executed_now)
             bar.update(1)
             bar.set_postfix(step=t, success=int(done.sum()))
     finally:
@@ -249,12 +266,14 @@ def _timed_plan(
     init_actions: Optional[torch.Tensor],
     device: torch.device,
     action_shape: tuple[int, int, int],
+    init_states: Optional[torch.Tensor] = None,
 ) -> tuple[PlanResult, float]:
     """One batched plan from host ``states [B, D]`` to ``goals [B, D]`` (float32 on ``device``), its
     seconds (a CUDA device synchronised first, so that queued kernels count) and a check of its actions."""
     s0 = torch.as_tensor(states, dtype=torch.float32, device=device)
+    extra = {} if init_states is None else {"init_states": init_states}
     start = time.perf_counter()
-    result = planner.plan(s0, goals, init_actions=init_actions)
+    result = planner.plan(s0, goals, init_actions=init_actions, **extra)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -262,6 +281,27 @@ def _timed_plan(
     if shape != action_shape:
         raise ValueError(f"the planner returned actions of shape {shape}, expected [B, T, A] = {action_shape}")
     return result, seconds
+
+
+def shift_states(states: torch.Tensor, shift: int) -> torch.Tensor:
+    """The warm start of a plan's states after executing ``shift`` steps: ``states [B, T+1, *S]`` moved
+    ``shift`` rows earlier, the freed last rows filled with the goal row ``states[:, T]``. Row 0 is
+    the previous plan's prediction of the current state (the planner replaces it with the observed one).
+
+    Args:
+        states: ``[B, T+1, *S]`` (row T = the goal).
+        shift: ``0 <= shift <= T``.
+    """
+    if not isinstance(states, torch.Tensor) or states.dim() < 3 or states.shape[1] < 2:
+        raise ValueError(f"states must be a [B, T+1, *S] tensor, got {getattr(states, 'shape', type(states).__name__)}")
+    return _shift_rows(states, shift, horizon=states.shape[1] - 1)
+
+
+def _takes_init_states(planner: object) -> bool:
+    try:
+        return "init_states" in inspect.signature(planner.plan).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _planner_horizon(planner: object) -> int:

@@ -29,7 +29,7 @@ from ._problem import (
     raise_if_nonfinite,
     squeeze_single,
 )
-from ._checks import check_tensor
+from ._checks import check_finite, check_tensor
 from .backends import BackendFallbackWarning, resolve_backend, triton_interpreter_active, warn_once
 from .config import GraspConfig
 from .graphs import PlanGraphs
@@ -113,6 +113,7 @@ class GraspPlanner:
         goal: torch.Tensor,
         init_actions: Optional[torch.Tensor] = None,
         progress: bool = False,
+        init_states: Optional[torch.Tensor] = None,
     ) -> PlanResult:
         """Plan from ``s0`` to ``goal``.
 
@@ -122,6 +123,10 @@ class GraspPlanner:
             goal: goal states ``[B, *S]`` (``[*S]``), same dtype and device as ``s0``.
             init_actions: optional warm start ``[B, T, A]`` (or ``[T, A]``, shared by all plans).
             progress: show a progress bar over the iterations.
+            init_states: optional warm start of the virtual states ``[B, T+1, *S]`` (``[T+1, *S]`` for
+                one plan), e.g. the previous plan's ``states`` shifted (MPC): rows 1..T-1 start there
+                (plus ``init_noise``, per chain) instead of on the line from ``s0`` to ``goal``; rows 0
+                and T are ``s0`` and ``goal`` whatever the guess holds there.
 
         Returns:
             :class:`PlanResult` with ``actions [B,T,A]``, virtual ``states [B,T+1,*S]``,
@@ -134,7 +139,7 @@ class GraspPlanner:
         same results as the eager loop.
         """
         start = time.perf_counter()
-        state = self.start(s0, goal, init_actions)
+        state = self.start(s0, goal, init_actions, init_states)
         if self.config.cuda_graph:
             replayed = self._graphs.run(self, state)
             if replayed is not None:
@@ -155,7 +160,13 @@ class GraspPlanner:
         seen by the graphs)."""
         self._graphs.clear()
 
-    def start(self, s0: torch.Tensor, goal: torch.Tensor, init_actions: Optional[torch.Tensor] = None) -> "PlanState":
+    def start(
+        self,
+        s0: torch.Tensor,
+        goal: torch.Tensor,
+        init_actions: Optional[torch.Tensor] = None,
+        init_states: Optional[torch.Tensor] = None,
+    ) -> "PlanState":
         """Checked inputs, initial virtual states and actions, zeroed moments: the loop's state."""
         cfg = self.config
         problem = make_problem(s0, goal, self.state_shape, cfg.history)
@@ -168,7 +179,12 @@ class GraspPlanner:
         generator = torch.Generator(device=device).manual_seed(cfg.seed)
         low, high = action_bounds(cfg.action_low, cfg.action_high, self.action_dim, device, dtype)
         clamp_(actions, low, high)
-        states = init_states_ref(chains.flat(chains.s0), chains.flat(chains.goal), cfg.horizon, cfg.init_noise, generator)
+        guess = None
+        if init_states is not None:
+            guess = _check_init_states(init_states, problem, cfg.horizon)
+            guess = guess.reshape(problem.batch, cfg.horizon + 1, -1).repeat_interleave(cfg.particles, dim=0)
+        states = init_states_ref(chains.flat(chains.s0), chains.flat(chains.goal), cfg.horizon, cfg.init_noise, generator,
+                                 guess=guess)
         num_syncs = cfg.iters // cfg.sync_every if cfg.sync_every and cfg.sync_steps else 0
         frames = None
         if chains.history_frames is not None:
@@ -473,6 +489,17 @@ def _repeat_chains(problem: Problem, particles: int) -> Problem:
         single=False,
         history_frames=None if history is None else history.repeat_interleave(particles, dim=0),
     )
+
+
+def _check_init_states(init_states: object, problem: "Problem", horizon: int) -> torch.Tensor:
+    """``init_states`` as ``[B, T+1, *S]`` (a single plan's ``[T+1, *S]`` gets its batch dimension)."""
+    expected = (problem.batch, horizon + 1, *problem.state_shape)
+    check_tensor("init_states", init_states, dtypes=(problem.s0.dtype,), device=problem.s0.device)
+    if problem.single and tuple(init_states.shape) == expected[1:]:
+        init_states = init_states.unsqueeze(0)
+    if tuple(init_states.shape) != expected:
+        raise ValueError(f"init_states must have shape [B, T+1, *S] = {list(expected)}, got {tuple(init_states.shape)}")
+    return check_finite("init_states", init_states)
 
 
 def check_fused_mlp(world_model: WorldModel, config: GraspConfig, state_weights: Optional[torch.Tensor]) -> None:

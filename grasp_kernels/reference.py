@@ -356,14 +356,19 @@ def init_states_ref(
     horizon: int,
     init_noise: float,
     generator: Optional[torch.Generator] = None,
+    guess: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Initial states ``[B, T+1, D]``: ``s_t = (t/T) g + (1 - t/T) s_0 + eps * xi`` on rows 1..T-1.
 
-    Rows 0 and T are exactly ``s0`` and ``goal`` (``[B, D]`` each).
+    With ``guess [B, T+1, D]`` (a warm start, e.g. the previous plan's states shifted), ``s_t =
+    guess_t + eps * xi`` instead. Rows 0 and T are exactly ``s0`` and ``goal`` (``[B, D]`` each).
     """
     batch, dim = s0.shape
-    frac = torch.arange(horizon + 1, device=s0.device, dtype=s0.dtype).div_(horizon).view(1, -1, 1)
-    states = s0.unsqueeze(1) + frac * (goal - s0).unsqueeze(1)
+    if guess is not None:
+        states = guess.to(dtype=s0.dtype).clone()
+    else:
+        frac = torch.arange(horizon + 1, device=s0.device, dtype=s0.dtype).div_(horizon).view(1, -1, 1)
+        states = s0.unsqueeze(1) + frac * (goal - s0).unsqueeze(1)
     if init_noise > 0 and horizon > 1:
         xi = torch.randn((batch, horizon - 1, dim), generator=generator, device=s0.device, dtype=s0.dtype)
         states[:, 1:-1].add_(xi, alpha=init_noise)

@@ -154,6 +154,22 @@ def test_planning_quality_quick(tmp_path):
         assert cell["sweep"][family][entry["setting"]] == best  # the sweep's winner is what was held out
 
 
+def test_planning_quality_closed_loop_only(tmp_path):
+    pytest.importorskip("gymnasium_robotics")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "planning_quality.py"), "--quick", "--closed-loop-only",
+                           "--families", "GRASP", "GD", "--out-dir", str(tmp_path), "--tag", "mpc"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    cell = json.loads((tmp_path / "planning_quality_pointmaze-medium_mpc.json").read_text())["horizons"]["10"]
+    assert set(cell["closed_loop"]) == set(cell["sweep"]) == {"GRASP", "GD"}
+    assert not cell["held_out"] and not cell["ablations"] and not cell["equal_time"]
+    for family, entry in cell["closed_loop"].items():
+        best = min(cell["sweep"][family], key=lambda k: (-cell["sweep"][family][k]["successes"], cell["sweep"][family][k]["median_error"]))
+        assert entry["setting"] == best and entry["trials"] == 3
+
+
 def test_wilson_interval():
     from grasp_kernels.quality import wilson_interval
 

@@ -17,7 +17,7 @@ pytest.importorskip("gymnasium_robotics")
 from grasp_kernels import GraspConfig, GraspPlanner, PlanResult  # noqa: E402
 from grasp_kernels.baselines import CEMConfig, CEMPlanner, GDConfig, GDPlanner, MPPIConfig, MPPIPlanner  # noqa: E402
 from grasp_kernels.envs.sim import SimBatch  # noqa: E402
-from grasp_kernels.mpc import MPCConfig, MPCResult, run_mpc, shift_actions  # noqa: E402
+from grasp_kernels.mpc import MPCConfig, MPCResult, run_mpc, shift_actions, shift_states  # noqa: E402
 
 HORIZON = 8
 
@@ -43,6 +43,21 @@ class RecordingPlanner:
     def plan(self, s0, goal, init_actions=None):
         self.inits.append(None if init_actions is None else init_actions.clone())
         result = self.inner.plan(s0, goal, init_actions=init_actions)
+        self.results.append(result)
+        return result
+
+
+class RecordingStatesPlanner(RecordingPlanner):
+    """A RecordingPlanner whose ``plan`` also takes ``init_states`` (as GraspPlanner's does)."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.init_states: list = []
+
+    def plan(self, s0, goal, init_actions=None, init_states=None):
+        self.init_states.append(None if init_states is None else init_states.clone())
+        self.inits.append(None if init_actions is None else init_actions.clone())
+        result = self.inner.plan(s0, goal, init_actions=init_actions, init_states=init_states)
         self.results.append(result)
         return result
 
@@ -190,6 +205,56 @@ def test_warm_start_passes_the_shifted_plan(sims, warm_start):
     np.testing.assert_array_equal(result.actions, executed)
 
 
+def test_shift_states_is_exact():
+    states = torch.randn(2, 6, 2, 2)  # [B, T+1, *S] with a 2-D state
+    shifted = shift_states(states, 2)
+    assert torch.equal(shifted[:, :4], states[:, 2:])
+    assert torch.equal(shifted[:, 4:], states[:, 5:6].expand(-1, 2, -1, -1))  # the goal row fills the tail
+    assert torch.equal(shift_states(states, 5), states[:, 5:6].expand(-1, 6, -1, -1))
+    with pytest.raises(ValueError, match="shift"):
+        shift_states(states, 6)
+    with pytest.raises(ValueError, match="states"):
+        shift_states(states[:, :, 0, 0], 1)
+
+
+@pytest.mark.parametrize("warm_start,warm_start_states", [(True, True), (True, False), (False, True)])
+def test_warm_start_passes_the_shifted_states(sims, warm_start, warm_start_states):
+    starts, goals = corridor_task(sims)
+    planner = RecordingStatesPlanner(grasp_planner())
+    config = MPCConfig(max_steps=6, replan_every=2, warm_start=warm_start, warm_start_states=warm_start_states,
+                       stop_on_success=False)
+    run_mpc(planner, sims, starts, goals, config)
+    assert len(planner.init_states) == 3 and planner.init_states[0] is None
+    for previous, init in zip(planner.results, planner.init_states[1:]):
+        if warm_start and warm_start_states:
+            assert torch.equal(init, shift_states(previous.states, 2))
+        else:
+            assert init is None
+
+
+def test_grasp_starts_from_the_given_states():
+    """GraspPlanner.plan(init_states=...): rows 1..T-1 start at the guess (no iterations, no noise: the
+    returned virtual states are the guess), rows 0 and T are s0 and the goal; bad guesses are rejected."""
+    config = GraspConfig(horizon=5, iters=0, init_noise=0.0, sync_every=0, backend="reference")
+    planner = GraspPlanner(PointMassModel(), 2, config)
+    g = torch.Generator().manual_seed(3)
+    s0, goal, guess = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g), torch.randn(3, 6, 4, generator=g)
+    result = planner.plan(s0, goal, init_states=guess)
+    assert torch.equal(result.states[:, 1:5], guess[:, 1:5])
+    assert torch.equal(result.states[:, 0], s0) and torch.equal(result.states[:, 5], goal)
+    single = planner.plan(s0[0], goal[0], init_states=guess[0])
+    assert torch.equal(single.states[1:5], guess[0, 1:5])
+    noisy = GraspPlanner(PointMassModel(), 2, config.replace(init_noise=0.1, particles=2)).plan(s0, goal, init_states=guess)
+    assert not torch.equal(noisy.states[:, 1:5], guess[:, 1:5])
+    assert (noisy.states[:, 1:5] - guess[:, 1:5]).abs().max() < 1.0  # the guess plus noise of std 0.1
+    with pytest.raises(ValueError, match=r"init_states must have shape \[B, T\+1, \*S\]"):
+        planner.plan(s0, goal, init_states=guess[:, :5])
+    with pytest.raises(TypeError, match="init_states must have dtype"):
+        planner.plan(s0, goal, init_states=guess.double())
+    with pytest.raises(ValueError, match="init_states contains"):
+        planner.plan(s0, goal, init_states=torch.full_like(guess, float("nan")))
+
+
 def test_succeeded_episodes_stay_frozen(sims):
     """Episode 0 starts 0.6 short of its goal, moving towards it: success during model step 1. Episode 1
     is two cells away and keeps going."""
@@ -249,6 +314,8 @@ def test_bad_inputs(sims):
         run_mpc(planner, sims, starts, goals, mutated)
     with pytest.raises(TypeError, match="warm_start"):
         MPCConfig(max_steps=3, warm_start=1)
+    with pytest.raises(TypeError, match="warm_start_states"):
+        MPCConfig(max_steps=3, warm_start_states=None)
     with pytest.raises(TypeError, match="config"):
         run_mpc(planner, sims, starts, goals, {"max_steps": 3})
     with pytest.raises(ValueError, match="action_dim"):
