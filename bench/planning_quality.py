@@ -74,7 +74,8 @@ def write(report: dict, args: argparse.Namespace, header: str, seconds: float | 
     Path(f"{stem}.md").write_text(markdown(report, args, header + f" Run time {seconds:.0f} s."))
     saved = {k: v for k, v in report.items() if k != "started"} | {"seconds": seconds, "header": header}
     Path(f"{stem}.json").write_text(json.dumps(saved, indent=1))
-    plot(report, Path(f"{stem}.png"))
+    if any(cell["held_out"] for cell in report["horizons"].values()):  # not for --closed-loop-only
+        plot(report, Path(f"{stem}.png"))
 
 
 def run_env(env_name: str, args: argparse.Namespace, header: str) -> dict:
@@ -123,6 +124,7 @@ def run_env(env_name: str, args: argparse.Namespace, header: str) -> dict:
                 planner = chosen[family][1](args.mpc_iters_scale)
                 score, _ = closed_loop(
                     env_name, planner, test, max_steps=args.mpc_steps or 2 * horizon, replan_every=args.replan_every,
+                    warm_start_states=args.mpc_warm_start_states,
                 )
                 cell["closed_loop"][family] = {"setting": chosen[family][0], **dataclass_dict(score)}
                 log(f"  closed-loop {family:5s} {score.cell()}  err {score.median_error:.3f}  {score.wall_time:.1f}s")
@@ -276,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--closed-loop-only", action="store_true",
                         help="sweep on the tuning pairs, then only the closed-loop table (no held-out open loop, ablations, equal time)")
+    parser.add_argument("--mpc-warm-start-states", action="store_true",
+                        help="closed loop: also warm-start GRASP's virtual states (MPCConfig.warm_start_states)")
     parser.add_argument("--quick", action="store_true", help="smoke run: PointMaze-Medium, H=10, 3 pairs, tiny budgets")
     parser.add_argument("--out-dir", type=Path, default=Path("out"))
     parser.add_argument("--tag", default=f"cpu_{datetime.date.today().isoformat()}")
@@ -295,8 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{datetime.date.today().isoformat()}, CPU {platform.machine()} ({torch.get_num_threads()} threads), "
         f"torch {torch.__version__}, shipped MLPDynamics world model; tuning pairs: {args.tune_trials} (seed {TUNE_SEED}), "
         f"held-out pairs: {args.trials} (seed {TEST_SEED}); CEM/MPPI {args.samples if not args.quick else 16} samples; "
-        f"every planner plans all pairs as one batch; MPC warm-starts the actions and GRASP's virtual states "
-        f"(shifted previous plan)." + (" QUICK SMOKE RUN: budgets too small to mean anything." if args.quick else "")
+        f"every planner plans all pairs as one batch; MPC warm-starts the actions"
+        f"{' and GRASP' + chr(39) + 's virtual states' if args.mpc_warm_start_states else ''} (shifted previous plan)."
+        + (" QUICK SMOKE RUN: budgets too small to mean anything." if args.quick else "")
     )
     for env_name in args.env:
         report = run_env(env_name, args, header)

@@ -64,6 +64,9 @@ class MPCConfig:
             also starts from the previous plan's virtual states shifted by the executed steps, the rows
             past the old horizon at the goal (:func:`shift_states`): the lifted chain that the last
             plan optimised, rather than a fresh straight line from the current state to the goal.
+            Off by default: on the real tasks it did not help consistently (closed loop, 50 pairs each,
+            with vs without: Push-T H=25 2 vs 4 %, PointMaze H=50 UMaze 0 vs 4 %, Medium 0 vs 0 %,
+            Large 14 vs 8 %; ``bench/results/planning_quality_*_mpc_states.md``).
         stop_on_success: an episode that met the environment's success criterion stops stepping: its
             simulator is frozen (``SimBatch.step(active=...)``) and its executed states repeat.
     """
@@ -71,7 +74,7 @@ class MPCConfig:
     max_steps: int
     replan_every: int = 1
     warm_start: bool = True
-    warm_start_states: bool = True
+    warm_start_states: bool = False
     stop_on_success: bool = True
 
     def __post_init__(self) -> None:

@@ -167,17 +167,19 @@ def open_loop(env_name: str, planner, pairs: PairSet, device: str = "cpu") -> tu
 
 def closed_loop(
     env_name: str, planner, pairs: PairSet, max_steps: int, replan_every: int, device: str = "cpu",
-    progress: bool = False,
+    progress: bool = False, warm_start_states: bool = False,
 ) -> tuple[Score, object]:
     """MPC in the simulator (:func:`grasp_kernels.mpc.run_mpc`), success by the environment's own
-    criterion; the error column is the task distance of the last executed state."""
+    criterion; the error column is the task distance of the last executed state.
+    ``warm_start_states``: :attr:`grasp_kernels.mpc.MPCConfig.warm_start_states`."""
     from .envs.sim import SimBatch
     from .mpc import MPCConfig, run_mpc
 
     sims = SimBatch(env_name, len(pairs))
     try:
         result = run_mpc(
-            planner, sims, pairs.starts, pairs.goals, MPCConfig(replan_every=replan_every, max_steps=max_steps),
+            planner, sims, pairs.starts, pairs.goals,
+            MPCConfig(replan_every=replan_every, max_steps=max_steps, warm_start_states=warm_start_states),
             progress=progress, device=device,
         )
     finally:

@@ -165,6 +165,7 @@ def test_planning_quality_closed_loop_only(tmp_path):
     cell = json.loads((tmp_path / "planning_quality_pointmaze-medium_mpc.json").read_text())["horizons"]["10"]
     assert set(cell["closed_loop"]) == set(cell["sweep"]) == {"GRASP", "GD"}
     assert not cell["held_out"] and not cell["ablations"] and not cell["equal_time"]
+    assert not (tmp_path / "planning_quality_pointmaze-medium_mpc.png").exists()  # nothing to plot
     for family, entry in cell["closed_loop"].items():
         best = min(cell["sweep"][family], key=lambda k: (-cell["sweep"][family][k]["successes"], cell["sweep"][family][k]["median_error"]))
         assert entry["setting"] == best and entry["trials"] == 3

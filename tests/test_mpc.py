@@ -232,6 +232,14 @@ def test_warm_start_passes_the_shifted_states(sims, warm_start, warm_start_state
             assert init is None
 
 
+def test_state_warm_start_is_off_by_default(sims):
+    assert MPCConfig(max_steps=1).warm_start_states is False
+    starts, goals = corridor_task(sims)
+    planner = RecordingStatesPlanner(grasp_planner())
+    run_mpc(planner, sims, starts, goals, MPCConfig(max_steps=4, replan_every=2, stop_on_success=False))
+    assert planner.init_states == [None, None] and planner.inits[1] is not None
+
+
 def test_grasp_starts_from_the_given_states():
     """GraspPlanner.plan(init_states=...): rows 1..T-1 start at the guess (no iterations, no noise: the
     returned virtual states are the guess), rows 0 and T are s0 and the goal; bad guesses are rejected."""
