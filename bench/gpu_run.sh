@@ -15,7 +15,10 @@
 #     build_tests  tests/test_cuda_build.py WITHOUT -m gpu (its tests are CPU tests; some need a device)
 #     gpu_tests    pytest -m gpu tests/  (CUDA and Triton GPU tests, the whole suite)
 #   sanitizer    = memcheck,racecheck,initcheck,synccheck  (compute-sanitizer over tests/test_cuda_ops.py,
-#                  trimmed grid GRASP_CUDA_TESTS_QUICK=1, which still includes shapes whose grids loop)
+#                  trimmed grid GRASP_CUDA_TESTS_QUICK=1, which still includes shapes whose grids loop;
+#                  memcheck and initcheck then also run the fused MLP kernel's GPU tests, as the sub-steps
+#                  memcheck_fused_mlp / initcheck_fused_mlp of the same call: not timed on a GPU yet, so
+#                  split them into separate calls if one exceeds 600 s)
 #   bench        = op_speed,planner_speed
 #     op_speed       bench/op_speed.py (reference / Triton / CUDA / torch.compile table)
 #     planner_speed  = planner_speed_mlp,planner_speed_transformer: bench/planner_speed.py --device cuda, every

@@ -58,6 +58,9 @@ POINTMAZE_HORIZONS = [25, 50, 100, 200]
 DEFAULT_MPC = {"pusht": 25}
 POINTMAZE_MPC = 50
 TUNE_SEED, TEST_SEED = 1000, 2000
+# the arguments that change what a report measures: --merge only joins reports that agree on all of them
+SETTINGS = ("trials", "tune_trials", "samples", "families", "replan_every", "mpc_iters_scale", "mpc_steps", "quick",
+            "mpc_warm_start_states")
 
 
 def log(line: str) -> None:
@@ -73,6 +76,7 @@ def write(report: dict, args: argparse.Namespace, header: str, seconds: float | 
         seconds = time.perf_counter() - report["started"]
     Path(f"{stem}.md").write_text(markdown(report, args, header + f" Run time {seconds:.0f} s."))
     saved = {k: v for k, v in report.items() if k != "started"} | {"seconds": seconds, "header": header}
+    saved.setdefault("settings", {name: getattr(args, name) for name in SETTINGS})
     Path(f"{stem}.json").write_text(json.dumps(saved, indent=1))
     if any(cell["held_out"] for cell in report["horizons"].values()):  # not for --closed-loop-only
         plot(report, Path(f"{stem}.png"))
@@ -237,29 +241,29 @@ def merge(paths: list[Path], args: argparse.Namespace) -> dict:
     envs = {r.get("env") for _, r in reports}
     if len(envs) != 1:
         raise SystemExit(f"--merge: the reports must be of one environment, got {sorted(map(str, envs))}")
+    settings = reports[0][1].get("settings")
+    for path, r in reports:
+        if not isinstance(r.get("settings"), dict) or not isinstance(r.get("horizons"), dict):
+            raise SystemExit(f"--merge: {path} records no run settings or horizons (not a planning_quality report?)")
+        differ = sorted(k for k in set(settings) | set(r["settings"]) if settings.get(k) != r["settings"].get(k))
+        if differ:
+            raise SystemExit(f"--merge: {path} was run with other settings than {reports[0][0]}: {', '.join(differ)}")
+    for name, value in settings.items():  # the tables' notes (replanning, budgets) describe the runs
+        setattr(args, name, value)
     cells: dict = {}
     for path, r in reports:
-        for horizon, cell in r.get("horizons", {}).items():
+        for horizon, cell in r["horizons"].items():
             if horizon in cells:
                 raise SystemExit(f"--merge: horizon {horizon} is in more than one report (second: {path})")
             cells[horizon] = cell
     sources = "; ".join(
         f"{Path(p).name} (H={', '.join(r['horizons'])}; run time {r.get('seconds', float('nan')):.0f} s)" for p, r in reports
     )
-    first_header = reports[0][1].get("header") or _md_header(Path(reports[0][0]).with_suffix(".md"))
+    first_header = reports[0][1].get("header", "(header not recorded)")
     header = f"Merged from {len(reports)} runs: {sources}. Runs' setting: {first_header}"
-    report = {"env": envs.pop(), "horizons": {h: cells[h] for h in sorted(cells, key=int)}}
+    report = {"env": envs.pop(), "horizons": {h: cells[h] for h in sorted(cells, key=int)}, "settings": settings}
     write(report, args, header, seconds=sum(r.get("seconds", 0.0) for _, r in reports))
     return report
-
-
-def _md_header(path: Path) -> str:
-    """The header line of a report's markdown (reports written before the JSON kept its header)."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return "(header not recorded)"
-    return lines[2].split(" Run time")[0] if len(lines) > 2 else "(header not recorded)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ its bias corrections, the annealed noise scale, the noise seed, the energy-histo
 kernel arguments, baked into the graph exactly as the eager loop passes them. Every iteration of a replay
 draws the noise of its own seed, and a replay reproduces the eager plan of the same ``config.seed``
 bit for bit (the eager planner also restarts from ``config.seed`` on every call). The initialisation
-(initial virtual states drawn from the planner's generator, warm-start actions) runs eagerly and is
+(initial virtual states drawn from the planner's generator (or a guess), warm-start actions) runs eagerly and is
 copied into the graph's input buffers before each replay; the final rollout and the choice of the best
 chain run eagerly after it.
 

@@ -60,10 +60,11 @@ class MPCConfig:
             last action rather than padding with zeros keeps a plan that is still under way (e.g. a
             force that is still pushing) continuous; the planner revises the tail anyway. False: every
             plan starts from the planner's own initialisation (zeros).
-        warm_start_states: with ``warm_start``, a planner whose ``plan`` takes ``init_states`` (GRASP)
-            also starts from the previous plan's virtual states shifted by the executed steps, the rows
-            past the old horizon at the goal (:func:`shift_states`): the lifted chain that the last
-            plan optimised, rather than a fresh straight line from the current state to the goal.
+        warm_start_states: (needs ``warm_start``) a planner whose ``plan`` takes an ``init_states``
+            argument and returns ``states`` whose row T is the goal (GRASP) also starts from the previous
+            plan's virtual states shifted by the executed steps, the rows past the old horizon at the
+            goal (:func:`shift_states`): the lifted chain that the last plan optimised, rather than a
+            fresh straight line from the current state to the goal. Other planners are unaffected.
             Off by default: on the real tasks it did not help consistently (closed loop, 50 pairs each,
             with vs without: Push-T H=25 2 vs 4 %, PointMaze H=50 UMaze 0 vs 4 %, Medium 0 vs 0 %,
             Large 14 vs 8 %; ``bench/results/planning_quality_*_mpc_states.md``).
@@ -87,6 +88,8 @@ class MPCConfig:
         for name in ("warm_start", "warm_start_states", "stop_on_success"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
+        if self.warm_start_states and not self.warm_start:
+            raise ValueError("warm_start_states=True needs warm_start=True (the states are warm-started with the actions)")
 
 
 @dataclasses.dataclass
@@ -236,6 +239,8 @@ def run_mpc(
             if config.warm_start:
                 warm = shift_actions(planned.detach(), executed_now)
             if takes_states:
+                if not isinstance(result.states, torch.Tensor):
+                    raise TypeError("warm_start_states: the planner's result has no states tensor to warm-start from")
                 warm_states = shift_states(result.states.detach(), executed_now)
             bar.update(1)
             bar.set_postfix(step=t, success=int(done.sum()))

@@ -113,6 +113,7 @@ class GraspPlanner:
         goal: torch.Tensor,
         init_actions: Optional[torch.Tensor] = None,
         progress: bool = False,
+        *,
         init_states: Optional[torch.Tensor] = None,
     ) -> PlanResult:
         """Plan from ``s0`` to ``goal``.
@@ -125,8 +126,8 @@ class GraspPlanner:
             progress: show a progress bar over the iterations.
             init_states: optional warm start of the virtual states ``[B, T+1, *S]`` (``[T+1, *S]`` for
                 one plan), e.g. the previous plan's ``states`` shifted (MPC): rows 1..T-1 start there
-                (plus ``init_noise``, per chain) instead of on the line from ``s0`` to ``goal``; rows 0
-                and T are ``s0`` and ``goal`` whatever the guess holds there.
+                (plus ``init_noise``, per chain) instead of on the line from ``s0`` to ``goal``; its rows 0
+                and T are ignored (they are ``s0`` and ``goal``).
 
         Returns:
             :class:`PlanResult` with ``actions [B,T,A]``, virtual ``states [B,T+1,*S]``,
@@ -498,8 +499,10 @@ def _check_init_states(init_states: object, problem: "Problem", horizon: int) ->
     if problem.single and tuple(init_states.shape) == expected[1:]:
         init_states = init_states.unsqueeze(0)
     if tuple(init_states.shape) != expected:
-        raise ValueError(f"init_states must have shape [B, T+1, *S] = {list(expected)}, got {tuple(init_states.shape)}")
-    return check_finite("init_states", init_states)
+        want = f"[T+1, *S] = {list(expected[1:])}" if problem.single else f"[B, T+1, *S] = {list(expected)}"
+        raise ValueError(f"init_states must have shape {want}, got {tuple(init_states.shape)}")
+    check_finite("init_states (rows 1..T-1)", init_states[:, 1:-1])
+    return init_states
 
 
 def check_fused_mlp(world_model: WorldModel, config: GraspConfig, state_weights: Optional[torch.Tensor]) -> None:

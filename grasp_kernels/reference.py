@@ -365,7 +365,8 @@ def init_states_ref(
     """
     batch, dim = s0.shape
     if guess is not None:
-        states = guess.to(dtype=s0.dtype).clone()
+        check_tensor("guess", guess, shape=(batch, horizon + 1, dim), dtypes=(s0.dtype,), device=s0.device)
+        states = guess.clone()
     else:
         frac = torch.arange(horizon + 1, device=s0.device, dtype=s0.dtype).div_(horizon).view(1, -1, 1)
         states = s0.unsqueeze(1) + frac * (goal - s0).unsqueeze(1)

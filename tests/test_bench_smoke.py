@@ -159,10 +159,12 @@ def test_planning_quality_closed_loop_only(tmp_path):
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "planning_quality.py"), "--quick", "--closed-loop-only",
-                           "--families", "GRASP", "GD", "--out-dir", str(tmp_path), "--tag", "mpc"],
+                           "--families", "GRASP", "GD", "--mpc-warm-start-states", "--out-dir", str(tmp_path), "--tag", "mpc"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    cell = json.loads((tmp_path / "planning_quality_pointmaze-medium_mpc.json").read_text())["horizons"]["10"]
+    report = json.loads((tmp_path / "planning_quality_pointmaze-medium_mpc.json").read_text())
+    assert report["settings"]["mpc_warm_start_states"] is True and "GRASP's virtual states" in report["header"]
+    cell = report["horizons"]["10"]
     assert set(cell["closed_loop"]) == set(cell["sweep"]) == {"GRASP", "GD"}
     assert not cell["held_out"] and not cell["ablations"] and not cell["equal_time"]
     assert not (tmp_path / "planning_quality_pointmaze-medium_mpc.png").exists()  # nothing to plot
@@ -184,7 +186,10 @@ def _fake_report(env: str, horizons: list[int]) -> dict:
     entry = {"successes": 3, "trials": 5, "median_error": 0.5, "wall_time": 1.0, "iters": 10}
     cell = lambda h: {"sweep": {"GD": {"lr 0.1": entry}}, "held_out": {"GD": {"setting": "lr 0.1", **entry, "successes": h % 6}},
                       "ablations": {}, "equal_time": {}, "closed_loop": {}}
-    return {"env": env, "horizons": {str(h): cell(h) for h in horizons}, "seconds": 100.0, "header": f"run of {horizons}"}
+    settings = {"trials": 5, "tune_trials": 2, "samples": 100, "families": ["GD"], "replan_every": 5, "mpc_iters_scale": 0.25,
+                "mpc_steps": None, "quick": False, "mpc_warm_start_states": False}
+    return {"env": env, "horizons": {str(h): cell(h) for h in horizons}, "seconds": 100.0, "header": f"run of {horizons}",
+            "settings": settings}
 
 
 def _merge(tmp_path, *reports):
@@ -193,7 +198,7 @@ def _merge(tmp_path, *reports):
         paths.append(tmp_path / f"r{i}.json")
         paths[-1].write_text(json.dumps(report))
     return subprocess.run([sys.executable, os.path.join(ROOT, "bench", "planning_quality.py"), "--merge", *map(str, paths),
-                           "--out-dir", str(tmp_path), "--tag", "merged", "--families", "GD"],
+                           "--out-dir", str(tmp_path), "--tag", "merged"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
@@ -210,7 +215,31 @@ def test_planning_quality_merge_orders_horizons(tmp_path):
     assert (tmp_path / "planning_quality_pointmaze-medium_merged.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("second,message", [(("pusht", [25]), "one environment"), (("pointmaze-medium", [50]), "horizon 50")])
+def _other_settings(report: dict, **changes) -> dict:
+    report["settings"] = report["settings"] | changes
+    return report
+
+
+@pytest.mark.parametrize("second,message", [
+    (_fake_report("pusht", [25]), "one environment"),
+    (_fake_report("pointmaze-medium", [50]), "horizon 50"),
+    (_other_settings(_fake_report("pointmaze-medium", [25]), trials=50, quick=True), "other settings than .*: quick, trials"),
+    ({"env": "pointmaze-medium", "horizons": {}}, "records no run settings"),
+])
 def test_planning_quality_merge_rejects_mixed_reports(tmp_path, second, message):
-    proc = _merge(tmp_path, _fake_report("pointmaze-medium", [50]), _fake_report(*second))
-    assert proc.returncode != 0 and message in proc.stderr
+    proc = _merge(tmp_path, _fake_report("pointmaze-medium", [50]), second)
+    assert proc.returncode != 0 and re.search(message, proc.stderr), proc.stderr[-2000:]
+    assert not (tmp_path / "planning_quality_pointmaze-medium_merged.md").exists()
+
+
+def test_planning_quality_merge_notes_describe_the_runs(tmp_path):
+    """The closed-loop note comes from the runs' recorded settings, not from the merge command's defaults."""
+    first, second = (_other_settings(_fake_report("pointmaze-medium", [h]), replan_every=3, mpc_iters_scale=1.0) for h in (25, 50))
+    for report in (first, second):
+        for cell in report["horizons"].values():
+            cell["closed_loop"] = {"GD": {"setting": "lr 0.1", "successes": 1, "trials": 5, "median_error": 0.5,
+                                          "wall_time": 1.0, "iters": 10}}
+    proc = _merge(tmp_path, first, second)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = (tmp_path / "planning_quality_pointmaze-medium_merged.md").read_text()
+    assert "Replanning every 3 model steps, warm-started, 1 x the chosen iterations" in text

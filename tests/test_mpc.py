@@ -221,8 +221,8 @@ def test_shift_states_is_exact():
 def test_warm_start_passes_the_shifted_states(sims, warm_start, warm_start_states):
     starts, goals = corridor_task(sims)
     planner = RecordingStatesPlanner(grasp_planner())
-    config = MPCConfig(max_steps=6, replan_every=2, warm_start=warm_start, warm_start_states=warm_start_states,
-                       stop_on_success=False)
+    config = MPCConfig(max_steps=6, replan_every=2, warm_start=warm_start,
+                       warm_start_states=warm_start_states and warm_start, stop_on_success=False)
     run_mpc(planner, sims, starts, goals, config)
     assert len(planner.init_states) == 3 and planner.init_states[0] is None
     for previous, init in zip(planner.results, planner.init_states[1:]):
@@ -230,6 +230,18 @@ def test_warm_start_passes_the_shifted_states(sims, warm_start, warm_start_state
             assert torch.equal(init, shift_states(previous.states, 2))
         else:
             assert init is None
+
+
+def test_state_warm_start_skips_planners_without_init_states(sims):
+    """GD (no init_states argument) with warm_start_states=True: plans from warm actions only; the
+    flag needs warm_start."""
+    starts, goals = corridor_task(sims)
+    gd = GDPlanner(PointMassModel(), 2, GDConfig(horizon=HORIZON, iters=5))
+    planner = RecordingPlanner(gd)
+    run_mpc(planner, sims, starts, goals, MPCConfig(max_steps=4, replan_every=2, warm_start_states=True, stop_on_success=False))
+    assert planner.inits[0] is None and torch.equal(planner.inits[1], shift_actions(planner.results[0].actions, 2))
+    with pytest.raises(ValueError, match="warm_start_states=True needs warm_start=True"):
+        MPCConfig(max_steps=3, warm_start=False, warm_start_states=True)
 
 
 def test_state_warm_start_is_off_by_default(sims):
@@ -255,11 +267,16 @@ def test_grasp_starts_from_the_given_states():
     noisy = GraspPlanner(PointMassModel(), 2, config.replace(init_noise=0.1, particles=2)).plan(s0, goal, init_states=guess)
     assert not torch.equal(noisy.states[:, 1:5], guess[:, 1:5])
     assert (noisy.states[:, 1:5] - guess[:, 1:5]).abs().max() < 1.0  # the guess plus noise of std 0.1
-    with pytest.raises(ValueError, match=r"init_states must have shape \[B, T\+1, \*S\]"):
+    with pytest.raises(ValueError, match=r"init_states must have shape \[B, T\+1, \*S\] = \[3, 6, 4\]"):
         planner.plan(s0, goal, init_states=guess[:, :5])
+    with pytest.raises(ValueError, match=r"init_states must have shape \[T\+1, \*S\] = \[6, 4\]"):
+        planner.plan(s0[0], goal[0], init_states=guess[0, :5])
+    ends_ignored = guess.clone()
+    ends_ignored[:, [0, 5]] = float("nan")  # rows 0 and T are s0 and the goal whatever the guess holds
+    assert torch.equal(planner.plan(s0, goal, init_states=ends_ignored).states, result.states)
     with pytest.raises(TypeError, match="init_states must have dtype"):
         planner.plan(s0, goal, init_states=guess.double())
-    with pytest.raises(ValueError, match="init_states contains"):
+    with pytest.raises(ValueError, match=r"init_states \(rows 1..T-1\) contains 48 NaN"):
         planner.plan(s0, goal, init_states=torch.full_like(guess, float("nan")))
 
 
