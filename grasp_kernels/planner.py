@@ -475,7 +475,7 @@ class PlanState:
 def _host_sync_forbidden(device: torch.device) -> bool:
     """A CUDA graph is being captured, or host synchronisation is an error (the capture's warm-up):
     the per-phase finite check, a host sync, is skipped (the end of the plan checks the whole history)."""
-    return device.type == "cuda" and (torch.cuda.is_current_stream_host_sync_forbidden() or torch.cuda.get_sync_debug_mode() == 2)
+    return device.type == "cuda" and (torch.cuda.is_current_stream_capturing() or torch.cuda.get_sync_debug_mode() == 2)
 
 
 def _repeat_chains(problem: Problem, particles: int) -> Problem:
