@@ -46,6 +46,7 @@ import contextlib
 import datetime
 import math
 import os
+import shutil
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -404,13 +405,31 @@ def fmt(x: Optional[float], digits: int = 4) -> str:
     return f"{x:.{digits}g}"
 
 
+def provider_text(key: str, args: argparse.Namespace, rows: list[Row]) -> str:
+    """What provider ``key`` runs, for the table's header."""
+    if key == "c":
+        return (f"(c) torch.compile(backend={args.compile_backend!r}, dynamic=False) of a functional reference "
+                "iteration (compile and warm-up not timed; trace_autograd_ops on so that autograd.grad is traced; "
+                "compiled per shape: " + "; ".join(f"#{r.index} {r.compile_note}" for r in rows) + ")")
+    return {
+        "a": "(a) per-timestep loop, reference (T model calls over B rows, as public GRASP ports run it)",
+        "b": "(b) batched reference eager (one model call over B*T rows)",
+        "d": "(d) triton ops",
+        "e": "(e) cuda ops",
+        "f": "(f) CUDA graph",
+        "g": "(g) fused MLP iteration kernel (GraspConfig(fused_mlp=True))",
+    }[key]
+
+
 def render(rows: list[Row], args: argparse.Namespace, device: torch.device, tflops: float, matmul_n: int,
            copy_gbs: float, model_text: str) -> str:
     syncs = args.iters // args.sync_every if args.sync_every and args.sync_steps else 0
     cuda_device = device.type == "cuda"
     tf32 = torch.backends.cuda.matmul.allow_tf32 if cuda_device else False
+    interpreted = not cuda_device and bool({"d", "g"} & set(args.providers))
+    selected = {key: label for key, label in PROVIDERS.items() if key in args.providers}
     lines = [
-        f"# GRASP planner speed — {device_name(device)}",
+        f"# GRASP planner speed — {device_name(device, interpreter_note=interpreted)}",
         "",
         f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- {versions()}",
@@ -419,17 +438,12 @@ def render(rows: list[Row], args: argparse.Namespace, device: torch.device, tflo
         + (f" (float32 matmul TF32 {'on' if tf32 else 'off'})" if cuda_device and args.model_dtype == "float32" else ""),
         f"- shapes: {'; '.join(f'#{r.index} {r.shape.text} B={r.shape.batch} T={r.shape.horizon}' for r in rows)}",
         "- timing: " + ("triton.testing.do_bench median (CUDA events, warm-up)" if cuda_device else
-                        "torch.utils.benchmark median (CPU smoke run; Triton providers run in the interpreter: "
-                        "not a GPU number, not a speed)"),
+                        "torch.utils.benchmark median (CPU run: not a GPU number"
+                        + ("; the Triton providers run in the interpreter: not a speed)" if interpreted else ")")),
         f"- per plan = iters x iteration + (iters / sync_every) x sync = {args.iters} x iteration + {syncs} x sync "
         f"(sync_steps = {args.sync_steps}; one sync phase measured per shape with the reference planner, the same "
         "code for every provider)",
-        "- providers: (a) per-timestep loop, reference (T model calls over B rows, as public GRASP ports run it); "
-        "(b) batched reference eager (one model call over B*T rows); "
-        f"(c) torch.compile(backend={args.compile_backend!r}, dynamic=False) of a functional reference iteration "
-        "(compile and warm-up not timed; trace_autograd_ops on so that autograd.grad is traced; compiled per shape: "
-        + "; ".join(f"#{r.index} {r.compile_note}" for r in rows) + "); (d) triton ops; (e) cuda ops; (f) CUDA graph; "
-        "(g) fused MLP iteration kernel (GraspConfig(fused_mlp=True))",
+        "- providers: " + "; ".join(provider_text(key, args, rows) for key in selected),
         f"- measured in this run: matmul {tflops:.4g} TFLOP/s ({matmul_n}x{matmul_n} @ {matmul_n}x{matmul_n}, "
         f"{args.model_dtype}); copy bandwidth {copy_gbs:.4g} GB/s (dst.copy_(src), read + write)",
         "- floor = max(FLOPs of one forward + action-input backward over B*T rows / matmul rate, minimum GRASP bytes "
@@ -465,7 +479,7 @@ def render(rows: list[Row], args: argparse.Namespace, device: torch.device, tflo
     ]
     for r in rows:
         loop = r.times.get("a")
-        for key, label in PROVIDERS.items():
+        for key, label in selected.items():
             ms = r.times.get(key)
             if ms is None:
                 lines.append(f"| {r.index} | {r.shape.batch} | {r.shape.horizon} | {label} "
@@ -547,7 +561,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--sync-every", type=int, default=50)
     parser.add_argument("--sync-steps", type=int, default=10)
     parser.add_argument("--compile-backend", default=None,
-                        help="torch.compile backend of (c): default inductor on CUDA, aot_eager on the CPU; none skips (c)")
+                        help="torch.compile backend of (c): default inductor (on the CPU when a C++ compiler is found and "
+                             "not --quick, else aot_eager); none skips (c)")
     parser.add_argument("--min-run-time", type=float, default=None,
                         help="CPU: seconds of torch.utils.benchmark per cell (default 0.2, 0.02 with --quick)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes and short timing (CPU smoke run)")
@@ -570,7 +585,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.min_run_time is None:
         args.min_run_time = 0.02 if args.quick else 0.2
     if args.compile_backend is None:
-        args.compile_backend = "inductor" if device.type == "cuda" else "aot_eager"
+        # inductor compiles C++ on the CPU: used there when a compiler is found, except in the --quick smoke run
+        cpu_inductor = not args.quick and shutil.which(os.environ.get("CXX", "g++")) is not None
+        args.compile_backend = "inductor" if device.type == "cuda" or cpu_inductor else "aot_eager"
     if hasattr(torch._dynamo.config, "trace_autograd_ops"):  # (c): trace torch.autograd.grad into the graph
         torch._dynamo.config.trace_autograd_ops = True
 

@@ -116,6 +116,21 @@ def test_planner_speed_quick(tmp_path, model):
         assert _close(float(pct), 100 * floors[index][0] / best, 8e-3)
 
 
+def test_planner_speed_lists_only_the_selected_providers(tmp_path):
+    out = tmp_path / "planner_speed.md"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "planner_speed.py"), "--quick", "--providers", "a",
+                           "b", "--shapes", "3,8,2,5", "--out", str(out)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = out.read_text()
+    rows = _table(text, "Time per iteration and per plan")
+    assert [cells[3][:3] for cells in rows] == ["(a)", "(b)"]
+    assert all(not cells[4].startswith("n/a") for cells in rows)
+    assert "interpreter" not in text and "(c) torch.compile" not in text and "(g) fused" not in text
+
+
 def test_detour_quality_quick(tmp_path):
     out = tmp_path / "quality.md"
     env = dict(os.environ)
