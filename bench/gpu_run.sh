@@ -139,6 +139,16 @@ build() {
   } >> "$LOG"
 }
 
+check_ran() {  # check_ran NAME: a pytest step passed only if it ran tests and no module was skipped whole
+  local log="$TMP/$1.log"
+  [ -f "$log" ] || return 0
+  if ! grep -qE "[0-9]+ passed" "$log" || grep -qE "backend unavailable|no tests ran" "$log"; then
+    note "FAIL $1 (pytest exited 0 but ran no test, or skipped a test module whole: see its skip summary in $(basename "$LOG"))"
+    FAILED=1
+    return 1
+  fi
+}
+
 need_module() {  # build once if a later step needs the module and it is missing or stale
   module_fresh && return 0
   echo "grasp_kernels._cuda missing or older than its sources: building it first" | tee -a "$LOG"
@@ -176,7 +186,7 @@ if selected build_tests; then
   need_module && step build_tests "$PY" -m pytest -q -rs tests/test_cuda_build.py
 fi
 if selected gpu_tests; then
-  need_module && step gpu_tests "$PY" -m pytest -q -rs -m gpu tests
+  need_module && step gpu_tests "$PY" -m pytest -q -rs -m gpu tests && check_ran gpu_tests
 fi
 
 # ---------------------------------------------------------------- compute-sanitizer
@@ -186,10 +196,12 @@ SAN_FUSED_TESTS=(tests/test_fused_mlp.py -q -x -p no:cacheprovider -m gpu -k "na
 sanitize() {  # sanitize TOOL CACHING(0|1) EXTRA_ARGS...
   local tool=$1 caching=$2; shift 2
   step "$tool" env GRASP_CUDA_TESTS_QUICK=1 PYTORCH_NO_CUDA_MEMORY_CACHING=$((1 - caching)) \
-    compute-sanitizer --tool "$tool" "$@" --error-exitcode 9 --target-processes all "$PY" -m pytest "${SAN_TESTS[@]}"
+    compute-sanitizer --tool "$tool" "$@" --error-exitcode 9 --target-processes all "$PY" -m pytest -rs "${SAN_TESTS[@]}" \
+    && check_ran "$tool"
   case "$tool" in memcheck|initcheck)
     step "${tool}_fused_mlp" env PYTORCH_NO_CUDA_MEMORY_CACHING=$((1 - caching)) \
-      compute-sanitizer --tool "$tool" "$@" --error-exitcode 9 --target-processes all "$PY" -m pytest "${SAN_FUSED_TESTS[@]}" ;;
+      compute-sanitizer --tool "$tool" "$@" --error-exitcode 9 --target-processes all "$PY" -m pytest -rs "${SAN_FUSED_TESTS[@]}" \
+      && check_ran "${tool}_fused_mlp" ;;
   esac
 }
 for tool in memcheck racecheck initcheck synccheck; do
