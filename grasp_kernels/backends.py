@@ -9,6 +9,7 @@ cannot run falls back with one warning per reason, never silently and never with
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.util
@@ -33,6 +34,16 @@ def warn_once(message: str, stacklevel: int = 3) -> None:
     if message not in _warned:
         _warned.add(message)
         warnings.warn(message, BackendFallbackWarning, stacklevel=stacklevel)
+
+
+def on_device(device: torch.device) -> contextlib.AbstractContextManager:
+    """Make ``device`` torch's current CUDA device for a kernel launch (Triton and the CUDA module
+    launch on the current device, not on their arguments'); a no-op off CUDA and in the common case
+    where it already is, and torch's guard restores the previous device afterwards."""
+    device = torch.device(device)
+    if device.type != "cuda" or device.index is None or device.index == torch.cuda.current_device():
+        return contextlib.nullcontext()
+    return torch.cuda.device(device)
 
 
 def triton_interpreter_active() -> bool:

@@ -267,3 +267,17 @@ def test_custom_ops_accept_disjoint_views_of_one_buffer():
     ops.state_step(s2, grad, m2, v2, *ADAM_ARGS, 0.1, n2, 0, "triton")
     for a, b in ((states, s2), (m, m2), (v, v2)):
         assert torch.equal(a, b)
+
+
+def test_launches_make_the_tensors_device_current(monkeypatch):
+    """Triton and the CUDA module launch on torch's current device: the ops enter the tensors' device
+    first when it is another one (multi-GPU), and do nothing otherwise."""
+    import contextlib
+
+    from grasp_kernels.backends import on_device
+
+    assert isinstance(on_device(torch.device("cpu")), contextlib.nullcontext)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert isinstance(on_device(torch.device("cuda", 0)), contextlib.nullcontext)
+    guard = on_device(torch.device("cuda", 1))
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1

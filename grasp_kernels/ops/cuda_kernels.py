@@ -42,11 +42,12 @@ shares the per-thread driver context with torch's); the launchers also enter
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Optional
 
 import torch
+
+from ..backends import on_device
 
 try:
     from .. import _cuda
@@ -114,14 +115,6 @@ def _launch_ctx(device: torch.device) -> tuple[int, int]:
     return index, torch.cuda.current_stream(index).cuda_stream
 
 
-def _on_device(index: int):
-    """``torch.cuda.device(index)`` when ``index`` is not torch's current device (a no-op context
-    otherwise, the common single-GPU case): torch's own guard then restores its current device."""
-    if index == torch.cuda.current_device():
-        return contextlib.nullcontext()
-    return torch.cuda.device(index)
-
-
 def _gamma(gamma: object) -> float:
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
         raise TypeError(f"gamma must be a float, got {type(gamma).__name__}")
@@ -181,7 +174,7 @@ def lifted_energy_fwd(
         energy.zero_()
         return
     index, stream = _launch_ctx(device)
-    with _on_device(index):
+    with on_device(torch.device("cuda", index)):
         ws, ws_ptr, ws_numel = _workspace(mod, index, device, b, t, d)
         mod.lifted_energy_fwd(
             index, stream, pred.data_ptr(), pred.dtype == torch.bfloat16, states.data_ptr(), energy.data_ptr(),
@@ -218,7 +211,7 @@ def state_step(
     if b == 0 or d == 0 or t == 1:
         return
     index, stream = _launch_ctx(device)
-    with _on_device(index):
+    with on_device(torch.device("cuda", index)):
         mod.state_step(
             index, stream, states.data_ptr(), grad.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(), noise_ptr,
             b, t, d, *adam, noise_std, seed,
@@ -255,7 +248,7 @@ def action_step(
     if n == 0 or a == 0:
         return
     index, stream = _launch_ctx(device)
-    with _on_device(index):
+    with on_device(torch.device("cuda", index)):
         mod.action_step(
             index, stream, actions.data_ptr(), grad.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(),
             low.data_ptr(), high.data_ptr(), n, a, *adam,
@@ -300,7 +293,7 @@ def lifted_energy_state_step(
         energy.zero_()
         return
     index, stream = _launch_ctx(device)
-    with _on_device(index):
+    with on_device(torch.device("cuda", index)):
         ws, ws_ptr, ws_numel = _workspace(mod, index, device, b, t, d)
         mod.lifted_energy_state_step(
             index, stream, pred.data_ptr(), pred.dtype == torch.bfloat16, states.data_ptr(), energy.data_ptr(),
@@ -318,6 +311,6 @@ def philox_normal(shape: tuple, seed: int, device: torch.device, impl: int = 0) 
     out = torch.empty(shape, device=device, dtype=_F32)
     if out.numel():
         index, stream = _launch_ctx(device)
-        with _on_device(index):
+        with on_device(torch.device("cuda", index)):
             mod.philox_normal(index, stream, out.data_ptr(), out.numel(), int(seed) & _SEED_MASK, int(impl))
     return out

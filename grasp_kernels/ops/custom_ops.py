@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_same_device, check_scalar, check_tensor
+from ..backends import on_device
 
 __all__ = [
     "KERNEL_BACKENDS",
@@ -227,7 +228,8 @@ def _lifted_energy(pred: Tensor, states: Tensor, gamma: float, backend: str) -> 
     _check_backend_runs(backend, states.device)
     energy, grad_pred = _energy_outputs(pred, states)
     grad_states = torch.empty_like(states)
-    provider(backend).lifted_energy_fwd(pred, states, gamma, energy, grad_pred, grad_states)
+    with on_device(states.device):
+        provider(backend).lifted_energy_fwd(pred, states, gamma, energy, grad_pred, grad_states)
     return energy, grad_pred, grad_states
 
 
@@ -293,9 +295,10 @@ def _state_step(
     noise_std = check_scalar("noise_std", noise_std, minimum=0.0)
     _check_seed(seed)
     _check_backend_runs(backend, states.device)
-    provider(backend).state_step(
-        states, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise, seed
-    )
+    with on_device(states.device):
+        provider(backend).state_step(
+            states, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise, seed
+        )
 
 
 @_state_step.register_fake
@@ -351,7 +354,8 @@ def _action_step(
     )
     _check_adam_scalars(step, lr, beta1, beta2, eps)
     _check_backend_runs(backend, actions.device)
-    provider(backend).action_step(actions, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high)
+    with on_device(actions.device):
+        provider(backend).action_step(actions, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high)
 
 
 @_action_step.register_fake
@@ -409,10 +413,11 @@ def _lifted_energy_state_step(
     _check_seed(seed)
     _check_backend_runs(backend, states.device)
     energy, grad_pred = _energy_outputs(pred, states)
-    provider(backend).lifted_energy_state_step(
-        pred, states, gamma, energy, grad_pred, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
-        noise_std, noise, seed,
-    )
+    with on_device(states.device):
+        provider(backend).lifted_energy_state_step(
+            pred, states, gamma, energy, grad_pred, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
+            noise_std, noise, seed,
+        )
     return energy, grad_pred
 
 
@@ -547,11 +552,12 @@ def _fused_mlp_iteration(
     _check_backend_runs(backend, states.device)
     energy = torch.empty((states.shape[0],), device=states.device, dtype=torch.float32)
     fused_mlp = importlib.import_module("grasp_kernels.ops.fused_mlp")
-    fused_mlp.fused_mlp_iteration(
-        states, actions, states_out, energy, list(params), depth, activation, gamma, state_exp_avg,
-        state_exp_avg_sq, action_exp_avg, action_exp_avg_sq, step, lr_states, lr_actions, beta1, beta2, eps,
-        noise_std, noise, seed, low, high,
-    )
+    with on_device(states.device):
+        fused_mlp.fused_mlp_iteration(
+            states, actions, states_out, energy, list(params), depth, activation, gamma, state_exp_avg,
+            state_exp_avg_sq, action_exp_avg, action_exp_avg_sq, step, lr_states, lr_actions, beta1, beta2, eps,
+            noise_std, noise, seed, low, high,
+        )
     return energy
 
 
