@@ -522,7 +522,7 @@ def render(rows: list[Row], args: argparse.Namespace, device: torch.device, tflo
             f"| {fmt(100 * floors[r.index] / best, 3)} |"
         )
     if not cuda_device:
-        lines += ["", "CPU smoke run: the targets are GPU targets; these verdicts say nothing about them."]
+        lines += ["", "CPU run: the targets are GPU targets; these verdicts say nothing about them."]
     return "\n".join(lines)
 
 
