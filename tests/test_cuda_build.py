@@ -260,3 +260,43 @@ def test_cuda_launchers_validate_gamma():
     with pytest.raises(TypeError, match="gamma"):
         cuda_kernels.lifted_energy_fwd(pred, states, None, torch.empty(2), torch.empty_like(pred),
                                        torch.empty_like(states))
+
+
+def test_launchers_bind_to_the_module_signatures(monkeypatch):
+    """The Python launchers' calls into the compiled module match its pybind11 signatures (argument count
+    and types), checked without a GPU: the device plumbing is stubbed so that each launcher reaches its
+    module call, which then stops at the module's own "no CUDA device" check, after pybind11 has bound
+    the arguments (a mismatch raises TypeError instead)."""
+    mod = cuda_module()
+    if mod.device_count() > 0:
+        pytest.skip("a CUDA device is present: tests/test_cuda_ops.py runs the launchers for real")
+    from grasp_kernels.ops import cuda_kernels
+
+    monkeypatch.setattr(cuda_kernels, "_device_of", lambda name, t: t.device)
+    monkeypatch.setattr(cuda_kernels, "_launch_ctx", lambda device: (0, 0))
+    monkeypatch.setattr(cuda_kernels, "_workspace", lambda *args: (None, 0, 0))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    g = torch.Generator().manual_seed(0)
+    states = torch.randn(2, 4, 3, generator=g)
+    pred, noise = torch.randn(2, 3, 3, generator=g), torch.randn(2, 2, 3, generator=g)
+    actions = torch.randn(2, 3, 2, generator=g)
+    adam = (1, 0.1, 0.9, 0.999, 1e-8)
+    calls = {
+        "lifted_energy_fwd": lambda: cuda_kernels.lifted_energy_fwd(
+            pred, states, 1.0, torch.empty(2), torch.empty_like(pred), torch.empty_like(states)),
+        "state_step (seeded)": lambda: cuda_kernels.state_step(
+            states, states.clone(), states.clone(), states.clone().abs(), *adam, 0.1, None, 5),
+        "state_step (noise tensor)": lambda: cuda_kernels.state_step(
+            states, states.clone(), states.clone(), states.clone().abs(), *adam, 0.1, noise, None),
+        "action_step": lambda: cuda_kernels.action_step(
+            actions, actions.clone(), actions.clone(), actions.clone().abs(), *adam, torch.full((2,), -1.0),
+            torch.ones(2)),
+        "lifted_energy_state_step": lambda: cuda_kernels.lifted_energy_state_step(
+            pred, states, 1.0, torch.empty(2), torch.empty_like(pred), states.clone(), states.clone().abs(), *adam,
+            0.1, None, 5),
+        "philox_normal": lambda: cuda_kernels.philox_normal((4, 3), 7, torch.device("cpu")),
+    }
+    for name, call in calls.items():
+        with pytest.raises(RuntimeError, match="no CUDA device") as info:
+            call()
+        assert "incompatible function arguments" not in str(info.value), name
