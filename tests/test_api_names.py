@@ -4,7 +4,8 @@ installed versions, and every call of such a name binds to its signature (argume
 The CUDA-only paths (graph capture, the sync phase's capture check, device timing) never run on the
 CPU machines that test this project, so a misspelt ``torch.cuda.*`` there would only surface on a GPU,
 as an AttributeError in the middle of a plan. This reads the source instead of running it: each chain
-``alias.a.b`` whose root is an imported torch/triton/numpy module is resolved attribute by attribute
+``alias.a.b`` whose root is an imported torch/triton/numpy name (``import torch``, ``import triton.language
+as tl``, ``from torch.cuda import graph``; each import itself too) is resolved attribute by attribute
 (importing submodules where needed); where such a name is called, the call's positional count and keyword
 names must bind to ``inspect.signature`` of what it resolves to (skipped for builtins without one and for
 calls with ``*args``/``**kwargs``). Assignments (``torch._dynamo.config.x = ...``) are not checked.
@@ -106,10 +107,10 @@ def call_mismatch(func: object, call: ast.Call) -> Optional[str]:
 
 
 def dotted_calls(tree: ast.Module) -> list[tuple[int, str, list[str], ast.Call]]:
-    """(line, root name, attributes, call) of every call ``name.a.b(...)``."""
+    """(line, root name, attributes, call) of every call ``name(...)`` or ``name.a.b(...)``."""
     calls = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        if isinstance(node, ast.Call) and isinstance(node.func, (ast.Attribute, ast.Name)):
             attrs, base = [], node.func
             while isinstance(base, ast.Attribute):
                 attrs.append(base.attr)
@@ -123,7 +124,8 @@ def dotted_calls(tree: ast.Module) -> list[tuple[int, str, list[str], ast.Call]]
 def test_dotted_names_exist(path: Path) -> None:
     tree = ast.parse(path.read_text(), filename=str(path))
     aliases = module_aliases(tree)
-    missing = []
+    missing = [f"{path.name}: import of {full} ({bad} does not exist)"
+               for full in sorted(set(aliases.values())) if (bad := resolve(full)) is not None]
     for line, root, attrs in dotted_reads(tree):
         if root not in aliases:
             continue
@@ -148,6 +150,16 @@ def test_the_check_finds_a_misspelt_name() -> None:
     aliases = module_aliases(tree)
     bad = [resolve(".".join([aliases[root], *attrs])) for _, root, attrs in dotted_reads(tree)]
     assert bad == [None, "torch.cuda.no_such_function", "triton.language.no_such_op"]
+
+
+def test_the_check_finds_a_misspelt_from_import_and_its_calls() -> None:
+    tree = ast.parse("from torch.cuda import no_such_function, synchronize\nfrom torch.testing import assert_close\n"
+                     "assert_close(a)\n")
+    aliases = module_aliases(tree)
+    assert [resolve(full) for full in sorted(aliases.values())] == [
+        "torch.cuda.no_such_function", None, None]
+    (_, root, attrs, call), = dotted_calls(tree)
+    assert "missing" in call_mismatch(lookup(".".join([aliases[root], *attrs]))[0], call)
 
 
 def test_the_check_finds_a_wrong_keyword() -> None:
