@@ -33,3 +33,36 @@ def pytest_collection_modifyitems(config, items):
         reason = getattr(getattr(item, "module", None), "CPU_TRITON_REASON", None)
         if reason is not None:
             item.add_marker(pytest.mark.skip(reason=f"CPU test of the Triton kernels: {reason}"))
+
+
+class DeviceGuardRecorder:
+    """Stands in for ``custom_ops.on_device``: remembers which devices are entered while a launcher runs."""
+
+    def __init__(self):
+        self.entered: list = []
+        self.launched_inside: dict = {}
+
+    def __call__(self, device):
+        recorder = self
+
+        class Guard:
+            def __enter__(self):
+                recorder.entered.append(torch.device(device))
+
+            def __exit__(self, *exc):
+                recorder.entered.pop()
+
+        return Guard()
+
+    def launcher(self, name):
+        """A stub launcher that records the devices entered when it is called."""
+
+        def launch(*args):
+            self.launched_inside[name] = list(self.entered)
+
+        return launch
+
+
+@pytest.fixture
+def device_guard_recorder() -> DeviceGuardRecorder:
+    return DeviceGuardRecorder()

@@ -269,9 +269,27 @@ def test_custom_ops_accept_disjoint_views_of_one_buffer():
         assert torch.equal(a, b)
 
 
-def test_launches_make_the_tensors_device_current(monkeypatch):
-    """Triton and the CUDA module launch on torch's current device: the ops enter the tensors' device
-    first when it is another one (multi-GPU), and do nothing otherwise."""
+
+def test_every_launch_runs_inside_its_tensors_device(monkeypatch, device_guard_recorder):
+    """Triton and the CUDA module launch on torch's current device: every custom op enters the tensors'
+    device (backends.on_device) around its launcher call."""
+    guard = device_guard_recorder
+    stub = types.SimpleNamespace(**{n: guard.launcher(n) for n in (
+        "lifted_energy_fwd", "state_step", "action_step", "lifted_energy_state_step")})
+    monkeypatch.setattr(custom_ops, "provider", lambda backend: stub)
+    monkeypatch.setattr(custom_ops, "_check_backend_runs", lambda backend, device: None)
+    monkeypatch.setattr(custom_ops, "on_device", guard)
+    x = make_inputs("cpu", B=2, T=4, D=3)
+    torch.ops.grasp.lifted_energy(x.pred, x.states, 0.5, "cuda")
+    torch.ops.grasp.state_step(x.states, x.grad, x.exp_avg, x.exp_avg_sq, *ADAM, 0.05, None, 7, "cuda")
+    torch.ops.grasp.action_step(x.actions, x.grad_a, x.exp_avg_a, x.exp_avg_sq_a, *ADAM, x.low, x.high, "cuda")
+    torch.ops.grasp.lifted_energy_state_step(x.pred, x.states, 0.5, x.exp_avg, x.exp_avg_sq, *ADAM, 0.05, None, 7,
+                                             "cuda")
+    assert guard.launched_inside == {name: [torch.device("cpu")] for name in (
+        "lifted_energy_fwd", "state_step", "action_step", "lifted_energy_state_step")}
+
+
+def test_device_guard_switches_only_to_another_cuda_device(monkeypatch):
     import contextlib
 
     from grasp_kernels.backends import on_device

@@ -259,6 +259,23 @@ def test_custom_op_opcheck():
                           test_utils=("test_schema", "test_faketensor"))
 
 
+def test_custom_op_launches_inside_its_tensors_device(monkeypatch, device_guard_recorder):
+    """The fused op enters the tensors' device around its launch (Triton launches on the current one)."""
+    from grasp_kernels.ops import custom_ops
+
+    guard = device_guard_recorder
+    monkeypatch.setattr(custom_ops, "on_device", guard)
+    monkeypatch.setattr(fm, "fused_mlp_iteration", guard.launcher("fused_mlp_iteration"))
+    B, T, D, A = 2, 3, 3, 2
+    packed = ops.pack_mlp(make_model(D, A, 16, 1))
+    inp = make_inputs(B, T, D, A)
+    torch.ops.grasp.fused_mlp_iteration(
+        inp["states"], inp["actions"], torch.empty_like(inp["states"]), list(packed.tensors), 1, packed.activation,
+        0.4, inp["state_exp_avg"], inp["state_exp_avg_sq"], inp["action_exp_avg"], inp["action_exp_avg_sq"], 3, 0.1,
+        0.05, 0.9, 0.999, 1e-8, 0.05, inp["noise"], 0, inp["low"], inp["high"], "triton")
+    assert guard.launched_inside == {"fused_mlp_iteration": [torch.device("cpu")]}
+
+
 def test_errors():
     B, T, D, A = 2, 3, 4, 2
     model = make_model(D, A, 16, 2)
