@@ -449,10 +449,11 @@ def render(rows: list[Row], args: argparse.Namespace, device: torch.device, tflo
         "- floor = max(FLOPs of one forward + action-input backward over B*T rows / matmul rate, minimum GRASP bytes "
         "per iteration (states, moments, actions, energy, weights once; no pred or activations) / copy bandwidth); "
         "% floor = floor / time",
-        "- best = fastest of (b), (d), (e), (f), (g); targets (issue 7): best >= 20x faster than (a) at T >= 64, "
-        ">= 3x faster than (c)",
+        f"- best = fastest of {', '.join(f'({k})' for k in ENGINE if k in selected) or 'none selected'}; targets "
+        "(issue 7): best >= 20x faster than (a) at T >= 64, >= 3x faster than (c)",
         "- outside WM = (iteration - world model forward + VJP alone over the same B*T rows) / iteration, for the "
-        "providers that call the eager batched model ((b), (d), (e))",
+        "providers that call the eager batched model ("
+        + (', '.join(f'({k})' for k in ("b", "d", "e") if k in selected) or 'none selected') + ")",
         "",
         "## Shapes and floors",
         "",
