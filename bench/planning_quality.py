@@ -27,6 +27,7 @@ separately) as one report; the runs must not share a horizon.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import platform
@@ -100,19 +101,19 @@ def run_env(env_name: str, args: argparse.Namespace, header: str) -> dict:
             scores = {}
             for setting, factory in settings[family].items():
                 scores[setting], _ = open_loop(env_name, factory(1.0), tune)
-                cell["sweep"].setdefault(family, {})[setting] = dataclass_dict(scores[setting])
+                cell["sweep"].setdefault(family, {})[setting] = dataclasses.asdict(scores[setting])
                 log(f"  sweep {family:5s} {setting:24s} {scores[setting].cell()}  err {scores[setting].median_error:.3f}  {scores[setting].wall_time:.1f}s")
             best = pick_best(scores)
             chosen[family] = (best, settings[family][best])
             if args.closed_loop_only:
                 continue
             score, _ = open_loop(env_name, chosen[family][1](1.0), test)
-            cell["held_out"][family] = {"setting": best, **dataclass_dict(score)}
+            cell["held_out"][family] = {"setting": best, **dataclasses.asdict(score)}
             log(f"  held-out {family:5s} [{best}] {score.cell()}  err {score.median_error:.3f}  {score.wall_time:.1f}s")
         if "GRASP" in chosen and not args.closed_loop_only:
             for name, factory in ablation_factories(model, model.action_dim, chosen["GRASP"][1]).items():
                 score, _ = open_loop(env_name, factory(1.0), test)
-                cell["ablations"][name] = dataclass_dict(score)
+                cell["ablations"][name] = dataclasses.asdict(score)
                 log(f"  ablation {name:18s} {score.cell()}  err {score.median_error:.3f}  {score.wall_time:.1f}s")
         if "GRASP" in chosen and horizon in equal_time_horizons and not args.closed_loop_only:
             budget = cell["held_out"]["GRASP"]["wall_time"]
@@ -121,7 +122,7 @@ def run_env(env_name: str, args: argparse.Namespace, header: str) -> dict:
                     continue
                 scale = budget / max(cell["held_out"][family]["wall_time"], 1e-9)
                 score, _ = open_loop(env_name, chosen[family][1](scale), test)
-                cell["equal_time"][family] = {"scale": scale, **dataclass_dict(score)}
+                cell["equal_time"][family] = {"scale": scale, **dataclasses.asdict(score)}
                 log(f"  equal-time {family:5s} x{scale:.2f} iters {score.iters}: {score.cell()}  {score.wall_time:.1f}s")
         if horizon in mpc_horizons:
             for family in args.families:
@@ -130,20 +131,16 @@ def run_env(env_name: str, args: argparse.Namespace, header: str) -> dict:
                     env_name, planner, test, max_steps=args.mpc_steps or 2 * horizon, replan_every=args.replan_every,
                     warm_start_states=args.mpc_warm_start_states,
                 )
-                cell["closed_loop"][family] = {"setting": chosen[family][0], **dataclass_dict(score)}
+                cell["closed_loop"][family] = {"setting": chosen[family][0], **dataclasses.asdict(score)}
                 log(f"  closed-loop {family:5s} {score.cell()}  err {score.median_error:.3f}  {score.wall_time:.1f}s")
         report["horizons"][str(horizon)] = cell
         write(report, args, header)  # after every horizon, so that a cut run leaves what it measured
     return report
 
 
-def dataclass_dict(score: Score) -> dict:
-    return {"successes": score.successes, "trials": score.trials, "median_error": score.median_error,
-            "wall_time": score.wall_time, "iters": score.iters}
-
-
 def as_score(entry: dict) -> Score:
-    return Score(entry["successes"], entry["trials"], entry["median_error"], entry["wall_time"], entry["iters"])
+    """The Score of a report entry (which may carry more keys, e.g. the chosen setting)."""
+    return Score(**{f.name: entry[f.name] for f in dataclasses.fields(Score)})
 
 
 def markdown(report: dict, args: argparse.Namespace, header: str) -> str:
@@ -195,12 +192,10 @@ def markdown(report: dict, args: argparse.Namespace, header: str) -> str:
 
 
 def plot(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from grasp_kernels.plotting import pyplot, save_figure
     from grasp_kernels.quality import wilson_interval
+
+    plt = pyplot()
 
     horizons = [int(h) for h in report["horizons"]]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -223,10 +218,7 @@ def plot(report: dict, path: Path) -> None:
     ax.set_title(f"{report['env']}: success vs horizon (held-out pairs)")
     ax.set_ylim(-5, 105)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def merge(paths: list[Path], args: argparse.Namespace) -> dict:

@@ -45,36 +45,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return main_train(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    if args.command == "demo" and args.task.startswith("pointmaze"):
-        from .demo import run_maze_demo
+    if args.command == "demo":
+        common = dict(seed=args.seed, device=args.device, backend=args.backend, out=args.out,
+                      progress=not args.no_progress)
+        if args.task.startswith("pointmaze"):
+            from .demo import run_maze_demo
 
-        table, _ = run_maze_demo(
-            env_name=args.task,
-            horizon=args.horizon or 50,
-            problems=args.problems or 8,
-            seed=args.seed,
-            replan_every=args.replan_every,
-            device=args.device,
-            backend=args.backend,
-            out=args.out,
-            progress=not args.no_progress,
-        )
-        print(table)
-        print(f"\nwrote {args.out}")
-    elif args.command == "demo":
-        from .demo import run_demo
+            table, _ = run_maze_demo(env_name=args.task, horizon=args.horizon or 50, problems=args.problems or 8,
+                                     replan_every=args.replan_every, **common)
+        else:
+            from .demo import run_demo
 
-        table, _ = run_demo(
-            task_name=args.task,
-            horizon=args.horizon or 60,
-            problems=args.problems or 16,
-            seed=args.seed,
-            device=args.device,
-            backend=args.backend,
-            particles=args.particles,
-            out=args.out,
-            progress=not args.no_progress,
-        )
+            table, _ = run_demo(task_name=args.task, horizon=args.horizon or 60, problems=args.problems or 16,
+                                particles=args.particles, **common)
         print(table)
         print(f"\nwrote {args.out}")
     return 0

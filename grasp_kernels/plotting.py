@@ -13,7 +13,8 @@ from .envs.navigation import NavigationTask
 from .result import PlanResult
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (a clear ImportError without the demo extra)."""
     try:
         import matplotlib
 
@@ -22,6 +23,16 @@ def _pyplot():
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
         raise ImportError("plotting needs matplotlib: pip install 'grasp_kernels[demo]'") from exc
     return plt
+
+
+def save_figure(fig, path, dpi: int = 110) -> Path:
+    """Lay ``fig`` out, write it to ``path`` (creating its folder), close it; returns the path."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path
 
 
 def draw_walls(ax, task: NavigationTask) -> None:
@@ -49,7 +60,7 @@ def plot_navigation(
 ) -> Path:
     """One panel per planner: rolled-out paths of the first ``problems`` plans (to ``goal [B, 2]``),
     and GRASP's virtual states as dots where the result has them. Writes a PNG to ``path``."""
-    plt = _pyplot()
+    plt = pyplot()
     panels = len(results)
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4.2), squeeze=False)
     colors = plt.get_cmap("tab10")
@@ -74,12 +85,7 @@ def plot_navigation(
         ax.set_aspect("equal")
         ax.grid(alpha=0.2)
     fig.suptitle(title or f"{task.name}: rollouts (lines), GRASP virtual states (dots), start o, goal *")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_maze(
@@ -99,7 +105,7 @@ def plot_maze(
 
     from .envs.sim import POINTMAZE_SUCCESS_RADIUS
 
-    plt = _pyplot()
+    plt = pyplot()
     panels = len(first_plans)
     fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.6), squeeze=False)
     colors = plt.get_cmap("tab10")
@@ -127,9 +133,4 @@ def plot_maze(
         title or f"{env.name}: virtual states (dots), planned rollout (dashed), executed path (solid), start o, goal *",
         fontsize=9,
     )
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
