@@ -6,7 +6,6 @@ import dataclasses
 from pathlib import Path
 from typing import Optional, Protocol
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -195,13 +194,12 @@ def run_maze_demo(
     bar = tqdm(planners.items(), desc="planners", disable=not progress)
     for name, planner in bar:
         bar.set_postfix_str(name)
-        _, result = closed_loop(env_name, planner, pairs, max_steps=2 * horizon, replan_every=replan_every,
-                                device=device, progress=progress)
+        score, result = closed_loop(env_name, planner, pairs, max_steps=2 * horizon, replan_every=replan_every,
+                                    device=device, progress=progress)
         first = result.first_plan
         planned = reached(env_name, first.rollout[:, -1].detach().cpu().numpy(), pairs.goals)
-        distance = np.linalg.norm(result.executed[:, -1, :2] - pairs.goals[:, :2], axis=1)
-        rows.append(MazeRow(name, int(planned.sum()), int(np.sum(result.success)), problems,
-                            float(np.median(distance)), result.planning_time, first.wall_time))
+        rows.append(MazeRow(name, int(planned.sum()), score.successes, problems, score.median_error,
+                            result.planning_time, first.wall_time))
         results[name] = result
     device_name = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "CPU"
     lines = [

@@ -27,6 +27,7 @@ from .sim import (
     PointMazeEnv,
     PushTEnv,
     SimEnv,
+    angle_difference,
     check_env_name,
     make_env,
     pusht_state,
@@ -317,7 +318,7 @@ def contact_fraction(env_name: str, states: np.ndarray, env: Optional[SimEnv] = 
     if name == "pusht":
         moved = np.linalg.norm(np.diff(states[..., 2:4], axis=-2), axis=-1) * PUSHT_POSITION_SCALE > 0.5
         angle = np.arctan2(states[..., 5], states[..., 4])
-        turned = np.abs((np.diff(angle, axis=-1) + np.pi) % (2 * np.pi) - np.pi) > math.radians(0.5)
+        turned = angle_difference(angle[..., 1:], angle[..., :-1]) > math.radians(0.5)
         return float(np.mean(moved | turned))
     owned = env is None
     env = make_env(name) if owned else env

@@ -24,7 +24,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ..envs.sim import ENV_NAMES, PUSHT_POSITION_SCALE, check_env_name
+from ..envs.sim import ENV_NAMES, PUSHT_POSITION_SCALE, angle_difference, check_env_name, pusht_pose
+from ..reference import rollout_ref
 from .mlp import MLPDynamics
 
 
@@ -92,24 +93,13 @@ def fit_normalisation(model: MLPDynamics, states: np.ndarray, actions: np.ndarra
 # ------------------------------------------------------------------------------------------------ metrics
 
 
-def rollout(model: MLPDynamics, start: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    """Open-loop rollout: ``start [B, D]``, ``actions [B, H, A]`` -> predicted states ``[B, H, D]``."""
-    states = []
-    state = start
-    for t in range(actions.shape[1]):
-        state = model(state, actions[:, t])
-        states.append(state)
-    return torch.stack(states, dim=1)
-
-
 def _group_errors(env_name: str, predicted: np.ndarray, true: np.ndarray) -> dict[str, float]:
     """RMSE per component group of ``predicted, true [..., D]`` in physical units (Euclidean for 2-d groups)."""
     if env_name == "pusht":
         s = PUSHT_POSITION_SCALE
         agent = np.linalg.norm(predicted[..., 0:2] - true[..., 0:2], axis=-1) * s
         block = np.linalg.norm(predicted[..., 2:4] - true[..., 2:4], axis=-1) * s
-        angle = np.arctan2(predicted[..., 5], predicted[..., 4]) - np.arctan2(true[..., 5], true[..., 4])
-        angle = np.degrees(np.abs((angle + np.pi) % (2 * np.pi) - np.pi))
+        angle = np.degrees(angle_difference(pusht_pose(predicted)[..., 2], pusht_pose(true)[..., 2]))
         return {
             "agent_px": float(np.sqrt(np.mean(agent**2))),
             "block_px": float(np.sqrt(np.mean(block**2))),
@@ -155,7 +145,7 @@ def evaluate(
         start = torch.cat([s[:, t] for t in starts])
         acts = torch.cat([a[:, t : t + horizon] for t in starts])
         target = torch.cat([s[:, t + horizon] for t in starts]).numpy()
-        final = rollout(model, start, acts)[:, -1].numpy()
+        final = rollout_ref(model, start, acts)[:, -1].numpy()
         errors = _group_errors(name, final, target)
         errors["constant"] = _group_errors(name, start.numpy(), target)
         result[f"h{horizon}"] = errors
@@ -184,7 +174,7 @@ def _loss(
         traj = torch.randint(0, n, (config.rollout_batch,), generator=generator)
         t0 = torch.randint(0, length - k + 1, (config.rollout_batch,), generator=generator)
         steps = t0[:, None] + torch.arange(k)
-        predicted = rollout(model, states[traj, t0], actions[traj[:, None], steps])
+        predicted = rollout_ref(model, states[traj, t0], actions[traj[:, None], steps])[:, 1:]
         error = ((predicted - states[traj[:, None], steps + 1]) / scale) ** 2
         weights = 1.0 / torch.arange(1, k + 1, dtype=error.dtype)
         loss = loss + config.rollout_weight * torch.mean(error.mean(dim=(0, 2)) * weights)
