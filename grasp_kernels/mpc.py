@@ -152,7 +152,7 @@ def _shift_rows(tensor: torch.Tensor, shift: int, horizon: int) -> torch.Tensor:
     if shift > horizon:
         raise ValueError(f"shift must be <= the horizon ({horizon}), got {shift}")
     tail = tensor[:, -1:].expand(-1, shift, *tensor.shape[2:])
-    return torch.cat([tensor[:, shift:], tail], dim=1).clone()
+    return torch.cat([tensor[:, shift:], tail], dim=1)  # cat always allocates
 
 
 def run_mpc(

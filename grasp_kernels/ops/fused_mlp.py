@@ -61,6 +61,7 @@ so a seed draws bit-identical noise in the fused and unfused paths.
 
 from __future__ import annotations
 
+import functools
 from typing import Optional, Sequence
 
 import torch
@@ -469,8 +470,14 @@ def wide_programs(n_tiles: int, device: torch.device) -> int:
     """Programs of a wide launch: persistent, so that the scratch (one per program) stays small."""
     if INTERPRET or device.type != "cuda":
         return min(n_tiles, INTERPRET_WIDE_PROGRAMS)
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return min(n_tiles, sms * WIDE_PROGRAMS_PER_SM)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return min(n_tiles, _multiprocessors(index) * WIDE_PROGRAMS_PER_SM)
+
+
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(index: int) -> int:
+    """SMs of CUDA device ``index``, queried once (the launcher runs every iteration)."""
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def fused_mlp_iteration(
