@@ -158,6 +158,8 @@ def open_loop(env_name: str, planner, pairs: PairSet, device: str = "cpu") -> tu
     goal = torch.as_tensor(pairs.goals, device=device)
     start = time.perf_counter()
     result = planner.plan(s0, goal)
+    if s0.device.type == "cuda":  # queued kernels count, as in the closed loop's timing
+        torch.cuda.synchronize(s0.device)
     wall = time.perf_counter() - start
     final = result.rollout[:, -1].detach().cpu().numpy()
     ok = reached(env_name, final, pairs.goals)
