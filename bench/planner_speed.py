@@ -368,7 +368,7 @@ def measure_row(row: Row, args: argparse.Namespace, device: torch.device) -> Non
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             graph_planner.plan(*inputs)  # captures
-        if len(graph_planner._graphs) == 0:
+        if graph_planner.captured_plans == 0:
             raise Unavailable("capture failed: " + ("; ".join(str(w.message) for w in caught) or "no graph"))
         return lambda: graph_planner.plan(*inputs)
 

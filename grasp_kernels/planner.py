@@ -155,6 +155,11 @@ class GraspPlanner:
             if state.sync_due:
                 self.sync(state)
 
+    @property
+    def captured_plans(self) -> int:
+        """How many plans (one per input shape) ``config.cuda_graph`` holds as captured CUDA graphs."""
+        return len(self._graphs)
+
     def clear_cuda_graphs(self) -> None:
         """Drop the captured plans (``config.cuda_graph``): the next call of each shape captures anew.
         Needed after the world model's parameters were replaced by new tensors (in-place updates are
