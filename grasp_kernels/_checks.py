@@ -13,6 +13,8 @@ from typing import Optional, Union
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# an action bound: None (unbounded), one float for every dimension, or a tensor [A]
+BoundArg = Union[None, float, torch.Tensor]
 
 
 def check_tensor(

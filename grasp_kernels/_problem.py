@@ -9,7 +9,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from ._checks import as_bound, check_finite, check_tensor
-from .reference import WorldModel, rollout_ref, weighted_sq_norm
+from .lifted import WorldModel, rollout, weighted_sq_norm
 from .result import PlanResult
 
 BoundSpec = Union[None, float, Sequence[float], torch.Tensor]
@@ -154,12 +154,12 @@ def final_rollout(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The true rollout ``[B, T+1, *S]`` of ``actions`` (through history windows for ``h > 1``) and
     its final distance ``[B]`` to the goal (weighted by ``weights``, broadcastable to ``S``, if given)."""
-    rollout = rollout_ref(world_model, problem.frames(), actions, problem.history)
+    trajectory = rollout(world_model, problem.frames(), actions, problem.history)
     if weights is None:
-        distance = problem.flat(rollout[:, -1] - problem.goal).norm(dim=1)
+        distance = problem.flat(trajectory[:, -1] - problem.goal).norm(dim=1)
     else:
-        distance = weighted_sq_norm(rollout[:, -1] - problem.goal, weights).sqrt()
-    return rollout, distance
+        distance = weighted_sq_norm(trajectory[:, -1] - problem.goal, weights).sqrt()
+    return trajectory, distance
 
 
 def raise_if_nonfinite(history: torch.Tensor, upto: int, what: str) -> None:

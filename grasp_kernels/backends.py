@@ -1,4 +1,4 @@
-"""Backend resolution: which implementation of the fused ops runs (DESIGN.md section 2).
+"""Backend resolution: which implementation of the fused ops runs (docs/design.md, section 3).
 
 ``reference`` (pure PyTorch, any device), ``triton`` (Triton kernels on a GPU, or on the CPU under
 ``TRITON_INTERPRET=1``), ``cuda`` (the optional compiled module ``grasp_kernels._cuda``, GPU only) and
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import importlib.util
 import os
 import warnings
@@ -57,9 +56,9 @@ def triton_unavailable_reason() -> Optional[str]:
     if importlib.util.find_spec("triton") is None:
         return "the triton package is not installed"
     try:
-        importlib.import_module("grasp_kernels.ops.triton_kernels")
+        from .ops import _triton_common  # noqa: F401  (imported here: Triton is optional)
     except ModuleNotFoundError as exc:
-        if exc.name == "grasp_kernels.ops.triton_kernels":
+        if exc.name == "grasp_kernels.ops._triton_common":
             return "the Triton kernels are not part of this build"
         return f"importing the Triton kernels failed: {exc}"
     except Exception as exc:  # a broken triton install must not break import of the package
@@ -71,7 +70,7 @@ def triton_unavailable_reason() -> Optional[str]:
 def cuda_unavailable_reason() -> Optional[str]:
     """None if the compiled CUDA module ``grasp_kernels._cuda`` loads, else why not."""
     try:
-        importlib.import_module("grasp_kernels._cuda")
+        from . import _cuda  # noqa: F401  (optional: built only where nvcc exists)
     except ImportError as exc:
         return f"the CUDA module grasp_kernels._cuda is not built ({exc})"
     return None

@@ -25,21 +25,22 @@ an optimiser step) is seen by later replays; assigning new parameter tensors nee
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Optional
+from typing import Callable, Optional
 
 import torch
 
 from .backends import warn_once
+from .config import GraspConfig
+from .plan_state import PlanState
 
-if TYPE_CHECKING:
-    from .planner import GraspPlanner, PlanState
+StepFn = Callable[[PlanState], object]
 
 # Eager iterations run on a scratch copy before capturing, on the capture's stream: they compile the Triton
 # kernels and create the cuBLAS handles and the stream's workspace, which must not happen inside a capture.
 WARMUP_ITERATIONS = 3
 
 
-def _inputs(state: "PlanState") -> list[Optional[torch.Tensor]]:
+def _inputs(state: PlanState) -> list[Optional[torch.Tensor]]:
     """The tensors a plan reads before writing them, in a fixed order (the graph's input buffers). The
     energy history and the sync losses are not among them: the plan writes every row of both."""
     chains = state.chains
@@ -51,7 +52,7 @@ def _inputs(state: "PlanState") -> list[Optional[torch.Tensor]]:
     ]
 
 
-def _clone(state: "PlanState") -> "PlanState":
+def _clone(state: PlanState) -> PlanState:
     """A copy of ``state`` with its own buffers."""
 
     def copy(tensor: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -73,16 +74,16 @@ def _clone(state: "PlanState") -> "PlanState":
     )
 
 
-def _plan_key(planner: "GraspPlanner", state: "PlanState") -> tuple:
+def _plan_key(config: GraspConfig, state: PlanState) -> tuple:
     """What a captured plan depends on: the configuration (its launch sequence and scalars) and the shapes."""
     tensors = _inputs(state) + [state.spare_states, state.energy_history, state.sync_losses]
     return (
-        repr(planner.config), state.states.device, state.backend, state.fused_backend,
+        repr(config), state.states.device, state.backend, state.fused_backend,
         tuple(None if t is None else (tuple(t.shape), t.dtype) for t in tensors),
     )
 
 
-def unsupported_reason(state: "PlanState") -> Optional[str]:
+def unsupported_reason(state: PlanState) -> Optional[str]:
     """Why this plan cannot be captured, or None."""
     if state.states.device.type != "cuda":
         return f"the states are on {state.states.device.type}, not a CUDA device"
@@ -94,10 +95,10 @@ def unsupported_reason(state: "PlanState") -> Optional[str]:
 @dataclasses.dataclass
 class _CapturedPlan:
     graph: torch.cuda.CUDAGraph
-    state: "PlanState"  # the static state: its buffers are the graph's memory, its counters the plan's end
+    state: PlanState  # the static state: its buffers are the graph's memory, its counters the plan's end
     inputs: list[Optional[torch.Tensor]]
 
-    def replay(self, fresh: "PlanState") -> "PlanState":
+    def replay(self, fresh: PlanState) -> PlanState:
         for static, value in zip(self.inputs, _inputs(fresh)):
             if static is not None:
                 static.copy_(value)
@@ -117,16 +118,23 @@ class PlanGraphs:
     def __len__(self) -> int:
         return sum(plan is not None for plan in self._plans.values())
 
-    def run(self, planner: "GraspPlanner", fresh: "PlanState") -> Optional["PlanState"]:
+    def run(
+        self, config: GraspConfig, fresh: PlanState, *, run_iterations: StepFn, iteration: StepFn, sync: StepFn
+    ) -> Optional[PlanState]:
         """Run the plan whose initial state is ``fresh`` by graph replay (capturing it first for a new
-        shape); returns the finished static state, or None (after one warning) to run it eagerly."""
+        shape); returns the finished static state, or None (after one warning) to run it eagerly.
+
+        ``run_iterations(state)`` runs every iteration and sync phase of a started plan (what is
+        captured); ``iteration(state)`` and ``sync(state)`` run one of each (the warm-up before the
+        capture). The cache key is ``config`` and the shapes of ``fresh``."""
         reason = unsupported_reason(fresh)
         if reason is not None:
             warn_once(f"grasp_kernels: cuda_graph=True runs the plan eagerly: {reason}")
             return None
-        key = _plan_key(planner, fresh)
+        key = _plan_key(config, fresh)
         if key not in self._plans:
-            self._plans[key] = _capture(planner, fresh)
+            warm_up = _WarmUp(iteration, sync, min(WARMUP_ITERATIONS, config.iters))
+            self._plans[key] = _capture(fresh, run_iterations, warm_up)
         plan = self._plans[key]
         return None if plan is None else plan.replay(fresh)
 
@@ -135,11 +143,18 @@ class _Uncapturable(Exception):
     """The world model (or something else on the plan's path) cannot be captured."""
 
 
-def _capture(planner: "GraspPlanner", fresh: "PlanState") -> Optional[_CapturedPlan]:
+@dataclasses.dataclass
+class _WarmUp:
+    iteration: StepFn
+    sync: StepFn
+    iterations: int
+
+
+def _capture(fresh: PlanState, run_iterations: StepFn, warm_up: _WarmUp) -> Optional[_CapturedPlan]:
     """The captured plan of ``fresh``'s shape, or None (one warning) if the plan cannot be captured.
     Errors of the plan itself (a diverging warm-up, out of memory) propagate."""
     try:
-        return _record(planner, fresh)
+        return _record(fresh, run_iterations, warm_up)
     except _Uncapturable as exc:
         warn_once(
             f"grasp_kernels: cuda_graph=True runs the plan eagerly: capturing it as a CUDA graph failed ({exc}); "
@@ -148,13 +163,13 @@ def _capture(planner: "GraspPlanner", fresh: "PlanState") -> Optional[_CapturedP
         return None
 
 
-def _record(planner: "GraspPlanner", fresh: "PlanState") -> _CapturedPlan:
-    """Warm up, then capture ``planner.run_iterations`` on a copy of ``fresh`` (raises _Uncapturable)."""
+def _record(fresh: PlanState, run_iterations: StepFn, warm_up: _WarmUp) -> _CapturedPlan:
+    """Warm up, then capture ``run_iterations`` on a copy of ``fresh`` (raises _Uncapturable)."""
     device = fresh.states.device
     with torch.cuda.device(device):
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
-        _warm_up(planner, fresh, side)
+        _warm_up(warm_up, fresh, side)
         static = _clone(fresh)
         inputs = _inputs(static)  # before the capture: the fused-MLP path swaps its state buffers
         graph = torch.cuda.CUDAGraph()
@@ -165,7 +180,7 @@ def _record(planner: "GraspPlanner", fresh: "PlanState") -> _CapturedPlan:
                 with torch.cuda.graph(graph, stream=side):
                     if not torch.cuda.is_current_stream_capturing():
                         raise _Uncapturable("the capture did not start on the plan's device")
-                    planner.run_iterations(static)
+                    run_iterations(static)
             except _Uncapturable:
                 raise
             except Exception as exc:  # noqa: BLE001 - anything failing inside a capture: run eagerly
@@ -174,7 +189,7 @@ def _record(planner: "GraspPlanner", fresh: "PlanState") -> _CapturedPlan:
     return _CapturedPlan(graph, static, inputs)
 
 
-def _warm_up(planner: "GraspPlanner", fresh: "PlanState", side: torch.cuda.Stream) -> None:
+def _warm_up(warm_up: _WarmUp, fresh: PlanState, side: torch.cuda.Stream) -> None:
     """A few eager iterations and one sync phase on a scratch copy, on the capture's stream, with host
     synchronisation made an error: a world model that synchronises is found here, before any capture."""
     warm = _clone(fresh)
@@ -183,10 +198,10 @@ def _warm_up(planner: "GraspPlanner", fresh: "PlanState", side: torch.cuda.Strea
     with torch.cuda.stream(side):
         torch.cuda.set_sync_debug_mode("error")
         try:
-            for _ in range(min(WARMUP_ITERATIONS, planner.config.iters)):
-                planner.iteration(warm)
+            for _ in range(warm_up.iterations):
+                warm_up.iteration(warm)
             if warm.sync_every:
-                planner.sync(warm)
+                warm_up.sync(warm)
         except RuntimeError as exc:
             if "synchroniz" in str(exc):
                 raise _Uncapturable(f"{type(exc).__name__}: {_first_line(exc)}") from exc

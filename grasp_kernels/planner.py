@@ -1,4 +1,4 @@
-"""GRASP: the lifted, noisy, gradient-reshaped planner (DESIGN.md section 1).
+"""GRASP: the lifted, noisy, gradient-reshaped planner (docs/design.md, section 1).
 
 One iteration is ONE batched world-model call over all ``B*T`` transitions, the fused energy with
 its reshaped gradients, one VJP through the world model to the actions, and the fused Adam steps.
@@ -8,7 +8,6 @@ The sync phase (full-rollout gradient steps on the actions) is the only sequenti
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 import warnings
 from typing import Optional, Sequence
@@ -33,14 +32,20 @@ from ._checks import check_finite, check_tensor
 from .backends import BackendFallbackWarning, resolve_backend, triton_interpreter_active, warn_once
 from .config import GraspConfig
 from .graphs import PlanGraphs
-from .reference import WorldModel, gd_sync_ref, init_states_ref, lifted_predictions_ref
+from . import lifted
+from .lifted import WorldModel, gd_sync, lifted_iteration
+from .plan_state import PlanState
 from .result import PlanResult
 
 # Kernel backends draw the noise from a seed that changes every iteration (never a growing offset);
 # seeds stay below 2**31 so every backend takes them as a plain int32 argument.
 _SEED_STRIDE = 0x9E3779B9
 _SEED_MODULUS = (1 << 31) - 1
-_KERNEL_PRED_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def _iteration_seed(seed: int, iteration: int) -> int:
+    """The kernels' noise seed of one iteration (every backend takes it as a plain int32)."""
+    return (seed * _SEED_STRIDE + iteration + 1) % _SEED_MODULUS
 
 
 class GraspPlanner:
@@ -142,13 +147,15 @@ class GraspPlanner:
         start = time.perf_counter()
         state = self.start(s0, goal, init_actions, init_states)
         if self.config.cuda_graph:
-            replayed = self._graphs.run(self, state)
+            replayed = self._graphs.run(
+                self.config, state, run_iterations=self.run_iterations, iteration=self.iteration, sync=self.sync,
+            )
             if replayed is not None:
                 return self.finish(replayed, start)
         self.run_iterations(state, progress)
         return self.finish(state, start)
 
-    def run_iterations(self, state: "PlanState", progress: bool = False) -> None:
+    def run_iterations(self, state: PlanState, progress: bool = False) -> None:
         """All lifted iterations of a started plan, each followed by a sync phase when one is due."""
         for _ in tqdm(range(self.config.iters - state.iteration), desc="GRASP", disable=not progress, leave=False):
             self.iteration(state)
@@ -172,7 +179,7 @@ class GraspPlanner:
         goal: torch.Tensor,
         init_actions: Optional[torch.Tensor] = None,
         init_states: Optional[torch.Tensor] = None,
-    ) -> "PlanState":
+    ) -> PlanState:
         """Checked inputs, initial virtual states and actions, zeroed moments: the loop's state."""
         cfg = self.config
         problem = make_problem(s0, goal, self.state_shape, cfg.history)
@@ -189,7 +196,7 @@ class GraspPlanner:
         if init_states is not None:
             guess = _check_init_states(init_states, problem, cfg.horizon)
             guess = guess.reshape(problem.batch, cfg.horizon + 1, -1).repeat_interleave(cfg.particles, dim=0)
-        states = init_states_ref(chains.flat(chains.s0), chains.flat(chains.goal), cfg.horizon, cfg.init_noise, generator,
+        states = lifted.init_states(chains.flat(chains.s0), chains.flat(chains.goal), cfg.horizon, cfg.init_noise, generator,
                                  guess=guess)
         num_syncs = cfg.iters // cfg.sync_every if cfg.sync_every and cfg.sync_steps else 0
         frames = None
@@ -254,24 +261,15 @@ class GraspPlanner:
                              "kernel needs the triton or cuda backend and float32 states)")
         return None
 
-    def iteration(self, state: "PlanState", per_timestep: bool = False) -> torch.Tensor:
-        """One lifted GRASP iteration in place on ``state``; returns the energy ``[B*K]``.
+    def iteration(self, state: PlanState, per_timestep: bool = False) -> torch.Tensor:
+        """One lifted GRASP iteration in place on ``state`` (:func:`grasp_kernels.lifted.lifted_iteration`);
+        returns the energy ``[B*K]``.
 
-        ONE world-model call over all ``B*K*T`` transitions, the energy and its reshaped gradients in
-        one pass, one VJP through the world model's action input (and its state input too for the
-        ``stop_gradient=False`` ablation), then the Adam + noise state step and the Adam + clamp
-        action step. On a kernel backend the energy and the state step are one fused kernel.
         ``per_timestep=True`` evaluates the model once per time step instead, as public GRASP ports
-        do (for tests and benchmarks only).
-
-        History windows (``h > 1``): the rows ``s_0 .. s_{T-1}`` are copied into the frame buffer
-        behind the ``h-1`` fixed observed frames, and the model sees the ``B*T`` windows as a strided
-        view of that buffer (every state input detached). With ``state_weights`` the energy is the
-        weighted one (class docstring), on the unfused kernels.
-
-        ``config.fused_mlp``: the whole iteration is one fused kernel for the MLPDynamics world model;
-        it writes the new states to a second buffer and swaps it in, so ``state.states`` is a
-        different tensor after the call (``per_timestep=True`` runs the normal iteration instead).
+        do (for tests and benchmarks only). ``config.fused_mlp``: the whole iteration is one fused
+        kernel for the MLPDynamics world model; it writes the new states to a second buffer and swaps
+        it in, so ``state.states`` is a different tensor after the call (``per_timestep=True`` runs the
+        normal iteration instead).
         """
         cfg = self.config
         it = state.iteration
@@ -280,76 +278,25 @@ class GraspPlanner:
         step = state.adam_step + 1
         if state.fused_mlp is not None and not per_timestep:
             return self._fused_mlp_iteration(state, it, step)
-        stop_gradient = cfg.stop_gradient
-        weighted = state.sqrt_weights is not None
-        fused = stop_gradient and state.backend != "reference" and not weighted
-        state_input = state.states[:, : cfg.horizon].detach()
-        if fused and state.frames is None:
-            # the fused op updates the states in place before the action VJP runs: a world model that
-            # saves its state input for backward must keep seeing the states it was called with
-            # (with history windows the frame buffer below is that copy)
-            state_input = state_input.clone()
-        state_input.requires_grad_(not stop_gradient)
-        action_leaf = state.actions.detach().requires_grad_(True)
-        with torch.enable_grad(), self._model_precision(state.states.device):
-            model_input = state_input
-            if state.frames is not None:
-                lead = cfg.history - 1
-                if stop_gradient:
-                    state.frames[:, lead:].copy_(state_input)
-                    model_input = state.frames
-                else:  # the ablation: the gradient flows through the windows into the state rows
-                    model_input = torch.cat([state.frames[:, :lead], state_input], dim=1)
-            pred = lifted_predictions_ref(
-                self.world_model, model_input, action_leaf, state.chains.state_shape, stop_gradient, per_timestep,
-                cfg.history,
-            )
-        # kernels read float32 or bfloat16 predictions; other low precisions are widened first
-        energy_pred = pred if pred.dtype in _KERNEL_PRED_DTYPES or state.backend == "reference" else pred.float()
-        seed = None if state.backend == "reference" else (cfg.seed * _SEED_STRIDE + it + 1) % _SEED_MODULUS
-        adam = (step, cfg.lr_states, cfg.beta1, cfg.beta2, cfg.adam_eps, self._noise_std(state))
-        with torch.no_grad():
-            if fused:
-                energy, grad_pred = ops.lifted_energy_state_step_(
-                    energy_pred, state.states, cfg.goal_weight, *state.state_moments, *adam, seed=seed, backend=state.backend
-                )
-                (action_grad,) = torch.autograd.grad(pred, action_leaf, grad_pred.to(pred.dtype))
-            else:
-                if weighted:  # ||x||_w^2 = ||sqrt(w) x||^2: the plain energy of scaled copies
-                    sqrt_w = state.sqrt_weights
-                    energy, grad_pred, state_grad = ops.lifted_energy_grads(
-                        energy_pred.detach().to(state.states.dtype) * sqrt_w, state.states * sqrt_w, cfg.goal_weight,
-                        backend=state.backend,
-                    )
-                    grad_pred.mul_(sqrt_w)
-                    state_grad.mul_(sqrt_w)
-                else:
-                    energy, grad_pred, state_grad = ops.lifted_energy_grads(
-                        energy_pred, state.states, cfg.goal_weight, backend=state.backend
-                    )
-                inputs = (action_leaf,) if stop_gradient else (action_leaf, state_input)
-                grads = torch.autograd.grad(pred, inputs, grad_pred.to(pred.dtype))
-                action_grad = grads[0]
-                if not stop_gradient:  # the ablation: the world model's state-input gradient too
-                    state_grad[:, : cfg.horizon] += grads[1]
-                ops.state_step_(
-                    state.states, state_grad, *state.state_moments, *adam,
-                    generator=state.generator, seed=seed, backend=state.backend,
-                )
-            ops.action_step_(  # autograd may hand back a strided view (e.g. through torch.cat)
-                state.actions, action_grad.contiguous(), *state.action_moments, step, cfg.lr_actions, cfg.beta1, cfg.beta2,
-                cfg.adam_eps, state.low, state.high, backend=state.backend,
-            )
+        energy, _, _ = lifted_iteration(
+            self.world_model, state.states, state.actions, state.state_moments, state.action_moments,
+            step=step, gamma=cfg.goal_weight, lr_states=cfg.lr_states, lr_actions=cfg.lr_actions, beta1=cfg.beta1,
+            beta2=cfg.beta2, eps=cfg.adam_eps, noise_std=self._noise_std(state), low=state.low, high=state.high,
+            state_shape=state.chains.state_shape, backend=state.backend, stop_gradient=cfg.stop_gradient,
+            history=cfg.history, frames=state.frames, sqrt_weights=state.sqrt_weights,
+            seed=None if state.backend == "reference" else _iteration_seed(cfg.seed, it), generator=state.generator,
+            per_timestep=per_timestep, model_precision=self._model_precision(state.states.device),
+        )
         state.energy_history[it] = energy
         state.adam_step = step
         state.iteration = it + 1
         return energy
 
-    def _fused_mlp_iteration(self, state: "PlanState", it: int, step: int) -> torch.Tensor:
+    def _fused_mlp_iteration(self, state: PlanState, it: int, step: int) -> torch.Tensor:
         """The whole iteration as one fused kernel; the new states land in the spare buffer, which
         then becomes ``state.states`` (the buffers swap: no copy). Same seed as the unfused path."""
         cfg = self.config
-        seed = (cfg.seed * _SEED_STRIDE + it + 1) % _SEED_MODULUS
+        seed = _iteration_seed(cfg.seed, it)
         with torch.no_grad():
             energy, new_states = ops.fused_mlp_iteration_(
                 state.fused_mlp, state.states, state.actions, cfg.goal_weight, *state.state_moments,
@@ -380,7 +327,7 @@ class GraspPlanner:
         model = self.world_model
         return lambda states, actions: model(states, actions).to(states.dtype)
 
-    def _noise_std(self, state: "PlanState") -> float:
+    def _noise_std(self, state: PlanState) -> float:
         """Sigma of this iteration's Langevin noise (a host scalar: no device sync)."""
         cfg = self.config
         if not cfg.anneal_noise:
@@ -388,7 +335,7 @@ class GraspPlanner:
         period = state.sync_every or cfg.iters
         return cfg.state_noise * (1.0 - (state.iteration % period) / period)
 
-    def sync(self, state: "PlanState") -> torch.Tensor:
+    def sync(self, state: PlanState) -> torch.Tensor:
         """The sync phase: ``sync_steps`` Adam steps on the actions through the full rollout (fresh
         moments), then the main Adam moments are reset. Checks the energy history for NaN/Inf first
         (one host sync per phase; skipped while a CUDA graph is captured, the end of the plan checks the
@@ -398,7 +345,7 @@ class GraspPlanner:
             raise_if_nonfinite(state.energy_history, state.iteration, "the GRASP energy")
         chains = state.chains
         with self._model_precision(state.states.device):
-            loss = gd_sync_ref(
+            loss = gd_sync(
                 self._rollout_model(), chains.frames(), chains.goal, state.actions, cfg.sync_steps, cfg.sync_lr,
                 cfg.beta1, cfg.beta2, cfg.adam_eps, state.low, state.high, chains.history, state.weights,
             )
@@ -410,7 +357,7 @@ class GraspPlanner:
         state.adam_step = 0
         return loss
 
-    def finish(self, state: "PlanState", start_time: Optional[float] = None) -> PlanResult:
+    def finish(self, state: PlanState, start_time: Optional[float] = None) -> PlanResult:
         """Roll the actions out, keep the best chain per problem, build the :class:`PlanResult`."""
         cfg = self.config
         if cfg.check_finite:
@@ -431,50 +378,6 @@ class GraspPlanner:
             info={"backend": state.backend, "particle": best, "sync_loss": state.sync_losses[: state.syncs, rows]},
         )
         return squeeze_single(result, problem.single, time.perf_counter() if start_time is None else start_time)
-
-
-@dataclasses.dataclass
-class PlanState:
-    """Everything a GRASP plan carries between iterations (flat layout, ``B*K`` chains).
-
-    ``states [B*K, T+1, D]`` stays contiguous (the kernels' layout). With ``fused_mlp`` (the packed
-    MLPDynamics of the fused kernel), ``spare_states`` is the second state buffer the kernel writes and
-    ``fused_backend`` the backend it runs on; ``states`` and ``spare_states`` swap every iteration. For history windows,
-    ``frames [B*K, h-1+T, D]`` holds the ``h-1`` older observed frames then a per-iteration copy of
-    ``s_0 .. s_{T-1}``; ``weights`` (broadcastable to ``S``) and ``sqrt_weights [D]`` are the state
-    weights, or None.
-
-    Built by :meth:`GraspPlanner.start`; advanced by :meth:`GraspPlanner.iteration` and
-    :meth:`GraspPlanner.sync`; turned into a result by :meth:`GraspPlanner.finish`.
-    """
-
-    problem: Problem
-    chains: Problem
-    backend: str
-    states: torch.Tensor
-    actions: torch.Tensor
-    state_moments: tuple[torch.Tensor, torch.Tensor]
-    action_moments: tuple[torch.Tensor, torch.Tensor]
-    low: Optional[torch.Tensor]
-    high: Optional[torch.Tensor]
-    generator: torch.Generator
-    energy_history: torch.Tensor
-    sync_losses: torch.Tensor
-    sync_every: int
-    iteration: int = 0
-    adam_step: int = 0
-    syncs: int = 0
-    frames: Optional[torch.Tensor] = None
-    weights: Optional[torch.Tensor] = None
-    sqrt_weights: Optional[torch.Tensor] = None
-    fused_mlp: Optional[ops.PackedMLP] = None
-    spare_states: Optional[torch.Tensor] = None
-    fused_backend: Optional[str] = None
-
-    @property
-    def sync_due(self) -> bool:
-        """A sync phase follows the iteration just run."""
-        return bool(self.sync_every) and self.iteration % self.sync_every == 0
 
 
 def _host_sync_forbidden(device: torch.device) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..config import _check_bound, _check_float, _check_int
-from ..reference import WorldModel, rollout_ref
+from ..lifted import WorldModel, rollout
 
 
 def validate_fields(config: object, ints: tuple[str, ...] = (), positive: tuple[str, ...] = (), minimum: int = 1) -> None:
@@ -25,6 +25,6 @@ def terminal_cost(world_model: WorldModel, s0: torch.Tensor, goal: torch.Tensor,
     """
     batch, samples, horizon, action_dim = actions.shape
     starts = s0.repeat_interleave(samples, dim=0)
-    final = rollout_ref(world_model, starts, actions.reshape(batch * samples, horizon, action_dim))[:, -1]
+    final = rollout(world_model, starts, actions.reshape(batch * samples, horizon, action_dim))[:, -1]
     goals = goal.repeat_interleave(samples, dim=0)
     return (final - goals).reshape(batch, samples, -1).square().sum(-1)

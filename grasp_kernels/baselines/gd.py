@@ -20,7 +20,8 @@ from .._problem import (
     squeeze_single,
 )
 from ..config import Bound
-from ..reference import WorldModel, action_step_ref, shooting_loss_ref
+from ..lifted import WorldModel, shooting_loss
+from ..reference import action_step_ref
 from ..result import PlanResult
 from ._common import validate_fields
 
@@ -72,7 +73,7 @@ class GDPlanner:
         for it in tqdm(range(cfg.iters), desc="GD", disable=not progress, leave=False):
             leaf = actions.detach().requires_grad_(True)
             with torch.enable_grad():
-                loss = shooting_loss_ref(self.world_model, problem.s0, leaf, problem.goal)
+                loss = shooting_loss(self.world_model, problem.s0, leaf, problem.goal)
                 (grad,) = torch.autograd.grad(loss.sum(), leaf)
             history[it] = loss.detach()
             with torch.no_grad():

@@ -24,7 +24,7 @@ from .._problem import (
     squeeze_single,
 )
 from ..config import Bound
-from ..reference import WorldModel
+from ..lifted import WorldModel
 from ..result import PlanResult
 from ._common import terminal_cost, validate_fields
 

@@ -10,7 +10,7 @@ import torch
 
 from ..config import GraspConfig
 from ..planner import GraspPlanner
-from ..reference import WorldModel
+from ..lifted import WorldModel
 from ..result import PlanResult
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..envs.sim import ENV_NAMES, PUSHT_POSITION_SCALE, angle_difference, check_env_name, pusht_pose
-from ..reference import rollout_ref
+from ..lifted import rollout
 from .mlp import MLPDynamics
 
 
@@ -145,7 +145,7 @@ def evaluate(
         start = torch.cat([s[:, t] for t in starts])
         acts = torch.cat([a[:, t : t + horizon] for t in starts])
         target = torch.cat([s[:, t + horizon] for t in starts]).numpy()
-        final = rollout_ref(model, start, acts)[:, -1].numpy()
+        final = rollout(model, start, acts)[:, -1].numpy()
         errors = _group_errors(name, final, target)
         errors["constant"] = _group_errors(name, start.numpy(), target)
         result[f"h{horizon}"] = errors
@@ -174,7 +174,7 @@ def _loss(
         traj = torch.randint(0, n, (config.rollout_batch,), generator=generator)
         t0 = torch.randint(0, length - k + 1, (config.rollout_batch,), generator=generator)
         steps = t0[:, None] + torch.arange(k)
-        predicted = rollout_ref(model, states[traj, t0], actions[traj[:, None], steps])[:, 1:]
+        predicted = rollout(model, states[traj, t0], actions[traj[:, None], steps])[:, 1:]
         error = ((predicted - states[traj[:, None], steps + 1]) / scale) ** 2
         weights = 1.0 / torch.arange(1, k + 1, dtype=error.dtype)
         loss = loss + config.rollout_weight * torch.mean(error.mean(dim=(0, 2)) * weights)

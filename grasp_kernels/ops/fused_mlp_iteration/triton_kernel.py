@@ -1,9 +1,9 @@
-"""One Triton kernel per GRASP iteration for an MLPDynamics world model (issue 7, item 3).
+"""Triton kernel of ``fused_mlp_iteration_``: one whole GRASP iteration for an MLPDynamics world model.
 
-``fused_mlp_iteration(states, actions, states_out, energy, params, depth, activation, gamma,
-state_exp_avg, state_exp_avg_sq, action_exp_avg, action_exp_avg_sq, step, lr_states, lr_actions,
-beta1, beta2, eps, noise_std, noise, seed, low, high)`` (launcher protocol of
-:mod:`grasp_kernels.ops.triton_kernels`: validated contiguous tensors, preallocated outputs).
+``launch(states, actions, states_out, energy, params, depth, activation, gamma, state_exp_avg,
+state_exp_avg_sq, action_exp_avg, action_exp_avg_sq, step, lr_states, lr_actions, beta1, beta2, eps,
+noise_std, noise, seed, low, high)`` (the launch protocol of :mod:`.._triton_common`: validated
+contiguous tensors, preallocated outputs).
 
 Per tile of ``BM = BP x BT`` (plan, time) rows, the kernel
 
@@ -51,9 +51,8 @@ What lives where: two variants of the MLP part, chosen by the padded hidden widt
 
 Register pressure of the register variant grows with ``BM * HP``; the launcher picks ``BM`` from the
 hidden width (64 rows up to HP = 128, then 32, then 16). ``NARROW_MAX_HIDDEN``, ``WIDE_BLOCK``,
-``WIDE_ROWS`` and the warps are set from the sm_90 lowering check (``ptxas -v``; no GPU run yet):
-255 registers and 0.5-1.6 KB of spills for the register variant at BM = 64, 36-356 B for the wide one
-(8 warps, BM = BH = 64, H = 256-1024). Tuning them by measured time is owed on a GPU.
+``WIDE_ROWS`` and the warps are set from the sm_90 lowering check (``ptxas -v``, tests/test_lowering.py),
+not yet from measured time.
 
 Noise: the same linear index ``b*(T-1)*D + t*D + d`` of the virtual row ``t+1`` as the unfused kernels,
 so a seed draws bit-identical noise in the fused and unfused paths.
@@ -68,13 +67,19 @@ import torch
 import triton
 import triton.language as tl
 
-from . import triton_kernels as tk
-from .mlp_pack import MAX_DEPTH
-from .triton_kernels import _adam, _add_noise, _clamp
+from .._triton_common import (
+    INTERPRET,
+    NOISE_TENSOR,
+    adam,
+    adam_scalars,
+    add_noise,
+    check_grid,
+    clamp,
+    noise_mode,
+    reduce_into,
+)
+from .pack import MAX_DEPTH
 
-__all__ = ["fused_mlp_iteration", "mlp_tile_config", "lowering_specs"]
-
-INTERPRET = tk.INTERPRET
 # rows per tile under the interpreter (each program costs Python overhead: few, large programs)
 INTERPRET_ROWS = 128
 MIN_DOT = 16  # tl.dot needs every dimension >= 16 on NVIDIA GPUs
@@ -87,11 +92,6 @@ WIDE_ROWS = 64  # BM of the wide variant on a GPU
 # SM; more would run in waves with a larger scratch
 WIDE_PROGRAMS_PER_SM = 1
 INTERPRET_WIDE_PROGRAMS = 2  # under the interpreter: a few programs, each looping over several tiles
-
-
-# ---------------------------------------------------------------------------------------------
-# helpers
-# ---------------------------------------------------------------------------------------------
 
 
 @triton.jit
@@ -192,11 +192,6 @@ def _mlp_rows(pid, n_chunks, n_plans, T, BP: tl.constexpr, BT: tl.constexpr):
     return plan, t, (plan < n_plans) & (t < T), plans, pid_c
 
 
-# ---------------------------------------------------------------------------------------------
-# the wide path: hidden layers in [BM, BH] blocks through a per-program scratch
-# ---------------------------------------------------------------------------------------------
-
-
 @triton.jit
 def _scratch_block(layer_ptr, col0, BM: tl.constexpr, HP: tl.constexpr, BH: tl.constexpr):
     """Pointers to columns ``col0 .. col0+BH-1`` of a ``[BM, HP]`` scratch layer (always in bounds:
@@ -284,11 +279,6 @@ def _wide_action_grad(dz_ptr, w1_ptr, D, A, H,
         dz = tl.load(_scratch_block(dz_ptr, j0, BM, HP, BH))
         ga += tl.dot(dz.to(wt.dtype), wt, input_precision="ieee")
     return ga
-
-
-# ---------------------------------------------------------------------------------------------
-# the kernel
-# ---------------------------------------------------------------------------------------------
 
 
 @triton.jit(do_not_specialize=["seed"])
@@ -395,10 +385,10 @@ def _fused_mlp_iteration_kernel(
         # ---- action step: Adam then clamp, in place (a_t belongs to this tile row alone) --------
         am = tl.load(a_avg_ptr + a_off, mask=amask, other=0.0)
         av = tl.load(a_avg_sq_ptr + a_off, mask=amask, other=0.0)
-        a, am, av = _adam(a, ga, am, av, lerp_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step_a)
+        a, am, av = adam(a, ga, am, av, lerp_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step_a)
         lo = _load_vec(low_ptr, A, AP, 0.0)
         hi = _load_vec(high_ptr, A, AP, 0.0)
-        a = _clamp(a, lo[None, :], hi[None, :])
+        a = clamp(a, lo[None, :], hi[None, :])
         tl.store(actions_ptr + a_off, a, mask=amask)
         tl.store(a_avg_ptr + a_off, am, mask=amask)
         tl.store(a_avg_sq_ptr + a_off, av, mask=amask)
@@ -407,18 +397,13 @@ def _fused_mlp_iteration_kernel(
         virt = dmask & (t < T - 1)[:, None]
         m = tl.load(s_avg_ptr + next_off, mask=virt, other=0.0)
         v = tl.load(s_avg_sq_ptr + next_off, mask=virt, other=0.0)
-        sn, m, v = _adam(s_next, -2.0 * r, m, v, lerp_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step_s)
+        sn, m, v = adam(s_next, -2.0 * r, m, v, lerp_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step_s)
         noise_off = (plan * ((T - 1) * D) + t * D)[:, None] + d[None, :]
-        sn = _add_noise(sn, noise_std, noise_ptr, noise_off, virt, seed, NOISE)
+        sn = add_noise(sn, noise_std, noise_ptr, noise_off, virt, seed, NOISE)
         tl.store(out_ptr + next_off, tl.where(virt, sn, s_next), mask=dmask)  # t = T-1: the goal, copied
         tl.store(s_avg_ptr + next_off, m, mask=virt)
         tl.store(s_avg_sq_ptr + next_off, v, mask=virt)
         tl.store(out_ptr + s_off, s, mask=dmask & (t == 0)[:, None])  # s_0, copied
-
-
-# ---------------------------------------------------------------------------------------------
-# launch configuration and launcher
-# ---------------------------------------------------------------------------------------------
 
 
 def _pad(n: int) -> int:
@@ -480,7 +465,7 @@ def _multiprocessors(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def fused_mlp_iteration(
+def launch(
     states: torch.Tensor,
     actions: torch.Tensor,
     states_out: torch.Tensor,
@@ -505,7 +490,7 @@ def fused_mlp_iteration(
     low: torch.Tensor,
     high: torch.Tensor,
 ) -> None:
-    """One GRASP iteration for a packed MLPDynamics (``params``, see :mod:`grasp_kernels.ops.mlp_pack`).
+    """One GRASP iteration for a packed MLPDynamics (``params``, see :mod:`.pack`).
 
     Writes ``states_out [B,T+1,D]`` (every row) and ``energy [B]``; updates ``actions`` and the four
     moments in place; ``states`` is only read.
@@ -525,7 +510,7 @@ def fused_mlp_iteration(
     hidden = b1.shape[0]
     bp, bt, n_chunks = mlp_tile_config(n_plans, horizon, hidden)
     n_tiles = triton.cdiv(n_plans, bp) * n_chunks
-    tk._check_grid(n_tiles)
+    check_grid(n_tiles)
     wide = is_wide(hidden)
     if wide:  # per program: depth layers of [BM, HP] pre-activations, then their gradients
         n_programs = wide_programs(n_tiles, states.device)
@@ -533,14 +518,14 @@ def fused_mlp_iteration(
                               dtype=torch.float32)
     else:
         n_programs, scratch = n_tiles, states  # unused pointer
-    mode = tk._noise_mode(float(noise_std), noise, n_plans * (rows - 2) * dim)
-    lerp_w, b2_, omb2, sqrt_bc2, eps_, neg_step_s = tk._adam_scalars(step, lr_states, beta1, beta2, eps)
-    neg_step_a = tk._adam_scalars(step, lr_actions, beta1, beta2, eps)[-1]
+    mode = noise_mode(float(noise_std), noise, n_plans * (rows - 2) * dim)
+    lerp_w, b2_, omb2, sqrt_bc2, eps_, neg_step_s = adam_scalars(step, lr_states, beta1, beta2, eps)
+    neg_step_a = adam_scalars(step, lr_actions, beta1, beta2, eps)[-1]
     out = energy if n_chunks == 1 else torch.empty((n_plans, n_chunks), device=energy.device, dtype=torch.float32)
     _fused_mlp_iteration_kernel[(n_programs,)](
         states, actions, states_out, out,
         state_exp_avg, state_exp_avg_sq, action_exp_avg, action_exp_avg_sq,
-        noise if mode == tk.NOISE_TENSOR else states, low, high,
+        noise if mode == NOISE_TENSOR else states, low, high,
         mean, std, amean, astd, delta, w1, b1, w2, b2, w3, b3, wo, bo, scratch,
         float(gamma), n_plans, horizon, dim, action_dim, hidden, n_chunks, n_tiles,
         lerp_w, b2_, omb2, sqrt_bc2, eps_, neg_step_s, neg_step_a, float(noise_std), int(seed),
@@ -548,43 +533,4 @@ def fused_mlp_iteration(
         NOISE=mode, WIDE=wide, BH=wide_block(hidden), num_warps=num_warps_for(hidden),
     )
     if n_chunks > 1:
-        tk._reduce_into(out, energy, n_plans, n_chunks)
-
-
-# ---------------------------------------------------------------------------------------------
-# lowering check (tests/test_lowering.py)
-# ---------------------------------------------------------------------------------------------
-
-
-def lowering_specs() -> list[dict]:
-    """The fused MLP kernel in representative configurations, for an ahead-of-time compile for sm_90
-    (same dict format as :func:`grasp_kernels.ops.triton_kernels.lowering_specs`)."""
-    i32, i64, f32, cx = "i32", "i64", "fp32", "constexpr"
-    # compile time grows fast with the tile (37 s for H=64 depth 2 f32 on 2 CPU cores): two representative
-    # configurations keep the test suite short; larger ones: bench/gpu_run.sh / a GPU session
-    configs = [  # (label, D, A, H, depth, act, matrix dtype, noise)
-        ("D=17 A=5 H=48 depth1 ReLU f32 noise-tensor", 17, 5, 48, 1, 1, "fp32", tk.NOISE_TENSOR),
-        ("D=16 A=4 H=64 depth2 SiLU bf16 philox", 16, 4, 64, 2, 0, "bf16", tk.NOISE_PHILOX32),
-        ("wide D=16 A=4 H=256 depth2 SiLU f32 philox", 16, 4, 256, 2, 0, "fp32", tk.NOISE_PHILOX32),
-        ("wide D=64 A=8 H=1024 depth3 Tanh bf16 philox", 64, 8, 1024, 3, 2, "bf16", tk.NOISE_PHILOX32),
-    ]
-    specs = []
-    for label, dim, action_dim, hidden, depth, act, mdt, noise in configs:
-        bp, bt, _ = mlp_tile_config(1 << 20, 64, hidden, rows=gpu_rows(hidden))
-        ptrs = ["states", "actions", "out", "energy", "s_avg", "s_avg_sq", "a_avg", "a_avg_sq", "noise", "low",
-                "high", "mean", "std", "amean", "astd", "delta"]
-        signature = {f"{n}_ptr": "*fp32" for n in ptrs}
-        for n in ("w1", "b1", "w2", "b2", "w3", "b3", "wo", "bo"):
-            signature[f"{n}_ptr"] = f"*{mdt}" if n.startswith("w") else "*fp32"
-        signature["scratch_ptr"] = "*fp32"
-        signature.update({"gamma": f32, "n_plans": i32, "T": i32, "D": i32, "A": i32, "H": i32, "n_chunks": i32,
-                          "n_tiles": i32, "lerp_w": f32, "beta2": f32, "one_minus_beta2": f32, "sqrt_bc2": f32,
-                          "eps": f32, "neg_step_s": f32, "neg_step_a": f32, "noise_std": f32, "seed": i64})
-        constexprs = {"BP": bp, "BT": bt, "DP": _pad(dim), "AP": _pad(action_dim), "HP": padded_hidden(hidden),
-                      "DEPTH": depth, "ACT": act, "NOISE": noise, "WIDE": is_wide(hidden), "BH": wide_block(hidden)}
-        signature.update({name: cx for name in constexprs})
-        attrs = {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(signature.values()) if kind.startswith("*")}
-        specs.append({"name": f"fused_mlp_iteration {label} BM={bp * bt}", "fn": _fused_mlp_iteration_kernel,
-                      "signature": signature, "constexprs": constexprs, "attrs": attrs,
-                      "num_warps": num_warps_for(hidden)})
-    return specs
+        reduce_into(out, energy, n_plans, n_chunks)

@@ -1,6 +1,6 @@
 """An :class:`~grasp_kernels.models.MLPDynamics` packed for the fused MLP kernel (no Triton import).
 
-The fused kernel (:mod:`grasp_kernels.ops.fused_mlp`) reads the model as a flat list of tensors,
+The fused kernel (:mod:`.triton_kernel`) reads the model as a flat list of tensors,
 prepared once per plan by :func:`pack_mlp`:
 
     [state_mean, state_std, action_mean, action_std, delta_scale,      float32 [D], [D], [A], [A], [D]
@@ -56,7 +56,7 @@ def _layers(model: nn.Module) -> tuple[list[nn.Linear], list[nn.Module]]:
 
 def fused_mlp_unsupported_reason(model: object) -> Optional[str]:
     """None if the fused MLP kernel can evaluate ``model``, else why not (a sentence)."""
-    from ..models.mlp import MLPDynamics
+    from ...models.mlp import MLPDynamics
 
     if not isinstance(model, MLPDynamics):
         return f"the world model must be a grasp_kernels.models.MLPDynamics, got {type(model).__name__}"

@@ -1,0 +1,73 @@
+"""What every op's public function shares: the backend choice, the noise seed of a kernel call, and
+action bounds in the kernels' form.
+
+Noise seeds of the kernel backends (``state_step_``, ``lifted_energy_state_step_``,
+``fused_mlp_iteration_``): the noise is the explicit ``noise`` tensor if given; else it is drawn
+in-kernel (Philox) from ``seed`` if given; else from a seed drawn from ``generator`` (one host sync if
+that generator lives on a GPU); else from a seed drawn from torch's default CPU generator (so
+``torch.manual_seed`` makes runs reproducible). Pass a fresh seed every iteration. The reference
+backend instead seeds a fresh generator with ``seed``, or draws from ``generator``, so its noise
+differs from the kernels' (same distribution).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .._checks import BoundArg, as_bound
+from ..backends import resolve_backend
+
+SEED_HIGH = 2**62
+
+
+@torch.compiler.assume_constant_result
+def resolve(backend: str, device: torch.device) -> str:
+    """:func:`resolve_backend`, a constant for torch.compile (it imports modules and reads the
+    environment, which dynamo cannot trace; a compiled graph keeps the backend it was traced with)."""
+    return resolve_backend(backend, device)
+
+
+def kernel_seed(
+    seed: Optional[int], generator: Optional[torch.Generator], noise: Optional[torch.Tensor], noise_std: float
+) -> int:
+    """The Philox seed of a kernel call (see the module docstring); 0 when no noise is drawn."""
+    if noise is not None or noise_std == 0:
+        return 0 if seed is None else seed
+    if seed is not None:
+        return seed
+    if generator is not None:
+        return int(torch.randint(0, SEED_HIGH, (1,), generator=generator, device=generator.device).item())
+    return int(torch.randint(0, SEED_HIGH, (1,)).item())
+
+
+def seeded_generator(
+    seed: Optional[int], generator: Optional[torch.Generator], device: torch.device
+) -> Optional[torch.Generator]:
+    """The reference path's generator: a fresh one seeded with ``seed`` if given, else ``generator``."""
+    if seed is not None:
+        return torch.Generator(device=device).manual_seed(int(seed))
+    return generator
+
+
+def kernel_bounds(low: BoundArg, high: BoundArg, actions: torch.Tensor) -> list[torch.Tensor]:
+    """Bounds as float32 ``[A]`` tensors, +-inf where unbounded (the kernels' form).
+
+    Bounds already in that form (float32, ``[A]``, contiguous, on the actions' device) are used as
+    given, without a NaN check: that check would be a device sync on every step (planners validate
+    their bounds once, before the loop, and pass them in this form)."""
+    bounds = []
+    action_dim = actions.shape[-1]
+    for bound_name, bound, fill in (("low", low, float("-inf")), ("high", high, float("inf"))):
+        if (
+            isinstance(bound, torch.Tensor) and bound.dtype == torch.float32 and bound.shape == (action_dim,)
+            and bound.device == actions.device and bound.is_contiguous()
+        ):
+            bounds.append(bound)
+            continue
+        tensor = as_bound(bound_name, bound, action_dim, actions.device, torch.float32)
+        if tensor is None:
+            tensor = torch.full((actions.shape[-1],), fill, device=actions.device, dtype=torch.float32)
+        bounds.append(tensor.contiguous())
+    return bounds

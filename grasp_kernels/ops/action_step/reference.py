@@ -1,0 +1,51 @@
+"""Specification of ``action_step_``: Adam then a clamp to the action bounds, in plain PyTorch."""
+
+from __future__ import annotations
+
+import torch
+
+from ..._checks import BoundArg, check_scalar, check_tensor
+from .._adam import adam_update_ref, check_adam_args
+
+
+def action_step_ref(
+    actions: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    low: BoundArg,
+    high: BoundArg,
+) -> None:
+    """In-place Adam step on the actions, then clamp to ``[low, high]``.
+
+    Args:
+        actions: ``[B, T, A]`` float32/float64, updated in place.
+        grad, exp_avg, exp_avg_sq: ``[B, T, A]``, same dtype; moments updated in place.
+        step: 1-based Adam step count of this update.
+        low, high: None (unbounded), a float, or a tensor ``[A]`` of per-dimension bounds.
+    """
+    check_adam_args("actions", actions, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps)
+    adam_update_ref(actions, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps)
+    clamp_actions_(actions, low, high)
+
+
+def clamp_actions_(actions: torch.Tensor, low: BoundArg, high: BoundArg) -> torch.Tensor:
+    """Clamp ``actions [..., A]`` in place to per-dimension bounds (None: unbounded)."""
+    action_dim = actions.shape[-1]
+    bounds = []
+    for name, bound in (("low", low), ("high", high)):
+        if isinstance(bound, torch.Tensor):
+            check_tensor(name, bound, shape=(action_dim,), device=actions.device)
+            bound = bound.to(actions.dtype)
+        elif bound is not None:
+            bound = check_scalar(name, bound)
+        bounds.append(bound)
+    low, high = bounds
+    if low is None and high is None:
+        return actions
+    return actions.clamp_(min=low, max=high)

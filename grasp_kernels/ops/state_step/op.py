@@ -1,0 +1,106 @@
+"""``state_step_``: the in-place Adam + Langevin-noise step on the virtual states, as the custom op
+``torch.ops.grasp.state_step(states!, grad, exp_avg!, exp_avg_sq!, step, lr, beta1, beta2, eps,
+noise_std, noise?, seed, backend) -> ()`` and its public function."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from ..._checks import check_scalar
+from ...backends import on_device
+from .._dispatch import kernel_seed, resolve, seeded_generator
+from .._validate import (
+    check_adam_scalars,
+    check_backend_runs,
+    check_like,
+    check_no_overlap,
+    check_noise,
+    check_seed,
+    check_states,
+)
+from .reference import state_step_ref
+
+
+def launcher(backend: str) -> Callable[..., None]:
+    """The launch function of a kernel backend (imported on first use: Triton and the CUDA module are optional)."""
+    if backend == "triton":
+        from .triton_kernel import launch
+    else:
+        from .cuda_launch import launch
+    return launch
+
+
+def _check_tensors(states: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, noise: Optional[Tensor]) -> None:
+    check_states("states", states)
+    check_like("states", states, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
+    check_noise(noise, states)
+
+
+@torch.library.custom_op("grasp::state_step", mutates_args=("states", "exp_avg", "exp_avg_sq"))
+def _state_step(
+    states: Tensor,
+    grad: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    noise_std: float,
+    noise: Optional[Tensor],
+    seed: int,
+    backend: str,
+) -> None:
+    _check_tensors(states, grad, exp_avg, exp_avg_sq, noise)
+    check_no_overlap(dict(states=states, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq), dict(grad=grad, noise=noise))
+    check_adam_scalars(step, lr, beta1, beta2, eps)
+    noise_std = check_scalar("noise_std", noise_std, minimum=0.0)
+    check_seed(seed)
+    check_backend_runs(backend, states.device)
+    with on_device(states.device):
+        launcher(backend)(states, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise, seed)
+
+
+@_state_step.register_fake
+def _state_step_fake(states, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise, seed, backend):
+    _check_tensors(states, grad, exp_avg, exp_avg_sq, noise)
+
+
+def state_step_(
+    states: Tensor,
+    grad: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    noise_std: float,
+    noise: Optional[Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+    *,
+    seed: Optional[int] = None,
+    backend: str = "auto",
+) -> None:
+    """In-place Adam + Langevin-noise step on the virtual rows of ``states [B,T+1,D]``.
+
+    ``grad``, ``exp_avg``, ``exp_avg_sq``: ``[B,T+1,D]`` (the moments are updated in place); rows 0 and
+    T are left untouched. Noise: the explicit ``noise [B,T-1,D]`` if given; else drawn from ``seed`` if
+    given (kernels draw it in-kernel; the reference seeds a fresh generator); else from ``generator``;
+    kernels with neither draw their seed from torch's default CPU generator (:mod:`.._dispatch`).
+    """
+    name = resolve(backend, states.device)
+    if name == "reference":
+        if noise is None:
+            generator = seeded_generator(seed, generator, states.device)
+        state_step_ref(states, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise, generator)
+        return
+    torch.ops.grasp.state_step(
+        states, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise,
+        kernel_seed(seed, generator, noise, noise_std), name,
+    )

@@ -1,0 +1,56 @@
+"""What a GRASP plan carries between iterations: built by :meth:`GraspPlanner.start`, advanced by
+``iteration`` and ``sync``, turned into a result by ``finish``, captured by :mod:`grasp_kernels.graphs`."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import torch
+
+from ._problem import Problem
+from .ops import PackedMLP
+
+
+@dataclasses.dataclass
+class PlanState:
+    """Everything a GRASP plan carries between iterations (flat layout, ``B*K`` chains).
+
+    ``states [B*K, T+1, D]`` stays contiguous (the kernels' layout). With ``fused_mlp`` (the packed
+    MLPDynamics of the fused kernel), ``spare_states`` is the second state buffer the kernel writes and
+    ``fused_backend`` the backend it runs on; ``states`` and ``spare_states`` swap every iteration. For history windows,
+    ``frames [B*K, h-1+T, D]`` holds the ``h-1`` older observed frames then a per-iteration copy of
+    ``s_0 .. s_{T-1}``; ``weights`` (broadcastable to ``S``) and ``sqrt_weights [D]`` are the state
+    weights, or None.
+
+    Built by :meth:`GraspPlanner.start`; advanced by :meth:`GraspPlanner.iteration` and
+    :meth:`GraspPlanner.sync`; turned into a result by :meth:`GraspPlanner.finish`.
+    """
+
+    problem: Problem
+    chains: Problem
+    backend: str
+    states: torch.Tensor
+    actions: torch.Tensor
+    state_moments: tuple[torch.Tensor, torch.Tensor]
+    action_moments: tuple[torch.Tensor, torch.Tensor]
+    low: Optional[torch.Tensor]
+    high: Optional[torch.Tensor]
+    generator: torch.Generator
+    energy_history: torch.Tensor
+    sync_losses: torch.Tensor
+    sync_every: int
+    iteration: int = 0
+    adam_step: int = 0
+    syncs: int = 0
+    frames: Optional[torch.Tensor] = None
+    weights: Optional[torch.Tensor] = None
+    sqrt_weights: Optional[torch.Tensor] = None
+    fused_mlp: Optional[PackedMLP] = None
+    spare_states: Optional[torch.Tensor] = None
+    fused_backend: Optional[str] = None
+
+    @property
+    def sync_due(self) -> bool:
+        """A sync phase follows the iteration just run."""
+        return bool(self.sync_every) and self.iteration % self.sync_every == 0
