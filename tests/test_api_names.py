@@ -25,8 +25,8 @@ import pytest
 import grasp_kernels  # noqa: F401  (registers torch.ops.grasp_kernels.*)
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = sorted((ROOT / "grasp_kernels").rglob("*.py")) + sorted((ROOT / "bench").glob("*.py")) + sorted(
-    (ROOT / "tests").glob("*.py"))
+FILES = sorted((ROOT / "grasp_kernels").rglob("*.py")) + sorted((ROOT / "bench").rglob("*.py")) + sorted(
+    (ROOT / "tests").rglob("*.py"))
 CHECKED = ("torch", "triton", "numpy")
 
 

@@ -17,7 +17,7 @@ from grasp_kernels.baselines import (
     ablation_config,
 )
 from grasp_kernels.envs import make_task
-from grasp_kernels.reference import rollout_ref
+from grasp_kernels.lifted import rollout
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_baselines_reach_the_goal_on_the_open_field(open_task, make):
     start_distance = (s0 - goal).norm(dim=1)
     assert result.actions.shape == (6, 20, 2) and result.rollout.shape == (6, 21, 2)
     assert result.actions.abs().max() <= 1.0
-    torch.testing.assert_close(result.rollout, rollout_ref(task.world_model, s0, result.actions))
+    torch.testing.assert_close(result.rollout, rollout(task.world_model, s0, result.actions))
     assert torch.all(result.final_distance < 0.1 * start_distance)
     assert result.success(task.success_radius).all()
 

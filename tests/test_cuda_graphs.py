@@ -78,7 +78,7 @@ def test_cpu_states_warn_once_and_plan_eagerly(backend):
         second = planner.plan(s0, goal)
     messages = [str(w.message) for w in caught if issubclass(w.category, BackendFallbackWarning)]
     assert messages == ["grasp_kernels: cuda_graph=True runs the plan eagerly: the states are on cpu, not a CUDA device"]
-    assert len(planner._graphs) == 0
+    assert planner.captured_plans == 0
     assert_same_plan(first, eager)
     assert_same_plan(second, eager)
 
@@ -89,7 +89,7 @@ def test_uncapturable_plan_warns_once_and_plans_eagerly(monkeypatch):
     monkeypatch.setattr(graphs_module, "unsupported_reason", lambda state: None)
     attempts = []
 
-    def fail(planner, fresh):
+    def fail(fresh, run_iterations, warm_up):
         attempts.append(fresh.states.shape)
         raise graphs_module._Uncapturable("RuntimeError: called a synchronizing CUDA operation")
 
@@ -112,7 +112,7 @@ def test_errors_of_the_plan_itself_propagate(monkeypatch):
     """Only an uncapturable plan falls back; anything else (a diverging warm-up, out of memory) is raised."""
     monkeypatch.setattr(graphs_module, "unsupported_reason", lambda state: None)
 
-    def diverge(planner, fresh):
+    def diverge(fresh, run_iterations, warm_up):
         raise RuntimeError("the GRASP energy became NaN/Inf at iteration 2")
 
     monkeypatch.setattr(graphs_module, "_record", diverge)
@@ -134,9 +134,9 @@ def test_graph_buffers_never_alias_the_plan():
         if original is not None:
             assert cloned.data_ptr() != original.data_ptr()
             torch.testing.assert_close(cloned, original, rtol=0, atol=0, equal_nan=True)
-    assert graphs_module._plan_key(planner, state) == graphs_module._plan_key(planner, copy)
+    assert graphs_module._plan_key(planner.config, state) == graphs_module._plan_key(planner.config, copy)
     other = planner.start(*problems(4, 3, "cpu", 3))
-    assert graphs_module._plan_key(planner, other) != graphs_module._plan_key(planner, state)
+    assert graphs_module._plan_key(planner.config, other) != graphs_module._plan_key(planner.config, state)
 
 
 # ------------------------------------------------------------------------------------------------ GPU
@@ -172,7 +172,7 @@ def test_gpu_graph_replay_equals_eager(backend, case):
             s0, goal = problems(5, 3, device, seed)
             init = torch.rand(5, FAST["horizon"], 2, device=device) * 2 - 1
             assert_same_plan(planner.plan(s0, goal, init), eager_planner.plan(s0, goal, init), atol=1e-5)
-    assert len(planner._graphs) == 1
+    assert planner.captured_plans == 1
 
 
 @pytest.mark.gpu
@@ -212,10 +212,10 @@ def test_gpu_shapes_get_their_own_graph_and_results_are_not_overwritten():
     kept = first.actions.clone()
     planner.plan(*problems(3, 3, device, 32))
     planner.plan(*problems(6, 3, device, 33))
-    assert len(planner._graphs) == 2
+    assert planner.captured_plans == 2
     assert torch.equal(first.actions, kept)  # a later replay does not write into an earlier result
     planner.clear_cuda_graphs()
-    assert len(planner._graphs) == 0
+    assert planner.captured_plans == 0
 
 
 @pytest.mark.gpu
@@ -239,7 +239,7 @@ def test_gpu_uncapturable_model_falls_back_with_one_warning():
         planner.plan(s0, goal)
     failures = [w for w in caught if "capturing it as a CUDA graph failed" in str(w.message)]
     assert len(failures) == 1 and "synchroniz" in str(failures[0].message)
-    assert len(planner._graphs) == 0
+    assert planner.captured_plans == 0
     assert torch.cuda.current_stream() == torch.cuda.default_stream()
     assert_same_plan(result, GraspPlanner(model, 2, config).plan(s0, goal), atol=1e-5)
 
@@ -255,4 +255,4 @@ def test_gpu_replay_sees_in_place_weight_updates(fused_mlp):
     planner.plan(s0, goal)  # captured with the old weights
     model.load_state_dict(make_model(device=device, seed=1).state_dict())
     assert_same_plan(planner.plan(s0, goal), GraspPlanner(model, 2, config).plan(s0, goal), atol=1e-5)
-    assert len(planner._graphs) == 1
+    assert planner.captured_plans == 1

@@ -13,7 +13,8 @@ import torch
 from grasp_kernels import GraspConfig, GraspPlanner
 from grasp_kernels.actions import from_env_actions, to_env_actions
 from grasp_kernels.models import MLPDynamics, PatchTransformerDynamics
-from grasp_kernels.reference import history_windows, lifted_energy_ref, lifted_predictions_ref, rollout_ref
+from grasp_kernels.lifted import history_windows, lifted_predictions, rollout
+from grasp_kernels.reference import lifted_energy_ref
 
 F64 = torch.float64
 
@@ -66,8 +67,8 @@ def test_batched_lifted_predictions_equal_the_per_timestep_construction(history)
     states = torch.randn(batch, horizon + 1, 6, generator=g, dtype=F64)
     actions = torch.randn(batch, horizon, action_dim, generator=g, dtype=F64)
     frames = torch.cat([older, states], dim=1) if history > 1 else states
-    pred = lifted_predictions_ref(model, frames, actions, shape, history=history)
-    looped = lifted_predictions_ref(model, frames, actions, shape, per_timestep=True, history=history)
+    pred = lifted_predictions(model, frames, actions, shape, history=history)
+    looped = lifted_predictions(model, frames, actions, shape, per_timestep=True, history=history)
     rows = _frames_by_hand(older, states, horizon)
     by_hand = []
     for t in range(horizon):
@@ -87,7 +88,7 @@ def test_rollout_with_history_by_hand():
     for t in range(horizon):
         frames.append(model(torch.stack(frames[t : t + history], 1), actions[:, t]))
     expected = torch.stack(frames[history - 1 :], dim=1)
-    torch.testing.assert_close(rollout_ref(model, s0, actions, history), expected, rtol=0, atol=0)
+    torch.testing.assert_close(rollout(model, s0, actions, history), expected, rtol=0, atol=0)
 
 
 # ---- gradients of one planner iteration against autograd on the spec ------------------------------
@@ -220,7 +221,7 @@ def test_history_plan_uses_windows_everywhere_and_one_lifted_call_per_iteration(
     assert calls[0] == (batch * horizon, history, dim)
     assert sum(shape[0] == batch * horizon for shape in calls) == iters  # lifted calls: one per iteration
     assert all(shape[1:] == (history, dim) for shape in calls)  # sync and final rollouts use windows too
-    torch.testing.assert_close(result.rollout, rollout_ref(inner, s0, result.actions, history))
+    torch.testing.assert_close(result.rollout, rollout(inner, s0, result.actions, history))
     assert torch.equal(result.states[:, 0], s0[:, -1]) and torch.equal(result.rollout[:, 0], s0[:, -1])
     torch.testing.assert_close(result.final_distance, (result.rollout[:, -1] - goal).norm(dim=1))
 
@@ -273,7 +274,7 @@ def test_particles_with_history_repeat_the_observed_frames_per_chain():
     result = planner.plan(s0, goal)
     assert result.actions.shape == (batch, horizon, 2)
     assert torch.all((0 <= result.info["particle"]) & (result.info["particle"] < particles))
-    torch.testing.assert_close(result.rollout, rollout_ref(model, s0, result.actions, history), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(result.rollout, rollout(model, s0, result.actions, history), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(result.final_distance, (result.rollout[:, -1] - goal).norm(dim=1), rtol=1e-12, atol=1e-12)
 
 

@@ -20,7 +20,7 @@ import torch
 from grasp_kernels import GraspConfig
 from grasp_kernels.actions import to_env_actions
 from grasp_kernels.models import PatchTransformerDynamics
-from grasp_kernels.reference import rollout_ref
+from grasp_kernels.lifted import rollout
 
 FAST = dict(iters=40, sync_every=20, sync_steps=3, lr_states=0.01, lr_actions=0.05, goal_weight=0.1, state_noise=0.0)
 
@@ -75,7 +75,7 @@ class LatentCostModel(torch.nn.Module):
         b, n, t, a = candidates.shape
         s0 = info_dict["state"][:, :, -self.history:].reshape(b * n, self.history, *info_dict["state"].shape[3:])
         goal = info_dict["goal_state"][:, :, -1].reshape(b * n, -1)
-        final = rollout_ref(self.dynamics, s0, candidates.reshape(b * n, t, a), self.history)[:, -1]
+        final = rollout(self.dynamics, s0, candidates.reshape(b * n, t, a), self.history)[:, -1]
         return (final.reshape(b * n, -1) - goal).square().sum(-1).view(b, n)
 
 
@@ -126,7 +126,7 @@ def test_grasp_solver_is_a_stable_worldmodel_solver_and_replaces_cem():
     torch.testing.assert_close(grasp_env_actions, to_env_actions(grasp.last_result.actions, block)[:, : cfg.receding_horizon * block])
     actions = grasp.last_result.actions
     # the plan's cost is the true rollout's distance through the history windows; "costs" is its square
-    final = rollout_ref(dynamics, info["state"], actions, history)[:, -1]
+    final = rollout(dynamics, info["state"], actions, history)[:, -1]
     distance = (final - info["goal_state"][:, -1]).flatten(1).norm(dim=1)
     torch.testing.assert_close(grasp.last_result.final_distance, distance)
     torch.testing.assert_close(torch.tensor(outputs["costs"]), distance.square())

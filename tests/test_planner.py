@@ -9,7 +9,7 @@ from grasp_kernels import GraspConfig, GraspPlanner, PlanResult
 from grasp_kernels._problem import NonFiniteError
 from grasp_kernels.envs import make_task
 from grasp_kernels.models import MLPDynamics
-from grasp_kernels.reference import rollout_ref, shooting_loss_ref
+from grasp_kernels.lifted import rollout, shooting_loss
 
 OPEN_FIELD = dict(lr_states=0.003, lr_actions=0.03, goal_weight=0.1, state_noise=0.0, init_noise=0.0)
 
@@ -116,9 +116,9 @@ def test_sync_phases_lower_the_shooting_loss():
     for _ in range(10):
         planner.iteration(state)
     assert state.sync_due
-    before = shooting_loss_ref(task.world_model, state.chains.s0, state.actions, state.chains.goal)
+    before = shooting_loss(task.world_model, state.chains.s0, state.actions, state.chains.goal)
     planner.sync(state)
-    after = shooting_loss_ref(task.world_model, state.chains.s0, state.actions, state.chains.goal)
+    after = shooting_loss(task.world_model, state.chains.s0, state.actions, state.chains.goal)
     assert torch.all(after < before)
     assert state.adam_step == 0 and all(torch.all(m == 0) for m in (*state.state_moments, *state.action_moments))
 
@@ -132,7 +132,7 @@ def test_result_shapes_rollout_and_best_particle():
     assert result.actions.shape == (3, 12, 2)
     assert result.states.shape == result.rollout.shape == (3, 13, 2)
     assert result.energy_history.shape == (20, 3) and result.final_distance.shape == (3,)
-    torch.testing.assert_close(result.rollout, rollout_ref(task.world_model, s0, result.actions))
+    torch.testing.assert_close(result.rollout, rollout(task.world_model, s0, result.actions))
     torch.testing.assert_close(result.final_distance, (result.rollout[:, -1] - goal).norm(dim=1))
     assert torch.equal(result.states[:, 0], s0) and torch.equal(result.states[:, -1], goal)
     assert result.actions.abs().max() <= 1.0
@@ -148,7 +148,7 @@ def test_best_of_particles_is_no_worse_than_each_chain():
     state = planner.start(s0, goal)
     for _ in range(base.iters):
         planner.iteration(state)
-    chains = (rollout_ref(task.world_model, state.chains.s0, state.actions)[:, -1] - state.chains.goal).norm(dim=1)
+    chains = (rollout(task.world_model, state.chains.s0, state.actions)[:, -1] - state.chains.goal).norm(dim=1)
     result = planner.finish(state)
     torch.testing.assert_close(result.final_distance, chains.view(2, 3).min(dim=1).values)
 
@@ -325,7 +325,7 @@ def test_mixed_precision_runs_the_model_in_bf16_and_keeps_the_plan_in_fp32(backe
         assert getattr(half, field).dtype == torch.float32, field
     rel = (half.energy_history - full.energy_history).norm() / full.energy_history.norm()
     assert 0 < rel < 3e-2  # bf16 matmuls: close to the float32 plan, not identical
-    torch.testing.assert_close(half.rollout, rollout_ref(lambda s, a: model(s, a).float(), s0, half.actions), rtol=3e-2, atol=3e-2)
+    torch.testing.assert_close(half.rollout, rollout(lambda s, a: model(s, a).float(), s0, half.actions), rtol=3e-2, atol=3e-2)
 
 
 def test_model_dtype_errors():
