@@ -144,12 +144,12 @@ setup(
     package_data={"grasp_kernels": ["weights/*.safetensors", "weights/*.json"]},
     # torch is deliberately unpinned here: `make setup` installs the CPU wheel 2.13.0 only when torch
     # is missing, so that pip never replaces a CUDA torch (or pulls one onto a CPU machine).
-    install_requires=["torch>=2.4", "numpy>=1.24", "tqdm>=4.60"],
+    install_requires=["torch>=2.4", "numpy>=1.24", "tqdm>=4.60", "safetensors>=0.4"],  # safetensors: the shipped world models
     extras_require={
         "triton": ["triton>=3.2"],
         "demo": ["matplotlib>=3.7"],
         "bench": ["pytest-benchmark>=4.0", "matplotlib>=3.7"],
-        "dev": ["pytest>=7.4", "pytest-benchmark>=4.0", "matplotlib>=3.7", "safetensors>=0.4"],
+        "dev": ["pytest>=7.4", "pytest-benchmark>=4.0", "matplotlib>=3.7"],
         # The real simulators (PointMaze on MuJoCo, Push-T on pymunk); none of them depends on torch.
         "envs": ["gymnasium-robotics>=1.4", "mujoco>=3.1", "gym-pusht>=0.1.5"],
         # torch-free dependencies of the adapters' host libraries; the libraries themselves

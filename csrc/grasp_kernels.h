@@ -6,7 +6,7 @@
 //   std::invalid_argument  bad sizes / pointers / workspace (the bindings raise ValueError),
 //   std::runtime_error     no CUDA device, or a CUDA error after a launch; the message names the kernel.
 //
-// Layout (DESIGN.md section 1): states [B, T+1, D] (row 0 = s_0, row T = goal), pred [B, T, D],
+// Layout (docs/design.md, section 1): states [B, T+1, D] (row 0 = s_0, row T = goal), pred [B, T, D],
 // actions [B, T, A], all contiguous row-major float32 (pred may be bfloat16).
 #pragma once
 

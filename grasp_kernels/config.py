@@ -1,6 +1,6 @@
 """Planner configuration.
 
-The field names of :class:`GraspConfig` are the public contract of the project (DESIGN.md section 1);
+The field names of :class:`GraspConfig` are the public contract of the project (docs/design.md, section 1);
 new fields may be added, existing ones are never renamed.
 """
 
@@ -22,8 +22,8 @@ Bound = Optional[Union[float, Sequence[float]]]
 class GraspConfig:
     """Hyper-parameters of one GRASP plan (paper arXiv 2602.00475, Eq. 10).
 
-    Defaults follow the authors' released solver (DESIGN.md section 1). ``goal_weight`` (gamma) of 1
-    is the authors' value; on detour tasks 0.01-0.1 often plans better (DESIGN.md section 6).
+    Defaults follow the authors' released solver. ``goal_weight`` (gamma) of 1 is the authors' value;
+    on detour tasks 0.01-0.1 often plans better (docs/design.md, section 6).
 
     Attributes:
         horizon: ``T``, number of world-model steps (>= 1).
@@ -40,9 +40,9 @@ class GraspConfig:
         action_low: lower action bound, a float or one value per action dimension (None: unbounded).
         action_high: upper action bound, likewise.
         seed: seed of every random draw of a plan (initialisation, noise, particles).
-        backend: "auto" | "reference" | "triton" | "cuda" (DESIGN.md section 2).
+        backend: "auto" | "reference" | "triton" | "cuda" (docs/design.md, section 3).
         particles: independent chains per problem; the chain whose true rollout ends closest to the
-            goal is returned (DESIGN.md section 6).
+            goal is returned (docs/design.md, section 6).
         stop_gradient: detach the world model's state input (the reshaped gradient). False is the
             "without stop-gradient" ablation.
         beta1, beta2, adam_eps: Adam constants shared by every Adam step of the planner.
@@ -60,10 +60,10 @@ class GraspConfig:
         cuda_graph: capture the plan's iterations and sync phases as one CUDA graph per input shape and
             replay it on later calls (:mod:`grasp_kernels.graphs`); same results as the eager loop. Needs
             CUDA states and a kernel backend (else one warning and the eager loop); a world model that
-            cannot be captured also falls back with one warning. Off by default until the GPU tests of
-            the capture have run (the CPU machines that built this cannot run CUDA).
+            cannot be captured also falls back with one warning. Off by default until replay == eager
+            is shown on a GPU (``bench/results/``).
         fused_mlp: run each lifted iteration as ONE fused Triton kernel (MLP forward, energy, VJP to the
-            actions, both Adam steps; :mod:`grasp_kernels.ops.fused_mlp`). Needs an
+            actions, both Adam steps; :mod:`grasp_kernels.ops.fused_mlp_iteration`). Needs an
             :class:`~grasp_kernels.models.MLPDynamics` world model (SiLU/ReLU/Tanh, depth 1-3),
             ``stop_gradient=True``, ``history=1`` and no ``state_weights`` (else a ValueError when the
             planner is built); on the reference backend or with float64 states it falls back to the

@@ -1,4 +1,6 @@
-"""The main job: plan the synthetic detour task with GRASP and the baselines, print a table, draw a PNG."""
+"""The demos behind ``python -m grasp_kernels demo``: the main job plans PointMaze through the shipped world
+model with GRASP and CEM and executes the plans by MPC in the simulator (:func:`run_maze_demo`); ``--task
+detour|open`` plans the synthetic navigation task with GRASP and the baselines (:func:`run_demo`)."""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ class Score:
 def grasp_base(horizon: int, seed: int = 0, backend: str = "auto") -> GraspConfig:
     """GRASP on the real tasks: states move up to ~0.5 per model step, so the virtual states take Adam
     steps of 0.02 (the authors' 0.1 is sized for latent features and makes the chain oscillate here);
-    the dense goal term is weighted 0.1 (DESIGN.md section 6: gamma 1 pulls the chain off feasible paths),
+    the dense goal term is weighted 0.1 (gamma 1 pulls the chain off feasible paths: docs/design.md, section 6),
     small noise, a sync phase every 50 iterations with rate 0.1 (probed on the PointMaze tuning pairs)."""
     return GraspConfig(
         horizon=horizon, iters=300, lr_states=0.02, lr_actions=0.05, state_noise=0.01, init_noise=0.01,

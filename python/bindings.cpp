@@ -2,8 +2,9 @@
 //
 // Every kernel entry point takes the CUDA device index, the CUDA stream (an int: torch's
 // `torch.cuda.current_stream().cuda_stream`) and raw device pointers (ints: `tensor.data_ptr()`).
-// The module links the CUDA runtime statically and knows nothing of torch; grasp_kernels/ops/
-// cuda_kernels.py checks dtypes, devices, shapes and contiguity before calling it.
+// The module links the CUDA runtime statically and knows nothing of torch; each op's body
+// (grasp_kernels/ops/<op>/op.py) checks dtypes, devices, shapes and contiguity before its
+// cuda_launch.py calls it.
 // Errors: std::invalid_argument -> ValueError; std::runtime_error (no device, failed launch; the
 // message names the kernel) -> RuntimeError.
 #include <pybind11/pybind11.h>
@@ -30,7 +31,7 @@ grasp::AdamHyper adam(int64_t step, double lr, double beta1, double beta2, doubl
 }  // namespace
 
 PYBIND11_MODULE(_cuda, m) {
-  m.doc() = "GRASP CUDA kernels (csrc/) over raw device pointers; see grasp_kernels/ops/cuda_kernels.py";
+  m.doc() = "GRASP CUDA kernels (csrc/) over raw device pointers; launched by grasp_kernels/ops/<op>/cuda_launch.py";
 
   m.def("device_count", &grasp::device_count,
         "Number of CUDA devices this module's runtime sees (0 without a device or driver; never raises).");

@@ -338,7 +338,7 @@ def test_model_dtype_errors():
 @pytest.mark.parametrize("backend", ["reference", "triton"])
 def test_no_host_sync_inside_the_lifted_loop(monkeypatch, backend):
     """No tensor is read back to the host during lifted iterations (no .item(), no bool(tensor)):
-    on a GPU each would be a device sync (issue 7, item 1). The checks run per sync phase only."""
+    on a GPU each would be a device sync. The checks run per sync phase only."""
     from grasp_kernels.backends import backend_unavailable_reason
 
     if backend_unavailable_reason(backend, torch.device("cpu")) is not None:

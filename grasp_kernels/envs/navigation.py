@@ -3,7 +3,7 @@
 A point in the plane moves with bounded velocity actions; walls are capsules (line segments with a
 radius) that push the point out along their normal, so the point slides along a wall and gradients
 stay smooth (a hard collision with zero gradient defeats every gradient planner; learned world
-models are smooth, DESIGN.md section 6). Several sub-steps per model step keep the point from
+models are smooth; docs/design.md, section 6). Several sub-steps per model step keep the point from
 tunnelling through a wall.
 
 The ``detour`` layout traps the start inside a U-shaped cup whose open side faces away from the
