@@ -34,6 +34,7 @@ Set ``TRITON_INTERPRET=1`` before importing any kernel module to run the kernels
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from typing import Optional
@@ -152,6 +153,22 @@ def clamp(p, lo, hi):
 
 
 @triton.jit
+def energy_pass(pred_ptr, states_ptr, energy_ptr, grad_pred_ptr, gamma, pred_off, next_off, goal_off, part_off, mask,
+                pmask):
+    """The lifted energy of one tile: stores the plan partials and ``grad_pred = 2 r + 2 gamma q``;
+    returns ``(s_next, r)`` with ``r = p - s_next`` (the state gradient is ``-2 r``)."""
+    p = tl.load(pred_ptr + pred_off, mask=mask, other=0.0).to(tl.float32)
+    s = tl.load(states_ptr + next_off, mask=mask, other=0.0)
+    g = tl.load(states_ptr + goal_off, mask=mask, other=0.0)
+    r = p - s
+    q = p - g
+    e = tl.sum(r * r + gamma * (q * q), axis=1)
+    tl.store(energy_ptr + part_off, e, mask=pmask)
+    tl.store(grad_pred_ptr + pred_off, 2.0 * r + (2.0 * gamma) * q, mask=mask)
+    return s, r
+
+
+@triton.jit
 def sum_partials_kernel(partial_ptr, energy_ptr, n_chunks, BLOCK_R: tl.constexpr):
     """energy[b] = sum of the plan's partials, in a fixed order (deterministic)."""
     b = tl.program_id(0)
@@ -197,3 +214,42 @@ def check_grid(n_programs: int) -> None:
 
 def reduce_into(partials: torch.Tensor, energy: torch.Tensor, n_plans: int, n_chunks: int) -> None:
     sum_partials_kernel[(n_plans,)](partials, energy, n_chunks, BLOCK_R=REDUCE_BLOCK, num_warps=4)
+
+
+@dataclasses.dataclass(frozen=True)
+class EnergyGrid:
+    """The launch of an energy kernel over ``pred [B, T, D]``: tiles, programs, and where the plan
+    partials go (``energy`` itself when a plan fits one chunk, else a ``[B, n_chunks]`` buffer)."""
+
+    n_plans: int
+    n_inner: int
+    dim: int
+    stride_s: int
+    bp: int
+    bc: int
+    n_chunks: int
+    wide: bool
+    n_programs: int
+    partials: torch.Tensor
+
+    def reduce_into(self, energy: torch.Tensor) -> None:
+        """Sum a multi-chunk launch's partials into ``energy`` (a no-op for one chunk)."""
+        if self.n_chunks > 1:
+            reduce_into(self.partials, energy, self.n_plans, self.n_chunks)
+
+
+def energy_grid(states: torch.Tensor, energy: torch.Tensor) -> Optional[EnergyGrid]:
+    """The grid of an energy kernel for ``states [B, T+1, D]``, or None when there is nothing to launch
+    (no plans; or ``T*D = 0``, where ``energy`` is zeroed)."""
+    n_plans, rows, dim = states.shape
+    n_inner = (rows - 1) * dim
+    if n_plans == 0:
+        return None
+    if n_inner == 0:
+        energy.zero_()
+        return None
+    bp, bc, n_chunks = tile_config(n_plans, n_inner)
+    n_programs = triton.cdiv(n_plans, bp) * n_chunks
+    check_grid(n_programs)
+    partials = energy if n_chunks == 1 else torch.empty((n_plans, n_chunks), device=energy.device, dtype=torch.float32)
+    return EnergyGrid(n_plans, n_inner, dim, rows * dim, bp, bc, n_chunks, rows * dim >= I32, n_programs, partials)

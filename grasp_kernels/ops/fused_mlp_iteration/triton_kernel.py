@@ -78,7 +78,6 @@ from .._triton_common import (
     noise_mode,
     reduce_into,
 )
-from .pack import MAX_DEPTH
 
 # rows per tile under the interpreter (each program costs Python overhead: few, large programs)
 INTERPRET_ROWS = 128
@@ -499,8 +498,6 @@ def launch(
     horizon, action_dim = actions.shape[1], actions.shape[2]
     if n_plans == 0:
         return
-    if not 1 <= depth <= MAX_DEPTH:
-        raise ValueError(f"depth must be in 1..{MAX_DEPTH}, got {depth}")
     mean, std, amean, astd, delta, w1, b1 = params[:7]
     hidden_layers = [(params[7 + 2 * i], params[8 + 2 * i]) for i in range(depth - 1)]
     wo, bo = params[-2], params[-1]

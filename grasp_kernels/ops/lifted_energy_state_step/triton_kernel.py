@@ -10,17 +10,15 @@ import triton
 import triton.language as tl
 
 from .._triton_common import (
-    I32,
     NOISE_TENSOR,
     NUM_WARPS,
     adam,
     adam_scalars,
     add_noise,
-    check_grid,
+    energy_grid,
+    energy_pass,
     energy_tile,
     noise_mode,
-    reduce_into,
-    tile_config,
 )
 
 
@@ -39,14 +37,8 @@ def lifted_energy_state_step_kernel(
     pid = tl.program_id(0)
     pred_off, next_off, goal_off, row0_off, noise_off, part_off, mask, row0, virt, pmask = energy_tile(
         pid, n_chunks, n_plans, n_inner, D, stride_s, BP, BC, WIDE)
-    p = tl.load(pred_ptr + pred_off, mask=mask, other=0.0).to(tl.float32)
-    s = tl.load(states_ptr + next_off, mask=mask, other=0.0)
-    g = tl.load(states_ptr + goal_off, mask=mask, other=0.0)
-    r = p - s
-    q = p - g
-    e = tl.sum(r * r + gamma * (q * q), axis=1)
-    tl.store(energy_ptr + part_off, e, mask=pmask)
-    tl.store(grad_pred_ptr + pred_off, 2.0 * r + (2.0 * gamma) * q, mask=mask)
+    s, r = energy_pass(pred_ptr, states_ptr, energy_ptr, grad_pred_ptr, gamma, pred_off, next_off, goal_off, part_off,
+                       mask, pmask)
     m = tl.load(exp_avg_ptr + next_off, mask=virt, other=0.0)
     v = tl.load(exp_avg_sq_ptr + next_off, mask=virt, other=0.0)
     s, m, v = adam(s, -2.0 * r, m, v, lerp_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step)
@@ -74,25 +66,14 @@ def launch(
     seed: int,
 ) -> None:
     """Fused lifted_energy_fwd (from the states before the update) + state_step (gradient in registers)."""
-    n_plans, rows, dim = states.shape
-    n_inner = (rows - 1) * dim
-    if n_plans == 0:
+    grid = energy_grid(states, energy)
+    if grid is None:
         return
-    if n_inner == 0:
-        energy.zero_()
-        return
-    stride_s = rows * dim
-    bp, bc, n_chunks = tile_config(n_plans, n_inner)
-    wide = stride_s >= I32
-    mode = noise_mode(float(noise_std), noise, n_plans * (rows - 2) * dim)
-    n_programs = triton.cdiv(n_plans, bp) * n_chunks
-    check_grid(n_programs)
-    out = energy if n_chunks == 1 else torch.empty((n_plans, n_chunks), device=energy.device, dtype=torch.float32)
-    lifted_energy_state_step_kernel[(n_programs,)](
-        pred, states, out, grad_pred, exp_avg, exp_avg_sq, noise if mode == NOISE_TENSOR else states,
-        float(gamma), n_plans, n_inner, dim, stride_s, n_chunks,
+    mode = noise_mode(float(noise_std), noise, grid.n_plans * (grid.n_inner - grid.dim))
+    lifted_energy_state_step_kernel[(grid.n_programs,)](
+        pred, states, grid.partials, grad_pred, exp_avg, exp_avg_sq, noise if mode == NOISE_TENSOR else states,
+        float(gamma), grid.n_plans, grid.n_inner, grid.dim, grid.stride_s, grid.n_chunks,
         *adam_scalars(step, lr, beta1, beta2, eps), float(noise_std), int(seed),
-        BP=bp, BC=bc, WIDE=wide, NOISE=mode, num_warps=NUM_WARPS,
+        BP=grid.bp, BC=grid.bc, WIDE=grid.wide, NOISE=mode, num_warps=NUM_WARPS,
     )
-    if n_chunks > 1:
-        reduce_into(out, energy, n_plans, n_chunks)
+    grid.reduce_into(energy)
