@@ -1,4 +1,4 @@
-"""Smoke run of the op-speed script: ``bench/op_speed.py --quick`` (tiny shapes, a few seconds on CPU)."""
+"""Smoke runs of the benchmark scripts (``--quick``: tiny shapes, seconds on the CPU) and checks of their tables."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_planner_speed_quick(tmp_path, model):
     assert ("PatchTransformerDynamics" if model == "transformer" else "MLPDynamics") in text
     iters, syncs = (int(v) for v in re.search(r"= (\d+) x iteration \+ (\d+) x sync", text).groups())
     assert (iters, syncs) == (300, 6)
-    assert "0 graph break(s)" in text  # (c) is one compiled graph per shape
+    assert "0 graph break(s)" in text  # compiled is one compiled graph per shape
 
     floors = {}
     for cells in _table(text, "Shapes and floors"):
@@ -82,37 +82,37 @@ def test_planner_speed_quick(tmp_path, model):
         floor, sync, model_ms = floors[index]
         if iter_ms.startswith("n/a ("):
             assert plan_ms == pct_floor == vs_loop == outside == "n/a"
-            times[index, provider[:3]] = None
+            times[index, provider] = None
             continue
         ms = float(iter_ms)
-        times[index, provider[:3]] = ms
+        times[index, provider] = ms
         assert ms > 0
         assert _close(float(plan_ms), iters * ms + syncs * sync)
         assert _close(float(pct_floor), 100 * floor / ms, 8e-3)
-        assert _close(float(vs_loop), times[index, "(a)"] / ms)
-        if provider[:3] in ("(b)", "(d)", "(e)"):
+        assert _close(float(vs_loop), times[index, "loop"] / ms)
+        if provider in ("eager", "triton", "cuda"):
             expected = 100 * (ms - model_ms) / ms  # percentage points; 3 digits printed, inputs rounded to 4
             assert abs(float(outside) - expected) <= 8e-3 * abs(expected) + 0.06, (cells, expected)
         else:
             assert outside == "n/a"
     for index in floors:
-        for key in ("(a)", "(b)", "(c)", "(d)"):  # the loop, reference, torch.compile and Triton (interpreter)
+        for key in ("loop", "eager", "compiled", "triton"):  # Triton under the interpreter
             assert times[index, key] is not None, (index, key)
-        assert times[index, "(f)"] is None and f"| {index} | " in text and "(f) graph | n/a (CUDA graphs need a CUDA device)" in text
+        assert times[index, "graph"] is None and f"| {index} | " in text and "| graph | n/a (CUDA graphs need a CUDA device)" in text
         if model == "mlp":
-            assert times[index, "(g)"] is not None  # the fused MLP kernel under the interpreter
+            assert times[index, "fused_mlp"] is not None  # the fused MLP kernel under the interpreter
         else:
-            assert times[index, "(g)"] is None and "(g) fused | n/a (MLP world models only)" in text
+            assert times[index, "fused_mlp"] is None and "| fused_mlp | n/a (MLP world models only)" in text
 
     targets = _table(text, "Targets")
     assert len(targets) == 2
     for cells in targets:
         index, best_name, best_ms, vs_loop, _, vs_compile, _, pct = cells[0], *cells[3:]
-        engine = {k: times[index, k] for k in ("(b)", "(d)", "(e)", "(f)", "(g)") if times[index, k] is not None}
+        engine = {k: times[index, k] for k in ("eager", "triton", "cuda", "graph", "fused_mlp") if times[index, k] is not None}
         best = min(engine.values())
-        assert best_name[:3] == min(engine, key=engine.get) and _close(float(best_ms), best)
-        assert _close(float(vs_loop), times[index, "(a)"] / best)
-        assert _close(float(vs_compile), times[index, "(c)"] / best)
+        assert best_name == min(engine, key=engine.get) and _close(float(best_ms), best)
+        assert _close(float(vs_loop), times[index, "loop"] / best)
+        assert _close(float(vs_compile), times[index, "compiled"] / best)
         assert _close(float(pct), 100 * floors[index][0] / best, 8e-3)
 
 
@@ -120,15 +120,15 @@ def test_planner_speed_lists_only_the_selected_providers(tmp_path):
     out = tmp_path / "planner_speed.md"
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "planner_speed.py"), "--quick", "--providers", "a",
-                           "b", "--shapes", "3,8,2,5", "--out", str(out)], cwd=ROOT, env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "planner_speed.py"), "--quick", "--providers", "loop",
+                           "eager", "--shapes", "3,8,2,5", "--out", str(out)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     text = out.read_text()
     rows = _table(text, "Time per iteration and per plan")
-    assert [cells[3][:3] for cells in rows] == ["(a)", "(b)"]
+    assert [cells[3] for cells in rows] == ["loop", "eager"]
     assert all(not cells[4].startswith("n/a") for cells in rows)
-    assert "interpreter" not in text and "(c) torch.compile" not in text and "(g) fused" not in text
+    assert "interpreter" not in text and "compiled: torch.compile" not in text and "fused_mlp" not in text
 
 
 def test_detour_quality_quick(tmp_path):
