@@ -13,12 +13,17 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_op_speed_quick(tmp_path):
-    out = tmp_path / "op_speed.md"
+def _bench(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Runs ``bench/<script>`` with this checkout's package first on PYTHONPATH."""
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "op_speed.py"), "--quick", "--out", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, os.path.join(ROOT, "bench", script), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_op_speed_quick(tmp_path):
+    out = tmp_path / "op_speed.md"
+    proc = _bench("op_speed.py", "--quick", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "failed" not in proc.stderr, proc.stderr[-4000:]
     text = out.read_text()
@@ -51,10 +56,7 @@ def _close(a: float, b: float, rel: float = 3e-3) -> bool:
 @pytest.mark.parametrize("model", ["mlp", "transformer"])
 def test_planner_speed_quick(tmp_path, model):
     out = tmp_path / "planner_speed.md"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "planner_speed.py"), "--quick", "--model", model,
-                           "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = _bench("planner_speed.py", "--quick", "--model", model, "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "failed" not in proc.stderr, proc.stderr[-4000:]
     text = out.read_text()
@@ -118,11 +120,8 @@ def test_planner_speed_quick(tmp_path, model):
 
 def test_planner_speed_lists_only_the_selected_providers(tmp_path):
     out = tmp_path / "planner_speed.md"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "planner_speed.py"), "--quick", "--providers", "loop",
-                           "eager", "--shapes", "3,8,2,5", "--out", str(out)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = _bench("planner_speed.py", "--quick", "--providers", "loop", "eager", "--shapes", "3,8,2,5",
+                  "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-4000:]
     text = out.read_text()
     rows = _table(text, "Time per iteration and per plan")
@@ -133,10 +132,7 @@ def test_planner_speed_lists_only_the_selected_providers(tmp_path):
 
 def test_detour_quality_quick(tmp_path):
     out = tmp_path / "quality.md"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "detour_quality.py"), "--quick", "--out", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = _bench("detour_quality.py", "--quick", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-4000:]
     text = out.read_text()
     held_out = text.split("## Held-out set")[1]
@@ -147,10 +143,7 @@ def test_detour_quality_quick(tmp_path):
 
 def test_planning_quality_quick(tmp_path):
     pytest.importorskip("gymnasium_robotics")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "planning_quality.py"), "--quick", "--out-dir", str(tmp_path),
-                           "--tag", "smoke"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = _bench("planning_quality.py", "--quick", "--out-dir", str(tmp_path), "--tag", "smoke", timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     text = (tmp_path / "planning_quality_pointmaze-medium_smoke.md").read_text()
     assert (tmp_path / "planning_quality_pointmaze-medium_smoke.png").read_bytes()[:4] == b"\x89PNG"
@@ -171,11 +164,8 @@ def test_planning_quality_quick(tmp_path):
 
 def test_planning_quality_closed_loop_only(tmp_path):
     pytest.importorskip("gymnasium_robotics")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "planning_quality.py"), "--quick", "--closed-loop-only",
-                           "--families", "GRASP", "GD", "--mpc-warm-start-states", "--out-dir", str(tmp_path), "--tag", "mpc"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = _bench("planning_quality.py", "--quick", "--closed-loop-only", "--families", "GRASP", "GD",
+                  "--mpc-warm-start-states", "--out-dir", str(tmp_path), "--tag", "mpc", timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads((tmp_path / "planning_quality_pointmaze-medium_mpc.json").read_text())
     assert report["settings"]["mpc_warm_start_states"] is True and "GRASP's virtual states" in report["header"]
@@ -212,9 +202,7 @@ def _merge(tmp_path, *reports):
     for i, report in enumerate(reports):
         paths.append(tmp_path / f"r{i}.json")
         paths[-1].write_text(json.dumps(report))
-    return subprocess.run([sys.executable, os.path.join(ROOT, "bench", "planning_quality.py"), "--merge", *map(str, paths),
-                           "--out-dir", str(tmp_path), "--tag", "merged"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return _bench("planning_quality.py", "--merge", *map(str, paths), "--out-dir", str(tmp_path), "--tag", "merged")
 
 
 def test_planning_quality_merge_orders_horizons(tmp_path):
