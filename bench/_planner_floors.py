@@ -15,6 +15,8 @@ Floor per iteration = max(FLOP floor, byte floor):
 
 from __future__ import annotations
 
+import _bench_env  # noqa: F401  (first: TRITON_INTERPRET before Triton is imported)
+
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
