@@ -1,6 +1,6 @@
 """Timing helpers shared by the benchmark scripts (bench/op_speed.py, bench/planner_speed.py).
 
-Medians only (DESIGN.md section 5): ``triton.testing.do_bench`` on a GPU (CUDA events, warm-up), on
+Medians only: ``triton.testing.do_bench`` on a GPU (CUDA events, warm-up), on
 the CPU either the wall clock (a few repetitions) or ``torch.utils.benchmark`` when a minimum run time
 is given. The physical rates every floor divides by are measured here, in the same run: the device
 copy bandwidth (``dst.copy_(src)``, read + write) and a large matmul's FLOP rate.

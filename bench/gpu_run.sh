@@ -31,7 +31,7 @@
 # Other knobs: PYTHON (default python3), OUT (default out/gpu_run), STEP_TIMEOUT (seconds per step,
 # 0 = none; a step over it is stopped and marked FAIL so the summary is still written), BENCH_ARGS
 # (extra arguments for both benchmarks, e.g. "--quick"), PLANNER_ARGS (extra arguments for planner_speed only,
-# e.g. "--model-dtype bfloat16" or "--shapes 16,512,256,64 --providers a b d g").
+# e.g. "--model-dtype bfloat16" or "--shapes 16,512,256,64 --providers loop eager triton fused_mlp").
 #
 # Output, few files (the device tool returns at most 8 from $OUT), names carrying device and date:
 #   $OUT/gpu_run_<device>_<date>_summary.txt  PASS/FAIL per step, machine header

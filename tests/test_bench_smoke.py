@@ -1,4 +1,4 @@
-"""Smoke run of the op-speed script: ``bench/op_speed.py --quick`` (tiny shapes, a few seconds on CPU)."""
+"""Smoke runs of the benchmark scripts (``--quick``: tiny shapes, seconds on the CPU) and checks of their tables."""
 
 from __future__ import annotations
 
@@ -13,12 +13,17 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_op_speed_quick(tmp_path):
-    out = tmp_path / "op_speed.md"
+def _bench(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Runs ``bench/<script>`` with this checkout's package first on PYTHONPATH."""
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "op_speed.py"), "--quick", "--out", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, os.path.join(ROOT, "bench", script), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_op_speed_quick(tmp_path):
+    out = tmp_path / "op_speed.md"
+    proc = _bench("op_speed.py", "--quick", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "failed" not in proc.stderr, proc.stderr[-4000:]
     text = out.read_text()
@@ -51,10 +56,7 @@ def _close(a: float, b: float, rel: float = 3e-3) -> bool:
 @pytest.mark.parametrize("model", ["mlp", "transformer"])
 def test_planner_speed_quick(tmp_path, model):
     out = tmp_path / "planner_speed.md"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "planner_speed.py"), "--quick", "--model", model,
-                           "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = _bench("planner_speed.py", "--quick", "--model", model, "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "failed" not in proc.stderr, proc.stderr[-4000:]
     text = out.read_text()
@@ -65,7 +67,7 @@ def test_planner_speed_quick(tmp_path, model):
     assert ("PatchTransformerDynamics" if model == "transformer" else "MLPDynamics") in text
     iters, syncs = (int(v) for v in re.search(r"= (\d+) x iteration \+ (\d+) x sync", text).groups())
     assert (iters, syncs) == (300, 6)
-    assert "0 graph break(s)" in text  # (c) is one compiled graph per shape
+    assert "0 graph break(s)" in text  # compiled is one compiled graph per shape
 
     floors = {}
     for cells in _table(text, "Shapes and floors"):
@@ -82,61 +84,55 @@ def test_planner_speed_quick(tmp_path, model):
         floor, sync, model_ms = floors[index]
         if iter_ms.startswith("n/a ("):
             assert plan_ms == pct_floor == vs_loop == outside == "n/a"
-            times[index, provider[:3]] = None
+            times[index, provider] = None
             continue
         ms = float(iter_ms)
-        times[index, provider[:3]] = ms
+        times[index, provider] = ms
         assert ms > 0
         assert _close(float(plan_ms), iters * ms + syncs * sync)
         assert _close(float(pct_floor), 100 * floor / ms, 8e-3)
-        assert _close(float(vs_loop), times[index, "(a)"] / ms)
-        if provider[:3] in ("(b)", "(d)", "(e)"):
+        assert _close(float(vs_loop), times[index, "loop"] / ms)
+        if provider in ("eager", "triton", "cuda"):
             expected = 100 * (ms - model_ms) / ms  # percentage points; 3 digits printed, inputs rounded to 4
             assert abs(float(outside) - expected) <= 8e-3 * abs(expected) + 0.06, (cells, expected)
         else:
             assert outside == "n/a"
     for index in floors:
-        for key in ("(a)", "(b)", "(c)", "(d)"):  # the loop, reference, torch.compile and Triton (interpreter)
+        for key in ("loop", "eager", "compiled", "triton"):  # Triton under the interpreter
             assert times[index, key] is not None, (index, key)
-        assert times[index, "(f)"] is None and f"| {index} | " in text and "(f) graph | n/a (CUDA graphs need a CUDA device)" in text
+        assert times[index, "graph"] is None and f"| {index} | " in text and "| graph | n/a (CUDA graphs need a CUDA device)" in text
         if model == "mlp":
-            assert times[index, "(g)"] is not None  # the fused MLP kernel under the interpreter
+            assert times[index, "fused_mlp"] is not None  # the fused MLP kernel under the interpreter
         else:
-            assert times[index, "(g)"] is None and "(g) fused | n/a (MLP world models only)" in text
+            assert times[index, "fused_mlp"] is None and "| fused_mlp | n/a (MLP world models only)" in text
 
     targets = _table(text, "Targets")
     assert len(targets) == 2
     for cells in targets:
         index, best_name, best_ms, vs_loop, _, vs_compile, _, pct = cells[0], *cells[3:]
-        engine = {k: times[index, k] for k in ("(b)", "(d)", "(e)", "(f)", "(g)") if times[index, k] is not None}
+        engine = {k: times[index, k] for k in ("eager", "triton", "cuda", "graph", "fused_mlp") if times[index, k] is not None}
         best = min(engine.values())
-        assert best_name[:3] == min(engine, key=engine.get) and _close(float(best_ms), best)
-        assert _close(float(vs_loop), times[index, "(a)"] / best)
-        assert _close(float(vs_compile), times[index, "(c)"] / best)
+        assert best_name == min(engine, key=engine.get) and _close(float(best_ms), best)
+        assert _close(float(vs_loop), times[index, "loop"] / best)
+        assert _close(float(vs_compile), times[index, "compiled"] / best)
         assert _close(float(pct), 100 * floors[index][0] / best, 8e-3)
 
 
 def test_planner_speed_lists_only_the_selected_providers(tmp_path):
     out = tmp_path / "planner_speed.md"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "planner_speed.py"), "--quick", "--providers", "a",
-                           "b", "--shapes", "3,8,2,5", "--out", str(out)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = _bench("planner_speed.py", "--quick", "--providers", "loop", "eager", "--shapes", "3,8,2,5",
+                  "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-4000:]
     text = out.read_text()
     rows = _table(text, "Time per iteration and per plan")
-    assert [cells[3][:3] for cells in rows] == ["(a)", "(b)"]
+    assert [cells[3] for cells in rows] == ["loop", "eager"]
     assert all(not cells[4].startswith("n/a") for cells in rows)
-    assert "interpreter" not in text and "(c) torch.compile" not in text and "(g) fused" not in text
+    assert "interpreter" not in text and "compiled: torch.compile" not in text and "fused_mlp" not in text
 
 
 def test_detour_quality_quick(tmp_path):
     out = tmp_path / "quality.md"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "detour_quality.py"), "--quick", "--out", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = _bench("detour_quality.py", "--quick", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-4000:]
     text = out.read_text()
     held_out = text.split("## Held-out set")[1]
@@ -147,10 +143,7 @@ def test_detour_quality_quick(tmp_path):
 
 def test_planning_quality_quick(tmp_path):
     pytest.importorskip("gymnasium_robotics")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "planning_quality.py"), "--quick", "--out-dir", str(tmp_path),
-                           "--tag", "smoke"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = _bench("planning_quality.py", "--quick", "--out-dir", str(tmp_path), "--tag", "smoke", timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     text = (tmp_path / "planning_quality_pointmaze-medium_smoke.md").read_text()
     assert (tmp_path / "planning_quality_pointmaze-medium_smoke.png").read_bytes()[:4] == b"\x89PNG"
@@ -171,11 +164,8 @@ def test_planning_quality_quick(tmp_path):
 
 def test_planning_quality_closed_loop_only(tmp_path):
     pytest.importorskip("gymnasium_robotics")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "planning_quality.py"), "--quick", "--closed-loop-only",
-                           "--families", "GRASP", "GD", "--mpc-warm-start-states", "--out-dir", str(tmp_path), "--tag", "mpc"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = _bench("planning_quality.py", "--quick", "--closed-loop-only", "--families", "GRASP", "GD",
+                  "--mpc-warm-start-states", "--out-dir", str(tmp_path), "--tag", "mpc", timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads((tmp_path / "planning_quality_pointmaze-medium_mpc.json").read_text())
     assert report["settings"]["mpc_warm_start_states"] is True and "GRASP's virtual states" in report["header"]
@@ -212,9 +202,7 @@ def _merge(tmp_path, *reports):
     for i, report in enumerate(reports):
         paths.append(tmp_path / f"r{i}.json")
         paths[-1].write_text(json.dumps(report))
-    return subprocess.run([sys.executable, os.path.join(ROOT, "bench", "planning_quality.py"), "--merge", *map(str, paths),
-                           "--out-dir", str(tmp_path), "--tag", "merged"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return _bench("planning_quality.py", "--merge", *map(str, paths), "--out-dir", str(tmp_path), "--tag", "merged")
 
 
 def test_planning_quality_merge_orders_horizons(tmp_path):
