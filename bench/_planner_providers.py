@@ -5,7 +5,7 @@ Providers, measured in this order (a row per shape and provider; "n/a (reason)" 
   loop       the per-timestep loop as public GRASP ports run it: T world-model calls over B rows
              (planner.iteration(state, per_timestep=True), reference backend)
   eager      the batched reference, eager: ONE world-model call over B*T rows (backend="reference")
-  compiled   torch.compile(dynamic=False) of a functional GRASP iteration (:func:`functional_iteration`);
+  compiled   torch.compile(dynamic=False) of the planner's lifted iteration (:func:`functional_iteration`);
              compilation and warm-up are not timed
   triton     the Triton ops (backend="triton")
   cuda       the CUDA ops (backend="cuda")
@@ -38,12 +38,7 @@ from _timing import time_ms
 from grasp_kernels import GraspConfig, GraspPlanner
 from grasp_kernels.backends import backend_unavailable_reason
 from grasp_kernels.models import MLPDynamics, PatchTransformerDynamics
-from grasp_kernels.reference import (
-    action_step_ref,
-    lifted_energy_ref,
-    lifted_predictions_ref,
-    state_step_ref,
-)
+from grasp_kernels.lifted import lifted_iteration
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 Timed = Callable[[], object]
@@ -133,30 +128,19 @@ def planner_iteration_fn(planner: GraspPlanner, shape: Shape, device: torch.devi
 
 def functional_iteration(model: torch.nn.Module, config: GraspConfig, shape: Shape, device: torch.device
                          ) -> Callable[..., torch.Tensor]:
-    """One GRASP iteration as a pure function of its tensors, made of the reference functions, for
-    torch.compile: one batched model call, lifted_energy_ref + autograd for the gradients,
-    state_step_ref with an explicit noise tensor, action_step_ref. The Adam step count is a host int,
-    so a compile-time constant (dynamic=False); the work is the same for every step."""
-    horizon, history, step = config.horizon, shape.history, 1
-    autocast = precision(device, config.model_dtype)
+    """One GRASP iteration as a pure function of its tensors, for torch.compile: the planner's own
+    :func:`grasp_kernels.lifted.lifted_iteration` on the reference backend, with an explicit noise
+    tensor. The Adam step count is a host int, so a compile-time constant (dynamic=False); the work is
+    the same for every step."""
 
-    def iteration(states, actions, m_s, v_s, m_a, v_a, noise, lead, low, high):
-        state_input = states[:, :horizon].detach()
-        if lead is not None:
-            state_input = torch.cat([lead, state_input], dim=1)
-        action_leaf = actions.detach().requires_grad_(True)
-        state_leaf = states.detach().requires_grad_(True)
-        with torch.enable_grad():
-            with autocast:
-                pred = lifted_predictions_ref(model, state_input, action_leaf, shape.state_shape, True, False, history)
-            energy = lifted_energy_ref(pred, state_leaf, config.goal_weight)
-            action_grad, state_grad = torch.autograd.grad(energy.sum(), (action_leaf, state_leaf))
-        with torch.no_grad():
-            state_step_ref(states, state_grad, m_s, v_s, step, config.lr_states, config.beta1, config.beta2,
-                           config.adam_eps, config.state_noise, noise=noise)
-            action_step_ref(actions, action_grad, m_a, v_a, step, config.lr_actions, config.beta1, config.beta2,
-                            config.adam_eps, low, high)
-        return energy.detach()
+    def iteration(states, actions, m_s, v_s, m_a, v_a, noise, frames, low, high):
+        energy, _, _ = lifted_iteration(
+            model, states, actions, (m_s, v_s), (m_a, v_a), step=1, gamma=config.goal_weight,
+            lr_states=config.lr_states, lr_actions=config.lr_actions, beta1=config.beta1, beta2=config.beta2,
+            eps=config.adam_eps, noise_std=config.state_noise, low=low, high=high, state_shape=shape.state_shape,
+            history=shape.history, frames=frames, noise=noise, model_precision=precision(device, config.model_dtype),
+        )
+        return energy
 
     return iteration
 
@@ -246,7 +230,6 @@ def build_compiled(run: RowRun, warmup: int = 3) -> Timed:
         raise Unavailable("--compile-backend none")
     shape, device = run.shape, run.device
     state = run.planner(backend="reference").start(*start_inputs(shape, device))
-    lead = None if state.frames is None else state.frames[:, : shape.history - 1].clone()
     if hasattr(torch._dynamo.config, "trace_autograd_ops"):  # trace torch.autograd.grad into the graph
         torch._dynamo.config.trace_autograd_ops = True
     torch._dynamo.utils.counters.clear()
@@ -256,7 +239,7 @@ def build_compiled(run: RowRun, warmup: int = 3) -> Timed:
 
     def fn():
         noise.normal_()  # the explicit noise tensor, drawn per iteration (timed)
-        return compiled(states, state.actions, *state.state_moments, *state.action_moments, noise, lead,
+        return compiled(states, state.actions, *state.state_moments, *state.action_moments, noise, state.frames,
                         state.low, state.high)
 
     for _ in range(warmup):  # compilation and any recompilation (grad mode, first-call guards): not timed
@@ -324,7 +307,7 @@ class Provider:
 PROVIDERS = {
     "loop": Provider(build_loop, "per-timestep loop, reference (T model calls over B rows, as public GRASP ports run it)"),
     "eager": Provider(build_eager, "batched reference eager (one model call over B*T rows)"),
-    "compiled": Provider(build_compiled, "torch.compile of a functional reference iteration"),
+    "compiled": Provider(build_compiled, "torch.compile of the planner's lifted iteration"),
     "triton": Provider(kernel_backend("triton"), "triton ops"),
     "cuda": Provider(kernel_backend("cuda"), "cuda ops"),
     "graph": Provider(build_graph, "CUDA graph (one plan captured and replayed, on the faster of triton and cuda; "

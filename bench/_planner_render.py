@@ -40,8 +40,8 @@ def verdict(value: Optional[float], goal: float, applies: bool = True) -> str:
 def provider_text(key: str, args: argparse.Namespace, rows: list[Row]) -> str:
     """What provider ``key`` runs, for the table's header."""
     if key == "compiled":
-        return (f"compiled: torch.compile(backend={args.compile_backend!r}, dynamic=False) of a functional reference "
-                "iteration (compile and warm-up not timed; trace_autograd_ops on so that autograd.grad is traced; "
+        return (f"compiled: torch.compile(backend={args.compile_backend!r}, dynamic=False) of the planner's lifted "
+                "iteration on the reference backend (compile and warm-up not timed; trace_autograd_ops on so that autograd.grad is traced; "
                 "compiled per shape: " + "; ".join(f"#{r.index} {r.compile_note}" for r in rows) + ")")
     return f"{key}: {PROVIDERS[key].description}"
 
