@@ -2,7 +2,8 @@
 
 CPU tests (they run in CI). A broken build cannot hide behind a skip: where nvcc is present (and
 GRASP_KERNELS_BUILD_CUDA is not 0) the module must import. Runtime checks against the reference are
-in tests/test_cuda_ops.py (marked gpu).
+in tests/ops/test_<op>.py and tests/ops/test_cuda_runtime.py (marked gpu); the ops' argument checks
+(formerly the CUDA launchers' own) in tests/ops/test_op_checks.py.
 """
 
 from __future__ import annotations
@@ -18,34 +19,10 @@ import pytest
 import torch
 
 import grasp_kernels
+from _cuda_helpers import build_expected, cuda_module, find_nvcc, philox_normal
 from grasp_kernels import backends
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def find_nvcc():
-    """The nvcc that setup.py would use ($CUDACXX, PATH, $CUDA_HOME/bin), or None."""
-    candidates = [os.environ.get("CUDACXX"), shutil.which("nvcc")]
-    for var in ("CUDA_HOME", "CUDA_PATH"):
-        if os.environ.get(var):
-            candidates.append(os.path.join(os.environ[var], "bin", "nvcc"))
-    return next((c for c in candidates if c and os.path.isfile(c) and os.access(c, os.X_OK)), None)
-
-
-def build_expected() -> bool:
-    return find_nvcc() is not None and os.environ.get("GRASP_KERNELS_BUILD_CUDA", "").strip() != "0"
-
-
-def cuda_module():
-    try:
-        return importlib.import_module("grasp_kernels._cuda")
-    except ImportError as exc:
-        if build_expected():
-            pytest.fail(
-                f"nvcc is present ({find_nvcc()}) but grasp_kernels._cuda does not import ({exc}); "
-                "the CUDA build failed or was skipped: run `pip install -e .` and read its output"
-            )
-        pytest.skip(f"grasp_kernels._cuda not built here ({exc})")
 
 
 def test_module_built_when_nvcc_present():
@@ -102,21 +79,6 @@ def test_bad_arguments_raise_value_error_before_launch():
         mod.state_step(0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, 0)  # null pointers
 
 
-def test_launchers_reject_cpu_tensors():
-    cuda_module()
-    from grasp_kernels.ops import cuda_kernels
-
-    states = torch.randn(2, 4, 3)
-    pred = torch.randn(2, 3, 3)
-    with pytest.raises(ValueError, match="CUDA tensors"):
-        cuda_kernels.lifted_energy_fwd(pred, states, 1.0, torch.empty(2), torch.empty_like(pred), torch.empty_like(states))
-    with pytest.raises(ValueError, match="CUDA tensors"):
-        cuda_kernels.state_step(states, states, states, states, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, None, 0)
-    actions = torch.randn(2, 3, 2)
-    with pytest.raises(ValueError, match="CUDA tensors"):
-        cuda_kernels.action_step(actions, actions, actions, actions, 1, 0.1, 0.9, 0.999, 1e-8, torch.zeros(2), torch.ones(2))
-
-
 def test_backend_reports_missing_module(monkeypatch):
     """Simulate a machine without the module: the package imports, cuda reports why and falls back."""
     monkeypatch.setitem(sys.modules, "grasp_kernels._cuda", None)  # import -> ImportError
@@ -132,19 +94,20 @@ def test_backend_reports_missing_module(monkeypatch):
             assert backends.resolve_backend("cuda", torch.device("cpu")) in ("reference", "triton")
         assert any("cuda" in str(w.message) for w in caught)
 
-        from grasp_kernels.ops import cuda_kernels
+        from grasp_kernels.ops import _cuda_common
+        from grasp_kernels.ops.state_step import cuda_launch
 
-        stub = importlib.reload(cuda_kernels)
+        stub = importlib.reload(_cuda_common)
         assert not stub.available()
         with pytest.raises(RuntimeError, match="not built"):
-            stub.state_step(None, None, None, None, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, None, 0)
+            cuda_launch.launch(None, None, None, None, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, None, 0)
     finally:
         backends.cuda_unavailable_reason.cache_clear()
         monkeypatch.undo()
         backends._warned.clear()
-        from grasp_kernels.ops import cuda_kernels
+        from grasp_kernels.ops import _cuda_common
 
-        importlib.reload(cuda_kernels)
+        importlib.reload(_cuda_common)
 
 
 @pytest.mark.parametrize(
@@ -240,62 +203,47 @@ def test_philox_known_answer_vectors(compiler, tmp_path):
     assert run.stdout.splitlines() == [out for _, _, out in PHILOX_KAT]
 
 
-# ------------------------------------------------------------------------------- argument checks on CPU
-
-
-def test_cuda_launchers_validate_gamma():
-    """gamma is checked (finite, >= 0) before anything touches a device: reachable without a GPU."""
-    cuda_module()
-    from grasp_kernels.ops import cuda_kernels
-
-    states, pred = torch.randn(2, 4, 3), torch.randn(2, 3, 3)
-    m = torch.zeros_like(states)
-    for gamma in (float("nan"), float("inf"), -1.0):
-        with pytest.raises(ValueError, match="gamma"):
-            cuda_kernels.lifted_energy_fwd(pred, states, gamma, torch.empty(2), torch.empty_like(pred),
-                                           torch.empty_like(states))
-        with pytest.raises(ValueError, match="gamma"):
-            cuda_kernels.lifted_energy_state_step(pred, states, gamma, torch.empty(2), torch.empty_like(pred), m, m,
-                                                  1, 0.1, 0.9, 0.999, 1e-8, 0.0, None, 0)
-    with pytest.raises(TypeError, match="gamma"):
-        cuda_kernels.lifted_energy_fwd(pred, states, None, torch.empty(2), torch.empty_like(pred),
-                                       torch.empty_like(states))
+# ------------------------------------------------------------------------------- bindings on CPU
 
 
 def test_launchers_bind_to_the_module_signatures(monkeypatch):
-    """The Python launchers' calls into the compiled module match its pybind11 signatures (argument count
-    and types), checked without a GPU: the device plumbing is stubbed so that each launcher reaches its
-    module call, which then stops at the module's own "no CUDA device" check, after pybind11 has bound
+    """The Python launches' calls into the compiled module (each op's ``cuda_launch.launch`` and the
+    tests' ``philox_normal``) match its pybind11 signatures (argument count and types), checked without a
+    GPU: the device plumbing is stubbed so that each launch reaches its module call, which then stops at the module's own "no CUDA device" check, after pybind11 has bound
     the arguments (a mismatch raises TypeError instead)."""
     mod = cuda_module()
     if mod.device_count() > 0:
-        pytest.skip("a CUDA device is present: tests/test_cuda_ops.py runs the launchers for real")
-    from grasp_kernels.ops import cuda_kernels
+        pytest.skip("a CUDA device is present: the gpu tests of tests/ops/ run the launches for real")
+    from _kernels import launches
+    from grasp_kernels.ops import _cuda_common
 
-    monkeypatch.setattr(cuda_kernels, "_device_of", lambda name, t: t.device)
-    monkeypatch.setattr(cuda_kernels, "_launch_ctx", lambda device: (0, 0))
-    workspace = cuda_kernels._workspace
-    monkeypatch.setattr(cuda_kernels, "_workspace", lambda *args: (None, 0, 0))
+    workspace = _cuda_common.energy_workspace
+    for module in [_cuda_common] + [importlib.import_module(f"grasp_kernels.ops.{op}.cuda_launch") for op in
+                                    ("lifted_energy", "state_step", "action_step", "lifted_energy_state_step")]:
+        monkeypatch.setattr(module, "launch_context", lambda device: (0, 0), raising=False)
+        if hasattr(module, "energy_workspace"):
+            monkeypatch.setattr(module, "energy_workspace", lambda *args: (None, 0, 0))
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    cuda = launches("cuda")
     g = torch.Generator().manual_seed(0)
     states = torch.randn(2, 4, 3, generator=g)
     pred, noise = torch.randn(2, 3, 3, generator=g), torch.randn(2, 2, 3, generator=g)
     actions = torch.randn(2, 3, 2, generator=g)
     adam = (1, 0.1, 0.9, 0.999, 1e-8)
     calls = {
-        "lifted_energy_fwd": lambda: cuda_kernels.lifted_energy_fwd(
+        "lifted_energy": lambda: cuda.lifted_energy(
             pred, states, 1.0, torch.empty(2), torch.empty_like(pred), torch.empty_like(states)),
-        "state_step (seeded)": lambda: cuda_kernels.state_step(
+        "state_step (seeded)": lambda: cuda.state_step(
             states, states.clone(), states.clone(), states.clone().abs(), *adam, 0.1, None, 5),
-        "state_step (noise tensor)": lambda: cuda_kernels.state_step(
+        "state_step (noise tensor)": lambda: cuda.state_step(
             states, states.clone(), states.clone(), states.clone().abs(), *adam, 0.1, noise, None),
-        "action_step": lambda: cuda_kernels.action_step(
+        "action_step": lambda: cuda.action_step(
             actions, actions.clone(), actions.clone(), actions.clone().abs(), *adam, torch.full((2,), -1.0),
             torch.ones(2)),
-        "lifted_energy_state_step": lambda: cuda_kernels.lifted_energy_state_step(
+        "lifted_energy_state_step": lambda: cuda.lifted_energy_state_step(
             pred, states, 1.0, torch.empty(2), torch.empty_like(pred), states.clone(), states.clone().abs(), *adam,
             0.1, None, 5),
-        "philox_normal": lambda: cuda_kernels.philox_normal((4, 3), 7, torch.device("cpu")),
+        "philox_normal": lambda: philox_normal((4, 3), 7, torch.device("cpu")),
         "energy_workspace_numel": lambda: workspace(mod, 0, torch.device("cpu"), 2, 3, 3),
     }
     for name, call in calls.items():

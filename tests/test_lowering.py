@@ -2,7 +2,7 @@
 
 Catches what the CPU interpreter cannot (types, layouts, shared memory, register pressure). Runs in a
 subprocess without TRITON_INTERPRET (under the interpreter ``@triton.jit`` yields interpreted
-functions that cannot be compiled). Registers and spills come from ``ptxas -v`` and are printed.
+functions that cannot be compiled). The kernel configurations are tests/_lowering_specs.py. Registers and spills come from ``ptxas -v`` and are printed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import pytest
 
 pytest.importorskip("triton")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TESTS)
 
 SCRIPT = r"""
 import importlib, json, os, re, subprocess, sys, tempfile, time, warnings
@@ -24,7 +25,6 @@ warnings.filterwarnings("ignore")
 import triton
 from triton.compiler import ASTSource
 from triton.backends.compiler import GPUTarget
-from grasp_kernels.ops import triton_kernels as tk
 
 try:
     from triton.backends.nvidia.compiler import get_ptxas
@@ -38,8 +38,8 @@ except Exception:
     ptxas = None
 
 rows = []
-module = importlib.import_module(sys.argv[1]) if len(sys.argv) > 1 else tk
-for spec in module.lowering_specs():
+module_name, function_name = sys.argv[1].split(":")
+for spec in getattr(importlib.import_module(module_name), function_name)():
     start = time.time()
     src = ASTSource(fn=spec["fn"], signature=spec["signature"], constexprs=spec["constexprs"], attrs=spec["attrs"])
     kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": spec["num_warps"]})
@@ -66,10 +66,11 @@ print("LOWERING-JSON " + json.dumps(rows))
 
 
 def lower(module: str, capsys) -> list[dict]:
-    """Compile ``module.lowering_specs()`` for sm_90 in a subprocess; print and return the rows."""
+    """Compile the specs of ``module`` ("tests/_lowering_specs.py function", e.g. ``_lowering_specs:kernel_specs``)
+    for sm_90 in a subprocess; print and return the rows."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_DEFAULT_FP_FUSION"] = env.get("TRITON_DEFAULT_FP_FUSION", "1")
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, TESTS, env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, "-c", SCRIPT, module], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -88,7 +89,7 @@ SPILL_BYTES = 64  # per thread: a few stack words; register pressure shows as hu
 
 
 def test_kernels_lower_for_sm90(capsys):
-    rows = lower("grasp_kernels.ops.triton_kernels", capsys)
+    rows = lower("_lowering_specs:kernel_specs", capsys)
     names = {r["name"].split()[0] for r in rows}
     assert names == {"lifted_energy", "lifted_energy_state_step", "state_step", "action_step", "sum_partials"}
     for r in rows:
@@ -106,8 +107,8 @@ def test_fused_mlp_kernel_lowers_for_sm90(capsys):
     and the wide, blocked variant up to H = 1024) compiles to a cubin. Registers, spills and shared
     memory are printed, not asserted: both variants use 255 registers and spill a little on sm_90
     (0.5-1.6 KB for the register variant at BM = 64, 36-356 B for the wide one); tuning by measured
-    time is owed on a GPU (see grasp_kernels/ops/fused_mlp.py)."""
-    rows = lower("grasp_kernels.ops.fused_mlp", capsys)
+    time is owed on a GPU (see grasp_kernels/ops/fused_mlp_iteration/triton_kernel.py)."""
+    rows = lower("_lowering_specs:fused_mlp_specs", capsys)
     assert len(rows) >= 4 and sum("wide" in r["name"] for r in rows) >= 2
     for r in rows:
         assert r["has_cubin"], r

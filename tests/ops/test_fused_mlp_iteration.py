@@ -1,6 +1,9 @@
-"""The fused MLP iteration kernel (one Triton kernel per GRASP iteration for MLPDynamics) against the
-reference: :func:`grasp_kernels.reference.fused_mlp_iteration_ref`, i.e. one planner iteration on the
-reference backend (CPU: TRITON_INTERPRET=1 set by conftest; GPU: ``-m gpu``).
+"""``fused_mlp_iteration_`` (grasp_kernels/ops/fused_mlp_iteration): one Triton kernel per GRASP iteration
+for MLPDynamics, against its specification :func:`grasp_kernels.reference.fused_mlp_iteration_ref`,
+i.e. one planner iteration on the reference backend (CPU: TRITON_INTERPRET=1 set by conftest; GPU:
+``-m gpu``); the planner with ``GraspConfig(fused_mlp=True)``. The op's opcheck and device guard are
+here too (they need its packed-model inputs); the other ops' are in tests/ops/test_opcheck_and_compile.py
+and tests/ops/test_op_checks.py.
 
 Fresh random inputs (normalisation statistics, delta scale, moments: never identity or zeros), outputs
 poisoned with NaN, relative error ``||out - ref|| / ||ref|| < 1e-5`` in float32 on energy, new states,
@@ -20,7 +23,8 @@ import grasp_kernels.ops as ops
 from grasp_kernels import GraspConfig, GraspPlanner
 from grasp_kernels.backends import BackendFallbackWarning, backend_unavailable_reason
 from grasp_kernels.models import MLPDynamics
-from grasp_kernels.reference import fused_mlp_iteration_ref, lifted_predictions_ref
+from grasp_kernels.lifted import lifted_predictions
+from grasp_kernels.reference import fused_mlp_iteration_ref
 
 DEVICE = torch.device("cpu")
 # The CPU tests run the kernels under the interpreter (conftest sets it where there is no CUDA). On a GPU
@@ -30,7 +34,7 @@ CPU_TRITON_REASON = backend_unavailable_reason("triton", DEVICE)
 if CPU_TRITON_REASON is not None and not torch.cuda.is_available():  # pragma: no cover
     pytest.skip(f"triton backend unavailable: {CPU_TRITON_REASON}", allow_module_level=True)
 
-from grasp_kernels.ops import fused_mlp as fm  # noqa: E402  (after the interpreter check)
+from grasp_kernels.ops.fused_mlp_iteration import triton_kernel as fm  # noqa: E402  (after the interpreter check)
 
 TOL = 1e-5
 ADAM = dict(step=3, lr_states=0.1, lr_actions=0.05, beta1=0.9, beta2=0.999, eps=1e-8)
@@ -99,7 +103,7 @@ def run_launcher(model, inp, gamma, noise_std, matmul_dtype=None):
     B = inp["states"].shape[0]
     states_out = torch.full_like(inp["states"], float("nan"))
     energy = torch.full((B,), float("nan"), device=inp["states"].device)
-    fm.fused_mlp_iteration(
+    fm.launch(
         out["states"], out["actions"], states_out, energy, list(packed.tensors), packed.depth, packed.activation,
         gamma, out["state_exp_avg"], out["state_exp_avg_sq"], out["action_exp_avg"], out["action_exp_avg_sq"],
         ADAM["step"], ADAM["lr_states"], ADAM["lr_actions"], ADAM["beta1"], ADAM["beta2"], ADAM["eps"], noise_std,
@@ -208,7 +212,7 @@ def test_fused_mlp_seeded_noise_equals_unfused_kernels():
     unf = {k: v.clone() for k, v in inp.items()}
     leaf = unf["actions"].clone().requires_grad_(True)
     with torch.enable_grad():
-        pred = lifted_predictions_ref(model, unf["states"][:, :T].clone(), leaf, (D,))
+        pred = lifted_predictions(model, unf["states"][:, :T].clone(), leaf, (D,))
     e2, grad_pred = ops.lifted_energy_state_step_(
         pred.detach(), unf["states"], 0.4, unf["state_exp_avg"], unf["state_exp_avg_sq"], ADAM["step"],
         ADAM["lr_states"], ADAM["beta1"], ADAM["beta2"], ADAM["eps"], 0.05, seed=1234, backend="triton",
@@ -261,11 +265,11 @@ def test_custom_op_opcheck():
 
 def test_custom_op_launches_inside_its_tensors_device(monkeypatch, device_guard_recorder):
     """The fused op enters the tensors' device around its launch (Triton launches on the current one)."""
-    from grasp_kernels.ops import custom_ops
+    from grasp_kernels.ops.fused_mlp_iteration import op
 
     guard = device_guard_recorder
-    monkeypatch.setattr(custom_ops, "on_device", guard)
-    monkeypatch.setattr(fm, "fused_mlp_iteration", guard.launcher("fused_mlp_iteration"))
+    monkeypatch.setattr(op, "on_device", guard)
+    monkeypatch.setattr(fm, "launch", guard.launcher("fused_mlp_iteration"))
     B, T, D, A = 2, 3, 3, 2
     packed = ops.pack_mlp(make_model(D, A, 16, 1))
     inp = make_inputs(B, T, D, A)
