@@ -101,13 +101,18 @@ def fused_mlp_specs() -> list[dict]:
     )
 
     i32, i64, f32, cx = "i32", "i64", "fp32", "constexpr"
-    # compile time grows fast with the tile (37 s for H=64 depth 2 f32 on 2 CPU cores): two representative
-    # configurations keep the test suite short; larger ones: bench/gpu_run.sh / a GPU session
+    # every width the tests and benchmarks run: the register variant (padded width <= 32) and the blocked
+    # one; the shipped world models are D=4 A=2 H=256 depth 3
     configs = [  # (label, D, A, H, depth, act, matrix dtype, noise)
+        ("D=16 A=4 H=16 depth2 SiLU f32 philox", 16, 4, 16, 2, 0, "fp32", NOISE_PHILOX32),
+        ("D=16 A=4 H=32 depth3 SiLU bf16 philox", 16, 4, 32, 3, 0, "bf16", NOISE_PHILOX32),
         ("D=17 A=5 H=48 depth1 ReLU f32 noise-tensor", 17, 5, 48, 1, 1, "fp32", NOISE_TENSOR),
+        ("D=16 A=4 H=64 depth2 SiLU f32 philox", 16, 4, 64, 2, 0, "fp32", NOISE_PHILOX32),
         ("D=16 A=4 H=64 depth2 SiLU bf16 philox", 16, 4, 64, 2, 0, "bf16", NOISE_PHILOX32),
-        ("wide D=16 A=4 H=256 depth2 SiLU f32 philox", 16, 4, 256, 2, 0, "fp32", NOISE_PHILOX32),
-        ("wide D=64 A=8 H=1024 depth3 Tanh bf16 philox", 64, 8, 1024, 3, 2, "bf16", NOISE_PHILOX32),
+        ("D=4 A=2 H=256 depth3 SiLU f32 philox", 4, 2, 256, 3, 0, "fp32", NOISE_PHILOX32),
+        ("D=16 A=4 H=512 depth2 SiLU bf16 philox", 16, 4, 512, 2, 0, "bf16", NOISE_PHILOX32),
+        ("D=64 A=8 H=1024 depth3 Tanh f32 philox", 64, 8, 1024, 3, 2, "fp32", NOISE_PHILOX32),
+        ("D=64 A=8 H=1024 depth3 Tanh bf16 philox", 64, 8, 1024, 3, 2, "bf16", NOISE_PHILOX32),
     ]
     specs = []
     for label, dim, action_dim, hidden, depth, act, mdt, noise in configs:
@@ -125,7 +130,8 @@ def fused_mlp_specs() -> list[dict]:
                       "DEPTH": depth, "ACT": act, "NOISE": noise, "WIDE": is_wide(hidden), "BH": wide_block(hidden)}
         signature.update({name: cx for name in constexprs})
         attrs = {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(signature.values()) if kind.startswith("*")}
-        specs.append({"name": f"fused_mlp_iteration {label} BM={bp * bt}", "fn": _fused_mlp_iteration_kernel,
+        variant = f"wide BH={wide_block(hidden)}" if is_wide(hidden) else "register"
+        specs.append({"name": f"fused_mlp_iteration {variant} {label} BM={bp * bt}", "fn": _fused_mlp_iteration_kernel,
                       "signature": signature, "constexprs": constexprs, "attrs": attrs,
                       "num_warps": num_warps_for(hidden)})
     return specs

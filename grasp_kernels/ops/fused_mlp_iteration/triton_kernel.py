@@ -49,10 +49,10 @@ What lives where: two variants of the MLP part, chosen by the padded hidden widt
   L2). ``HP`` is H rounded up to a multiple of ``BH`` (not to a power of two). The weights are read once per
   tile for the forward and once (transposed) for the backward.
 
-Register pressure of the register variant grows with ``BM * HP``; the launcher picks ``BM`` from the
-hidden width (64 rows up to HP = 128, then 32, then 16). ``NARROW_MAX_HIDDEN``, ``WIDE_BLOCK``,
-``WIDE_ROWS`` and the warps are set from the sm_90 lowering check (``ptxas -v``, tests/test_lowering.py),
-not yet from measured time.
+Register pressure of the register variant grows with ``BM * HP``: it serves padded widths up to 32
+only, with 32 rows per tile. ``NARROW_MAX_HIDDEN``, ``NARROW_ROWS``, ``WIDE_BLOCK``, ``WIDE_ROWS`` and the
+warps are set from the sm_90 lowering check (``ptxas -v``, tests/test_lowering.py, which also holds
+each variant to a register, spill and compile-time budget), not yet from measured time.
 
 Noise: the same linear index ``b*(T-1)*D + t*D + d`` of the virtual row ``t+1`` as the unfused kernels,
 so a seed draws bit-identical noise in the fused and unfused paths.
@@ -84,9 +84,14 @@ INTERPRET_ROWS = 128
 MIN_DOT = 16  # tl.dot needs every dimension >= 16 on NVIDIA GPUs
 # padded hidden widths above this run the wide variant: [BM, HP] register tiles and whole [HP, HP]
 # weight tiles stop fitting (registers, and shared memory for the tl.dot operands) beyond it
-NARROW_MAX_HIDDEN = 64
-WIDE_BLOCK = 64  # BH: hidden block of the wide variant
-WIDE_ROWS = 64  # BM of the wide variant on a GPU
+# Set from the sm_90 lowering check (ptxas -v, tests/test_lowering.py; docs/design.md): the register variant
+# spills from padded width 48-64 on (1.2-26 KB per thread at 16-64 rows), the blocked one with 32-wide
+# blocks stays at 0-28 B from H = 32 to 1024 (64-wide blocks: 36-1440 B)
+NARROW_MAX_HIDDEN = 32
+NARROW_ROWS = 32  # BM of the register variant on a GPU (64 rows spill 76-184 B at H = 16-32)
+WIDE_BLOCK = 32  # BH: hidden block of the wide variant
+WIDE_ROWS = 64  # BM of the wide variant on a GPU up to WIDE_ROWS_MAX_HIDDEN, then 32 (H = 1024: 392 B of spills at 64)
+WIDE_ROWS_MAX_HIDDEN = 512
 # 255 registers x 256 threads (ptxas -v, sm_90) fill an SM's register file: one resident program per
 # SM; more would run in waves with a larger scratch
 WIDE_PROGRAMS_PER_SM = 1
@@ -415,11 +420,11 @@ def is_wide(hidden: int) -> bool:
 
 
 def gpu_rows(hidden: int) -> int:
-    """Rows per tile on a GPU. Register variant: [BM, H] float32 tiles near 8K elements (16 <= BM <= 64);
-    wide variant: WIDE_ROWS (its register tiles are [BM, BH])."""
-    if is_wide(hidden):
-        return WIDE_ROWS
-    return max(MIN_DOT, min(64, 8192 // _pad(hidden)))
+    """Rows per tile ``BM`` on a GPU: NARROW_ROWS for the register variant; for the wide one WIDE_ROWS,
+    halved above WIDE_ROWS_MAX_HIDDEN (its register tiles are [BM, BH])."""
+    if not is_wide(hidden):
+        return NARROW_ROWS
+    return WIDE_ROWS if padded_hidden(hidden) <= WIDE_ROWS_MAX_HIDDEN else WIDE_ROWS // 2
 
 
 def mlp_tile_config(n_plans: int, horizon: int, hidden: int, rows: Optional[int] = None) -> tuple[int, int, int]:
@@ -432,9 +437,8 @@ def mlp_tile_config(n_plans: int, horizon: int, hidden: int, rows: Optional[int]
 
 
 def num_warps_for(hidden: int) -> int:
-    # wide: 8 warps cut the sm_90 spills of BM = BH = 64 from 0.35-1.9 KB to 36-356 B (ptxas -v);
-    # 32-row or 32-column blocks spilled more at H = 1024
-    return 4 if not is_wide(hidden) and _pad(hidden) <= 64 else 8
+    # wide: 8 warps (with 4, 48-wide layers spill 32 B); the register variant's tiles are small
+    return 8 if is_wide(hidden) else 4
 
 
 def wide_block(hidden: int) -> int:
