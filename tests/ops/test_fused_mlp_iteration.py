@@ -401,9 +401,15 @@ def test_gpu_bf16_matrix_inputs(B, T, D, A, hidden):
 @pytest.mark.gpu
 def test_gpu_planner_fused_mlp():
     model = make_model(16, 4, 256, 2, device=torch.device("cuda"))
-    config = GraspConfig(horizon=64, iters=20, sync_every=10, sync_steps=2, state_noise=0.0, backend="triton")
+    # a converging configuration (the energy falls every few iterations: 2338 -> 2116 over the 20), so that
+    # the tolerance measures the kernel; the default rates make this model's energy grow 5x, where a GPU's
+    # different rounding is amplified
+    config = GraspConfig(horizon=64, iters=20, sync_every=10, sync_steps=2, state_noise=0.0, backend="triton",
+                         lr_states=0.01, lr_actions=0.01, goal_weight=0.1)
     g = torch.Generator().manual_seed(0)
     s0, goal = torch.randn(8, 16, generator=g).cuda(), torch.randn(8, 16, generator=g).cuda()
     plans = {f: GraspPlanner(model, 4, config.replace(fused_mlp=f)).plan(s0, goal) for f in (False, True)}
+    total = plans[False].energy_history.sum(dim=1)
+    assert bool((total[5::5] < total[:-5:5]).all()), total  # converging, as on the CPU reference
     for field in ("actions", "states", "energy_history"):
         torch.testing.assert_close(getattr(plans[True], field), getattr(plans[False], field), rtol=1e-3, atol=1e-4)
