@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# The GPU check of the engine in ONE call that fits a single 8-minute device run (the device tool's limit
+# is 600 s a command; run it with timeout_s=570): the most valuable steps first, each under its own
+# timeout and within a total budget, results written under $OUT as they come (a cut-off run still
+# returns what it has), one PASS/FAIL/SKIP line per step in the summary.
+#
+#   bash bench/device_check.sh              # the default run (about 7-8 minutes on one H200)
+#   bash bench/device_check.sh --full       # + racecheck/initcheck/synccheck, the full benchmark grids and
+#                                           #   torch.compile providers: over an hour; split with STEPS=...
+#   bash bench/device_check.sh --dry-run    # CPU: control flow, timeouts and files, nothing launched
+#   STEPS=build,gpu_tests bash bench/device_check.sh   # a subset
+#
+# Steps, in order, with the default timeout and the estimate behind it (16-core host, one H200):
+#   env            10 s  versions of python/torch/triton/CUDA, nvidia-smi, the commit
+#   build         150 s  pip install --no-build-isolation --no-deps -e . with nvcc (sm_80 + sm_90: ~40 s on
+#                        2 cores, ~15 s on 16), then import grasp_kernels._cuda
+#   gpu_tests     240 s  pytest -m gpu over tests/ on 8 workers (-n 8), one Triton cache for all workers:
+#                        ~344 tests; compiles: ~40 small-kernel variants (1-2 s each) and ~25 fused-MLP
+#                        variants (3-8 s each, sm_90 ptxas) spread over the workers: ~60-120 s
+#   memcheck      100 s  compute-sanitizer memcheck over bench/sanitize_kernels.py (every Triton and CUDA
+#                        kernel once, small odd shapes, checked against the reference; torch's caching
+#                        allocator off so that an out-of-bounds access hits unallocated memory): ~30-60 s
+#   planner_speed 150 s  bench/planner_speed.py --device cuda at B*T = 16384 and 65536 (MLP D=16 H=256,
+#                        providers loop/eager/triton/cuda/graph/fused_mlp, 50 iterations) and one
+#                        DINO-WM-sized transformer row (196 tokens x 384, history 3) for the share of
+#                        the iteration outside the world model: ~60-100 s
+#   op_speed       90 s  bench/op_speed.py --device grid, reference/triton/cuda (no torch.compile): ~40 s
+# --full adds: racecheck, initcheck, synccheck (each over sanitize_kernels.py), planner_speed_full (every
+#   grid row and provider, torch.compile included), op_speed_full (with torch.compile).
+#
+# Knobs: PYTHON (python3), OUT (out/device_check), BUDGET (seconds for the whole run, default 540, none with
+# --full: every
+# step's timeout is cut to what is left, and a step that cannot get MIN_STEP seconds is skipped),
+# STEP_TIMEOUTS ("name:seconds,..." overrides), WORKERS (8), DRY_SLEEP ("name:seconds,...": in a dry run,
+# how long a step pretends to work, to exercise the timeouts).
+#
+# Files under $OUT (the device tool returns at most 8): summary.txt, device_check.log (every step's output),
+# env.txt, planner_speed.md, op_speed.md. Exit status 0 when every selected step passed, else 1.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=${PYTHON:-python3}
+OUT=${OUT:-$ROOT/out/device_check}
+MIN_STEP=${MIN_STEP:-20}
+WORKERS=${WORKERS:-8}
+FULL=0
+DRY=0
+for arg in "$@"; do
+  case "$arg" in
+    --full) FULL=1 ;;
+    --dry-run) DRY=1 ;;
+    *) echo "device_check.sh: unknown argument '$arg' (--full, --dry-run)" >&2; exit 2 ;;
+  esac
+done
+BUDGET=${BUDGET:-$([ "$FULL" = 1 ] && echo 100000 || echo 540)}
+DEFAULT_STEPS="env build gpu_tests memcheck planner_speed op_speed"
+[ "$FULL" = 1 ] && DEFAULT_STEPS="$DEFAULT_STEPS racecheck initcheck synccheck planner_speed_full op_speed_full"
+STEPS=${STEPS:-$DEFAULT_STEPS}
+STEPS=${STEPS//,/ }
+declare -A TIMEOUT=([env]=10 [build]=150 [gpu_tests]=240 [memcheck]=100 [planner_speed]=150 [op_speed]=90
+                    [racecheck]=300 [initcheck]=300 [synccheck]=300 [planner_speed_full]=3000 [op_speed_full]=1200)
+for known in $STEPS; do
+  [ -n "${TIMEOUT[$known]:-}" ] || { echo "device_check.sh: unknown step '$known' (known: ${!TIMEOUT[*]})" >&2; exit 2; }
+done
+STEP_TIMEOUTS=${STEP_TIMEOUTS:-}
+for pair in ${STEP_TIMEOUTS//,/ }; do TIMEOUT[${pair%%:*}]=${pair#*:}; done
+declare -A SLEEP=()
+DRY_SLEEP=${DRY_SLEEP:-}
+for pair in ${DRY_SLEEP//,/ }; do SLEEP[${pair%%:*}]=${pair#*:}; done
+
+mkdir -p "$OUT"
+SUMMARY=$OUT/summary.txt
+LOG=$OUT/device_check.log
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+export PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$TMP/triton-cache}
+for d in /usr/local/cuda/bin /usr/local/cuda/compute-sanitizer; do [ -d "$d" ] && PATH="$PATH:$d"; done
+START=$SECONDS
+FAILED=0
+: > "$LOG"
+{
+  echo "device_check.sh $(date -u +%FT%TZ)  steps: $STEPS  budget ${BUDGET}s$([ "$DRY" = 1 ] && echo '  DRY RUN (nothing launched)')"
+  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- 2>/dev/null || echo ' (+ uncommitted changes)')"
+} > "$SUMMARY"
+cat "$SUMMARY"
+
+note() { echo "$*" | tee -a "$SUMMARY"; }
+
+tests_ran() {  # pytest passed tests, and skipped none for a missing backend, module or device
+  grep -qE "[0-9]+ passed" "$1" || return 1
+  ! grep -qE "no tests ran|^SKIPPED .*(unavailable|not built|needs a CUDA device)" "$1"
+}
+
+step() {  # step NAME KIND CMD...: KIND "pytest" also needs passed tests; records PASS/FAIL/SKIP with seconds
+  local name=$1 kind=$2; shift 2
+  local left=$((BUDGET - (SECONDS - START)))
+  local limit=${TIMEOUT[$name]}
+  if [ "$left" -lt "$MIN_STEP" ]; then
+    note "SKIP $name (budget: ${left}s left of ${BUDGET}s)"
+    return 0
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  { echo; echo "================================================================ step $name (timeout ${limit}s)"
+    echo "# $(date -u +%FT%TZ)  $*"; } >> "$LOG"
+  local t0=$SECONDS rc why=""
+  if [ "$DRY" = 1 ]; then
+    timeout --signal=INT --kill-after=5 "$limit" bash -c 'echo "dry run: $0"; sleep "$1"; echo "1 passed"' \
+      "$*" "${SLEEP[$name]:-0}" > "$TMP/$name.log" 2>&1
+  else
+    timeout --signal=INT --kill-after=20 "$limit" "$@" > "$TMP/$name.log" 2>&1
+  fi
+  rc=$?
+  cat "$TMP/$name.log" >> "$LOG"
+  if [ "$rc" -eq 0 ] && [ "$kind" = pytest ] && ! tests_ran "$TMP/$name.log"; then
+    rc=1; why=", no test passed or tests skipped for want of a backend, module or device"
+  fi
+  [ "$rc" -eq 124 ] && why=", timed out after ${limit}s"
+  grep -q "Device not supported" "$TMP/$name.log" 2>/dev/null && why="$why, compute-sanitizer refused the device"
+  echo "# step $name: rc $rc, $((SECONDS - t0)) s" >> "$LOG"
+  if [ "$rc" -eq 0 ]; then
+    note "PASS $name ($((SECONDS - t0)) s)"
+  else
+    note "FAIL $name (rc $rc, $((SECONDS - t0)) s$why): see step $name in device_check.log"
+    tail -n 25 "$TMP/$name.log"
+    FAILED=1
+  fi
+  return "$rc"
+}
+
+selected() { case " $STEPS " in *" $1 "*) return 0;; esac; return 1; }
+
+env_report() {
+  date -u
+  nvidia-smi || true
+  command -v nvcc > /dev/null && nvcc --version | tail -n 2
+  command -v compute-sanitizer > /dev/null && compute-sanitizer --version | tail -n 1 || echo "no compute-sanitizer"
+  "$PY" -c "import sys, torch, triton; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__); print(torch.cuda.get_device_name(0), torch.cuda.get_device_properties(0).multi_processor_count, 'SMs')"
+}
+
+build() {
+  env GRASP_KERNELS_BUILD_CUDA=1 CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+    "$PY" -m pip install -q --no-build-isolation --no-deps -e . || return 1
+  "$PY" -c "import grasp_kernels._cuda as c; print('built', c.compiled_architectures(), c.rng_backend(), c.device_count(), 'devices')"
+}
+
+sanitize() {  # sanitize TOOL CACHING EXTRA...
+  local tool=$1 caching=$2; shift 2
+  env PYTORCH_NO_CUDA_MEMORY_CACHING=$((1 - caching)) compute-sanitizer --tool "$tool" "$@" --error-exitcode 9 \
+    --target-processes all "$PY" bench/sanitize_kernels.py
+}
+
+# the planner rows that answer the targets: fused path vs eager vs loop vs graph at B*T ~ 1e4-1e5, and
+# the DINO-WM-sized transformer (the planner_speed defaults on CUDA) for the share outside the model
+planner_speed() {
+  "$PY" bench/planner_speed.py --device cuda --shapes 16,256,256,64 16,256,1024,64 --iters 50 \
+    --providers loop eager triton cuda graph fused_mlp --out "$TMP/mlp.md" || return 1
+  "$PY" bench/planner_speed.py --device cuda --model transformer --shapes 1,16 4,16 --iters 20 \
+    --providers eager triton cuda graph --out "$TMP/transformer.md" || return 1
+  cat "$TMP/mlp.md" "$TMP/transformer.md" > "$OUT/planner_speed.md"
+}
+
+if selected env; then
+  step env plain bash -c "$(declare -f env_report); PY='$PY' env_report"
+  [ -f "$TMP/env.log" ] && cp "$TMP/env.log" "$OUT/env.txt"
+fi
+if selected build; then
+  step build plain bash -c "$(declare -f build); PY='$PY' build" || { note "build failed: the CUDA steps will fail too"; }
+fi
+if selected gpu_tests; then
+  step gpu_tests pytest "$PY" -m pytest -q -rs -m gpu -n "$WORKERS" --dist load -p no:cacheprovider tests
+fi
+sanitizer_step() {  # sanitizer_step TOOL
+  case "$1" in
+    # without torch's caching allocator an out-of-bounds access hits unallocated memory, and initcheck
+    # sees fresh (uninitialised) allocations
+    memcheck|initcheck) step "$1" plain bash -c "$(declare -f sanitize); PY='$PY' sanitize $1 0" ;;
+    racecheck) step "$1" plain bash -c "$(declare -f sanitize); PY='$PY' sanitize $1 1 --racecheck-report all" ;;
+    synccheck) step "$1" plain bash -c "$(declare -f sanitize); PY='$PY' sanitize $1 1" ;;
+  esac
+}
+selected memcheck && sanitizer_step memcheck
+if selected planner_speed; then
+  step planner_speed plain bash -c "$(declare -f planner_speed); PY='$PY' TMP='$TMP' OUT='$OUT' planner_speed"
+fi
+if selected op_speed; then
+  step op_speed plain "$PY" bench/op_speed.py --compile-backend none --out "$OUT/op_speed.md"
+fi
+for tool in racecheck initcheck synccheck; do
+  selected "$tool" && sanitizer_step "$tool"
+done
+if selected planner_speed_full; then
+  step planner_speed_full plain bash -c "'$PY' bench/planner_speed.py --device cuda --out '$OUT/planner_speed_full_mlp.md' && '$PY' bench/planner_speed.py --device cuda --model transformer --out '$OUT/planner_speed_full_transformer.md'"
+fi
+if selected op_speed_full; then
+  step op_speed_full plain "$PY" bench/op_speed.py --out "$OUT/op_speed_full.md"
+fi
+
+note "overall: $([ "$FAILED" -eq 0 ] && echo PASS || echo FAIL) ($((SECONDS - START)) s)"
+# a returned file may hold 16 MiB: keep the log's head and tail when a sanitizer report is long
+if [ "$(stat -c %s "$LOG")" -gt $((15 * 1024 * 1024)) ]; then
+  { head -c $((3 * 1024 * 1024)) "$LOG"; echo "[... cut ...]"; tail -c $((11 * 1024 * 1024)) "$LOG"; } > "$TMP/cut" && mv "$TMP/cut" "$LOG"
+fi
+exit "$FAILED"

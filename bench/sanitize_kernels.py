@@ -1,0 +1,138 @@
+"""Every kernel of the engine once, on small odd shapes, checked against its reference: the workload of
+the compute-sanitizer step of ``bench/device_check.sh`` (memcheck, initcheck, ...), where each launch
+should touch only its own tensors. It covers each Triton kernel (the four ops, the multi-chunk energy
+sum, the fused MLP iteration in its register and blocked variants) and each CUDA kernel (the four ops,
+scalar and vector paths); a few seconds on a GPU, so the sanitizer's slowdown stays affordable.
+
+    python bench/sanitize_kernels.py              # needs a CUDA device; exits 1 on a mismatch
+    python bench/sanitize_kernels.py --device cpu --backends triton   # CPU smoke run (Triton interpreter)
+    compute-sanitizer --tool memcheck --error-exitcode 9 python bench/sanitize_kernels.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+import _bench_env  # noqa: F401  (first: puts the repository on sys.path)
+import torch
+
+from grasp_kernels import ops
+from grasp_kernels.backends import backend_unavailable_reason
+from grasp_kernels.models import MLPDynamics
+from grasp_kernels.reference import (
+    action_step_ref,
+    fused_mlp_iteration_ref,
+    lifted_energy_ref,
+    lifted_energy_state_step_ref,
+    state_step_ref,
+)
+
+ADAM = dict(step=3, lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8)
+
+
+def _randn(*shape: int, g: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.randn(*shape, generator=g).to(device)
+
+
+def _close(name: str, got: torch.Tensor, want: torch.Tensor, tol: float = 1e-4) -> None:
+    err = (got.double() - want.double()).abs().max().item() if got.numel() else 0.0
+    scale = max(1.0, want.double().abs().max().item() if want.numel() else 0.0)
+    if not err <= tol * scale:
+        raise AssertionError(f"{name}: max error {err:.3g} (scale {scale:.3g})")
+
+
+def energy_cases(backend: str, device: torch.device, g: torch.Generator) -> None:
+    # D odd: scalar path; D = 8: the CUDA vector path; T*D = 3500: several chunks per plan
+    for batch, horizon, dim, pred_dtype in ((3, 5, 7, torch.float32), (2, 6, 8, torch.bfloat16), (2, 700, 5, torch.float32)):
+        states = _randn(batch, horizon + 1, dim, g=g, device=device)
+        pred = _randn(batch, horizon, dim, g=g, device=device).to(pred_dtype)
+        energy, grad_pred, grad_states = ops.lifted_energy_grads(pred, states, 0.3, backend=backend)
+        want = lifted_energy_ref(pred.double(), states.double(), 0.3)
+        _close(f"{backend} lifted_energy {tuple(states.shape)} {pred_dtype}", energy, want, 1e-5)
+        assert grad_pred.shape == pred.shape and grad_states.shape == states.shape
+
+
+def step_cases(backend: str, device: torch.device, g: torch.Generator) -> None:
+    batch, horizon, dim, action_dim = 3, 6, 5, 3
+    for noise_kind in ("tensor", "seed"):
+        states = _randn(batch, horizon + 1, dim, g=g, device=device)
+        grad, m, v = (_randn(*states.shape, g=g, device=device) for _ in range(3))
+        v = v.abs()
+        noise = _randn(batch, horizon - 1, dim, g=g, device=device) if noise_kind == "tensor" else None
+        want = [t.clone() for t in (states, m, v)]
+        ops.state_step_(states, grad, m, v, noise_std=0.01, noise=noise, seed=11, backend=backend, **ADAM)
+        if noise is not None:
+            state_step_ref(*want[:1], grad, *want[1:], noise_std=0.01, noise=noise, **ADAM)
+            _close(f"{backend} state_step noise tensor", states, want[0])
+    actions = _randn(batch, horizon, action_dim, g=g, device=device)
+    grad, m, v = (_randn(*actions.shape, g=g, device=device) for _ in range(3))
+    v = v.abs()
+    want = [t.clone() for t in (actions, m, v)]
+    ops.action_step_(actions, grad, m, v, low=-0.5, high=0.5, backend=backend, **ADAM)
+    action_step_ref(want[0], grad, want[1], want[2], low=-0.5, high=0.5, **ADAM)
+    _close(f"{backend} action_step", actions, want[0])
+    states = _randn(batch, horizon + 1, dim, g=g, device=device)
+    pred = _randn(batch, horizon, dim, g=g, device=device)
+    m, v = torch.zeros_like(states), torch.zeros_like(states)
+    noise = _randn(batch, horizon - 1, dim, g=g, device=device)
+    want = [t.clone() for t in (states, m, v)]
+    energy, _ = ops.lifted_energy_state_step_(pred, states, 0.3, m, v, noise_std=0.01, noise=noise, backend=backend, **ADAM)
+    want_energy, _ = lifted_energy_state_step_ref(pred, want[0], 0.3, want[1], want[2], noise_std=0.01, noise=noise, **ADAM)
+    _close(f"{backend} lifted_energy_state_step energy", energy, want_energy, 1e-5)
+    _close(f"{backend} lifted_energy_state_step states", states, want[0])
+    ops.lifted_energy_state_step_(pred, states, 0.3, m, v, noise_std=0.01, seed=5, backend=backend, **ADAM)
+
+
+def fused_mlp_cases(device: torch.device, g: torch.Generator) -> None:
+    # H = 16: the register variant; H = 40: the blocked variant with its per-program scratch
+    for hidden, depth in ((16, 2), (40, 3)):
+        torch.manual_seed(hidden)
+        model = MLPDynamics(5, 3, hidden=hidden, depth=depth).to(device)
+        batch, horizon = 3, 9
+        states = _randn(batch, horizon + 1, 5, g=g, device=device)
+        actions = _randn(batch, horizon, 3, g=g, device=device)
+        moments = [torch.zeros_like(states), torch.zeros_like(states), torch.zeros_like(actions), torch.zeros_like(actions)]
+        noise = _randn(batch, horizon - 1, 5, g=g, device=device)
+        want = [t.clone() for t in (states, actions, *moments)]
+        scalars = dict(step=1, lr_states=0.01, lr_actions=0.01, beta1=0.9, beta2=0.999, eps=1e-8, noise_std=0.01,
+                       low=-1.0, high=1.0, noise=noise)
+        energy, new_states = ops.fused_mlp_iteration_(model, states, actions, 0.3, *moments, backend="triton", **scalars)
+        want_energy, _, _ = fused_mlp_iteration_ref(model, want[0], want[1], 0.3, *want[2:], **scalars)
+        _close(f"fused_mlp_iteration H={hidden}", energy, want_energy, 1e-4)
+        _close(f"fused_mlp_iteration H={hidden} states", new_states, want[0])
+        _close(f"fused_mlp_iteration H={hidden} actions", actions, want[1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", nargs="*", default=["triton", "cuda"], choices=["triton", "cuda"])
+    parser.add_argument("--device", default="cuda", help="cuda; or cpu for a smoke run of the Triton kernels "
+                        "under the interpreter (set without CUDA)")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("sanitize_kernels: needs a CUDA device (or --device cpu --backends triton)", file=sys.stderr)
+        return 2
+    g = torch.Generator().manual_seed(0)
+    cases: list[tuple[str, Callable[[], None]]] = []
+    for backend in args.backends:
+        reason = backend_unavailable_reason(backend, device)
+        if reason is not None:
+            print(f"sanitize_kernels: backend {backend} unavailable: {reason}", file=sys.stderr)
+            return 1
+        cases += [(f"{backend} energy", lambda b=backend: energy_cases(b, device, g)),
+                  (f"{backend} steps", lambda b=backend: step_cases(b, device, g))]
+    if "triton" in args.backends:
+        cases.append(("triton fused MLP", lambda: fused_mlp_cases(device, g)))
+    for name, run in cases:
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        print(f"ok  {name}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
