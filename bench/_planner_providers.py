@@ -10,7 +10,7 @@ Providers, measured in this order (a row per shape and provider; "n/a (reason)" 
   triton     the Triton ops (backend="triton")
   cuda       the CUDA ops (backend="cuda")
   graph      GraspConfig(cuda_graph=True) on the faster of triton and cuda as measured in the same row: the
-             whole plan captured once as one CUDA graph and replayed; per iteration = one replayed plan
+             plan captured once as CUDA graphs and replayed; per iteration = one replayed plan
              without sync phases (its eager initialisation and final rollout included) / iters
   fused_mlp  the fused MLP iteration kernel (GraspConfig(fused_mlp=True), MLPDynamics only)
 

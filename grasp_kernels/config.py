@@ -57,8 +57,9 @@ class GraspConfig:
             that dtype (lifted calls, sync and final rollouts) while the states, actions, Adam moments
             and the energy stay in the states' dtype; the kernels read a low-precision ``pred``
             directly. With ``fused_mlp`` the kernel's matrix inputs use bfloat16.
-        cuda_graph: capture the plan's iterations and sync phases as one CUDA graph per input shape and
-            replay it on later calls (:mod:`grasp_kernels.graphs`); same results as the eager loop. Needs
+        cuda_graph: capture the plan once per input shape as CUDA graphs (one per run of lifted
+            iterations, one sync phase replayed for every phase) and replay them on later calls
+            (:mod:`grasp_kernels.graphs`); same results as the eager loop. Needs
             CUDA states and a kernel backend (else one warning and the eager loop); a world model that
             cannot be captured also falls back with one warning. Off by default until replay == eager
             is shown on a GPU (``bench/results/``).

@@ -1,29 +1,38 @@
-"""CUDA graph capture of whole GRASP plans (``GraspConfig(cuda_graph=True)``).
+"""CUDA graph capture of GRASP plans (``GraspConfig(cuda_graph=True)``).
 
 With static shapes, everything a plan does after its initialisation is a fixed sequence of launches:
 ``iters`` lifted iterations (world-model forward, VJP to the actions, fused ops) with a sync phase after
-every ``sync_every`` of them. :class:`PlanGraphs` captures that whole sequence once per input shape as
-one CUDA graph and replays it for every later ``plan()`` call of the same shape (an MPC loop replans
-with the same shapes every step), so the host issues one replay per plan instead of thousands of launches.
+every ``sync_every`` of them. :class:`PlanGraphs` captures it once per input shape and replays it for
+every later ``plan()`` call of the same shape (an MPC loop replans with the same shapes every step), so
+the host issues a few replays per plan instead of thousands of launches.
 
-Why the whole plan and not one graph per iteration: the per-iteration host values (the Adam step and
-its bias corrections, the annealed noise scale, the noise seed, the energy-history row) then stay plain
-kernel arguments, baked into the graph exactly as the eager loop passes them. Every iteration of a replay
-draws the noise of its own seed, and a replay reproduces the eager plan of the same ``config.seed``
-bit for bit (the eager planner also restarts from ``config.seed`` on every call). The initialisation
-(initial virtual states drawn from the planner's generator (or a guess), warm-start actions) runs eagerly and is
-copied into the graph's input buffers before each replay; the final rollout and the choice of the best
-chain run eagerly after it.
+What is captured: ONE graph of a sync phase, replayed for every phase, and one graph per run of lifted
+iterations between two phases. Every phase launches the same sequence (its Adam starts from fresh
+moments, and it zeroes the main moments when it ends), so one graph serves all of them; the phase's
+bookkeeping (its loss row, the phase count) runs eagerly after each replay. The sync phase is most of a
+plan's launches (``sync_steps x T`` world-model calls forward and backward), so capturing it once keeps
+the graph small where a whole-plan graph of a DINO-WM-sized model held several hundred thousand nodes.
+The lifted runs are captured one by one because their per-iteration host values (the Adam step and its
+bias corrections, the annealed noise scale, the noise seed, the energy-history row) stay plain kernel
+arguments, baked in exactly as the eager loop passes them: every iteration of a replay draws the noise of
+its own seed, and a replay reproduces the eager plan of the same ``config.seed`` bit for bit (the eager
+planner also restarts from ``config.seed`` on every call). The lifted graphs share one memory pool (they
+are replayed in the order they were captured); the sync graph, replayed between them, has its own.
+
+The initialisation (initial virtual states drawn from the planner's generator (or a guess), warm-start
+actions) runs eagerly and is copied into the graphs' input buffers before each replay; the final rollout
+and the choice of the best chain run eagerly after them.
 
 A world model that cannot be captured (a host synchronisation such as ``.item()``, CPU work, ops that
 are not capturable) makes the capture fail: the planner warns once and runs that shape eagerly.
-The graph reads the world model's parameters in place: updating them in place (``load_state_dict``,
+The graphs read the world model's parameters in place: updating them in place (``load_state_dict``,
 an optimiser step) is seen by later replays; assigning new parameter tensors needs
 :meth:`grasp_kernels.GraspPlanner.clear_cuda_graphs`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Callable, Optional
 
@@ -34,6 +43,8 @@ from .config import GraspConfig
 from .plan_state import PlanState
 
 StepFn = Callable[[PlanState], object]
+SyncPhaseFn = Callable[[PlanState], torch.Tensor]
+RecordSyncFn = Callable[[PlanState, torch.Tensor], None]
 
 # Eager iterations run on a scratch copy before capturing, on the capture's stream: they compile the Triton
 # kernels and create the cuBLAS handles and the stream's workspace, which must not happen inside a capture.
@@ -94,20 +105,32 @@ def unsupported_reason(state: PlanState) -> Optional[str]:
 
 @dataclasses.dataclass
 class _CapturedPlan:
-    graph: torch.cuda.CUDAGraph
-    state: PlanState  # the static state: its buffers are the graph's memory, its counters the plan's end
+    lifted: list[tuple[torch.cuda.CUDAGraph, bool]]  # each run of lifted iterations; a sync phase after it?
+    sync_graph: Optional[torch.cuda.CUDAGraph]
+    sync_loss: Optional[torch.Tensor]  # the sync graph's output, rewritten by each replay
+    record_sync: RecordSyncFn
+    state: PlanState  # the static state: its buffers are the graphs' memory, its counters the plan's end
     inputs: list[Optional[torch.Tensor]]
 
     def replay(self, fresh: PlanState) -> PlanState:
         for static, value in zip(self.inputs, _inputs(fresh)):
             if static is not None:
                 static.copy_(value)
-        self.graph.replay()
+        self.state.syncs = 0
+        for graph, sync_after in self.lifted:
+            graph.replay()
+            if sync_after:
+                self.sync_graph.replay()
+                self.record_sync(self.state, self.sync_loss)
         return dataclasses.replace(self.state, problem=fresh.problem)
+
+    @property
+    def graphs(self) -> int:
+        return len(self.lifted) + (self.sync_graph is not None)
 
 
 class PlanGraphs:
-    """One captured plan per input shape of a planner (None where the capture failed)."""
+    """The captured graphs of each input shape of a planner (None where the capture failed)."""
 
     def __init__(self) -> None:
         self._plans: dict[tuple, Optional[_CapturedPlan]] = {}
@@ -119,22 +142,23 @@ class PlanGraphs:
         return sum(plan is not None for plan in self._plans.values())
 
     def run(
-        self, config: GraspConfig, fresh: PlanState, *, run_iterations: StepFn, iteration: StepFn, sync: StepFn
+        self, config: GraspConfig, fresh: PlanState, *, iteration: StepFn, sync_phase: SyncPhaseFn,
+        record_sync: RecordSyncFn,
     ) -> Optional[PlanState]:
         """Run the plan whose initial state is ``fresh`` by graph replay (capturing it first for a new
         shape); returns the finished static state, or None (after one warning) to run it eagerly.
 
-        ``run_iterations(state)`` runs every iteration and sync phase of a started plan (what is
-        captured); ``iteration(state)`` and ``sync(state)`` run one of each (the warm-up before the
-        capture). The cache key is ``config`` and the shapes of ``fresh``."""
+        ``iteration(state)`` runs one lifted iteration, ``sync_phase(state)`` one sync phase's launches
+        (returning its loss), ``record_sync(state, loss)`` its host bookkeeping; ``config.iters`` bounds the
+        plan. The cache key is ``config`` and the shapes of ``fresh``."""
         reason = unsupported_reason(fresh)
         if reason is not None:
             warn_once(f"grasp_kernels: cuda_graph=True runs the plan eagerly: {reason}")
             return None
         key = _plan_key(config, fresh)
         if key not in self._plans:
-            warm_up = _WarmUp(iteration, sync, min(WARMUP_ITERATIONS, config.iters))
-            self._plans[key] = _capture(fresh, run_iterations, warm_up)
+            steps = _PlanSteps(iteration, sync_phase, record_sync, config.iters)
+            self._plans[key] = _capture(fresh, steps)
         plan = self._plans[key]
         return None if plan is None else plan.replay(fresh)
 
@@ -144,17 +168,18 @@ class _Uncapturable(Exception):
 
 
 @dataclasses.dataclass
-class _WarmUp:
+class _PlanSteps:
     iteration: StepFn
-    sync: StepFn
-    iterations: int
+    sync_phase: SyncPhaseFn
+    record_sync: RecordSyncFn
+    iters: int
 
 
-def _capture(fresh: PlanState, run_iterations: StepFn, warm_up: _WarmUp) -> Optional[_CapturedPlan]:
+def _capture(fresh: PlanState, steps: _PlanSteps) -> Optional[_CapturedPlan]:
     """The captured plan of ``fresh``'s shape, or None (one warning) if the plan cannot be captured.
     Errors of the plan itself (a diverging warm-up, out of memory) propagate."""
     try:
-        return _record(fresh, run_iterations, warm_up)
+        return _record(fresh, steps)
     except _Uncapturable as exc:
         warn_once(
             f"grasp_kernels: cuda_graph=True runs the plan eagerly: capturing it as a CUDA graph failed ({exc}); "
@@ -163,33 +188,55 @@ def _capture(fresh: PlanState, run_iterations: StepFn, warm_up: _WarmUp) -> Opti
         return None
 
 
-def _record(fresh: PlanState, run_iterations: StepFn, warm_up: _WarmUp) -> _CapturedPlan:
-    """Warm up, then capture ``run_iterations`` on a copy of ``fresh`` (raises _Uncapturable)."""
+@contextlib.contextmanager
+def _capturing(graph: torch.cuda.CUDAGraph, stream: torch.cuda.Stream, pool=None):
+    """``torch.cuda.graph`` on ``stream``; anything failing inside it means the plan cannot be captured."""
+    try:
+        with torch.cuda.graph(graph, pool=pool, stream=stream):
+            if not torch.cuda.is_current_stream_capturing():
+                raise _Uncapturable("the capture did not start on the plan's device")
+            yield
+    except _Uncapturable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - anything failing inside a capture: run eagerly
+        raise _Uncapturable(f"{type(exc).__name__}: {_first_line(exc)}") from exc
+
+
+def _record(fresh: PlanState, steps: _PlanSteps) -> _CapturedPlan:
+    """Warm up, then capture a copy of ``fresh``'s plan: each run of lifted iterations up to a sync phase,
+    and the first sync phase (raises _Uncapturable)."""
     device = fresh.states.device
     with torch.cuda.device(device):
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
-        _warm_up(warm_up, fresh, side)
+        _warm_up(steps, fresh, side)
         static = _clone(fresh)
         inputs = _inputs(static)  # before the capture: the fused-MLP path swaps its state buffers
-        graph = torch.cuda.CUDAGraph()
+        lifted: list[tuple[torch.cuda.CUDAGraph, bool]] = []
+        sync_graph, sync_loss, pool = None, None, None
         # the stream context is entered outside torch.cuda.graph so that the previous stream comes back
         # even when ending an invalidated capture raises
         with torch.cuda.stream(side):
-            try:
-                with torch.cuda.graph(graph, stream=side):
-                    if not torch.cuda.is_current_stream_capturing():
-                        raise _Uncapturable("the capture did not start on the plan's device")
-                    run_iterations(static)
-            except _Uncapturable:
-                raise
-            except Exception as exc:  # noqa: BLE001 - anything failing inside a capture: run eagerly
-                raise _Uncapturable(f"{type(exc).__name__}: {_first_line(exc)}") from exc
+            while static.iteration < steps.iters:
+                graph = torch.cuda.CUDAGraph()
+                with _capturing(graph, side, pool):
+                    steps.iteration(static)
+                    while not static.sync_due and static.iteration < steps.iters:
+                        steps.iteration(static)
+                pool = graph.pool() if pool is None else pool
+                sync_after = static.sync_due
+                if sync_after:
+                    if sync_graph is None:
+                        sync_graph = torch.cuda.CUDAGraph()
+                        with _capturing(sync_graph, side):
+                            sync_loss = steps.sync_phase(static)
+                    steps.record_sync(static, sync_loss)  # the host counters the next run is captured with
+                lifted.append((graph, sync_after))
         torch.cuda.current_stream(device).wait_stream(side)
-    return _CapturedPlan(graph, static, inputs)
+    return _CapturedPlan(lifted, sync_graph, sync_loss, steps.record_sync, static, inputs)
 
 
-def _warm_up(warm_up: _WarmUp, fresh: PlanState, side: torch.cuda.Stream) -> None:
+def _warm_up(steps: _PlanSteps, fresh: PlanState, side: torch.cuda.Stream) -> None:
     """A few eager iterations and one sync phase on a scratch copy, on the capture's stream, with host
     synchronisation made an error: a world model that synchronises is found here, before any capture."""
     warm = _clone(fresh)
@@ -198,10 +245,10 @@ def _warm_up(warm_up: _WarmUp, fresh: PlanState, side: torch.cuda.Stream) -> Non
     with torch.cuda.stream(side):
         torch.cuda.set_sync_debug_mode("error")
         try:
-            for _ in range(warm_up.iterations):
-                warm_up.iteration(warm)
+            for _ in range(min(WARMUP_ITERATIONS, steps.iters)):
+                steps.iteration(warm)
             if warm.sync_every:
-                warm_up.sync(warm)
+                steps.record_sync(warm, steps.sync_phase(warm))
         except RuntimeError as exc:
             if "synchroniz" in str(exc):
                 raise _Uncapturable(f"{type(exc).__name__}: {_first_line(exc)}") from exc

@@ -140,15 +140,15 @@ class GraspPlanner:
             ``B`` dropped for a single plan). With ``particles = K > 1`` the chain whose rollout
             ends closest to the goal is returned per problem.
 
-        With ``config.cuda_graph`` the iterations and sync phases of a CUDA plan run as one captured
-        CUDA graph, replayed for every later call with the same shapes (:mod:`grasp_kernels.graphs`);
-        same results as the eager loop.
+        With ``config.cuda_graph`` the iterations and sync phases of a CUDA plan run as captured CUDA
+        graphs, replayed for every later call with the same shapes (:mod:`grasp_kernels.graphs`); same
+        results as the eager loop.
         """
         start = time.perf_counter()
         state = self.start(s0, goal, init_actions, init_states)
         if self.config.cuda_graph:
             replayed = self._graphs.run(
-                self.config, state, run_iterations=self.run_iterations, iteration=self.iteration, sync=self.sync,
+                self.config, state, iteration=self.iteration, sync_phase=self.sync_phase, record_sync=self.record_sync,
             )
             if replayed is not None:
                 return self.finish(replayed, start)
@@ -336,10 +336,18 @@ class GraspPlanner:
         return cfg.state_noise * (1.0 - (state.iteration % period) / period)
 
     def sync(self, state: PlanState) -> torch.Tensor:
-        """The sync phase: ``sync_steps`` Adam steps on the actions through the full rollout (fresh
-        moments), then the main Adam moments are reset. Checks the energy history for NaN/Inf first
-        (one host sync per phase; skipped while a CUDA graph is captured, the end of the plan checks the
-        whole history). Returns the shooting loss ``[B*K]``."""
+        """The sync phase (:meth:`sync_phase`) and its bookkeeping (:meth:`record_sync`); returns the
+        shooting loss ``[B*K]``."""
+        loss = self.sync_phase(state)
+        self.record_sync(state, loss)
+        return loss
+
+    def sync_phase(self, state: PlanState) -> torch.Tensor:
+        """What a sync phase launches, the same in every phase (so one captured CUDA graph serves them
+        all): ``sync_steps`` Adam steps on the actions through the full rollout (fresh moments), then the
+        main Adam moments are zeroed. Checks the energy history for NaN/Inf first (one host sync per
+        phase; skipped while a CUDA graph is captured, the end of the plan checks the whole history).
+        Returns the shooting loss ``[B*K]``."""
         cfg = self.config
         if cfg.check_finite and not _host_sync_forbidden(state.states.device):
             raise_if_nonfinite(state.energy_history, state.iteration, "the GRASP energy")
@@ -349,13 +357,17 @@ class GraspPlanner:
                 self._rollout_model(), chains.frames(), chains.goal, state.actions, cfg.sync_steps, cfg.sync_lr,
                 cfg.beta1, cfg.beta2, cfg.adam_eps, state.low, state.high, chains.history, state.weights,
             )
+        for moment in (*state.state_moments, *state.action_moments):
+            moment.zero_()
+        return loss
+
+    @staticmethod
+    def record_sync(state: PlanState, loss: torch.Tensor) -> None:
+        """A sync phase's bookkeeping: its loss row, the phase count, the Adam step count restarting."""
         if state.syncs < state.sync_losses.shape[0]:
             state.sync_losses[state.syncs] = loss
         state.syncs += 1
-        for moment in (*state.state_moments, *state.action_moments):
-            moment.zero_()
         state.adam_step = 0
-        return loss
 
     def finish(self, state: PlanState, start_time: Optional[float] = None) -> PlanResult:
         """Roll the actions out, keep the best chain per problem, build the :class:`PlanResult`."""

@@ -1,7 +1,9 @@
-"""``GraspConfig(cuda_graph=True)``: whole plans captured as CUDA graphs (:mod:`grasp_kernels.graphs`).
+"""``GraspConfig(cuda_graph=True)``: plans captured as CUDA graphs (:mod:`grasp_kernels.graphs`): one graph
+per run of lifted iterations, one sync-phase graph replayed for every phase.
 
 CPU: the configuration, the fallbacks (CPU states, the reference backend, a capture that fails) warn once
-and plan exactly like the eager loop, and the graph's input buffers never alias the plan's tensors.
+and plan exactly like the eager loop, the graph's input buffers never alias the plan's tensors, and the
+capture's structure (which graphs, what each replay runs) is checked with stand-ins for torch.cuda's graphs.
 GPU (``-m gpu``): graph replay gives the same plans as the eager loop for the same seeds, on every kernel
 backend and planner feature, across repeated calls with new inputs (replay, no re-capture).
 """
@@ -89,7 +91,7 @@ def test_uncapturable_plan_warns_once_and_plans_eagerly(monkeypatch):
     monkeypatch.setattr(graphs_module, "unsupported_reason", lambda state: None)
     attempts = []
 
-    def fail(fresh, run_iterations, warm_up):
+    def fail(fresh, steps):
         attempts.append(fresh.states.shape)
         raise graphs_module._Uncapturable("RuntimeError: called a synchronizing CUDA operation")
 
@@ -112,13 +114,83 @@ def test_errors_of_the_plan_itself_propagate(monkeypatch):
     """Only an uncapturable plan falls back; anything else (a diverging warm-up, out of memory) is raised."""
     monkeypatch.setattr(graphs_module, "unsupported_reason", lambda state: None)
 
-    def diverge(fresh, run_iterations, warm_up):
+    def diverge(fresh, steps):
         raise RuntimeError("the GRASP energy became NaN/Inf at iteration 2")
 
     monkeypatch.setattr(graphs_module, "_record", diverge)
     planner = GraspPlanner(make_model(), 2, GraspConfig(**FAST, backend="reference", cuda_graph=True))
     with pytest.raises(RuntimeError, match="NaN/Inf at iteration 2"):
         planner.plan(*problems(2, 3, "cpu", 2))
+
+
+class _FakeGraph:
+    """Stands in for torch.cuda.CUDAGraph on the CPU: a capture runs its work once, eagerly; a replay
+    counts. Enough to check what is captured and what each replay runs, not the arithmetic."""
+
+    captures: list = []
+
+    def __init__(self):
+        self.replays = 0
+        self.label = None
+
+    def pool(self):
+        return ("pool", id(self))
+
+    def replay(self):
+        self.replays += 1
+
+
+class _Capture:
+    active = False
+
+    def __init__(self, graph, pool=None, stream=None):
+        self.graph, self.pool = graph, pool
+
+    def __enter__(self):
+        _Capture.active = True
+        _FakeGraph.captures.append((self.graph, self.pool))
+
+    def __exit__(self, *exc):
+        _Capture.active = False
+
+
+def test_capture_structure_one_sync_graph_for_every_phase(monkeypatch):
+    """12 iterations with a sync phase every 4: three lifted graphs (one per run of 4 iterations, sharing
+    one pool) and ONE sync graph (its own pool), captured once; each replay runs the lifted graphs in
+    order with the sync graph after each, and records each phase's loss row eagerly."""
+    import contextlib
+
+    monkeypatch.setattr(graphs_module, "unsupported_reason", lambda state: None)
+    _FakeGraph.captures = []
+    stream = type("Stream", (), {"wait_stream": lambda self, other: None})()
+    for name, value in {"CUDAGraph": _FakeGraph, "graph": _Capture, "Stream": lambda device=None: stream,
+                        "current_stream": lambda device=None: stream, "stream": lambda s: contextlib.nullcontext(),
+                        "device": lambda d: contextlib.nullcontext(), "is_current_stream_capturing": lambda: _Capture.active,
+                        "get_sync_debug_mode": lambda: 0, "set_sync_debug_mode": lambda mode: None}.items():
+        monkeypatch.setattr(torch.cuda, name, value)
+    model = make_model()
+    planner = GraspPlanner(model, 2, GraspConfig(**FAST, backend="reference", cuda_graph=True))
+    calls = {"iteration": 0, "sync_phase": 0, "record_sync": 0}
+    for name in calls:
+        original = getattr(planner, name)
+
+        def counted(*args, _name=name, _original=original):
+            calls[_name] += 1
+            return _original(*args)
+
+        monkeypatch.setattr(planner, name, counted)
+    s0, goal = problems(2, 3, "cpu", 2)
+    result = planner.plan(s0, goal)
+    graphs = [graph for graph, _ in _FakeGraph.captures]
+    lifted, sync = graphs[:1] + graphs[2:], graphs[1]
+    assert len(graphs) == 4 and planner.captured_plans == 1
+    assert [pool for _, pool in _FakeGraph.captures] == [None, None, lifted[0].pool(), lifted[0].pool()]
+    # warm-up: 3 iterations and a phase; capture: 12 iterations, the sync phase once, 3 records
+    assert calls == {"iteration": 3 + 12, "sync_phase": 1 + 1, "record_sync": 1 + 3 + 3}
+    assert [g.replays for g in lifted] == [1, 1, 1] and sync.replays == 3
+    assert result.info["sync_loss"].shape == (3, 2) and result.energy_history.shape == (12, 2)
+    planner.plan(s0, goal)  # a second call of the same shape: replay only
+    assert len(_FakeGraph.captures) == 4 and sync.replays == 6 and calls["record_sync"] == 1 + 3 + 3 + 3
 
 
 def test_graph_buffers_never_alias_the_plan():
