@@ -134,6 +134,13 @@ env_report() {
   nvidia-smi || true
   command -v nvcc > /dev/null && nvcc --version | tail -n 2
   command -v compute-sanitizer > /dev/null && compute-sanitizer --version | tail -n 1 || echo "no compute-sanitizer"
+  # what the offline build needs (pip install --no-build-isolation): a missing one explains a failed build
+  "$PY" -c "import importlib.metadata as m
+for name in ('setuptools', 'wheel', 'pybind11', 'cmake', 'ninja', 'pytest', 'pytest-xdist'):
+    try:
+        print(name, m.version(name))
+    except m.PackageNotFoundError:
+        print(name, 'MISSING')"
   "$PY" -c "import sys, torch, triton; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__); print(torch.cuda.get_device_name(0), torch.cuda.get_device_properties(0).multi_processor_count, 'SMs')"
 }
 
@@ -153,9 +160,9 @@ sanitize() {  # sanitize TOOL CACHING EXTRA...
 # the DINO-WM-sized transformer (the planner_speed defaults on CUDA) for the share outside the model
 planner_speed() {
   "$PY" bench/planner_speed.py --device cuda --shapes 16,256,256,64 16,256,1024,64 --iters 50 \
-    --providers loop eager triton cuda graph fused_mlp --out "$TMP/mlp.md" || return 1
+    --providers loop eager triton cuda graph fused_mlp --strict --out "$TMP/mlp.md" || return 1
   "$PY" bench/planner_speed.py --device cuda --model transformer --shapes 1,16 4,16 --iters 20 \
-    --providers eager triton cuda graph --out "$TMP/transformer.md" || return 1
+    --providers eager triton cuda graph --strict --out "$TMP/transformer.md" || return 1
   cat "$TMP/mlp.md" "$TMP/transformer.md" > "$OUT/planner_speed.md"
 }
 

@@ -92,6 +92,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="CPU: seconds of torch.utils.benchmark per cell (default 0.2, 0.02 with --quick)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes and short timing (CPU smoke run)")
     parser.add_argument("--out", type=Path, help="also write the markdown here")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 when a selected provider failed (not merely unavailable here): the device check")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     size = "quick" if args.quick else ("gpu" if device.type == "cuda" else "cpu")
@@ -128,6 +130,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(table + "\n")
+    failed = [f"#{row.index} {key}: {why}" for row in rows for key, why in row.reasons.items() if why.startswith("failed")]
+    if args.strict and failed:
+        print("providers failed: " + "; ".join(failed), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,8 +1,10 @@
 """Every kernel of the engine once, on small odd shapes, checked against its reference: the workload of
 the compute-sanitizer step of ``bench/device_check.sh`` (memcheck, initcheck, ...), where each launch
 should touch only its own tensors. It covers each Triton kernel (the four ops, the multi-chunk energy
-sum, the fused MLP iteration in its register and blocked variants) and each CUDA kernel (the four ops,
-scalar and vector paths); a few seconds on a GPU, so the sanitizer's slowdown stays affordable.
+sum, the fused MLP iteration in its register and blocked variants, tensor and in-kernel noise, one and
+several time chunks) and each CUDA kernel (the four ops, on the scalar path (D, A odd) and the 16-byte
+vector path (D, A multiples of 4), one and several chunks per plan); a few seconds on a GPU, so the
+sanitizer's slowdown stays affordable.
 
     python bench/sanitize_kernels.py              # needs a CUDA device; exits 1 on a mismatch
     python bench/sanitize_kernels.py --device cpu --backends triton   # CPU smoke run (Triton interpreter)
@@ -45,7 +47,8 @@ def _close(name: str, got: torch.Tensor, want: torch.Tensor, tol: float = 1e-4) 
 
 def energy_cases(backend: str, device: torch.device, g: torch.Generator) -> None:
     # D odd: scalar path; D = 8: the CUDA vector path; T*D = 3500: several chunks per plan
-    for batch, horizon, dim, pred_dtype in ((3, 5, 7, torch.float32), (2, 6, 8, torch.bfloat16), (2, 700, 5, torch.float32)):
+    for batch, horizon, dim, pred_dtype in ((3, 5, 7, torch.float32), (2, 6, 8, torch.bfloat16), (2, 700, 5, torch.float32),
+                                            (2, 700, 8, torch.float32), (2, 700, 8, torch.bfloat16)):
         states = _randn(batch, horizon + 1, dim, g=g, device=device)
         pred = _randn(batch, horizon, dim, g=g, device=device).to(pred_dtype)
         energy, grad_pred, grad_states = ops.lifted_energy_grads(pred, states, 0.3, backend=backend)
@@ -55,7 +58,13 @@ def energy_cases(backend: str, device: torch.device, g: torch.Generator) -> None
 
 
 def step_cases(backend: str, device: torch.device, g: torch.Generator) -> None:
-    batch, horizon, dim, action_dim = 3, 6, 5, 3
+    # odd sizes: the scalar paths; multiples of 4: the CUDA vector paths; T*D = 5600: several chunks per plan
+    for batch, horizon, dim, action_dim in ((3, 6, 5, 3), (2, 7, 8, 4), (2, 700, 8, 4)):
+        _step_case(backend, device, g, batch, horizon, dim, action_dim)
+
+
+def _step_case(backend: str, device: torch.device, g: torch.Generator, batch: int, horizon: int, dim: int,
+               action_dim: int) -> None:
     for noise_kind in ("tensor", "seed"):
         states = _randn(batch, horizon + 1, dim, g=g, device=device)
         grad, m, v = (_randn(*states.shape, g=g, device=device) for _ in range(3))
@@ -86,11 +95,12 @@ def step_cases(backend: str, device: torch.device, g: torch.Generator) -> None:
 
 
 def fused_mlp_cases(device: torch.device, g: torch.Generator) -> None:
-    # H = 16: the register variant; H = 40: the blocked variant with its per-program scratch
-    for hidden, depth in ((16, 2), (40, 3)):
+    # H = 16: the register variant; H = 40: the blocked variant with its per-program scratch; T = 150: several
+    # time chunks per plan (the energy summed by the second pass); in-kernel noise after the tensor noise
+    for hidden, depth, horizon in ((16, 2, 9), (40, 3, 9), (16, 1, 150), (40, 2, 150)):
         torch.manual_seed(hidden)
         model = MLPDynamics(5, 3, hidden=hidden, depth=depth).to(device)
-        batch, horizon = 3, 9
+        batch = 3
         states = _randn(batch, horizon + 1, 5, g=g, device=device)
         actions = _randn(batch, horizon, 3, g=g, device=device)
         moments = [torch.zeros_like(states), torch.zeros_like(states), torch.zeros_like(actions), torch.zeros_like(actions)]
@@ -103,6 +113,8 @@ def fused_mlp_cases(device: torch.device, g: torch.Generator) -> None:
         _close(f"fused_mlp_iteration H={hidden}", energy, want_energy, 1e-4)
         _close(f"fused_mlp_iteration H={hidden} states", new_states, want[0])
         _close(f"fused_mlp_iteration H={hidden} actions", actions, want[1])
+        scalars.update(noise=None, step=2)
+        ops.fused_mlp_iteration_(model, new_states, actions, 0.3, *moments, seed=9, backend="triton", **scalars)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -362,9 +362,10 @@ class GraspPlanner:
         return loss
 
     @staticmethod
-    def record_sync(state: PlanState, loss: torch.Tensor) -> None:
-        """A sync phase's bookkeeping: its loss row, the phase count, the Adam step count restarting."""
-        if state.syncs < state.sync_losses.shape[0]:
+    def record_sync(state: PlanState, loss: Optional[torch.Tensor]) -> None:
+        """A sync phase's bookkeeping: its loss row (unless ``loss`` is None: a graph being captured has
+        no values yet), the phase count, the Adam step count restarting."""
+        if loss is not None and state.syncs < state.sync_losses.shape[0]:
             state.sync_losses[state.syncs] = loss
         state.syncs += 1
         state.adam_step = 0
