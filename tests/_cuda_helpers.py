@@ -2,7 +2,7 @@
 op, plus ``philox_normal``), float64 references, seeded inputs, poisoned outputs.
 
 Inputs are fresh random tensors (never zeros), outputs are poisoned with NaN before each call, and
-errors are ``||out - ref|| / ||ref||`` against the float64 reference (< 1e-5; DESIGN.md section 4).
+errors are ``||out - ref|| / ||ref||`` against the float64 reference (< 1e-5; docs/design.md, section 4).
 ``GRASP_CUDA_TESTS_QUICK=1`` trims the shape grid (used for the compute-sanitizer runs).
 Nothing touches CUDA at import time.
 """

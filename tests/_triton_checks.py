@@ -2,8 +2,8 @@
 the same checks with ``device=cuda``), shared by the op modules tests/ops/test_<op>.py and the tiling
 tests of tests/ops/test_triton_tiling.py.
 
-Fresh random inputs (never zeros), outputs poisoned with NaN before every launch, shapes of DESIGN.md
-section 4, relative error ``||out - ref|| / ||ref|| < 1e-5`` in float32, gradients too.
+Fresh random inputs (never zeros), outputs poisoned with NaN before every launch, odd shapes
+(docs/design.md, section 4), relative error ``||out - ref|| / ||ref|| < 1e-5`` in float32, gradients too.
 """
 
 from __future__ import annotations
