@@ -89,15 +89,12 @@ def kernel_specs() -> list[dict]:
 def fused_mlp_specs() -> list[dict]:
     """The fused MLP iteration kernel (same dict format as :func:`kernel_specs`)."""
     from grasp_kernels.ops._triton_common import NOISE_PHILOX32, NOISE_TENSOR
+    from grasp_kernels.ops._mlp_triton import is_wide, pad_dim, padded_hidden, wide_block
     from grasp_kernels.ops.fused_mlp_iteration.triton_kernel import (
         _fused_mlp_iteration_kernel,
-        _pad,
         gpu_rows,
-        is_wide,
         mlp_tile_config,
         num_warps_for,
-        padded_hidden,
-        wide_block,
     )
 
     i32, i64, f32, cx = "i32", "i64", "fp32", "constexpr"
@@ -126,7 +123,7 @@ def fused_mlp_specs() -> list[dict]:
         signature.update({"gamma": f32, "n_plans": i32, "T": i32, "D": i32, "A": i32, "H": i32, "n_chunks": i32,
                           "n_tiles": i32, "lerp_w": f32, "beta2": f32, "one_minus_beta2": f32, "sqrt_bc2": f32,
                           "eps": f32, "neg_step_s": f32, "neg_step_a": f32, "noise_std": f32, "seed": i64})
-        constexprs = {"BP": bp, "BT": bt, "DP": _pad(dim), "AP": _pad(action_dim), "HP": padded_hidden(hidden),
+        constexprs = {"BP": bp, "BT": bt, "DP": pad_dim(dim), "AP": pad_dim(action_dim), "HP": padded_hidden(hidden),
                       "DEPTH": depth, "ACT": act, "NOISE": noise, "WIDE": is_wide(hidden), "BH": wide_block(hidden)}
         signature.update({name: cx for name in constexprs})
         attrs = {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(signature.values()) if kind.startswith("*")}

@@ -34,7 +34,8 @@ CPU_TRITON_REASON = backend_unavailable_reason("triton", DEVICE)
 if CPU_TRITON_REASON is not None and not torch.cuda.is_available():  # pragma: no cover
     pytest.skip(f"triton backend unavailable: {CPU_TRITON_REASON}", allow_module_level=True)
 
-from grasp_kernels.ops.fused_mlp_iteration import triton_kernel as fm  # noqa: E402  (after the interpreter check)
+from grasp_kernels.ops import _mlp_triton as mt  # noqa: E402  (after the interpreter check)
+from grasp_kernels.ops.fused_mlp_iteration import triton_kernel as fm  # noqa: E402
 
 TOL = 1e-5
 ADAM = dict(step=3, lr_states=0.1, lr_actions=0.05, beta1=0.9, beta2=0.999, eps=1e-8)
@@ -170,21 +171,21 @@ WIDE_CASES = [  # (B, T, D, A, hidden, depth, act, rows, BH): several blocks, pa
 
 @pytest.mark.parametrize("B,T,D,A,hidden,depth,act,rows,block", WIDE_CASES, ids=lambda v: getattr(v, "__name__", str(v)))
 def test_fused_mlp_wide_variant_matches_reference(monkeypatch, B, T, D, A, hidden, depth, act, rows, block):
-    monkeypatch.setattr(fm, "NARROW_MAX_HIDDEN", 8)  # every width takes the wide variant
-    monkeypatch.setattr(fm, "WIDE_BLOCK", block)
+    monkeypatch.setattr(mt, "NARROW_MAX_HIDDEN", 8)  # every width takes the wide variant
+    monkeypatch.setattr(mt, "WIDE_BLOCK", block)
     monkeypatch.setattr(fm, "INTERPRET_ROWS", rows)
     bp, bt, n_chunks = fm.mlp_tile_config(B, T, hidden)
     n_tiles = -(-B // bp) * n_chunks
-    assert fm.is_wide(hidden) and fm.wide_block(hidden) == min(block, fm._pad(hidden))
-    assert fm.padded_hidden(hidden) == -(-hidden // fm.wide_block(hidden)) * fm.wide_block(hidden)  # 40 -> 48, 80 -> 96
-    assert fm.wide_programs(n_tiles, DEVICE) == min(n_tiles, fm.INTERPRET_WIDE_PROGRAMS)
+    assert mt.is_wide(hidden) and mt.wide_block(hidden) == min(block, mt.pad_dim(hidden))
+    assert mt.padded_hidden(hidden) == -(-hidden // mt.wide_block(hidden)) * mt.wide_block(hidden)  # 40 -> 48, 80 -> 96
+    assert mt.wide_programs(n_tiles, DEVICE) == min(n_tiles, mt.INTERPRET_WIDE_PROGRAMS)
     check_fused_mlp(B, T, D, A, hidden, depth, act)
 
 
 def test_fused_mlp_wide_variant_is_chosen_by_width():
-    assert not fm.is_wide(fm.NARROW_MAX_HIDDEN) and fm.is_wide(fm.NARROW_MAX_HIDDEN + 1)
-    assert fm.wide_block(1000) == fm.WIDE_BLOCK and fm._pad(1000) % fm.wide_block(1000) == 0
-    check_fused_mlp(2, 5, 4, 2, fm.NARROW_MAX_HIDDEN + 16, 2)  # default blocks, as the planner runs it
+    assert not mt.is_wide(mt.NARROW_MAX_HIDDEN) and mt.is_wide(mt.NARROW_MAX_HIDDEN + 1)
+    assert mt.wide_block(1000) == mt.WIDE_BLOCK and mt.pad_dim(1000) % mt.wide_block(1000) == 0
+    check_fused_mlp(2, 5, 4, 2, mt.NARROW_MAX_HIDDEN + 16, 2)  # default blocks, as the planner runs it
 
 
 def test_fused_mlp_gamma_zero_no_noise_and_deterministic():
