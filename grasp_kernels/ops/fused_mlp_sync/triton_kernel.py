@@ -144,7 +144,8 @@ def sync_rows(n_plans: int) -> int:
 
 
 def num_warps_for(hidden: int) -> int:
-    return 4
+    # wide: 8 warps (with 4, H = 1024 at D = 64 spilled 1-2 KB); the register variant's tiles are small
+    return 8 if is_wide(hidden) else 4
 
 
 def launch(
