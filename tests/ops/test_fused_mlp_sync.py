@@ -253,13 +253,13 @@ def test_errors():
 @pytest.mark.parametrize("hidden", [24, 40])
 def test_planner_fused_mlp_sync_plans_like_the_normal_iteration(hidden):
     """The fused iteration and fused sync phase plan what the normal iteration and gd_sync plan, through
-    three sync phases, on a configuration that converges (reachable goals: the energy of every plan falls);
+    two sync phases, on a configuration that converges (reachable goals: the energy of every plan falls);
     hidden 40 runs the wide variant."""
     model = make_model(3, 2, hidden, 2, nn.Tanh, seed=3)
     with torch.no_grad():
         for p in model.net.parameters():  # a gentler model than make_model's
             p.mul_(0.5)
-    config = GraspConfig(horizon=6, iters=30, sync_every=10, sync_steps=3, state_noise=0.0, init_noise=0.05,
+    config = GraspConfig(horizon=6, iters=20, sync_every=7, sync_steps=3, state_noise=0.0, init_noise=0.05,
                          backend="triton", particles=2, lr_states=0.02, lr_actions=0.05, sync_lr=0.05,
                          goal_weight=0.3)
     plans = plan_pair(config, model, reachable=True)
@@ -267,7 +267,7 @@ def test_planner_fused_mlp_sync_plans_like_the_normal_iteration(hidden):
         torch.testing.assert_close(getattr(plans[True], field), getattr(plans[False], field), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(plans[True].info["sync_loss"], plans[False].info["sync_loss"], rtol=1e-4, atol=1e-6)
     plan = plans[True]
-    assert plan.info["sync_loss"].shape[0] == 3
+    assert plan.info["sync_loss"].shape[0] == 2
     assert (plan.energy_history[-1] < plan.energy_history[0]).all(), plan.energy_history[[0, -1]]
 
 
