@@ -179,7 +179,7 @@ def launch(
     hidden = params[6].shape[0]
     bp = sync_rows(n_plans)
     n_blocks = triton.cdiv(n_plans, bp)
-    check_grid(n_blocks)
+    check_grid(n_blocks * bp)  # the kernel's block * BP is int32
     wide = is_wide(hidden)
     if wide:
         n_programs = wide_programs(n_blocks, s0.device)
