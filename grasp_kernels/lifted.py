@@ -32,6 +32,7 @@ __all__ = [
     "shooting_loss",
     "init_states",
     "gd_sync",
+    "gd_sync_step",
 ]
 
 
@@ -308,6 +309,40 @@ def init_states(
     return states
 
 
+def gd_sync_step(
+    world_model: WorldModel,
+    s0: torch.Tensor,
+    goal: torch.Tensor,
+    actions: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    low: BoundArg,
+    high: BoundArg,
+    history: int = 1,
+    weights: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """One step of the sync phase: the shooting loss of ``actions [B, T, A]`` and its gradient through
+    the full rollout, then one Adam step (``step`` 1-based, moments ``[B, T, A]`` updated in place) and
+    the clamp to ``[low, high]``, in place. ``s0``, ``goal``, ``history``, ``weights`` as
+    :func:`shooting_loss`.
+
+    Returns:
+        ``[B]`` shooting loss of the actions BEFORE the step (detached).
+    """
+    leaf = actions.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = shooting_loss(world_model, s0, leaf, goal, history, weights)
+        (grad,) = torch.autograd.grad(loss.sum(), leaf)
+    with torch.no_grad():
+        action_step_ref(actions, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high)
+    return loss.detach()
+
+
 def gd_sync(
     world_model: WorldModel,
     s0: torch.Tensor,
@@ -328,7 +363,7 @@ def gd_sync(
     ``history`` and ``weights`` as :func:`shooting_loss` (``s0`` is ``[B, h, *S]`` for ``h > 1``).
 
     Minimises the shooting loss of every plan (plans are independent, so their sum is minimised),
-    clamps to the bounds after each step and updates ``actions`` in place.
+    clamps to the bounds after each step and updates ``actions`` in place (:func:`gd_sync_step`).
 
     Returns:
         ``[B]`` shooting loss of the actions before the last step (detached).
@@ -337,10 +372,6 @@ def gd_sync(
     exp_avg_sq = torch.zeros_like(actions)
     loss = torch.zeros(actions.shape[0], device=actions.device, dtype=actions.dtype)
     for step in range(1, steps + 1):
-        leaf = actions.detach().requires_grad_(True)
-        with torch.enable_grad():
-            loss = shooting_loss(world_model, s0, leaf, goal, history, weights)
-            (grad,) = torch.autograd.grad(loss.sum(), leaf)
-        with torch.no_grad():
-            action_step_ref(actions, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high)
-    return loss.detach()
+        loss = gd_sync_step(world_model, s0, goal, actions, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high,
+                            history, weights)
+    return loss

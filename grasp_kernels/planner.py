@@ -310,6 +310,24 @@ class GraspPlanner:
         state.iteration = it + 1
         return energy
 
+    def _fused_mlp_sync(self, state: PlanState) -> torch.Tensor:
+        """:func:`~grasp_kernels.lifted.gd_sync` as ``sync_steps`` fused kernels (one launch per step, the
+        packed model of the fused iteration): fresh zero moments, the same Adam and bounds; returns the
+        shooting loss ``[B*K]`` before the last step."""
+        cfg = self.config
+        chains, actions = state.chains, state.actions
+        s0, goal = chains.flat(chains.s0).contiguous(), chains.flat(chains.goal).contiguous()
+        exp_avg, exp_avg_sq = torch.zeros_like(actions), torch.zeros_like(actions)
+        workspace = torch.empty((chains.batch, cfg.horizon + 1, chains.state_dim), device=s0.device, dtype=torch.float32)
+        loss = torch.zeros(actions.shape[0], device=actions.device, dtype=actions.dtype)
+        with torch.no_grad():
+            for step in range(1, cfg.sync_steps + 1):
+                loss = ops.fused_mlp_sync_step_(
+                    state.fused_mlp, s0, goal, actions, exp_avg, exp_avg_sq, step, cfg.sync_lr, cfg.beta1, cfg.beta2,
+                    cfg.adam_eps, state.low, state.high, workspace=workspace, backend=state.fused_backend,
+                )
+        return loss
+
     def _model_precision(self, device: torch.device) -> contextlib.AbstractContextManager:
         """``torch.autocast`` in ``config.model_dtype`` around world-model calls (a no-op without it).
         Inside a CUDA graph capture the cast-weight cache is off (a cached cast would outlive its capture)."""
@@ -344,19 +362,23 @@ class GraspPlanner:
 
     def sync_phase(self, state: PlanState) -> torch.Tensor:
         """What a sync phase launches, the same in every phase (so one captured CUDA graph serves them
-        all): ``sync_steps`` Adam steps on the actions through the full rollout (fresh moments), then the
-        main Adam moments are zeroed. Checks the energy history for NaN/Inf first (one host sync per
-        phase; skipped while a CUDA graph is captured, the end of the plan checks the whole history).
-        Returns the shooting loss ``[B*K]``."""
+        all): ``sync_steps`` Adam steps on the actions through the full rollout (fresh moments; with
+        ``config.fused_mlp`` on the fused kernel, one launch per step), then the main Adam moments are
+        zeroed. Checks the energy history for NaN/Inf first (one host sync per phase; skipped while a
+        CUDA graph is captured, the end of the plan checks the whole history). Returns the shooting loss
+        ``[B*K]``."""
         cfg = self.config
         if cfg.check_finite and not _host_sync_forbidden(state.states.device):
             raise_if_nonfinite(state.energy_history, state.iteration, "the GRASP energy")
         chains = state.chains
-        with self._model_precision(state.states.device):
-            loss = gd_sync(
-                self._rollout_model(), chains.frames(), chains.goal, state.actions, cfg.sync_steps, cfg.sync_lr,
-                cfg.beta1, cfg.beta2, cfg.adam_eps, state.low, state.high, chains.history, state.weights,
-            )
+        if state.fused_mlp is not None:
+            loss = self._fused_mlp_sync(state)
+        else:
+            with self._model_precision(state.states.device):
+                loss = gd_sync(
+                    self._rollout_model(), chains.frames(), chains.goal, state.actions, cfg.sync_steps, cfg.sync_lr,
+                    cfg.beta1, cfg.beta2, cfg.adam_eps, state.low, state.high, chains.history, state.weights,
+                )
         for moment in (*state.state_moments, *state.action_moments):
             moment.zero_()
         return loss

@@ -14,6 +14,7 @@ from __future__ import annotations
 from .ops._adam import adam_update_ref
 from .ops.action_step.reference import action_step_ref
 from .ops.fused_mlp_iteration.reference import fused_mlp_iteration_ref
+from .ops.fused_mlp_sync.reference import fused_mlp_sync_step_ref
 from .ops.lifted_energy.reference import lifted_energy_ref
 from .ops.lifted_energy_state_step.reference import lifted_energy_state_step_ref
 from .ops.state_step.reference import state_step_ref
@@ -25,4 +26,5 @@ __all__ = [
     "adam_update_ref",
     "lifted_energy_state_step_ref",
     "fused_mlp_iteration_ref",
+    "fused_mlp_sync_step_ref",
 ]

@@ -86,21 +86,36 @@ def kernel_specs() -> list[dict]:
     return specs
 
 
+def _mlp_spec(kernel: str, fn, ptrs: list[str], mdt: str, scalars: dict, constexprs: dict, tag: str, num_warps: int,
+              hidden: int) -> dict:
+    """A fused MLP kernel's spec: the pointers ``ptrs``, the packed model (matrices ``*mdt``, vectors
+    float32), the scratch, ``scalars`` and ``constexprs`` in the kernel's argument order."""
+    from grasp_kernels.ops._mlp_triton import is_wide, wide_block
+
+    signature = {f"{n}_ptr": "*fp32" for n in ptrs}
+    for n in ("w1", "b1", "w2", "b2", "w3", "b3", "wo", "bo"):
+        signature[f"{n}_ptr"] = f"*{mdt}" if n.startswith("w") else "*fp32"
+    signature["scratch_ptr"] = "*fp32"
+    signature.update(scalars)
+    signature.update({name: "constexpr" for name in constexprs})
+    attrs = {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(signature.values()) if kind.startswith("*")}
+    variant = f"wide BH={wide_block(hidden)}" if is_wide(hidden) else "register"
+    return {"name": f"{kernel} {variant} {tag}", "fn": fn, "signature": signature, "constexprs": constexprs,
+            "attrs": attrs, "num_warps": num_warps}
+
+
 def fused_mlp_specs() -> list[dict]:
     """The fused MLP iteration kernel (same dict format as :func:`kernel_specs`)."""
     from grasp_kernels.ops._triton_common import NOISE_PHILOX32, NOISE_TENSOR
+    from grasp_kernels.ops._mlp_triton import is_wide, pad_dim, padded_hidden, wide_block
     from grasp_kernels.ops.fused_mlp_iteration.triton_kernel import (
         _fused_mlp_iteration_kernel,
-        _pad,
         gpu_rows,
-        is_wide,
         mlp_tile_config,
         num_warps_for,
-        padded_hidden,
-        wide_block,
     )
 
-    i32, i64, f32, cx = "i32", "i64", "fp32", "constexpr"
+    i32, i64, f32 = "i32", "i64", "fp32"
     # every width the tests and benchmarks run: the register variant (padded width <= 32) and the blocked
     # one; the shipped world models are D=4 A=2 H=256 depth 3
     configs = [  # (label, D, A, H, depth, act, matrix dtype, noise)
@@ -119,19 +134,41 @@ def fused_mlp_specs() -> list[dict]:
         bp, bt, _ = mlp_tile_config(1 << 20, 64, hidden, rows=gpu_rows(hidden))
         ptrs = ["states", "actions", "out", "energy", "s_avg", "s_avg_sq", "a_avg", "a_avg_sq", "noise", "low",
                 "high", "mean", "std", "amean", "astd", "delta"]
-        signature = {f"{n}_ptr": "*fp32" for n in ptrs}
-        for n in ("w1", "b1", "w2", "b2", "w3", "b3", "wo", "bo"):
-            signature[f"{n}_ptr"] = f"*{mdt}" if n.startswith("w") else "*fp32"
-        signature["scratch_ptr"] = "*fp32"
-        signature.update({"gamma": f32, "n_plans": i32, "T": i32, "D": i32, "A": i32, "H": i32, "n_chunks": i32,
-                          "n_tiles": i32, "lerp_w": f32, "beta2": f32, "one_minus_beta2": f32, "sqrt_bc2": f32,
-                          "eps": f32, "neg_step_s": f32, "neg_step_a": f32, "noise_std": f32, "seed": i64})
-        constexprs = {"BP": bp, "BT": bt, "DP": _pad(dim), "AP": _pad(action_dim), "HP": padded_hidden(hidden),
+        scalars = {"gamma": f32, "n_plans": i32, "T": i32, "D": i32, "A": i32, "H": i32, "n_chunks": i32,
+                   "n_tiles": i32, "lerp_w": f32, "beta2": f32, "one_minus_beta2": f32, "sqrt_bc2": f32,
+                   "eps": f32, "neg_step_s": f32, "neg_step_a": f32, "noise_std": f32, "seed": i64}
+        constexprs = {"BP": bp, "BT": bt, "DP": pad_dim(dim), "AP": pad_dim(action_dim), "HP": padded_hidden(hidden),
                       "DEPTH": depth, "ACT": act, "NOISE": noise, "WIDE": is_wide(hidden), "BH": wide_block(hidden)}
-        signature.update({name: cx for name in constexprs})
-        attrs = {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(signature.values()) if kind.startswith("*")}
-        variant = f"wide BH={wide_block(hidden)}" if is_wide(hidden) else "register"
-        specs.append({"name": f"fused_mlp_iteration {variant} {label} BM={bp * bt}", "fn": _fused_mlp_iteration_kernel,
-                      "signature": signature, "constexprs": constexprs, "attrs": attrs,
-                      "num_warps": num_warps_for(hidden)})
+        specs.append(_mlp_spec("fused_mlp_iteration", _fused_mlp_iteration_kernel, ptrs, mdt, scalars, constexprs,
+                               f"{label} BM={bp * bt}", num_warps_for(hidden), hidden))
+    return specs
+
+
+def fused_mlp_sync_specs() -> list[dict]:
+    """The fused MLP sync-step kernel (same dict format as :func:`kernel_specs`), at the launcher's tiles."""
+    from grasp_kernels.ops._mlp_triton import is_wide, pad_dim, padded_hidden, wide_block
+    from grasp_kernels.ops.fused_mlp_sync.triton_kernel import SYNC_ROWS, _fused_mlp_sync_kernel, num_warps_for
+
+    i32, f32 = "i32", "fp32"
+    configs = [  # (label, D, A, H, depth, act, matrix dtype): both variants, f32 and bf16, up to H = 1024
+        ("D=16 A=4 H=16 depth2 SiLU f32", 16, 4, 16, 2, 0, "fp32"),
+        ("D=5 A=3 H=24 depth3 Tanh f32", 5, 3, 24, 3, 2, "fp32"),
+        ("D=16 A=4 H=32 depth3 SiLU bf16", 16, 4, 32, 3, 0, "bf16"),
+        ("D=17 A=5 H=48 depth1 ReLU f32", 17, 5, 48, 1, 1, "fp32"),
+        ("D=4 A=2 H=256 depth3 SiLU f32", 4, 2, 256, 3, 0, "fp32"),
+        ("D=4 A=2 H=256 depth3 SiLU bf16", 4, 2, 256, 3, 0, "bf16"),
+        ("D=16 A=4 H=512 depth2 SiLU bf16", 16, 4, 512, 2, 0, "bf16"),
+        ("D=64 A=8 H=1024 depth3 Tanh f32", 64, 8, 1024, 3, 2, "fp32"),
+        ("D=64 A=8 H=1024 depth3 Tanh bf16", 64, 8, 1024, 3, 2, "bf16"),
+    ]
+    specs = []
+    for label, dim, action_dim, hidden, depth, act, mdt in configs:
+        ptrs = ["s0", "goal", "actions", "a_avg", "a_avg_sq", "ws", "loss", "low", "high", "mean", "std", "amean",
+                "astd", "delta"]
+        scalars = {"n_plans": i32, "T": i32, "D": i32, "A": i32, "H": i32, "n_blocks": i32, "lerp_w": f32,
+                   "beta2": f32, "one_minus_beta2": f32, "sqrt_bc2": f32, "eps": f32, "neg_step": f32}
+        constexprs = {"BP": SYNC_ROWS, "DP": pad_dim(dim), "AP": pad_dim(action_dim), "HP": padded_hidden(hidden),
+                      "DEPTH": depth, "ACT": act, "WIDE": is_wide(hidden), "BH": wide_block(hidden)}
+        specs.append(_mlp_spec("fused_mlp_sync", _fused_mlp_sync_kernel, ptrs, mdt, scalars, constexprs,
+                               f"{label} BP={SYNC_ROWS}", num_warps_for(hidden), hidden))
     return specs

@@ -19,6 +19,7 @@ from .fused_mlp_iteration import (
     fused_mlp_unsupported_reason,
     pack_mlp,
 )
+from .fused_mlp_sync import fused_mlp_sync_step_
 from .lifted_energy import lifted_energy, lifted_energy_grads
 from .lifted_energy_state_step import lifted_energy_state_step_
 from .state_step import state_step_
@@ -30,6 +31,7 @@ __all__ = [
     "action_step_",
     "lifted_energy_state_step_",
     "fused_mlp_iteration_",
+    "fused_mlp_sync_step_",
     "fused_mlp_backend",
     "pack_mlp",
     "PackedMLP",

@@ -26,7 +26,8 @@ from grasp_kernels.models import MLPDynamics
 from grasp_kernels.lifted import lifted_predictions
 from grasp_kernels.reference import fused_mlp_iteration_ref
 
-DEVICE = torch.device("cpu")
+from _fused_mlp import ACTS, DEVICE, make_model, plan_pair, rel
+
 # The CPU tests run the kernels under the interpreter (conftest sets it where there is no CUDA). On a GPU
 # machine the kernels compile instead: conftest skips this module's CPU tests (the reason below) and its
 # gpu-marked tests run; only without either is the whole module skipped.
@@ -34,34 +35,11 @@ CPU_TRITON_REASON = backend_unavailable_reason("triton", DEVICE)
 if CPU_TRITON_REASON is not None and not torch.cuda.is_available():  # pragma: no cover
     pytest.skip(f"triton backend unavailable: {CPU_TRITON_REASON}", allow_module_level=True)
 
-from grasp_kernels.ops.fused_mlp_iteration import triton_kernel as fm  # noqa: E402  (after the interpreter check)
+from grasp_kernels.ops import _mlp_triton as mt  # noqa: E402  (after the interpreter check)
+from grasp_kernels.ops.fused_mlp_iteration import triton_kernel as fm  # noqa: E402
 
 TOL = 1e-5
 ADAM = dict(step=3, lr_states=0.1, lr_actions=0.05, beta1=0.9, beta2=0.999, eps=1e-8)
-ACTS = (nn.SiLU, nn.ReLU, nn.Tanh)
-
-
-def rel(out: torch.Tensor, ref: torch.Tensor) -> float:
-    out, ref = out.detach().double().cpu(), ref.detach().double().cpu()
-    assert out.shape == ref.shape, (out.shape, ref.shape)
-    assert torch.isfinite(out).all(), "non-finite values (a poisoned output was not written?)"
-    denom = ref.norm().item()
-    return out.norm().item() if denom == 0.0 else (out - ref).norm().item() / denom
-
-
-def make_model(D, A, hidden, depth, act=nn.SiLU, seed=0, device=DEVICE) -> MLPDynamics:
-    torch.manual_seed(seed)
-    model = MLPDynamics(D, A, hidden=hidden, depth=depth, activation=act)
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():  # non-identity normalisation and delta scale
-        model.state_mean.copy_(torch.randn(D, generator=g) * 0.3)
-        model.state_std.copy_(torch.rand(D, generator=g) + 0.5)
-        model.action_mean.copy_(torch.randn(A, generator=g) * 0.2)
-        model.action_std.copy_(torch.rand(A, generator=g) + 0.5)
-        model.delta_scale.copy_(torch.rand(D, generator=g) + 0.5)
-        for p in model.net.parameters():  # larger weights: the activations leave their linear range
-            p.mul_(2.0)
-    return model.to(device)
 
 
 def make_inputs(B, T, D, A, seed=0, device=DEVICE):
@@ -170,21 +148,21 @@ WIDE_CASES = [  # (B, T, D, A, hidden, depth, act, rows, BH): several blocks, pa
 
 @pytest.mark.parametrize("B,T,D,A,hidden,depth,act,rows,block", WIDE_CASES, ids=lambda v: getattr(v, "__name__", str(v)))
 def test_fused_mlp_wide_variant_matches_reference(monkeypatch, B, T, D, A, hidden, depth, act, rows, block):
-    monkeypatch.setattr(fm, "NARROW_MAX_HIDDEN", 8)  # every width takes the wide variant
-    monkeypatch.setattr(fm, "WIDE_BLOCK", block)
+    monkeypatch.setattr(mt, "NARROW_MAX_HIDDEN", 8)  # every width takes the wide variant
+    monkeypatch.setattr(mt, "WIDE_BLOCK", block)
     monkeypatch.setattr(fm, "INTERPRET_ROWS", rows)
     bp, bt, n_chunks = fm.mlp_tile_config(B, T, hidden)
     n_tiles = -(-B // bp) * n_chunks
-    assert fm.is_wide(hidden) and fm.wide_block(hidden) == min(block, fm._pad(hidden))
-    assert fm.padded_hidden(hidden) == -(-hidden // fm.wide_block(hidden)) * fm.wide_block(hidden)  # 40 -> 48, 80 -> 96
-    assert fm.wide_programs(n_tiles, DEVICE) == min(n_tiles, fm.INTERPRET_WIDE_PROGRAMS)
+    assert mt.is_wide(hidden) and mt.wide_block(hidden) == min(block, mt.pad_dim(hidden))
+    assert mt.padded_hidden(hidden) == -(-hidden // mt.wide_block(hidden)) * mt.wide_block(hidden)  # 40 -> 48, 80 -> 96
+    assert mt.wide_programs(n_tiles, DEVICE) == min(n_tiles, mt.INTERPRET_WIDE_PROGRAMS)
     check_fused_mlp(B, T, D, A, hidden, depth, act)
 
 
 def test_fused_mlp_wide_variant_is_chosen_by_width():
-    assert not fm.is_wide(fm.NARROW_MAX_HIDDEN) and fm.is_wide(fm.NARROW_MAX_HIDDEN + 1)
-    assert fm.wide_block(1000) == fm.WIDE_BLOCK and fm._pad(1000) % fm.wide_block(1000) == 0
-    check_fused_mlp(2, 5, 4, 2, fm.NARROW_MAX_HIDDEN + 16, 2)  # default blocks, as the planner runs it
+    assert not mt.is_wide(mt.NARROW_MAX_HIDDEN) and mt.is_wide(mt.NARROW_MAX_HIDDEN + 1)
+    assert mt.wide_block(1000) == mt.WIDE_BLOCK and mt.pad_dim(1000) % mt.wide_block(1000) == 0
+    check_fused_mlp(2, 5, 4, 2, mt.NARROW_MAX_HIDDEN + 16, 2)  # default blocks, as the planner runs it
 
 
 def test_fused_mlp_gamma_zero_no_noise_and_deterministic():
@@ -318,12 +296,6 @@ def test_errors():
 # ----------------------------------------------------------------------------------------------
 # the planner with GraspConfig(fused_mlp=True)
 # ----------------------------------------------------------------------------------------------
-
-
-def plan_pair(config, model, batch=3, D=3, A=2, seed=5):
-    g = torch.Generator().manual_seed(seed)
-    s0, goal = torch.randn(batch, D, generator=g), torch.randn(batch, D, generator=g)
-    return {fused: GraspPlanner(model, A, config.replace(fused_mlp=fused)).plan(s0, goal) for fused in (False, True)}
 
 
 @pytest.mark.parametrize("state_noise,hidden", [(0.0, 32), (0.01, 32), (0.01, 96)])

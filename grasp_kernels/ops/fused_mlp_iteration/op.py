@@ -25,36 +25,7 @@ from .._validate import (
     check_seed,
     check_states,
 )
-from .pack import ACTIVATION_NAMES, MAX_DEPTH, PackedMLP, fused_mlp_unsupported_reason, pack_mlp
-
-
-def _check_params(params: list, depth: int, activation: int, dim: int, action_dim: int, device) -> None:
-    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH:
-        raise ValueError(f"depth must be an int in 1..{MAX_DEPTH}, got {depth!r}")
-    if activation not in ACTIVATION_NAMES:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATION_NAMES)} ({ACTIVATION_NAMES}), got {activation!r}")
-    if len(params) != 5 + 2 * (depth + 1):
-        raise ValueError(f"params must hold {5 + 2 * (depth + 1)} tensors for depth {depth}, got {len(params)}")
-    hidden = params[6].shape[0] if params[6].dim() == 1 else -1
-    if hidden < 1:
-        raise ValueError(f"params[6] (b1) must be a non-empty 1-D tensor, got shape {tuple(params[6].shape)}")
-    names = ["state_mean", "state_std", "action_mean", "action_std", "delta_scale"]
-    shapes = [(dim,), (dim,), (action_dim,), (action_dim,), (dim,)]
-    names += ["W1^T", "b1"]
-    shapes += [(dim + action_dim, hidden), (hidden,)]
-    for layer in range(2, depth + 1):
-        names += [f"W{layer}^T", f"b{layer}"]
-        shapes += [(hidden, hidden), (hidden,)]
-    names += ["Wout^T", "bout"]
-    shapes += [(hidden, dim), (dim,)]
-    matmul_dtype = params[5].dtype
-    for name, tensor, shape in zip(names, params, shapes):
-        matrix = len(shape) == 2
-        dtypes = (matmul_dtype,) if matrix else (torch.float32,)
-        if matrix and matmul_dtype not in (torch.float32, torch.bfloat16):
-            raise TypeError(f"params {name} must be float32 or bfloat16, got {matmul_dtype}")
-        check_tensor(f"params {name}", tensor, shape=shape, dtypes=dtypes, contiguous=True)
-        check_same_device(states=torch.empty(0, device=device), **{f"params {name}": tensor})
+from .pack import PackedMLP, check_packed_params, check_supported, packed_for
 
 
 def _check_tensors(
@@ -68,7 +39,7 @@ def _check_tensors(
     check_bounds(actions, low, high)
     check_same_device(states=states, actions=actions)
     check_noise(noise, states)
-    _check_params(list(params), depth, activation, dim, actions.shape[-1], states.device)
+    check_packed_params(list(params), depth, activation, dim, actions.shape[-1], states.device)
 
 
 @torch.library.custom_op(
@@ -196,15 +167,12 @@ def fused_mlp_iteration_(
     Returns:
         ``(energy [B], states_out [B, T+1, D])``.
     """
-    packed = model if isinstance(model, PackedMLP) else None
-    module = packed.model if packed is not None else model
+    module = model.model if isinstance(model, PackedMLP) else model
     name = fused_mlp_backend(backend, states.device)
     if states_out is None:
         states_out = torch.empty_like(states)
     if name == "reference":
-        reason = fused_mlp_unsupported_reason(module)
-        if reason is not None:
-            raise ValueError(reason)
+        check_supported(module)
         if noise is None:
             generator = seeded_generator(seed, generator, states.device)
         states_out.copy_(states)
@@ -215,13 +183,7 @@ def fused_mlp_iteration_(
             step, lr_states, lr_actions, beta1, beta2, eps, noise_std, low, high, noise, generator,
         )
         return energy, states_out
-    if packed is None:
-        packed = pack_mlp(module, device=states.device)
-    if packed.state_dim != states.shape[-1] or packed.action_dim != actions.shape[-1]:
-        raise ValueError(
-            f"the MLP maps D = {packed.state_dim}, A = {packed.action_dim}; got states of shape {tuple(states.shape)} "
-            f"and actions of shape {tuple(actions.shape)}"
-        )
+    packed = packed_for(model, states, actions)
     energy = torch.ops.grasp.fused_mlp_iteration(
         states.detach(), actions, states_out, list(packed.tensors), packed.depth, packed.activation, gamma,
         state_exp_avg, state_exp_avg_sq, action_exp_avg, action_exp_avg_sq, step, lr_states, lr_actions, beta1,

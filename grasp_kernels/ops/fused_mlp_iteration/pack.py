@@ -1,4 +1,5 @@
-"""An :class:`~grasp_kernels.models.MLPDynamics` packed for the fused MLP kernel (no Triton import).
+"""An :class:`~grasp_kernels.models.MLPDynamics` packed for the fused MLP kernel (no Triton import), and the checks
+of a packed model that both fused MLP ops share.
 
 The fused kernel (:mod:`.triton_kernel`) reads the model as a flat list of tensors,
 prepared once per plan by :func:`pack_mlp`:
@@ -20,7 +21,10 @@ from typing import Optional
 import torch
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "MAX_DEPTH", "PackedMLP", "fused_mlp_unsupported_reason", "pack_mlp"]
+from ..._checks import check_same_device, check_tensor
+
+__all__ = ["ACTIVATIONS", "MAX_DEPTH", "PackedMLP", "check_packed_params", "check_supported", "fused_mlp_unsupported_reason",
+           "pack_mlp", "packed_for"]
 
 # activation module -> the kernel's constexpr ACT code
 ACTIVATIONS: dict[type, int] = {nn.SiLU: 0, nn.ReLU: 1, nn.Tanh: 2}
@@ -118,3 +122,54 @@ def pack_mlp(
         matmul_dtype=matmul_dtype,
         tensors=tuple(tensors),
     )
+
+
+def check_packed_params(params: list, depth: int, activation: int, dim: int, action_dim: int, device) -> None:
+    """The custom ops' check of a packed model (``params`` as :attr:`PackedMLP.tensors`, with ``depth``
+    and ``activation``) for states of width ``dim`` and actions of width ``action_dim`` on ``device``;
+    errors name the parameter."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH:
+        raise ValueError(f"depth must be an int in 1..{MAX_DEPTH}, got {depth!r}")
+    if activation not in ACTIVATION_NAMES:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATION_NAMES)} ({ACTIVATION_NAMES}), got {activation!r}")
+    if len(params) != 5 + 2 * (depth + 1):
+        raise ValueError(f"params must hold {5 + 2 * (depth + 1)} tensors for depth {depth}, got {len(params)}")
+    hidden = params[6].shape[0] if params[6].dim() == 1 else -1
+    if hidden < 1:
+        raise ValueError(f"params[6] (b1) must be a non-empty 1-D tensor, got shape {tuple(params[6].shape)}")
+    names = ["state_mean", "state_std", "action_mean", "action_std", "delta_scale"]
+    shapes = [(dim,), (dim,), (action_dim,), (action_dim,), (dim,)]
+    names += ["W1^T", "b1"]
+    shapes += [(dim + action_dim, hidden), (hidden,)]
+    for layer in range(2, depth + 1):
+        names += [f"W{layer}^T", f"b{layer}"]
+        shapes += [(hidden, hidden), (hidden,)]
+    names += ["Wout^T", "bout"]
+    shapes += [(hidden, dim), (dim,)]
+    matmul_dtype = params[5].dtype
+    for name, tensor, shape in zip(names, params, shapes):
+        matrix = len(shape) == 2
+        dtypes = (matmul_dtype,) if matrix else (torch.float32,)
+        if matrix and matmul_dtype not in (torch.float32, torch.bfloat16):
+            raise TypeError(f"params {name} must be float32 or bfloat16, got {matmul_dtype}")
+        check_tensor(f"params {name}", tensor, shape=shape, dtypes=dtypes, contiguous=True)
+        check_same_device(states=torch.empty(0, device=device), **{f"params {name}": tensor})
+
+
+def check_supported(model: object) -> None:
+    """Raise ValueError (the reason) if the fused MLP kernels cannot evaluate ``model``."""
+    reason = fused_mlp_unsupported_reason(model)
+    if reason is not None:
+        raise ValueError(reason)
+
+
+def packed_for(model: "nn.Module | PackedMLP", states: torch.Tensor, actions: torch.Tensor) -> PackedMLP:
+    """``model`` packed on ``states``' device (a :class:`PackedMLP` is used as given), checked against
+    the state width ``states.shape[-1]`` and the action width ``actions.shape[-1]``."""
+    packed = model if isinstance(model, PackedMLP) else pack_mlp(model, device=states.device)
+    if packed.state_dim != states.shape[-1] or packed.action_dim != actions.shape[-1]:
+        raise ValueError(
+            f"the MLP maps D = {packed.state_dim}, A = {packed.action_dim}; got states of shape {tuple(states.shape)} "
+            f"and actions of shape {tuple(actions.shape)}"
+        )
+    return packed

@@ -28,26 +28,12 @@ virtual, the goal copied for ``t = T-1``) and tile rows ``t = 0`` copy ``s_0``, 
 ``states_out`` is written exactly once and ``states`` is only read. The planner swaps the two buffers
 after each iteration (no copy).
 
-What lives where: two variants of the MLP part, chosen by the padded hidden width ``HP``.
-
-- Register variant (``HP <= NARROW_MAX_HIDDEN``): the pre-activations ``z_l`` of every hidden layer
-  ``[BM, HP]`` stay in registers through the backward; each weight matrix is read twice per tile from
-  global memory (L2-resident across tiles): ``W^T`` for the forward, its transpose for the backward
-  (keeping the forward's tile live in registers through the backward cost more spills). Nothing of
-  the MLP (activations, ``pred``, ``dE/dp``, gradients) is written to global memory.
-- Wide variant (``HP > NARROW_MAX_HIDDEN``, the usual 256-1024 widths): whole ``[HP, HP]`` weight
-  tiles no longer fit (registers, and shared memory for the ``tl.dot`` operands: 1 MB at H = 512
-  float32), and ``[BM, HP]`` activations outgrow the registers. Every layer is then a blocked matmul
-  over ``[BM, BH] x [BH, BH]`` blocks, and the pre-activations go to a per-program scratch of
-  ``DEPTH x [BM, HP]`` float32; the backward overwrites them with their gradients, layer by layer
-  (each element by the thread that read it; a CTA barrier between layers, because the next layer
-  reads blocks that other threads wrote). Triton has no shared-memory scratch, and at these widths
-  ``[BM, HP]`` does not fit in shared memory anyway (64 x 1024 x 4 B = 256 KB per layer). The grid is
-  persistent (one program per SM: 255 registers x 256 threads fill its register file; each program
-  loops over tiles), so the scratch is ``programs x DEPTH x BM x HP x 4`` bytes (35 MB per layer at
-  132 SMs, BM = 64, H = 1024; rewritten by the same program tile after tile, so much of it stays in
-  L2). ``HP`` is H rounded up to a multiple of ``BH`` (not to a power of two). The weights are read once per
-  tile for the forward and once (transposed) for the backward.
+What lives where: the MLP part is :mod:`.._mlp_triton` (shared with the fused sync step). Register
+variant for padded hidden widths up to ``NARROW_MAX_HIDDEN``: nothing of the MLP (activations, ``pred``,
+``dE/dp``, gradients) is written to global memory. Wide variant above it: the pre-activations go to a
+per-program scratch, ``programs x DEPTH x BM x HP x 4`` bytes with one persistent program per SM (35 MB
+per layer at 132 SMs, BM = 64, H = 1024; rewritten by the same program tile after tile, so much of it
+stays in L2).
 
 Register pressure of the register variant grows with ``BM * HP``: it serves padded widths up to 32
 only, with 32 rows per tile. ``NARROW_MAX_HIDDEN``, ``NARROW_ROWS``, ``WIDE_BLOCK``, ``WIDE_ROWS`` and the
@@ -60,13 +46,26 @@ so a seed draws bit-identical noise in the fused and unfused paths.
 
 from __future__ import annotations
 
-import functools
 from typing import Optional, Sequence
 
 import torch
 import triton
 import triton.language as tl
 
+from .._mlp_triton import (
+    is_wide,
+    kernel_params,
+    load_vec,
+    mlp_backward,
+    mlp_forward,
+    mlp_input_grad,
+    normalised_inputs,
+    pad_dim,
+    padded_hidden,
+    wide_block,
+    wide_programs,
+    wide_scratch,
+)
 from .._triton_common import (
     INTERPRET,
     NOISE_TENSOR,
@@ -81,106 +80,9 @@ from .._triton_common import (
 
 # rows per tile under the interpreter (each program costs Python overhead: few, large programs)
 INTERPRET_ROWS = 128
-MIN_DOT = 16  # tl.dot needs every dimension >= 16 on NVIDIA GPUs
-# padded hidden widths above this run the wide variant: [BM, HP] register tiles and whole [HP, HP]
-# weight tiles stop fitting (registers, and shared memory for the tl.dot operands) beyond it
-# Set from the sm_90 lowering check (ptxas -v, tests/test_lowering.py; docs/design.md): the register variant
-# spills from padded width 48-64 on (1.2-26 KB per thread at 16-64 rows), the blocked one with 32-wide
-# blocks stays at 0-28 B from H = 32 to 1024 (64-wide blocks: 36-1440 B)
-NARROW_MAX_HIDDEN = 32
 NARROW_ROWS = 32  # BM of the register variant on a GPU (64 rows spill 76-184 B at H = 16-32)
-WIDE_BLOCK = 32  # BH: hidden block of the wide variant
 WIDE_ROWS = 64  # BM of the wide variant on a GPU up to WIDE_ROWS_MAX_HIDDEN, then 32 (H = 1024: 392 B of spills at 64)
 WIDE_ROWS_MAX_HIDDEN = 512
-# 255 registers x 256 threads (ptxas -v, sm_90) fill an SM's register file: one resident program per
-# SM; more would run in waves with a larger scratch
-WIDE_PROGRAMS_PER_SM = 1
-INTERPRET_WIDE_PROGRAMS = 2  # under the interpreter: a few programs, each looping over several tiles
-
-
-@triton.jit
-def _tanh(z):
-    """tanh from one exp (interpreter- and GPU-safe); absolute error ~1e-7 near 0."""
-    e = tl.exp(-2.0 * tl.abs(z))
-    t = (1.0 - e) / (1.0 + e)
-    return tl.where(z < 0.0, -t, t)
-
-
-@triton.jit
-def _activation(z, ACT: tl.constexpr):
-    """ACT 0: SiLU, 1: ReLU, 2: Tanh."""
-    if ACT == 0:
-        h = z * tl.sigmoid(z)
-    elif ACT == 1:
-        h = tl.maximum(z, 0.0)
-    else:
-        h = _tanh(z)
-    return h
-
-
-@triton.jit
-def _activation_grad(dh, z, ACT: tl.constexpr):
-    """``dh * act'(z)`` with torch's backward formulas (SiLU: sig (1 + z (1 - sig)); ReLU: z > 0;
-    Tanh: 1 - tanh^2)."""
-    if ACT == 0:
-        sg = tl.sigmoid(z)
-        dz = dh * (sg * (1.0 + z * (1.0 - sg)))
-    elif ACT == 1:
-        dz = tl.where(z > 0.0, dh, 0.0)
-    else:
-        t = _tanh(z)
-        dz = dh * (1.0 - t * t)
-    return dz
-
-
-@triton.jit
-def _load_block(ptr, row0, col0, row_end, col_end, ld, R: tl.constexpr, C: tl.constexpr):
-    """``[R, C]`` block (zero padded) at (``row0``, ``col0``) of a row-major matrix with leading dimension
-    ``ld``, rows ``< row_end`` and columns ``< col_end`` valid."""
-    r = row0 + tl.arange(0, R)
-    c = col0 + tl.arange(0, C)
-    mask = (r < row_end)[:, None] & (c < col_end)[None, :]
-    return tl.load(ptr + r[:, None] * ld + c[None, :], mask=mask, other=0.0)
-
-
-@triton.jit
-def _load_block_t(ptr, row0, col0, row_end, col_end, ld, R: tl.constexpr, C: tl.constexpr):
-    """The transpose ``[C, R]`` of the block :func:`_load_block` loads (a second, transposed read of the
-    same weights for the backward: cheaper than keeping the forward's tile live in registers)."""
-    r = row0 + tl.arange(0, R)
-    c = col0 + tl.arange(0, C)
-    mask = (c < col_end)[:, None] & (r < row_end)[None, :]
-    return tl.load(ptr + r[None, :] * ld + c[:, None], mask=mask, other=0.0)
-
-
-@triton.jit
-def _load_mat(ptr, row0, n_rows, n_cols, R: tl.constexpr, C: tl.constexpr):
-    """``[R, C]`` tile of rows ``row0 .. row0+n_rows-1`` of a row-major ``[*, n_cols]`` matrix."""
-    return _load_block(ptr, row0, 0, row0 + n_rows, n_cols, n_cols, R, C)
-
-
-@triton.jit
-def _load_mat_t(ptr, row0, n_rows, n_cols, R: tl.constexpr, C: tl.constexpr):
-    """The transpose ``[C, R]`` of the tile :func:`_load_mat` loads."""
-    return _load_block_t(ptr, row0, 0, row0 + n_rows, n_cols, n_cols, R, C)
-
-
-@triton.jit
-def _load_vec_at(ptr, start, n, N: tl.constexpr, other: tl.constexpr):
-    """Elements ``start .. start+N-1`` of a length-``n`` vector (``other`` past its end)."""
-    idx = start + tl.arange(0, N)
-    return tl.load(ptr + idx, mask=idx < n, other=other)
-
-
-@triton.jit
-def _load_vec(ptr, n, N: tl.constexpr, other: tl.constexpr):
-    return _load_vec_at(ptr, 0, n, N, other)
-
-
-@triton.jit
-def _dense(x, w, b):
-    """``x @ w + b`` on tensor cores: x cast to the matrix dtype, float32 accumulation (IEEE for f32)."""
-    return tl.dot(x.to(w.dtype), w, input_precision="ieee") + b[None, :]
 
 
 @triton.jit
@@ -195,94 +97,6 @@ def _mlp_rows(pid, n_chunks, n_plans, T, BP: tl.constexpr, BT: tl.constexpr):
     plans = pid_p.to(tl.int64) * BP + tl.arange(0, BP).to(tl.int64)
     return plan, t, (plan < n_plans) & (t < T), plans, pid_c
 
-
-@triton.jit
-def _scratch_block(layer_ptr, col0, BM: tl.constexpr, HP: tl.constexpr, BH: tl.constexpr):
-    """Pointers to columns ``col0 .. col0+BH-1`` of a ``[BM, HP]`` scratch layer (always in bounds:
-    HP is a multiple of BH, :func:`padded_hidden`)."""
-    r = tl.arange(0, BM)
-    c = col0 + tl.arange(0, BH)
-    return layer_ptr + r[:, None] * HP + c[None, :]
-
-
-@triton.jit
-def _wide_first_layer(xs, xa, z_ptr, w1_ptr, b1_ptr, D, A, H,
-                      BM: tl.constexpr, DP: tl.constexpr, AP: tl.constexpr, HP: tl.constexpr, BH: tl.constexpr):
-    """``z1 = [xs, xa] @ W1^T + b1`` into scratch layer ``z_ptr``."""
-    for j0 in range(0, HP, BH):
-        w1s = _load_block(w1_ptr, 0, j0, D, H, H, DP, BH)
-        w1a = _load_block(w1_ptr, D, j0, D + A, H, H, AP, BH)
-        z = tl.dot(xs.to(w1s.dtype), w1s, input_precision="ieee") + _dense(xa, w1a, _load_vec_at(b1_ptr, j0, H, BH, 0.0))
-        tl.store(_scratch_block(z_ptr, j0, BM, HP, BH), z)
-    tl.debug_barrier()  # the next layer reads blocks other threads wrote
-
-
-@triton.jit
-def _wide_hidden_layer(zin_ptr, zout_ptr, w_ptr, b_ptr, H,
-                       BM: tl.constexpr, HP: tl.constexpr, BH: tl.constexpr, ACT: tl.constexpr):
-    """``z_out = act(z_in) @ W^T + b`` (scratch layer to scratch layer)."""
-    for j0 in range(0, HP, BH):
-        acc = tl.zeros([BM, BH], dtype=tl.float32) + _load_vec_at(b_ptr, j0, H, BH, 0.0)[None, :]
-        for i0 in range(0, HP, BH):
-            h = _activation(tl.load(_scratch_block(zin_ptr, i0, BM, HP, BH)), ACT)
-            w = _load_block(w_ptr, i0, j0, H, H, H, BH, BH)
-            acc += tl.dot(h.to(w.dtype), w, input_precision="ieee")
-        tl.store(_scratch_block(zout_ptr, j0, BM, HP, BH), acc)
-    tl.debug_barrier()
-
-
-@triton.jit
-def _wide_output(z_ptr, wo_ptr, bo_ptr, D, H,
-                 BM: tl.constexpr, DP: tl.constexpr, HP: tl.constexpr, BH: tl.constexpr, ACT: tl.constexpr):
-    """``f = act(z_depth) @ Wout^T + bout`` ``[BM, DP]`` (registers)."""
-    f = tl.zeros([BM, DP], dtype=tl.float32) + _load_vec(bo_ptr, D, DP, 0.0)[None, :]
-    for i0 in range(0, HP, BH):
-        h = _activation(tl.load(_scratch_block(z_ptr, i0, BM, HP, BH)), ACT)
-        w = _load_block(wo_ptr, i0, 0, H, D, D, BH, DP)
-        f += tl.dot(h.to(w.dtype), w, input_precision="ieee")
-    tl.debug_barrier()  # the backward overwrites the blocks other threads just read
-    return f
-
-
-@triton.jit
-def _wide_output_backward(df, z_ptr, wo_ptr, D, H,
-                          BM: tl.constexpr, DP: tl.constexpr, HP: tl.constexpr, BH: tl.constexpr, ACT: tl.constexpr):
-    """``dz_depth = act'(z_depth) * (df @ Wout)``, written over ``z_depth`` (each element by the thread
-    that read it)."""
-    for j0 in range(0, HP, BH):
-        wt = _load_block_t(wo_ptr, j0, 0, H, D, D, BH, DP)  # [DP, BH]
-        dh = tl.dot(df.to(wt.dtype), wt, input_precision="ieee")
-        ptrs = _scratch_block(z_ptr, j0, BM, HP, BH)
-        tl.store(ptrs, _activation_grad(dh, tl.load(ptrs), ACT))
-    tl.debug_barrier()
-
-
-@triton.jit
-def _wide_hidden_backward(dz_ptr, z_ptr, w_ptr, H,
-                          BM: tl.constexpr, HP: tl.constexpr, BH: tl.constexpr, ACT: tl.constexpr):
-    """``dz_{l-1} = act'(z_{l-1}) * (dz_l @ W_l)`` (``W_l^T`` packed ``[H_in, H_out]``), written over
-    ``z_{l-1}``; ``dz_l`` is only read."""
-    for i0 in range(0, HP, BH):
-        dh = tl.zeros([BM, BH], dtype=tl.float32)
-        for j0 in range(0, HP, BH):
-            wt = _load_block_t(w_ptr, i0, j0, H, H, H, BH, BH)  # [out block j, in block i]
-            dz = tl.load(_scratch_block(dz_ptr, j0, BM, HP, BH))
-            dh += tl.dot(dz.to(wt.dtype), wt, input_precision="ieee")
-        ptrs = _scratch_block(z_ptr, i0, BM, HP, BH)
-        tl.store(ptrs, _activation_grad(dh, tl.load(ptrs), ACT))
-    tl.debug_barrier()
-
-
-@triton.jit
-def _wide_action_grad(dz_ptr, w1_ptr, D, A, H,
-                      BM: tl.constexpr, AP: tl.constexpr, HP: tl.constexpr, BH: tl.constexpr):
-    """``dz_1 @ W1[:, D:]`` ``[BM, AP]``: the gradient at the (normalised) action input."""
-    ga = tl.zeros([BM, AP], dtype=tl.float32)
-    for j0 in range(0, HP, BH):
-        wt = _load_block_t(w1_ptr, D, j0, D + A, H, H, AP, BH)  # [BH, AP]
-        dz = tl.load(_scratch_block(dz_ptr, j0, BM, HP, BH))
-        ga += tl.dot(dz.to(wt.dtype), wt, input_precision="ieee")
-    return ga
 
 
 @triton.jit(do_not_specialize=["seed"])
@@ -300,8 +114,6 @@ def _fused_mlp_iteration_kernel(
     pid = tl.program_id(0)
     # WIDE: this program's scratch, DEPTH layers of [BM, HP] (pre-activations, then their gradients)
     z1_ptr = scratch_ptr + pid.to(tl.int64) * (DEPTH * BM * HP)
-    z2_ptr = z1_ptr + BM * HP
-    z3_ptr = z2_ptr + BM * HP
     if WIDE:  # persistent: the grid is capped (one scratch per program)
         tile_end, tile_step = n_tiles, tl.num_programs(0)
     else:  # one tile per program (a one-trip loop: straight-line code after LLVM)
@@ -319,37 +131,16 @@ def _fused_mlp_iteration_kernel(
         # ---- inputs, normalised (zero on padding) ---------------------------------------------
         s = tl.load(states_ptr + s_off, mask=dmask, other=0.0)
         a = tl.load(actions_ptr + a_off, mask=amask, other=0.0)
-        mean = _load_vec(mean_ptr, D, DP, 0.0)
-        std = _load_vec(std_ptr, D, DP, 1.0)
-        amean = _load_vec(amean_ptr, A, AP, 0.0)
-        astd = _load_vec(astd_ptr, A, AP, 1.0)
-        delta = _load_vec(delta_ptr, D, DP, 0.0)
-        xs = tl.where(dmask, (s - mean[None, :]) / std[None, :], 0.0)
-        xa = tl.where(amask, (a - amean[None, :]) / astd[None, :], 0.0)
+        mean = load_vec(mean_ptr, D, DP, 0.0)
+        std = load_vec(std_ptr, D, DP, 1.0)
+        amean = load_vec(amean_ptr, A, AP, 0.0)
+        astd = load_vec(astd_ptr, A, AP, 1.0)
+        delta = load_vec(delta_ptr, D, DP, 0.0)
+        xs, xa = normalised_inputs(s, a, dmask, amask, mean, std, amean, astd)
 
-        # ---- MLP forward ------------------------------------------------------------------------
-        if WIDE:  # pre-activations in the scratch, [BM, BH] blocks
-            _wide_first_layer(xs, xa, z1_ptr, w1_ptr, b1_ptr, D, A, H, BM, DP, AP, HP, BH)
-            if DEPTH >= 2:
-                _wide_hidden_layer(z1_ptr, z2_ptr, w2_ptr, b2_ptr, H, BM, HP, BH, ACT)
-            if DEPTH >= 3:
-                _wide_hidden_layer(z2_ptr, z3_ptr, w3_ptr, b3_ptr, H, BM, HP, BH, ACT)
-            f = _wide_output(z1_ptr + (DEPTH - 1) * (BM * HP), wo_ptr, bo_ptr, D, H, BM, DP, HP, BH, ACT)
-        else:  # whole [BM, HP] pre-activations in registers, kept for the backward
-            w1s = _load_mat(w1_ptr, 0, D, H, DP, HP)  # W1^T rows of the state inputs  [DP, HP]
-            w1a = _load_mat(w1_ptr, D, A, H, AP, HP)  # W1^T rows of the action inputs [AP, HP]
-            z1 = tl.dot(xs.to(w1s.dtype), w1s, input_precision="ieee")
-            z1 = _dense(xa, w1a, _load_vec(b1_ptr, H, HP, 0.0)) + z1
-            h = _activation(z1, ACT)
-            z2 = z1
-            z3 = z1
-            if DEPTH >= 2:
-                z2 = _dense(h, _load_mat(w2_ptr, 0, H, H, HP, HP), _load_vec(b2_ptr, H, HP, 0.0))
-                h = _activation(z2, ACT)
-            if DEPTH >= 3:
-                z3 = _dense(h, _load_mat(w3_ptr, 0, H, H, HP, HP), _load_vec(b3_ptr, H, HP, 0.0))
-                h = _activation(z3, ACT)
-            f = _dense(h, _load_mat(wo_ptr, 0, H, D, HP, DP), _load_vec(bo_ptr, D, DP, 0.0))  # Wout^T [HP, DP]
+        # ---- MLP forward (wide: pre-activations in the scratch; register: kept for the backward) ----
+        f, z1, z2, z3 = mlp_forward(xs, xa, z1_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr, wo_ptr, bo_ptr,
+                                    D, A, H, BM, DP, AP, HP, DEPTH, ACT, WIDE, BH)
         p = s + delta[None, :] * f
         # loaded after the MLP: fewer registers live through it
         next_off = s_off + D  # states[b, t+1, :]
@@ -366,32 +157,17 @@ def _fused_mlp_iteration_kernel(
 
         # ---- backward to the action input only ------------------------------------------------
         df = (2.0 * r + (2.0 * gamma) * q) * delta[None, :]  # dE/dp * delta = dE/df
-        if WIDE:  # gradients written over the pre-activations, layer by layer
-            _wide_output_backward(df, z1_ptr + (DEPTH - 1) * (BM * HP), wo_ptr, D, H, BM, DP, HP, BH, ACT)
-            if DEPTH >= 3:
-                _wide_hidden_backward(z3_ptr, z2_ptr, w3_ptr, H, BM, HP, BH, ACT)
-            if DEPTH >= 2:
-                _wide_hidden_backward(z2_ptr, z1_ptr, w2_ptr, H, BM, HP, BH, ACT)
-            ga = _wide_action_grad(z1_ptr, w1_ptr, D, A, H, BM, AP, HP, BH) / astd[None, :]
+        dz1 = mlp_backward(df, z1, z2, z3, z1_ptr, w2_ptr, w3_ptr, wo_ptr, D, H, BM, DP, HP, DEPTH, ACT, WIDE, BH)
+        ga = mlp_input_grad(dz1, z1_ptr, w1_ptr, D, A, H, BM, AP, HP, WIDE, BH) / astd[None, :]
+        if WIDE:
             tl.debug_barrier()  # the next tile overwrites the scratch this one just read
-        else:
-            wdt = w1_ptr.dtype.element_ty
-            dh = tl.dot(df.to(wdt), _load_mat_t(wo_ptr, 0, H, D, HP, DP), input_precision="ieee")  # [BM, HP]
-            if DEPTH >= 3:
-                dz = _activation_grad(dh, z3, ACT)
-                dh = tl.dot(dz.to(wdt), _load_mat_t(w3_ptr, 0, H, H, HP, HP), input_precision="ieee")
-            if DEPTH >= 2:
-                dz = _activation_grad(dh, z2, ACT)
-                dh = tl.dot(dz.to(wdt), _load_mat_t(w2_ptr, 0, H, H, HP, HP), input_precision="ieee")
-            dz = _activation_grad(dh, z1, ACT)
-            ga = tl.dot(dz.to(wdt), _load_mat_t(w1_ptr, D, A, H, AP, HP), input_precision="ieee") / astd[None, :]
 
         # ---- action step: Adam then clamp, in place (a_t belongs to this tile row alone) --------
         am = tl.load(a_avg_ptr + a_off, mask=amask, other=0.0)
         av = tl.load(a_avg_sq_ptr + a_off, mask=amask, other=0.0)
         a, am, av = adam(a, ga, am, av, lerp_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step_a)
-        lo = _load_vec(low_ptr, A, AP, 0.0)
-        hi = _load_vec(high_ptr, A, AP, 0.0)
+        lo = load_vec(low_ptr, A, AP, 0.0)
+        hi = load_vec(high_ptr, A, AP, 0.0)
         a = clamp(a, lo[None, :], hi[None, :])
         tl.store(actions_ptr + a_off, a, mask=amask)
         tl.store(a_avg_ptr + a_off, am, mask=amask)
@@ -410,15 +186,6 @@ def _fused_mlp_iteration_kernel(
         tl.store(out_ptr + s_off, s, mask=dmask & (t == 0)[:, None])  # s_0, copied
 
 
-def _pad(n: int) -> int:
-    return max(MIN_DOT, triton.next_power_of_2(max(n, 1)))
-
-
-def is_wide(hidden: int) -> bool:
-    """Whether a hidden width runs the wide (blocked, scratch) variant rather than the register one."""
-    return _pad(hidden) > NARROW_MAX_HIDDEN
-
-
 def gpu_rows(hidden: int) -> int:
     """Rows per tile ``BM`` on a GPU: NARROW_ROWS for the register variant; for the wide one WIDE_ROWS,
     halved above WIDE_ROWS_MAX_HIDDEN (its register tiles are [BM, BH])."""
@@ -430,7 +197,7 @@ def gpu_rows(hidden: int) -> int:
 def mlp_tile_config(n_plans: int, horizon: int, hidden: int, rows: Optional[int] = None) -> tuple[int, int, int]:
     """``(BP, BT, n_chunks)``: tiles of ``BP`` plans x ``BT`` time steps (``BP*BT >= 16`` rows)."""
     if rows is None:
-        rows = min(INTERPRET_ROWS, _pad(n_plans * horizon)) if INTERPRET else gpu_rows(hidden)
+        rows = min(INTERPRET_ROWS, pad_dim(n_plans * horizon)) if INTERPRET else gpu_rows(hidden)
     bt = min(triton.next_power_of_2(max(horizon, 1)), rows)
     bp = rows // bt
     return bp, bt, triton.cdiv(horizon, bt)
@@ -439,33 +206,6 @@ def mlp_tile_config(n_plans: int, horizon: int, hidden: int, rows: Optional[int]
 def num_warps_for(hidden: int) -> int:
     # wide: 8 warps (with 4, 48-wide layers spill 32 B); the register variant's tiles are small
     return 8 if is_wide(hidden) else 4
-
-
-def wide_block(hidden: int) -> int:
-    """Hidden block ``BH`` of the wide variant (a power of two)."""
-    return min(WIDE_BLOCK, _pad(hidden))
-
-
-def padded_hidden(hidden: int) -> int:
-    """``HP``: the register variant's power of two (``tl.arange`` over it); the wide variant only loops
-    over BH blocks, so a multiple of BH suffices (H = 520: 576, not 1024)."""
-    if is_wide(hidden):
-        return triton.cdiv(hidden, wide_block(hidden)) * wide_block(hidden)
-    return _pad(hidden)
-
-
-def wide_programs(n_tiles: int, device: torch.device) -> int:
-    """Programs of a wide launch: persistent, so that the scratch (one per program) stays small."""
-    if INTERPRET or device.type != "cuda":
-        return min(n_tiles, INTERPRET_WIDE_PROGRAMS)
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return min(n_tiles, _multiprocessors(index) * WIDE_PROGRAMS_PER_SM)
-
-
-@functools.lru_cache(maxsize=None)
-def _multiprocessors(index: int) -> int:
-    """SMs of CUDA device ``index``, queried once (the launcher runs every iteration)."""
-    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def launch(
@@ -502,21 +242,14 @@ def launch(
     horizon, action_dim = actions.shape[1], actions.shape[2]
     if n_plans == 0:
         return
-    mean, std, amean, astd, delta, w1, b1 = params[:7]
-    hidden_layers = [(params[7 + 2 * i], params[8 + 2 * i]) for i in range(depth - 1)]
-    wo, bo = params[-2], params[-1]
-    while len(hidden_layers) < 2:  # unused pointer slots (DEPTH is constexpr)
-        hidden_layers.append((w1, b1))
-    (w2, b2), (w3, b3) = hidden_layers[:2]
-    hidden = b1.shape[0]
+    hidden = params[6].shape[0]
     bp, bt, n_chunks = mlp_tile_config(n_plans, horizon, hidden)
     n_tiles = triton.cdiv(n_plans, bp) * n_chunks
     check_grid(n_tiles)
     wide = is_wide(hidden)
     if wide:  # per program: depth layers of [BM, HP] pre-activations, then their gradients
         n_programs = wide_programs(n_tiles, states.device)
-        scratch = torch.empty(n_programs * depth * bp * bt * padded_hidden(hidden), device=states.device,
-                              dtype=torch.float32)
+        scratch = wide_scratch(n_programs, depth, bp * bt, hidden, states.device)
     else:
         n_programs, scratch = n_tiles, states  # unused pointer
     mode = noise_mode(float(noise_std), noise, n_plans * (rows - 2) * dim)
@@ -527,10 +260,10 @@ def launch(
         states, actions, states_out, out,
         state_exp_avg, state_exp_avg_sq, action_exp_avg, action_exp_avg_sq,
         noise if mode == NOISE_TENSOR else states, low, high,
-        mean, std, amean, astd, delta, w1, b1, w2, b2, w3, b3, wo, bo, scratch,
+        *kernel_params(params, depth), scratch,
         float(gamma), n_plans, horizon, dim, action_dim, hidden, n_chunks, n_tiles,
         lerp_w, b2_, omb2, sqrt_bc2, eps_, neg_step_s, neg_step_a, float(noise_std), int(seed),
-        BP=bp, BT=bt, DP=_pad(dim), AP=_pad(action_dim), HP=padded_hidden(hidden), DEPTH=depth, ACT=activation,
+        BP=bp, BT=bt, DP=pad_dim(dim), AP=pad_dim(action_dim), HP=padded_hidden(hidden), DEPTH=depth, ACT=activation,
         NOISE=mode, WIDE=wide, BH=wide_block(hidden), num_warps=num_warps_for(hidden),
     )
     if n_chunks > 1:
