@@ -34,7 +34,7 @@ COMPILE_BACKEND: str = "inductor"
 # dtype of the Adam step tensor: its bias corrections 1 - beta**step need more than float32 at step 1
 STEP_DTYPE = torch.float64
 
-__all__ = ["COMPILE_BACKEND", "CompiledFunction", "iteration_function", "step_tensor"]
+__all__ = ["COMPILE_BACKEND", "CompiledFunction", "Fallback", "iteration_function", "step_tensor"]
 
 
 def step_tensor(step: int, device: torch.device) -> torch.Tensor:
@@ -75,25 +75,34 @@ class CompiledFunction:
     """``fn`` under ``torch.compile`` (compiled on its first call), with an eager fallback.
 
     If compiling or a compiled call raises, one :class:`~grasp_kernels.backends.BackendFallbackWarning`
-    names ``what`` and the error, that call runs ``fn`` eagerly with the same arguments, and so does
-    every later call. A failure happens before the compiled graph runs (tracing and code generation
-    precede execution), so the arguments are still unmodified when the eager call gets them.
+    names ``what`` and the error, that call runs ``fn`` eagerly with the same arguments, and
+    ``fallback.failed`` turns True: every function sharing ``fallback`` runs eagerly from then on (one
+    warning for the plan, not one per function). A failure happens before the compiled graph runs
+    (tracing and code generation precede execution), so the arguments are still unmodified when the
+    eager call gets them.
 
     Args:
         fn: the function to compile (tensors in, tensors out; it may update its arguments in place).
         what: what ``fn`` is, for the warning ("the lifted iteration").
+        fallback: the flag shared by the functions that fall back together (default: its own).
         backend: the torch.compile backend (default :data:`COMPILE_BACKEND` when this object is built).
     """
 
-    def __init__(self, fn: Callable[..., torch.Tensor], what: str, backend: Optional[str] = None) -> None:
+    def __init__(self, fn: Callable[..., torch.Tensor], what: str, fallback: Optional["Fallback"] = None,
+                 backend: Optional[str] = None) -> None:
         self.fn = fn
         self.what = what
+        self.fallback = Fallback() if fallback is None else fallback
         self.backend = COMPILE_BACKEND if backend is None else backend
         self._compiled: Optional[Callable[..., torch.Tensor]] = None
-        self.failed = False
+
+    @property
+    def failed(self) -> bool:
+        """Compilation failed here or in a function sharing the fallback: calls run ``fn`` eagerly."""
+        return self.fallback.failed
 
     def __call__(self, *args: object) -> torch.Tensor:
-        """``fn(*args)``, compiled unless compiling it failed before."""
+        """``fn(*args)``, compiled unless compiling failed before."""
         if self.failed:
             return self.fn(*args)
         try:
@@ -102,11 +111,18 @@ class CompiledFunction:
             with _trace_autograd():
                 return self._compiled(*args)
         except Exception as exc:  # any failure of torch.compile: the eager function still plans
-            self.failed = True
+            self.fallback.failed = True
             detail = (str(exc).strip().splitlines() or [""])[0][:200]
-            warn_once(f"grasp_kernels: compile=True runs {self.what} eagerly: torch.compile (backend "
-                      f"{self.backend!r}) failed: {type(exc).__name__}: {detail}")
+            warn_once(f"grasp_kernels: compile=True runs eagerly: torch.compile (backend {self.backend!r}) of "
+                      f"{self.what} failed: {type(exc).__name__}: {detail}")
             return self.fn(*args)
+
+
+class Fallback:
+    """Whether the compiled functions sharing this object run eagerly (set on their first failure)."""
+
+    def __init__(self) -> None:
+        self.failed = False
 
 
 def _trace_autograd() -> contextlib.AbstractContextManager:

@@ -110,7 +110,7 @@ class GraspPlanner:
                       "(the captured plan, or the eager loop where capture cannot run, uses the eager functions)")
         elif config.compile:
             self._compiled_iteration = CompiledFunction(iteration_function(world_model, config), "the lifted iteration")
-            self._compiled_sync = CompiledFunction(sync_step, "the sync step")
+            self._compiled_sync = CompiledFunction(sync_step, "the sync step", self._compiled_iteration.fallback)
 
     def backend_for(self, device: torch.device, dtype: torch.dtype) -> str:
         """The concrete backend this planner runs with for states on ``device`` of ``dtype``."""
