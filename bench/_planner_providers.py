@@ -37,8 +37,8 @@ import torch._dynamo
 from _timing import time_ms
 from grasp_kernels import GraspConfig, GraspPlanner
 from grasp_kernels.backends import backend_unavailable_reason
+from grasp_kernels.compiled import iteration_function, step_tensor
 from grasp_kernels.models import MLPDynamics, PatchTransformerDynamics
-from grasp_kernels.lifted import lifted_iteration
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 Timed = Callable[[], object]
@@ -128,21 +128,18 @@ def planner_iteration_fn(planner: GraspPlanner, shape: Shape, device: torch.devi
 
 def functional_iteration(model: torch.nn.Module, config: GraspConfig, shape: Shape, device: torch.device
                          ) -> Callable[..., torch.Tensor]:
-    """One GRASP iteration as a pure function of its tensors, for torch.compile: the planner's own
-    :func:`grasp_kernels.lifted.lifted_iteration` on the reference backend, with an explicit noise
-    tensor. The Adam step count is a host int, so a compile-time constant (dynamic=False); the work is
-    the same for every step."""
+    """One GRASP iteration as a function of tensors, for torch.compile: the planner's own compiled iteration
+    (:func:`grasp_kernels.compiled.iteration_function`, i.e. :func:`grasp_kernels.lifted.lifted_iteration` on
+    the reference backend) with the Adam step and sigma as 0-d tensors and an explicit noise tensor."""
+    iteration = iteration_function(model, config)
+    step = step_tensor(1, device)
+    sigma = torch.full((), config.state_noise, device=device)
 
-    def iteration(states, actions, m_s, v_s, m_a, v_a, noise, frames, low, high):
-        energy, _, _ = lifted_iteration(
-            model, states, actions, (m_s, v_s), (m_a, v_a), step=1, gamma=config.goal_weight,
-            lr_states=config.lr_states, lr_actions=config.lr_actions, beta1=config.beta1, beta2=config.beta2,
-            eps=config.adam_eps, noise_std=config.state_noise, low=low, high=high, state_shape=shape.state_shape,
-            history=shape.history, frames=frames, noise=noise, model_precision=precision(device, config.model_dtype),
-        )
-        return energy
+    def run(states, actions, m_s, v_s, m_a, v_a, noise, frames, low, high):
+        return iteration(states, actions, m_s, v_s, m_a, v_a, step, sigma, noise, frames, low, high, None,
+                         shape.state_shape)
 
-    return iteration
+    return run
 
 
 def model_alone_fn(shape: Shape, action_dim: int, model_dtype: Optional[str], device: torch.device) -> Timed:

@@ -69,6 +69,14 @@ class GraspConfig:
             ``stop_gradient=True``, ``history=1`` and no ``state_weights`` (else a ValueError when the
             planner is built); on the reference backend or with float64 states it falls back to the
             normal iteration with one warning. Same results as the normal iteration.
+        compile: ``torch.compile`` the lifted iteration (on the reference backend) and one sync step
+            (every backend), any device (:mod:`grasp_kernels.compiled`; backend
+            ``grasp_kernels.compiled.COMPILE_BACKEND``, default inductor). One graph per input shape serves
+            every iteration; the first plan of a shape pays the compilation. Same results as the eager
+            planner up to float rounding. If compiling fails (e.g. no C++ compiler for inductor, a world
+            model dynamo cannot trace) the plan runs eagerly after one warning. With a kernel backend the
+            iteration stays the kernels' (one warning), with ``cuda_graph`` nothing is compiled (one
+            warning); the fused MLP kernel, when it runs, replaces the compiled iteration.
     """
 
     horizon: int = 50
@@ -96,6 +104,7 @@ class GraspConfig:
     fused_mlp: bool = False
     model_dtype: Optional[str] = None
     cuda_graph: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -123,7 +132,7 @@ class GraspConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
         if self.model_dtype not in MODEL_DTYPES:
             raise ValueError(f"model_dtype must be one of {MODEL_DTYPES}, got {self.model_dtype!r}")
-        for name in ("fused_mlp", "stop_gradient", "anneal_noise", "check_finite", "cuda_graph"):
+        for name in ("fused_mlp", "stop_gradient", "anneal_noise", "check_finite", "cuda_graph", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
         if self.backend not in BACKENDS:

@@ -10,7 +10,7 @@ virtual states), ``actions [B, T, A]``, world-model predictions ``pred [B, T, D]
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 
@@ -31,6 +31,7 @@ __all__ = [
     "weighted_sq_norm",
     "shooting_loss",
     "init_states",
+    "sync_step",
     "gd_sync",
     "gd_sync_step",
 ]
@@ -127,14 +128,14 @@ def lifted_iteration(
     state_moments: tuple[torch.Tensor, torch.Tensor],
     action_moments: tuple[torch.Tensor, torch.Tensor],
     *,
-    step: int,
+    step: Union[int, torch.Tensor],
     gamma: float,
     lr_states: float,
     lr_actions: float,
     beta1: float,
     beta2: float,
     eps: float,
-    noise_std: float,
+    noise_std: Union[float, torch.Tensor],
     low: BoundArg,
     high: BoundArg,
     state_shape: tuple[int, ...],
@@ -162,7 +163,9 @@ def lifted_iteration(
         actions: ``[B, T, A]``, updated in place; ``state_moments`` ``[B, T+1, D]`` and
             ``action_moments`` ``[B, T, A]`` (exp_avg, exp_avg_sq) too.
         step: the 1-based Adam step of this iteration; ``gamma`` the goal weight; ``noise_std`` the
-            Langevin sigma; ``low``/``high`` the action bounds (None, float or ``[A]``).
+            Langevin sigma; ``low``/``high`` the action bounds (None, float or ``[A]``). On the reference
+            backend ``step`` (0-d float64) and ``noise_std`` may be tensors, with an explicit ``noise``:
+            then nothing here depends on a per-iteration host value (:mod:`grasp_kernels.compiled`).
         state_shape: ``S`` (``prod(S) = D``), the world model's state shape.
         backend: a concrete backend ("reference" | "triton" | "cuda").
         history, frames: ``h`` and, for ``h > 1``, the frame buffer ``[B, h-1+T, D]`` whose first
@@ -309,14 +312,17 @@ def init_states(
     return states
 
 
-def gd_sync_step(
+SyncStep = Callable[..., torch.Tensor]
+
+
+def sync_step(
     world_model: WorldModel,
     s0: torch.Tensor,
     goal: torch.Tensor,
     actions: torch.Tensor,
     exp_avg: torch.Tensor,
     exp_avg_sq: torch.Tensor,
-    step: int,
+    step: Union[int, torch.Tensor],
     lr: float,
     beta1: float,
     beta2: float,
@@ -326,13 +332,12 @@ def gd_sync_step(
     history: int = 1,
     weights: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """One step of the sync phase: the shooting loss of ``actions [B, T, A]`` and its gradient through
-    the full rollout, then one Adam step (``step`` 1-based, moments ``[B, T, A]`` updated in place) and
-    the clamp to ``[low, high]``, in place. ``s0``, ``goal``, ``history``, ``weights`` as
-    :func:`shooting_loss`.
+    """One step of the sync phase, in place: the shooting loss through the unrolled ``T``-step rollout,
+    its gradient w.r.t. ``actions``, then Adam (moments ``exp_avg``, ``exp_avg_sq``, 1-based ``step``,
+    an int or a 0-d float64 tensor) and the clamp to ``[low, high]``.
 
     Returns:
-        ``[B]`` shooting loss of the actions BEFORE the step (detached).
+        ``[B]`` shooting loss of the actions before the step (detached).
     """
     leaf = actions.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -357,21 +362,24 @@ def gd_sync(
     high: BoundArg,
     history: int = 1,
     weights: Optional[torch.Tensor] = None,
+    step_fn: Optional[SyncStep] = None,
 ) -> torch.Tensor:
     """The sync phase: ``steps`` Adam steps (fresh moments) on ``actions`` through the full rollout.
 
     ``history`` and ``weights`` as :func:`shooting_loss` (``s0`` is ``[B, h, *S]`` for ``h > 1``).
+    ``step_fn``: a stand-in for :func:`sync_step` with its signature (the planner's compiled step).
 
     Minimises the shooting loss of every plan (plans are independent, so their sum is minimised),
-    clamps to the bounds after each step and updates ``actions`` in place (:func:`gd_sync_step`).
+    clamps to the bounds after each step and updates ``actions`` in place (:func:`sync_step`).
 
     Returns:
         ``[B]`` shooting loss of the actions before the last step (detached).
     """
+    step_fn = sync_step if step_fn is None else step_fn
     exp_avg = torch.zeros_like(actions)
     exp_avg_sq = torch.zeros_like(actions)
     loss = torch.zeros(actions.shape[0], device=actions.device, dtype=actions.dtype)
     for step in range(1, steps + 1):
-        loss = gd_sync_step(world_model, s0, goal, actions, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high,
-                            history, weights)
+        loss = step_fn(world_model, s0, goal, actions, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high,
+                       history, weights)
     return loss

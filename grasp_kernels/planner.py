@@ -30,10 +30,11 @@ from ._problem import (
 )
 from ._checks import check_finite, check_tensor
 from .backends import BackendFallbackWarning, resolve_backend, triton_interpreter_active, warn_once
+from .compiled import CompiledFunction, iteration_function, step_tensor
 from .config import GraspConfig
 from .graphs import PlanGraphs
 from . import lifted
-from .lifted import WorldModel, gd_sync, lifted_iteration
+from .lifted import WorldModel, gd_sync, lifted_iteration, sync_step
 from .plan_state import PlanState
 from .result import PlanResult
 
@@ -99,6 +100,17 @@ class GraspPlanner:
         if config.fused_mlp:
             check_fused_mlp(world_model, config, self.state_weights)
         self._graphs = PlanGraphs()
+        # built once: the compiled sync step guards on the world model it is given (a new lambda per
+        # call would recompile every phase)
+        self._rollout = self.world_model if config.model_dtype is None else self._cast_rollout
+        self._compiled_iteration: Optional[CompiledFunction] = None
+        self._compiled_sync: Optional[CompiledFunction] = None
+        if config.compile and config.cuda_graph:
+            warn_once("grasp_kernels: compile=True is not combined with cuda_graph=True: nothing is compiled "
+                      "(the captured plan, or the eager loop where capture cannot run, uses the eager functions)")
+        elif config.compile:
+            self._compiled_iteration = CompiledFunction(iteration_function(world_model, config), "the lifted iteration")
+            self._compiled_sync = CompiledFunction(sync_step, "the sync step", self._compiled_iteration.fallback)
 
     def backend_for(self, device: torch.device, dtype: torch.dtype) -> str:
         """The concrete backend this planner runs with for states on ``device`` of ``dtype``."""
@@ -278,6 +290,11 @@ class GraspPlanner:
         step = state.adam_step + 1
         if state.fused_mlp is not None and not per_timestep:
             return self._fused_mlp_iteration(state, it, step)
+        if self._compiled_iteration is not None and not per_timestep and not self._compiled_iteration.failed:
+            if state.backend == "reference":
+                return self._compiled_lifted_iteration(state, it, step)
+            warn_once(f"grasp_kernels: compile=True compiles the lifted iteration on the reference backend only; "
+                      f"backend {state.backend!r} runs its kernels eagerly (the sync step is compiled)")
         energy, _, _ = lifted_iteration(
             self.world_model, state.states, state.actions, state.state_moments, state.action_moments,
             step=step, gamma=cfg.goal_weight, lr_states=cfg.lr_states, lr_actions=cfg.lr_actions, beta1=cfg.beta1,
@@ -286,6 +303,28 @@ class GraspPlanner:
             history=cfg.history, frames=state.frames, sqrt_weights=state.sqrt_weights,
             seed=None if state.backend == "reference" else _iteration_seed(cfg.seed, it), generator=state.generator,
             per_timestep=per_timestep, model_precision=self._model_precision(state.states.device),
+        )
+        state.energy_history[it] = energy
+        state.adam_step = step
+        state.iteration = it + 1
+        return energy
+
+    def _compiled_lifted_iteration(self, state: PlanState, it: int, step: int) -> torch.Tensor:
+        """The iteration through ``torch.compile`` (:mod:`grasp_kernels.compiled`): the step and sigma as
+        0-d tensors and the noise drawn here from the plan's generator, exactly as the eager reference
+        draws it, so that one graph serves every iteration."""
+        states = state.states
+        batch, rows, dim = states.shape
+        sigma = self._noise_std(state)
+        if sigma > 0 and rows > 2:
+            noise = torch.randn((batch, rows - 2, dim), generator=state.generator, device=states.device,
+                                dtype=states.dtype)
+        else:  # the eager reference draws nothing then
+            noise = states.new_zeros((batch, rows - 2, dim))
+        energy = self._compiled_iteration(
+            states, state.actions, *state.state_moments, *state.action_moments, step_tensor(step, states.device),
+            torch.full((), sigma, dtype=states.dtype, device=states.device), noise, state.frames, state.low,
+            state.high, state.sqrt_weights, state.chains.state_shape,
         )
         state.energy_history[it] = energy
         state.adam_step = step
@@ -340,10 +379,11 @@ class GraspPlanner:
     def _rollout_model(self) -> WorldModel:
         """The world model of the sequential rollouts: under ``model_dtype`` its outputs are cast back to
         the states' dtype, so that a low-precision model does not make the rolled-out states low-precision."""
-        if self.config.model_dtype is None:
-            return self.world_model
-        model = self.world_model
-        return lambda states, actions: model(states, actions).to(states.dtype)
+        return self._rollout
+
+    def _cast_rollout(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The world model's next states in the states' dtype (the rollout model under ``model_dtype``)."""
+        return self.world_model(states, actions).to(states.dtype)
 
     def _noise_std(self, state: PlanState) -> float:
         """Sigma of this iteration's Langevin noise (a host scalar: no device sync)."""
@@ -378,6 +418,7 @@ class GraspPlanner:
                 loss = gd_sync(
                     self._rollout_model(), chains.frames(), chains.goal, state.actions, cfg.sync_steps, cfg.sync_lr,
                     cfg.beta1, cfg.beta2, cfg.adam_eps, state.low, state.high, chains.history, state.weights,
+                    step_fn=self._sync_step_fn(),
                 )
         for moment in (*state.state_moments, *state.action_moments):
             moment.zero_()
@@ -391,6 +432,18 @@ class GraspPlanner:
             state.sync_losses[state.syncs] = loss
         state.syncs += 1
         state.adam_step = 0
+
+    def _sync_step_fn(self) -> Optional[lifted.SyncStep]:
+        """The compiled sync step (``config.compile``, with :func:`grasp_kernels.lifted.sync_step`'s
+        signature: the Adam step goes in as a tensor), or None for the eager one."""
+        compiled = self._compiled_sync
+        if compiled is None or compiled.failed:
+            return None
+
+        def step_fn(world_model, s0, goal, actions, exp_avg, exp_avg_sq, step, *rest):
+            return compiled(world_model, s0, goal, actions, exp_avg, exp_avg_sq, step_tensor(step, actions.device), *rest)
+
+        return step_fn
 
     def finish(self, state: PlanState, start_time: Optional[float] = None) -> PlanResult:
         """Roll the actions out, keep the best chain per problem, build the :class:`PlanResult`."""

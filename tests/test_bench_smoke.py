@@ -130,6 +130,24 @@ def test_planner_speed_lists_only_the_selected_providers(tmp_path):
     assert "interpreter" not in text and "compiled: torch.compile" not in text and "fused_mlp" not in text
 
 
+def test_plan_speed_quick(tmp_path):
+    out = tmp_path / "plan_speed.md"
+    proc = _bench("plan_speed.py", "--quick", "--compile-backend", "aot_eager", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "BackendFallbackWarning" not in proc.stderr, proc.stderr[-4000:]  # the compiled path ran
+    text = out.read_text()
+    assert text.strip() == proc.stdout.strip()
+    for needle in ("CPU", "torch ", "date:", "pointmaze-medium", "grasp_base(T)", "compile backend: aot_eager"):
+        assert needle in text, needle
+    lines = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| T ")]
+    assert len(lines) == 1  # --quick: one horizon
+    cells = [c.strip() for c in lines[0].strip().strip("|").split("|")]
+    assert cells[0] == "4"
+    assert all(float(c) > 0 for c in cells[1:4])  # three plan times
+    assert cells[11].split(" / ") == ["2", "0", "0"]  # one graph each for the iteration and the sync step
+    assert float(cells[12]) < 1e-4 and float(cells[13]) < 1e-4  # all three plan the same actions
+
+
 def test_detour_quality_quick(tmp_path):
     out = tmp_path / "quality.md"
     proc = _bench("detour_quality.py", "--quick", "--out", str(out))

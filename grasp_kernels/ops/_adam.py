@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Union
 
 import torch
 
@@ -15,7 +16,7 @@ def adam_update_ref(
     grad: torch.Tensor,
     exp_avg: torch.Tensor,
     exp_avg_sq: torch.Tensor,
-    step: int,
+    step: Union[int, torch.Tensor],
     lr: float,
     beta1: float,
     beta2: float,
@@ -23,12 +24,18 @@ def adam_update_ref(
 ) -> None:
     """One in-place Adam update, the formulas of ``torch.optim.Adam`` (no weight decay, no amsgrad).
 
-    ``step`` is the 1-based count of this update (it sets the bias corrections).
+    ``step`` is the 1-based count of this update (it sets the bias corrections): a Python int, or a 0-d
+    float64 tensor (``torch.compile``: one graph then serves every step; same formulas, as
+    ``torch.optim.Adam(capturable=True)`` writes them).
     """
     bias_correction1 = 1.0 - beta1**step
     bias_correction2 = 1.0 - beta2**step
     exp_avg.lerp_(grad, 1.0 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+    if isinstance(step, torch.Tensor):  # addcdiv_'s value must be a host number
+        denom = (exp_avg_sq.sqrt() / bias_correction2.sqrt()).add_(eps)
+        param.sub_(exp_avg / denom * (lr / bias_correction1))
+        return
     denom = (exp_avg_sq.sqrt() / math.sqrt(bias_correction2)).add_(eps)
     param.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
 
@@ -39,7 +46,7 @@ def check_adam_args(
     grad: torch.Tensor,
     exp_avg: torch.Tensor,
     exp_avg_sq: torch.Tensor,
-    step: int,
+    step: Union[int, torch.Tensor],
     lr: float,
     beta1: float,
     beta2: float,

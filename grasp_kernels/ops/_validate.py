@@ -9,7 +9,7 @@ load and store in one pass, so an overlap would race.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -69,8 +69,12 @@ def check_noise(noise: Optional[Tensor], states: Tensor) -> None:
     check_same_device(states=states, noise=noise)
 
 
-def check_adam_scalars(step: int, lr: float, beta1: float, beta2: float, eps: float) -> None:
-    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+def check_adam_scalars(step: Union[int, Tensor], lr: float, beta1: float, beta2: float, eps: float) -> None:
+    """The Adam scalars; ``step`` may be a 0-d floating tensor (the reference under ``torch.compile``),
+    whose value is not checked: that would be a host sync."""
+    if isinstance(step, Tensor):
+        check_tensor("step", step, ndim=0)
+    elif isinstance(step, bool) or not isinstance(step, int) or step < 1:
         raise ValueError(f"step must be an int >= 1 (the 1-based Adam step), got {step!r}")
     check_scalar("lr", lr, minimum=0.0)
     check_scalar("eps", eps, minimum=0.0)

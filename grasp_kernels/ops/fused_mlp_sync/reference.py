@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..._checks import BoundArg
-from ...lifted import WorldModel, gd_sync_step
+from ...lifted import WorldModel, sync_step
 
 
 def fused_mlp_sync_step_ref(
@@ -24,7 +24,7 @@ def fused_mlp_sync_step_ref(
     high: BoundArg,
 ) -> torch.Tensor:
     """Reference of the fused MLP sync step: one step of :func:`grasp_kernels.lifted.gd_sync`
-    (:func:`~grasp_kernels.lifted.gd_sync_step`, ``history = 1``, no state weights), in place.
+    (:func:`~grasp_kernels.lifted.sync_step`, ``history = 1``, no state weights), in place.
 
     ``s0``, ``goal``: ``[B, D]``; ``actions``, ``exp_avg``, ``exp_avg_sq``: ``[B, T, A]``, updated in
     place (Adam step ``step``, then the clamp to ``[low, high]``).
@@ -32,4 +32,4 @@ def fused_mlp_sync_step_ref(
     Returns:
         ``[B]`` shooting loss ``||rollout(s0, actions)_T - goal||^2`` of the actions before the step.
     """
-    return gd_sync_step(world_model, s0, goal, actions, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high)
+    return sync_step(world_model, s0, goal, actions, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high)

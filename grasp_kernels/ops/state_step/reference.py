@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
@@ -15,12 +15,12 @@ def state_step_ref(
     grad: torch.Tensor,
     exp_avg: torch.Tensor,
     exp_avg_sq: torch.Tensor,
-    step: int,
+    step: Union[int, torch.Tensor],
     lr: float,
     beta1: float,
     beta2: float,
     eps: float,
-    noise_std: float,
+    noise_std: Union[float, torch.Tensor],
     noise: Optional[torch.Tensor] = None,
     generator: Optional[torch.Generator] = None,
 ) -> None:
@@ -33,12 +33,18 @@ def state_step_ref(
         grad, exp_avg, exp_avg_sq: ``[B, T+1, D]``, same dtype; the moments are updated in place.
         step: 1-based Adam step count of this update.
         lr, beta1, beta2, eps: Adam constants.
-        noise_std: sigma of the noise added after the Adam step (0 disables it).
+        noise_std: sigma of the noise added after the Adam step (0 disables it); a 0-d tensor (and
+            ``step`` one too: ``torch.compile``) needs the explicit ``noise`` and always adds it.
         noise: optional ``[B, T-1, D]`` standard-normal noise; drawn with ``generator`` if None.
         generator: torch.Generator on ``states.device`` used to draw the noise.
     """
     check_adam_args("states", states, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps)
-    noise_std = check_scalar("noise_std", noise_std, minimum=0.0)
+    if isinstance(noise_std, torch.Tensor):  # no value check and no branch on it: both would sync the host
+        check_tensor("noise_std", noise_std, ndim=0)
+        if noise is None:
+            raise ValueError("a tensor noise_std needs an explicit noise tensor")
+    else:
+        noise_std = check_scalar("noise_std", noise_std, minimum=0.0)
     batch, rows, dim = states.shape
     if noise is not None:
         check_tensor("noise", noise, shape=(batch, rows - 2, dim), dtypes=(states.dtype,), device=states.device)
@@ -47,7 +53,9 @@ def state_step_ref(
     inner = slice(1, rows - 1)
     param = states[:, inner]
     adam_update_ref(param, grad[:, inner], exp_avg[:, inner], exp_avg_sq[:, inner], step, lr, beta1, beta2, eps)
-    if noise_std > 0.0:
+    if isinstance(noise_std, torch.Tensor):
+        param.add_(noise * noise_std)
+    elif noise_std > 0.0:
         if noise is None:
             noise = torch.randn(param.shape, generator=generator, device=states.device, dtype=states.dtype)
         param.add_(noise, alpha=noise_std)
