@@ -12,7 +12,8 @@ differs from the kernels' (same distribution).
 
 from __future__ import annotations
 
-from typing import Optional
+import sys
+from typing import Callable, Optional, TypeVar
 
 import torch
 
@@ -20,9 +21,23 @@ from .._checks import BoundArg, as_bounds
 from ..backends import resolve_backend
 
 SEED_HIGH = 2**62
+T = TypeVar("T")
 
 
-@torch.compiler.assume_constant_result
+def assume_constant_result(fn: Callable[..., T]) -> Callable[..., T]:
+    """``torch.compiler.assume_constant_result`` without importing ``torch._dynamo`` at import time.
+
+    The decorator only sets ``fn._dynamo_marked_constant`` (torch 2.x), which dynamo reads when it
+    traces a call; importing it costs seconds of ``import grasp_kernels`` (a test pins that the
+    attribute is what torch's decorator sets). Once dynamo is loaded, torch's own decorator is used.
+    """
+    if "torch._dynamo" in sys.modules:
+        return torch.compiler.assume_constant_result(fn)
+    fn._dynamo_marked_constant = True  # type: ignore[attr-defined]
+    return fn
+
+
+@assume_constant_result
 def resolve(backend: str, device: torch.device) -> str:
     """:func:`resolve_backend`, a constant for torch.compile (it imports modules and reads the
     environment, which dynamo cannot trace; a compiled graph keeps the backend it was traced with)."""
