@@ -102,6 +102,14 @@ class GraspConfig:
     def __post_init__(self) -> None:
         self.validate()
 
+    @classmethod
+    def preset(cls, env: str, horizon: int, **changes: object) -> "GraspConfig":
+        """The setting the quality sweep chose for a shipped task (:func:`grasp_kernels.presets.preset`),
+        e.g. ``GraspConfig.preset("pointmaze-medium", horizon=50)``."""
+        from .presets import preset
+
+        return preset(env, horizon, **changes)
+
     def replace(self, **changes: object) -> "GraspConfig":
         """A copy with ``changes`` applied (validated)."""
         return dataclasses.replace(self, **changes)
