@@ -57,6 +57,17 @@ def tensors(seed: int, *shapes: tuple[int, ...], positive: tuple[int, ...] = ())
     return out
 
 
+def adam_step_matches(ref_fn, op_fn, param, grad, exp_avg, exp_avg_sq, **kwargs) -> torch.Tensor:
+    """Run an in-place Adam op and its reference on copies; every updated tensor agrees. Returns the op's param."""
+    ref = [t.clone() for t in (param, exp_avg, exp_avg_sq)]
+    ref_fn(ref[0], grad, ref[1], ref[2], **kwargs)
+    out = [t.clone() for t in (param, exp_avg, exp_avg_sq)]
+    op_fn(out[0], grad, out[1], out[2], backend="triton", **kwargs)
+    for o, r in zip(out, ref):
+        assert rel(o, r) < TOL
+    return out[0]
+
+
 @st.composite
 def bounds(draw, action_dim: int) -> tuple[object, object]:
     """A (low, high) pair with low <= high in one of the documented forms: None, a float, a list, a tensor."""
@@ -99,12 +110,7 @@ def test_state_step_matches_reference(size, hyper, noise_std):
     B, T, D, seed = size["B"], size["T"], size["D"], size["seed"]
     states, grad, m, v, noise = tensors(seed, (B, T + 1, D), (B, T + 1, D), (B, T + 1, D), (B, T + 1, D),
                                         (B, T - 1, D), positive=(3,))
-    ref = [t.clone() for t in (states, m, v)]
-    state_step_ref(ref[0], grad, ref[1], ref[2], noise_std=noise_std, noise=noise, **hyper)
-    out = [t.clone() for t in (states, m, v)]
-    ops.state_step_(out[0], grad, out[1], out[2], noise_std=noise_std, noise=noise, backend="triton", **hyper)
-    for o, r in zip(out, ref):
-        assert rel(o, r) < TOL
+    adam_step_matches(state_step_ref, ops.state_step_, states, grad, m, v, noise_std=noise_std, noise=noise, **hyper)
 
 
 @EXAMPLES
@@ -113,16 +119,11 @@ def test_action_step_matches_reference_on_random_bounds(size, hyper, data):
     B, T, A, seed = size["B"], size["T"], size["D"] % 6 + 1, size["seed"]
     low, high = data.draw(bounds(A))
     actions, grad, m, v = tensors(seed, (B, T, A), (B, T, A), (B, T, A), (B, T, A), positive=(3,))
-    ref = [t.clone() for t in (actions, m, v)]
-    action_step_ref(ref[0], grad, ref[1], ref[2], low=low, high=high, **hyper)
-    out = [t.clone() for t in (actions, m, v)]
-    ops.action_step_(out[0], grad, out[1], out[2], low=low, high=high, backend="triton", **hyper)
-    for o, r in zip(out, ref):
-        assert rel(o, r) < TOL
+    out = adam_step_matches(action_step_ref, ops.action_step_, actions, grad, m, v, low=low, high=high, **hyper)
     if low is not None:
-        assert (out[0] >= torch.as_tensor(low, dtype=torch.float32)).all()
+        assert (out >= torch.as_tensor(low, dtype=torch.float32)).all()
     if high is not None:
-        assert (out[0] <= torch.as_tensor(high, dtype=torch.float32)).all()
+        assert (out <= torch.as_tensor(high, dtype=torch.float32)).all()
 
 
 @EXAMPLES
