@@ -7,6 +7,7 @@ layout or values) with a message that names the argument and what was expected.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Optional, Union
 
@@ -65,6 +66,35 @@ def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def check_int(name: str, value: object, minimum: Optional[int] = None) -> int:
+    """An integer (not a bool; numpy integers too), optionally ``>= minimum``; returned as an int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_device(name: str, device: object) -> torch.device:
+    """A device that this torch can use: a ``torch.device`` or a string such as "cpu", "cuda:0"."""
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"{name} must be a str or torch.device, got {type(device).__name__}")
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"{name} must name a device such as 'cpu' or 'cuda:0', got {device!r}") from None
+    if parsed.type == "cuda":
+        # torch's own message is an AssertionError from deep inside the first allocation
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ValueError(f"{name} is {device!r} but CUDA cannot be used: {why}; use 'cpu'")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"{name} is {device!r} but only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif parsed.type == "meta":
+        raise ValueError(f"{name} must hold data (e.g. 'cpu' or 'cuda'), got the meta device")
+    return parsed
+
+
 def check_scalar(name: str, value: object, *, minimum: Optional[float] = None, exclusive: bool = False) -> float:
     """A finite real number, optionally bounded below."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -112,6 +142,25 @@ def as_bound(
     if tensor.shape != (action_dim,):
         raise ValueError(f"{name} must have one value per action dimension ({action_dim}), got shape {tuple(tensor.shape)}")
     return tensor
+
+
+def as_bounds(
+    low: Union[None, float, Sequence[float], torch.Tensor],
+    high: Union[None, float, Sequence[float], torch.Tensor],
+    action_dim: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    names: tuple[str, str] = ("low", "high"),
+) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """Both action bounds as tensors ``[A]`` (:func:`as_bound`), checked ``low <= high``.
+
+    The order check costs one device sync when both are given: call it once, before a loop.
+    """
+    low_t = as_bound(names[0], low, action_dim, device, dtype)
+    high_t = as_bound(names[1], high, action_dim, device, dtype)
+    if low_t is not None and high_t is not None and bool((low_t > high_t).any()):
+        raise ValueError(f"{names[0]} must be <= {names[1]}, got {low_t.tolist()} and {high_t.tolist()}")
+    return low_t, high_t
 
 
 def _shape_text(shape: Optional[Sequence[Optional[int]]]) -> str:

@@ -8,7 +8,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from ._checks import as_bound, check_finite, check_tensor
+from ._checks import as_bounds, check_finite, check_tensor
 from .lifted import WorldModel, rollout, weighted_sq_norm
 from .result import PlanResult
 
@@ -73,6 +73,8 @@ def make_problem(
     """
     check_tensor("s0", s0, dtypes=(torch.float32, torch.float64))
     check_tensor("goal", goal, dtypes=(s0.dtype,), device=s0.device)
+    if s0.device.type == "meta":  # planning reads values (NaN checks, distances): meta tensors have none
+        raise ValueError("s0 must hold data (a CPU or CUDA tensor), got a tensor on the meta device")
     if history > 1:
         return _make_history_problem(s0, goal, state_shape, history)
     if tuple(goal.shape) != tuple(s0.shape):
@@ -122,11 +124,7 @@ def action_bounds(
     low: BoundSpec, high: BoundSpec, action_dim: int, device: torch.device, dtype: torch.dtype
 ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
     """Bounds as ``[A]`` tensors (None: unbounded side); checks ``low <= high``."""
-    low_t = as_bound("action_low", low, action_dim, device, dtype)
-    high_t = as_bound("action_high", high, action_dim, device, dtype)
-    if low_t is not None and high_t is not None and bool((low_t > high_t).any()):
-        raise ValueError(f"action_low must be <= action_high, got {low_t.tolist()} and {high_t.tolist()}")
-    return low_t, high_t
+    return as_bounds(low, high, action_dim, device, dtype, names=("action_low", "action_high"))
 
 
 def initial_actions(
@@ -177,11 +175,18 @@ def raise_if_nonfinite(history: torch.Tensor, upto: int, what: str) -> None:
         )
 
 
-def check_planner_args(world_model: WorldModel, action_dim: int) -> tuple[WorldModel, int]:
+def check_planner_args(world_model: WorldModel, action_dim: Optional[int]) -> tuple[WorldModel, Optional[int]]:
+    """``world_model`` is callable and ``action_dim`` an int >= 1 that the model does not contradict
+    (through its own ``action_dim``); ``action_dim=None`` checks the model alone (known later)."""
     if not callable(world_model):
         raise TypeError(f"world_model must be callable (states, actions) -> next states, got {type(world_model).__name__}")
+    if action_dim is None:
+        return world_model, None
     if isinstance(action_dim, bool) or not isinstance(action_dim, int) or action_dim < 1:
         raise ValueError(f"action_dim must be an int >= 1, got {action_dim!r}")
+    declared = getattr(world_model, "action_dim", None)
+    if isinstance(declared, int) and not isinstance(declared, bool) and declared != action_dim:
+        raise ValueError(f"action_dim ({action_dim}) differs from the world model's action_dim ({declared})")
     return world_model, action_dim
 
 

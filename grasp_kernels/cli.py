@@ -3,14 +3,43 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
+from ._checks import check_device
 from .config import BACKENDS
+
+DESCRIPTION = "GRASP planner engine: python -m grasp_kernels demo | train"
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an int >= ``minimum`` (argparse turns the ValueError into a one-line usage error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"int >= {minimum}"
+    return parse
+
+
+def device_arg(text: str) -> str:
+    """An argparse ``type``: a device this torch can use (see :func:`grasp_kernels._checks.check_device`)."""
+    try:
+        check_device("--device", text)
+    except (TypeError, ValueError) as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="grasp-kernels", description=__doc__)
+    parser = argparse.ArgumentParser(prog="grasp-kernels", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo",
@@ -19,12 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--task", default="pointmaze-medium",
                       choices=("pointmaze-umaze", "pointmaze-medium", "pointmaze-large", "detour", "open"))
-    demo.add_argument("--horizon", type=int, help="default: 50 (PointMaze), 60 (synthetic)")
-    demo.add_argument("--problems", type=int, help="start/goal pairs, planned as one batch; default 8 (PointMaze), 16")
-    demo.add_argument("--replan-every", type=int, default=5, help="PointMaze: MPC replanning period")
-    demo.add_argument("--particles", type=int, default=16, help="synthetic task: chains of the multi-chain GRASP row")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--device", default="cpu")
+    demo.add_argument("--horizon", type=int_at_least(1), help="default: 50 (PointMaze), 60 (synthetic)")
+    demo.add_argument("--problems", type=int_at_least(1),
+                      help="start/goal pairs, planned as one batch; default 8 (PointMaze), 16")
+    demo.add_argument("--replan-every", type=int_at_least(1), default=5, help="PointMaze: MPC replanning period")
+    demo.add_argument("--particles", type=int_at_least(1), default=16,
+                      help="synthetic task: chains of the multi-chain GRASP row")
+    demo.add_argument("--seed", type=int_at_least(0), default=0)
+    demo.add_argument("--device", type=device_arg, default="cpu")
     demo.add_argument("--backend", default="auto", choices=BACKENDS)
     demo.add_argument("--out", type=Path, default=Path("out/demo.png"), help="PNG of the plans")
     demo.add_argument("--no-progress", action="store_true")
@@ -35,7 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one command; a user error (the package's ValueError/TypeError, a missing file) exits with
+    status 2 and one line on stderr, no traceback."""
     parser = build_parser()
+    try:
+        return _run(parser, argv)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> int:
     # The train subcommand's options belong to its own parser (argparse.REMAINDER does not capture a
     # leading "--flag" after a subcommand), so they are collected as unknown arguments and handed over.
     args, rest = parser.parse_known_args(argv)
@@ -51,12 +92,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.task.startswith("pointmaze"):
             from .demo import run_maze_demo
 
-            table, _ = run_maze_demo(env_name=args.task, horizon=args.horizon or 50, problems=args.problems or 8,
+            table, _ = run_maze_demo(env_name=args.task, horizon=50 if args.horizon is None else args.horizon, problems=8 if args.problems is None else args.problems,
                                      replan_every=args.replan_every, **common)
         else:
             from .demo import run_demo
 
-            table, _ = run_demo(task_name=args.task, horizon=args.horizon or 60, problems=args.problems or 16,
+            table, _ = run_demo(task_name=args.task, horizon=60 if args.horizon is None else args.horizon, problems=16 if args.problems is None else args.problems,
                                 particles=args.particles, **common)
         print(table)
         print(f"\nwrote {args.out}")

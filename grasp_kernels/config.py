@@ -11,6 +11,8 @@ import math
 from collections.abc import Sequence
 from typing import Literal, Optional, Union
 
+from ._checks import check_int as _check_int
+
 Backend = Literal["auto", "reference", "triton", "cuda"]
 BACKENDS: tuple[str, ...] = ("auto", "reference", "triton", "cuda")
 MODEL_DTYPES: tuple[Optional[str], ...] = (None, "bfloat16", "float16")
@@ -109,6 +111,14 @@ class GraspConfig:
     def __post_init__(self) -> None:
         self.validate()
 
+    @classmethod
+    def preset(cls, env: str, horizon: int, **changes: object) -> "GraspConfig":
+        """The setting the quality sweep chose for a shipped task (:func:`grasp_kernels.presets.preset`),
+        e.g. ``GraspConfig.preset("pointmaze-medium", horizon=50)``."""
+        from .presets import preset
+
+        return preset(env, horizon, **changes)
+
     def replace(self, **changes: object) -> "GraspConfig":
         """A copy with ``changes`` applied (validated)."""
         return dataclasses.replace(self, **changes)
@@ -139,14 +149,6 @@ class GraspConfig:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         for name in ("action_low", "action_high"):
             _check_bound(name, getattr(self, name))
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def _check_float(name: str, value: object, positive: bool) -> float:

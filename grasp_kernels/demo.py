@@ -5,6 +5,7 @@ detour|open`` plans the synthetic navigation task with GRASP and the baselines (
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Optional, Protocol
 
@@ -185,6 +186,7 @@ def run_maze_demo(
     from .models.zoo import load_world_model
     from .quality import closed_loop, grasp_base
 
+    started = time.perf_counter()
     model = load_world_model(env_name, device=device)
     pairs = make_pairs(env_name, problems, seed)
     bounds = dict(action_low=-1.0, action_high=1.0)
@@ -209,7 +211,7 @@ def run_maze_demo(
         f"world model, MPC replanning every {replan_every} steps for at most {2 * horizon} steps, device {device_name}, "
         f"torch {torch.__version__}",
         "| planner | first plan reaches goal in the model | MPC reaches goal in the simulator "
-        "| median final distance | first plan (s) | all planning (s) |",
+        "| median final distance (maze units; success: 0.45) | first plan (s) | all planning (s) |",
         "|---|---|---|---|---|---|",
     ] + [row.format() for row in rows]
     if out is not None:
@@ -218,7 +220,15 @@ def run_maze_demo(
         env = make_env(env_name)
         try:
             plot_maze(env, {n: r.first_plan for n, r in results.items()}, {n: r.executed for n, r in results.items()},
-                      pairs.goals, Path(out))
+                      pairs.goals, Path(out), success={n: r.success for n, r in results.items()})
         finally:
             env.close()
+    lines += [
+        "",
+        "What this shows: the state here is low-dimensional (x, y, vx, vy), where sampling planners such as CEM",
+        "are strong, so CEM reaching more goals than GRASP is expected; GRASP's case is high-dimensional latent",
+        "states (DINO-WM-style models), where sampling scales badly. Success vs horizon for GRASP, GD, CEM and",
+        "MPPI on every shipped task: bench/results/README.md.",
+        f"The demo ran in {time.perf_counter() - started:.0f} s.",
+    ]
     return "\n".join(lines), results

@@ -23,6 +23,7 @@ _KERNEL_PRED_DTYPES = (torch.float32, torch.bfloat16)
 
 __all__ = [
     "WorldModel",
+    "call_world_model",
     "check_world_model_output",
     "history_windows",
     "lifted_predictions",
@@ -48,6 +49,34 @@ def check_world_model_output(out: object, expected_shape: tuple[int, ...], where
         )
     if not out.is_floating_point():
         raise TypeError(f"world_model must return a floating tensor ({where}), got {out.dtype}")
+    return out
+
+
+def call_world_model(
+    world_model: WorldModel, states: torch.Tensor, actions: torch.Tensor, expected_shape: tuple[int, ...], where: str
+) -> torch.Tensor:
+    """``world_model(states, actions)``, checked: its output (:func:`check_world_model_output`) and,
+    when the actions require grad under autograd, that the output depends on them.
+
+    A shape error raised inside the model (e.g. an ``action_dim`` that is not the model's) is re-raised
+    as a ValueError that names the shapes it was called with.
+    """
+    try:
+        out = world_model(states, actions)
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as error:
+        raise ValueError(
+            f"world_model failed ({where}) on states {tuple(states.shape)} and actions {tuple(actions.shape)}: "
+            f"{error}. Check that action_dim ({actions.shape[-1]}) and the state shape match the model"
+        ) from error
+    out = check_world_model_output(out, expected_shape, where)
+    if actions.requires_grad and torch.is_grad_enabled() and not out.requires_grad:
+        raise ValueError(
+            f"world_model returned a tensor without a gradient path to its action input ({where}): it is "
+            "detached, or computed under torch.no_grad() or outside torch; gradient planners need "
+            "d world_model / d actions"
+        )
     return out
 
 
@@ -111,13 +140,16 @@ def lifted_predictions(
         steps = []
         for t in range(horizon):
             window = inputs[:, t] if history == 1 else inputs[:, t : t + history]
-            out = world_model(window.reshape(batch, *frame_shape), actions[:, t])
-            out = check_world_model_output(out, (batch, *state_shape), f"time step {t}")
+            out = call_world_model(
+                world_model, window.reshape(batch, *frame_shape), actions[:, t], (batch, *state_shape), f"time step {t}"
+            )
             steps.append(out.reshape(batch, -1))
         return torch.stack(steps, dim=1)
     windows = inputs if history == 1 else history_windows(inputs, history)
-    out = world_model(windows.reshape(batch * horizon, *frame_shape), actions.reshape(batch * horizon, action_dim))
-    out = check_world_model_output(out, (batch * horizon, *state_shape), "lifted step over B*T rows")
+    out = call_world_model(
+        world_model, windows.reshape(batch * horizon, *frame_shape), actions.reshape(batch * horizon, action_dim),
+        (batch * horizon, *state_shape), "lifted step over B*T rows",
+    )
     return out.reshape(batch, horizon, -1)
 
 
@@ -240,12 +272,16 @@ def rollout(world_model: WorldModel, s0: torch.Tensor, actions: torch.Tensor, hi
     model on the window of the last ``h`` frames ``[B, h, *S]``.
     The only sequential part of GRASP (used by the sync phase and for the result).
     """
+    check_tensor("actions", actions, ndim=3)
+    check_tensor("s0", s0, device=actions.device)
     batch, horizon, _ = actions.shape
+    if s0.dim() == 0 or s0.shape[0] != batch:
+        raise ValueError(f"s0 must be [B, *S] with B = {batch} (the batch of actions), got shape {tuple(s0.shape)}")
     if history == 1:
         current = s0
         trajectory = [s0]
         for t in range(horizon):
-            current = check_world_model_output(world_model(current, actions[:, t]), tuple(s0.shape), f"rollout step {t}")
+            current = call_world_model(world_model, current, actions[:, t], tuple(s0.shape), f"rollout step {t}")
             trajectory.append(current)
         return torch.stack(trajectory, dim=1)
     if s0.dim() < 2 or s0.shape[1] != history:
@@ -254,8 +290,7 @@ def rollout(world_model: WorldModel, s0: torch.Tensor, actions: torch.Tensor, hi
     frames = list(s0.unbind(1))
     for t in range(horizon):
         window = torch.stack(frames[-history:], dim=1)
-        out = world_model(window, actions[:, t])
-        frames.append(check_world_model_output(out, (batch, *frame_shape), f"rollout step {t}"))
+        frames.append(call_world_model(world_model, window, actions[:, t], (batch, *frame_shape), f"rollout step {t}"))
     return torch.stack(frames[history - 1 :], dim=1)
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ._checks import check_device
 from .config import _check_int
 from .result import PlanResult
 
@@ -191,9 +192,15 @@ def run_mpc(
     planner_action_dim = getattr(planner, "action_dim", action_dim)
     if planner_action_dim != action_dim:
         raise ValueError(f"planner.action_dim ({planner_action_dim}) differs from the simulators' ({action_dim})")
+    model_state_dim = getattr(getattr(planner, "world_model", None), "state_dim", state_dim)
+    if model_state_dim != state_dim:  # e.g. a planner built on another environment's world model
+        raise ValueError(
+            f"planner.world_model.state_dim ({model_state_dim}) differs from the simulators' state_dim ({state_dim}, "
+            f"env {getattr(sims, 'name', '?')!r}): load the world model of that environment"
+        )
     starts = _check_states("starts", starts, batch, state_dim)
     goals = _check_states("goals", goals, batch, state_dim)
-    device = _planner_device(planner) if device is None else torch.device(device)
+    device = _planner_device(planner) if device is None else check_device("device", device)
 
     max_steps, every = config.max_steps, config.replan_every
     executed = np.empty((batch, max_steps + 1, state_dim), dtype=np.float32)

@@ -94,20 +94,24 @@ def plot_maze(
     executed: Mapping[str, np.ndarray],
     goals: np.ndarray,
     path: Path,
-    problems: int = 4,
+    problems: Optional[int] = None,
     title: Optional[str] = None,
+    success: Optional[Mapping[str, np.ndarray]] = None,
 ) -> Path:
     """One panel per planner on a PointMaze layout (``env``: :class:`grasp_kernels.envs.sim.PointMazeEnv`):
     the first plan's virtual states (dots; GRASP only) and its rollout through the world model (dashed),
     the path executed in the simulator by MPC (solid, ``executed[name] [B, steps+1, 4]``), start o and
-    goal * with the success radius. Writes a PNG to ``path``."""
+    goal * with the success radius, each goal numbered with its problem index and, given ``success[name]``
+    (``[B]`` bool), a check or cross mark; a legend of the marks. ``problems``: draw the first ones only
+    (default: all). Writes a PNG to ``path``."""
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Circle, Rectangle
 
     from .envs.sim import POINTMAZE_SUCCESS_RADIUS
 
     plt = pyplot()
     panels = len(first_plans)
-    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 5.6), squeeze=False)
     colors = plt.get_cmap("tab10")
     rows, cols = env.maze_map.shape
     half_w, half_h = cols * env.scaling / 2, rows * env.scaling / 2
@@ -116,7 +120,9 @@ def plot_maze(
             ax.add_patch(Rectangle((x, y), w, h, facecolor="0.55", edgecolor="none", zorder=1))
         rollout, states = plan.rollout.detach().cpu(), plan.states.detach().cpu()
         path_xy = executed[name]
-        for b in range(min(problems, rollout.shape[0])):
+        shown = rollout.shape[0] if problems is None else min(problems, rollout.shape[0])
+        reached = None if success is None else np.asarray(success[name], dtype=bool)
+        for b in range(shown):
             color = colors(b % 10)
             if not torch.equal(states[b], rollout[b]):
                 ax.scatter(states[b, 1:-1, 0], states[b, 1:-1, 1], color=color, s=7, alpha=0.55, zorder=3)
@@ -125,12 +131,26 @@ def plot_maze(
             ax.scatter(path_xy[b, 0, 0], path_xy[b, 0, 1], color=color, marker="o", s=36, edgecolors="k", zorder=5)
             ax.add_patch(Circle(tuple(goals[b, :2]), POINTMAZE_SUCCESS_RADIUS, color=color, alpha=0.15, zorder=2))
             ax.scatter(goals[b, 0], goals[b, 1], color=color, marker="*", s=110, edgecolors="k", zorder=5)
-        ax.set_title(name)
+            # labels fan out around the goal so that goals in one cell stay readable
+            mark = "" if reached is None else (" \u2713" if reached[b] else " \u2717")
+            angle = 2 * np.pi * b / max(shown, 1)
+            ax.annotate(f"{b}{mark}", tuple(goals[b, :2]), xytext=(14 * np.cos(angle), 14 * np.sin(angle)),
+                        textcoords="offset points", fontsize=8, color=color, fontweight="bold", ha="center",
+                        va="center", zorder=6)
+        summary = "" if reached is None else f": {int(reached[:shown].sum())}/{shown} reached in the simulator"
+        ax.set_title(f"{name}{summary}", fontsize=10)
         ax.set_xlim(-half_w, half_w)
         ax.set_ylim(-half_h, half_h)
         ax.set_aspect("equal")
-    fig.suptitle(
-        title or f"{env.name}: virtual states (dots), planned rollout (dashed), executed path (solid), start o, goal *",
-        fontsize=9,
-    )
+    legend = [
+        Line2D([], [], color="k", marker=".", linestyle="none", label="virtual states (GRASP)"),
+        Line2D([], [], color="k", linestyle="--", label="first plan, rolled out in the model"),
+        Line2D([], [], color="k", linewidth=2.0, label="path executed by MPC in the simulator"),
+        Line2D([], [], color="k", marker="o", linestyle="none", label="start"),
+        Line2D([], [], color="k", marker="*", markersize=10, linestyle="none",
+               label=f"goal n (success radius {POINTMAZE_SUCCESS_RADIUS}); \u2713 reached, \u2717 not"),
+    ]
+    fig.legend(handles=legend, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(title or f"{env.name}: all {shown} problems, one colour each", fontsize=9)
+    fig.subplots_adjust(bottom=0.16)
     return save_figure(fig, path)

@@ -264,3 +264,18 @@ def test_planning_quality_merge_notes_describe_the_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     text = (tmp_path / "planning_quality_pointmaze-medium_merged.md").read_text()
     assert "Replanning every 3 model steps, warm-started, 1 x the chosen iterations" in text
+
+
+def test_long_run_quick(tmp_path):
+    """bench/long_run.py --quick: samples memory and live tensors and reports the growth after warm-up."""
+    out = tmp_path / "long_run.md"
+    proc = _bench("long_run.py", "--quick", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = out.read_text()
+    rows = [line for line in text.splitlines() if re.match(r"\| \d+ \|", line)]
+    assert [int(row.split("|")[1]) for row in rows] == [5, 10, 15, 20]
+    for row in rows:
+        rss, tensors = float(row.split("|")[2]), int(row.split("|")[3])
+        assert rss > 0 and tensors > 0
+    assert re.search(r"growth after the warm-up \(5 plans\) to plan 20: resident memory [+-]\d+\.\d MiB, "
+                     r"live tensors [+-]\d+", text), text

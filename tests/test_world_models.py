@@ -162,7 +162,7 @@ def test_corrupt_file(tmp_path, damage):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"missing\.safetensors.*python -m grasp_kernels\.models\.training"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.safetensors.*python -m grasp_kernels train"):
         load_world_model("pusht", path=tmp_path / "missing.safetensors")
 
 

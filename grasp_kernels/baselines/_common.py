@@ -18,6 +18,13 @@ def validate_fields(config: object, ints: tuple[str, ...] = (), positive: tuple[
         _check_bound(name, getattr(config, name))
 
 
+def check_config(config: object, expected: type) -> object:
+    """``config`` is an instance of the planner's config class (a GraspConfig has other fields)."""
+    if not isinstance(config, expected):
+        raise TypeError(f"config must be a {expected.__name__}, got {type(config).__name__}")
+    return config
+
+
 def terminal_cost(world_model: WorldModel, s0: torch.Tensor, goal: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     """``||rollout(s0, a)_T - g||^2`` for ``actions [B, N, T, A]`` from ``s0 [B, *S]``: ``[B, N]``.
 

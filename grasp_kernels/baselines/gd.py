@@ -23,7 +23,7 @@ from ..config import Bound
 from ..lifted import WorldModel, shooting_loss
 from ..reference import action_step_ref
 from ..result import PlanResult
-from ._common import validate_fields
+from ._common import check_config, validate_fields
 
 
 @dataclasses.dataclass
@@ -55,7 +55,7 @@ class GDPlanner:
         state_shape: Optional[Sequence[int]] = None,
     ) -> None:
         self.world_model, self.action_dim = check_planner_args(world_model, action_dim)
-        self.config = config or GDConfig()
+        self.config = check_config(config or GDConfig(), GDConfig)
         self.state_shape = state_shape
 
     def plan(

@@ -26,7 +26,7 @@ from .._problem import (
 from ..config import Bound
 from ..lifted import WorldModel
 from ..result import PlanResult
-from ._common import terminal_cost, validate_fields
+from ._common import check_config, terminal_cost, validate_fields
 
 
 @dataclasses.dataclass
@@ -123,7 +123,7 @@ class CEMPlanner(_SamplingPlanner):
     def __init__(
         self, world_model: WorldModel, action_dim: int, config: Optional[CEMConfig] = None, state_shape: Optional[Sequence[int]] = None
     ) -> None:
-        super().__init__(world_model, action_dim, config or CEMConfig(), state_shape)
+        super().__init__(world_model, action_dim, check_config(config or CEMConfig(), CEMConfig), state_shape)
 
     def _initial_spread(self, mean: torch.Tensor) -> torch.Tensor:
         return torch.full_like(mean, self.config.var_scale)
@@ -142,7 +142,7 @@ class MPPIPlanner(_SamplingPlanner):
     def __init__(
         self, world_model: WorldModel, action_dim: int, config: Optional[MPPIConfig] = None, state_shape: Optional[Sequence[int]] = None
     ) -> None:
-        super().__init__(world_model, action_dim, config or MPPIConfig(), state_shape)
+        super().__init__(world_model, action_dim, check_config(config or MPPIConfig(), MPPIConfig), state_shape)
 
     def _initial_spread(self, mean: torch.Tensor) -> torch.Tensor:
         return torch.full_like(mean, self.config.noise_std)

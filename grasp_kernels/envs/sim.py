@@ -23,6 +23,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .._checks import check_int
+
 POINTMAZE_LAYOUTS = {"umaze": "UMaze", "medium": "Medium", "large": "Large"}
 ENV_NAMES = tuple(f"pointmaze-{layout}" for layout in POINTMAZE_LAYOUTS) + ("pusht",)
 
@@ -105,7 +107,7 @@ class PointMazeEnv(SimEnv):
         layout = check_env_name(f"pointmaze-{layout}").split("-", 1)[1]
         self.name = f"pointmaze-{layout}"
         self.layout = layout
-        self.action_repeat = int(action_repeat)
+        self.action_repeat = check_int("action_repeat", action_repeat, minimum=1)
         # The unwrapped environment: no time limit, no goal resampling on success (continuing task, fixed goal).
         self._env = gym.make(
             f"PointMaze_{POINTMAZE_LAYOUTS[layout]}-v3", continuing_task=True, reset_target=False,
@@ -211,7 +213,7 @@ class PushTEnv(SimEnv):
     def __init__(self, action_repeat: int = 2, seed: int = 0) -> None:
         gym = _require("gymnasium")
         _require("gym_pusht")
-        self.action_repeat = int(action_repeat)
+        self.action_repeat = check_int("action_repeat", action_repeat, minimum=1)
         self._env = gym.make("gym_pusht/PushT-v0", obs_type="state", disable_env_checker=True).unwrapped
         self._env.reset(seed=seed)
         self._goal_pose = np.array([256.0, 256.0, math.pi / 4])

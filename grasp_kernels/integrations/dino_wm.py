@@ -35,6 +35,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from .._checks import check_device, check_int
 from ..config import GraspConfig
 from ..planner import check_model_history, declared_history
 from ..result import PlanResult
@@ -82,6 +83,7 @@ class DinoWMGraspPlanner:
         predict_fn = predict_fn or getattr(wm, "predict_next", None)
         if not callable(predict_fn):
             raise TypeError("wm must expose predict_next(z_window, action) -> z_next, or pass predict_fn=")
+        check_int("action_dim", action_dim, minimum=1)
         bounds = explicit_bounds(action_low, action_high)
         config = config or GraspConfig()
         declared = declared_history(wm)
@@ -98,7 +100,7 @@ class DinoWMGraspPlanner:
         self.alpha = float(alpha)
         self.preprocessor = preprocessor
         self.predict_fn = predict_fn
-        self.device = torch.device(device)
+        self.device = check_device("device", device)
         self._layout: Optional[tuple[tuple[int, int], Optional[int]]] = None
         self.last_result: Optional[PlanResult] = None
 

@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from .._checks import check_device
 from .._problem import check_planner_args
 from ..config import GraspConfig
 from ..planner import check_model_history
@@ -76,7 +77,7 @@ class GraspSolver:
         action_low: Any = UNSET,
         action_high: Any = UNSET,
     ) -> None:
-        check_planner_args(world_model, 1)  # the action dimension is checked at configure()
+        check_planner_args(world_model, None)  # the action dimension is checked at configure()
         if encode is not None and not callable(encode):
             raise TypeError(f"encode must be callable info_dict -> (obs_frames, goal), got {type(encode).__name__}")
         self._bounds = explicit_bounds(action_low, action_high)
@@ -86,7 +87,7 @@ class GraspSolver:
         self.encode = encode
         self.state_shape = None if state_shape is None else tuple(int(s) for s in state_shape)
         self.state_weights = state_weights
-        self.device = torch.device(device)
+        self.device = check_device("device", device)
         self.obs_key, self.goal_key = obs_key, goal_key
         self._config: Any = None
         self._n_envs: Optional[int] = None

@@ -305,20 +305,23 @@ def _format_metrics(name: str, metrics: dict) -> str:
 
 
 def main_train(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m grasp_kernels.models.training --env NAME|all --seed S --out DIR``: train, save, print metrics."""
+    """``python -m grasp_kernels train --env NAME|all --seed S --out DIR``: train, save, print metrics."""
+    from ..cli import int_at_least
     from .zoo import save_world_model
 
     parser = argparse.ArgumentParser(
-        prog="python -m grasp_kernels.models.training", description="Train MLP world models on simulator data."
+        prog="python -m grasp_kernels train", description="Train MLP world models on simulator data."
     )
     parser.add_argument("--env", required=True, help=f"one of {list(ENV_NAMES)} or 'all'")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int_at_least(0), default=0)
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "weights"),
                         help="output directory (default: the package's weights/)")
-    for flag, kind in (("trajectories", int), ("length", int), ("hidden", int), ("depth", int), ("steps", int),
-                       ("batch-size", int), ("lr", float), ("rollout-steps", int), ("heldout-trajectories", int)):
+    positive = int_at_least(1)
+    for flag, kind in (("trajectories", positive), ("length", positive), ("hidden", positive), ("depth", positive),
+                       ("steps", positive), ("batch-size", positive), ("lr", float), ("rollout-steps", positive),
+                       ("heldout-trajectories", positive)):
         parser.add_argument(f"--{flag}", type=kind, default=None, help="default: per environment")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--threads", type=int_at_least(1), default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 

@@ -17,6 +17,7 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
+from .._checks import check_device
 from ..envs.sim import PointMazeEnv, PushTEnv, check_env_name
 from .mlp import MLPDynamics
 
@@ -46,7 +47,7 @@ def card_path(path: PathLike) -> Path:
 
 
 def _reproduce_hint(env_name: str) -> str:
-    return f"python -m grasp_kernels.models.training --env {env_name} --seed 0 --out {WEIGHTS_DIR}"
+    return f"python -m grasp_kernels train --env {env_name} --seed 0 --out {WEIGHTS_DIR}"
 
 
 def _architecture(model: MLPDynamics) -> tuple[int, int, str]:
@@ -156,7 +157,10 @@ def load_world_model(env_name: str, path: Optional[PathLike] = None, device: Uni
     from safetensors import safe_open
 
     name = check_env_name(env_name)
+    device = check_device("device", device)
     path = default_path(name) if path is None else Path(path)
+    if path.is_dir():
+        raise ValueError(f"path must be a .safetensors file, got the directory {path} (e.g. {path / default_path(name).name})")
     if not path.is_file():
         raise FileNotFoundError(
             f"world model file {path} for env {name!r} not found; train it with: {_reproduce_hint(name)}"

@@ -12,17 +12,32 @@ differs from the kernels' (same distribution).
 
 from __future__ import annotations
 
-from typing import Optional
+import sys
+from typing import Callable, Optional, TypeVar
 
 import torch
 
-from .._checks import BoundArg, as_bound
+from .._checks import BoundArg, as_bounds
 from ..backends import resolve_backend
 
 SEED_HIGH = 2**62
+T = TypeVar("T")
 
 
-@torch.compiler.assume_constant_result
+def assume_constant_result(fn: Callable[..., T]) -> Callable[..., T]:
+    """``torch.compiler.assume_constant_result`` without importing ``torch._dynamo`` at import time.
+
+    The decorator only sets ``fn._dynamo_marked_constant`` (torch 2.x), which dynamo reads when it
+    traces a call; importing it costs seconds of ``import grasp_kernels`` (a test pins that the
+    attribute is what torch's decorator sets). Once dynamo is loaded, torch's own decorator is used.
+    """
+    if "torch._dynamo" in sys.modules:
+        return torch.compiler.assume_constant_result(fn)
+    fn._dynamo_marked_constant = True  # type: ignore[attr-defined]
+    return fn
+
+
+@assume_constant_result
 def resolve(backend: str, device: torch.device) -> str:
     """:func:`resolve_backend`, a constant for torch.compile (it imports modules and reads the
     environment, which dynamo cannot trace; a compiled graph keeps the backend it was traced with)."""
@@ -55,19 +70,19 @@ def kernel_bounds(low: BoundArg, high: BoundArg, actions: torch.Tensor) -> list[
     """Bounds as float32 ``[A]`` tensors, +-inf where unbounded (the kernels' form).
 
     Bounds already in that form (float32, ``[A]``, contiguous, on the actions' device) are used as
-    given, without a NaN check: that check would be a device sync on every step (planners validate
-    their bounds once, before the loop, and pass them in this form)."""
-    bounds = []
+    given, without a NaN or order check: that check would be a device sync on every step (planners
+    validate their bounds once, before the loop, and pass them in this form). Any other form is
+    converted and checked ``low <= high``."""
     action_dim = actions.shape[-1]
-    for bound_name, bound, fill in (("low", low, float("-inf")), ("high", high, float("inf"))):
-        if (
-            isinstance(bound, torch.Tensor) and bound.dtype == torch.float32 and bound.shape == (action_dim,)
-            and bound.device == actions.device and bound.is_contiguous()
-        ):
-            bounds.append(bound)
-            continue
-        tensor = as_bound(bound_name, bound, action_dim, actions.device, torch.float32)
-        if tensor is None:
-            tensor = torch.full((actions.shape[-1],), fill, device=actions.device, dtype=torch.float32)
-        bounds.append(tensor.contiguous())
+    if all(
+        isinstance(bound, torch.Tensor) and bound.dtype == torch.float32 and bound.shape == (action_dim,)
+        and bound.device == actions.device and bound.is_contiguous()
+        for bound in (low, high)
+    ):
+        return [low, high]  # type: ignore[list-item]
+    bounds = []
+    for bound, fill in zip(as_bounds(low, high, action_dim, actions.device, torch.float32), (float("-inf"), float("inf"))):
+        if bound is None:
+            bound = torch.full((action_dim,), fill, device=actions.device, dtype=torch.float32)
+        bounds.append(bound.contiguous())
     return bounds

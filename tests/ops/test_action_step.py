@@ -72,7 +72,7 @@ def test_action_step_several_steps_match_torch_adam_without_bounds():
 @pytest.mark.parametrize(
     "call,match",
     [
-        (lambda: action_step_ref(*[torch.zeros(2, 4, 3)] * 4, 1, 0.1, 0.9, 0.999, 1e-8, torch.zeros(2), None), "low must have shape"),
+        (lambda: action_step_ref(*[torch.zeros(2, 4, 3)] * 4, 1, 0.1, 0.9, 0.999, 1e-8, torch.zeros(2), None), "low must have one value per action dimension"),
         (lambda: action_step_ref(*[torch.zeros(2, 4, 3)] * 3, torch.zeros(2, 4, 3, dtype=torch.float64), 1, 0.1, 0.9, 0.999, 1e-8, None, None), "exp_avg_sq must have dtype"),
     ],
 )

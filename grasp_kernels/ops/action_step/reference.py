@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..._checks import BoundArg, check_scalar, check_tensor
+from ..._checks import BoundArg, as_bounds
 from .._adam import adam_update_ref, check_adam_args
 
 
@@ -35,17 +35,23 @@ def action_step_ref(
 
 
 def clamp_actions_(actions: torch.Tensor, low: BoundArg, high: BoundArg) -> torch.Tensor:
-    """Clamp ``actions [..., A]`` in place to per-dimension bounds (None: unbounded)."""
+    """Clamp ``actions [..., A]`` in place to per-dimension bounds (None: unbounded).
+
+    ``low``/``high``: None, a float, a sequence of floats or a tensor ``[A]``, in any mix. Bounds
+    already in the planners' form (tensors ``[A]`` of the actions' dtype and device, checked once
+    before the loop) are used as given; any other form is converted and checked ``low <= high``.
+    """
     action_dim = actions.shape[-1]
-    bounds = []
-    for name, bound in (("low", low), ("high", high)):
-        if isinstance(bound, torch.Tensor):
-            check_tensor(name, bound, shape=(action_dim,), device=actions.device)
-            bound = bound.to(actions.dtype)
-        elif bound is not None:
-            bound = check_scalar(name, bound)
-        bounds.append(bound)
-    low, high = bounds
+    if not all(_ready(bound, actions) for bound in (low, high)):
+        low, high = as_bounds(low, high, action_dim, actions.device, actions.dtype)
     if low is None and high is None:
         return actions
     return actions.clamp_(min=low, max=high)
+
+
+def _ready(bound: BoundArg, actions: torch.Tensor) -> bool:
+    """None, or a tensor ``[A]`` of the actions' dtype and device: no conversion (and no device sync)."""
+    return bound is None or (
+        isinstance(bound, torch.Tensor) and bound.shape == actions.shape[-1:] and bound.dtype == actions.dtype
+        and bound.device == actions.device
+    )
