@@ -21,7 +21,6 @@ import contextlib
 from typing import Callable, Optional
 
 import torch
-import torch._dynamo
 
 from .backends import warn_once
 from .config import GraspConfig
@@ -127,7 +126,10 @@ class Fallback:
 
 def _trace_autograd() -> contextlib.AbstractContextManager:
     """Let dynamo trace ``torch.autograd.grad`` into the graph (else each one is a graph break), for the
-    calls that trace; no global setting is changed."""
+    calls that trace; no global setting is changed. Dynamo is imported here, on first use: importing it
+    costs seconds, which ``import grasp_kernels`` does not pay."""
+    import torch._dynamo
+
     if hasattr(torch._dynamo.config, "trace_autograd_ops"):
         return torch._dynamo.config.patch(trace_autograd_ops=True)
     return contextlib.nullcontext()

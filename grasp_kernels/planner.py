@@ -358,9 +358,8 @@ class GraspPlanner:
         s0, goal = chains.flat(chains.s0).contiguous(), chains.flat(chains.goal).contiguous()
         exp_avg, exp_avg_sq = torch.zeros_like(actions), torch.zeros_like(actions)
         workspace = torch.empty((chains.batch, cfg.horizon + 1, chains.state_dim), device=s0.device, dtype=torch.float32)
-        loss = torch.zeros(actions.shape[0], device=actions.device, dtype=actions.dtype)
         with torch.no_grad():
-            for step in range(1, cfg.sync_steps + 1):
+            for step in range(1, cfg.sync_steps + 1):  # >= 1: a plan without sync steps has no sync phase
                 loss = ops.fused_mlp_sync_step_(
                     state.fused_mlp, s0, goal, actions, exp_avg, exp_avg_sq, step, cfg.sync_lr, cfg.beta1, cfg.beta2,
                     cfg.adam_eps, state.low, state.high, workspace=workspace, backend=state.fused_backend,
@@ -420,8 +419,7 @@ class GraspPlanner:
                     cfg.beta1, cfg.beta2, cfg.adam_eps, state.low, state.high, chains.history, state.weights,
                     step_fn=self._sync_step_fn(),
                 )
-        for moment in (*state.state_moments, *state.action_moments):
-            moment.zero_()
+        torch._foreach_zero_([*state.state_moments, *state.action_moments])  # one launch for the four
         return loss
 
     @staticmethod
