@@ -1,10 +1,11 @@
 """Every kernel of the engine once, on small odd shapes, checked against its reference: the workload of
 the compute-sanitizer step of ``bench/device_check.sh`` (memcheck, initcheck, ...), where each launch
 should touch only its own tensors. It covers each Triton kernel (the four ops, the multi-chunk energy
-sum, the fused MLP iteration in its register and blocked variants, tensor and in-kernel noise, one and
-several time chunks) and each CUDA kernel (the four ops, on the scalar path (D, A odd) and the 16-byte
-vector path (D, A multiples of 4), one and several chunks per plan); a few seconds on a GPU, so the
-sanitizer's slowdown stays affordable.
+sum, the fused MLP iteration in its register and blocked variants with tensor and in-kernel noise and
+one or several time chunks, the fused sync step in both variants with one or several plan blocks) and
+each CUDA kernel (the four ops, on the scalar path (D, A odd) and the 16-byte vector path (D, A
+multiples of 4), one and several chunks per plan); a few seconds on a GPU, so the sanitizer's slowdown
+stays affordable.
 
     python bench/sanitize_kernels.py              # needs a CUDA device; exits 1 on a mismatch
     python bench/sanitize_kernels.py --device cpu --backends triton   # CPU smoke run (Triton interpreter)
@@ -26,6 +27,7 @@ from grasp_kernels.models import MLPDynamics
 from grasp_kernels.reference import (
     action_step_ref,
     fused_mlp_iteration_ref,
+    fused_mlp_sync_step_ref,
     lifted_energy_ref,
     lifted_energy_state_step_ref,
     state_step_ref,
@@ -117,6 +119,24 @@ def fused_mlp_cases(device: torch.device, g: torch.Generator) -> None:
         ops.fused_mlp_iteration_(model, new_states, actions, 0.3, *moments, seed=9, backend="triton", **scalars)
 
 
+def fused_sync_cases(device: torch.device, g: torch.Generator) -> None:
+    # the fused sync step: register (H = 16) and blocked (H = 40) variants, one plan block and several
+    # (B = 19 > 16 plans per program), its workspace of T+1 states
+    for hidden, depth, batch in ((16, 2, 3), (40, 3, 19)):
+        torch.manual_seed(hidden)
+        model = MLPDynamics(5, 3, hidden=hidden, depth=depth).to(device)
+        horizon = 7
+        s0, goal = _randn(batch, 5, g=g, device=device), _randn(batch, 5, g=g, device=device)
+        actions = _randn(batch, horizon, 3, g=g, device=device)
+        m, v = torch.zeros_like(actions), torch.zeros_like(actions)
+        want = [t.clone() for t in (actions, m, v)]
+        adam = dict(step=1, lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8, low=-1.0, high=1.0)
+        loss = ops.fused_mlp_sync_step_(model, s0, goal, actions, m, v, backend="triton", **adam)
+        want_loss = fused_mlp_sync_step_ref(model, s0, goal, *want, **adam)
+        _close(f"fused_mlp_sync H={hidden} B={batch} loss", loss, want_loss, 1e-4)
+        _close(f"fused_mlp_sync H={hidden} B={batch} actions", actions, want[0])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", nargs="*", default=["triton", "cuda"], choices=["triton", "cuda"])
@@ -138,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                   (f"{backend} steps", lambda b=backend: step_cases(b, device, g))]
     if "triton" in args.backends:
         cases.append(("triton fused MLP", lambda: fused_mlp_cases(device, g)))
+        cases.append(("triton fused sync", lambda: fused_sync_cases(device, g)))
     for name, run in cases:
         run()
         if device.type == "cuda":
