@@ -25,9 +25,10 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path, dpi: int = 110) -> Path:
-    """Lay ``fig`` out, write it to ``path`` (creating its folder), close it; returns the path."""
-    fig.tight_layout()
+def save_figure(fig, path, dpi: int = 110, rect: Optional[tuple[float, float, float, float]] = None) -> Path:
+    """Lay ``fig`` out (within ``rect`` of the figure, leaving the rest to a figure legend or title),
+    write it to ``path`` (creating its folder), close it; returns the path."""
+    fig.tight_layout(rect=rect)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
@@ -152,5 +153,4 @@ def plot_maze(
     ]
     fig.legend(handles=legend, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(title or f"{env.name}: all {shown} problems, one colour each", fontsize=9)
-    fig.subplots_adjust(bottom=0.16)
-    return save_figure(fig, path)
+    return save_figure(fig, path, rect=(0, 0.09, 1, 0.98))  # the bottom strip holds the legend
