@@ -132,6 +132,66 @@ def test_grasp_solver_is_a_stable_worldmodel_solver_and_replaces_cem():
     torch.testing.assert_close(torch.tensor(outputs["costs"]), distance.square())
 
 
+def _swm_policy_module():
+    """stable-worldmodel's real ``stable_worldmodel.policy`` (``WorldModelPolicy``, ``PlanConfig``), or a
+    skip naming what blocks its import. On the CPU machines of this project it is blocked by torchvision:
+    the only torchvision 0.28 wheel reachable (PyPI's manylinux build, the one matching torch 2.13) is
+    the CUDA build, whose ``_C.so`` links ``libtorch_cuda.so``; with a CPU torch that library cannot
+    load and ``import torchvision`` fails ("operator torchvision::nms does not exist")."""
+    if importlib.util.find_spec("stable_worldmodel") is None:
+        pytest.skip("stable-worldmodel is not installed (make integrations)")
+    try:
+        return importlib.import_module("stable_worldmodel.policy")
+    except Exception as exc:  # noqa: BLE001 - a torchvision built for another torch fails with RuntimeError
+        pytest.skip(f"stable_worldmodel.policy cannot be imported here ({type(exc).__name__}: {exc}); "
+                    "it needs torchvision built for this torch, and lancedb/pyarrow")
+
+
+class _VectorEnvSpaces:
+    """The attributes ``WorldModelPolicy`` reads from its (vector) environment."""
+
+    def __init__(self, gym, n_envs: int, action_dim: int):
+        self.num_envs = n_envs
+        self.single_action_space = gym.spaces.Box(-1.0, 1.0, shape=(action_dim,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(n_envs, action_dim), dtype=np.float32)
+
+
+def test_grasp_solver_drives_the_real_world_model_policy():
+    """stable-worldmodel's own ``WorldModelPolicy`` and ``PlanConfig`` (not an imitation) run the
+    adapter through their MPC loop: ``set_env`` configures it and checks the ``Solver`` protocol, the
+    first ``get_action`` plans, the next ``receding_horizon * action_block - 1`` calls pop the buffered
+    plan without planning, and the call after replans warm-started from the unexecuted rest."""
+    policy_mod = _swm_policy_module()
+    gym = pytest.importorskip("gymnasium")
+    from grasp_kernels.integrations.stable_worldmodel import GraspSolver
+
+    n_envs, env_action_dim, block, history = 2, 2, 2, 3
+    torch.manual_seed(0)
+    dynamics = PatchTransformerDynamics(4, 5, env_action_dim * block, history=history, width=16, heads=2, depth=1)
+    config = GraspConfig(history=history, **{**FAST, "iters": 12, "sync_every": 6, "sync_steps": 2})
+    solver = GraspSolver(dynamics, config=config, state_shape=(4, 5))
+    calls = []
+    solve = solver.solve
+    solver.solve = lambda info, init_action=None: calls.append(init_action) or solve(info, init_action=init_action)
+    plan_config = policy_mod.PlanConfig(horizon=5, receding_horizon=2, history_len=history, action_block=block)
+    policy = policy_mod.WorldModelPolicy(solver=solver, config=plan_config)
+    policy.set_env(_VectorEnvSpaces(gym, n_envs, env_action_dim))
+    assert solver.horizon == 5 and solver.action_dim == env_action_dim * block
+    g = torch.Generator().manual_seed(2)
+    info = {"state": torch.randn(n_envs, history, 4, 5, generator=g), "goal_state": torch.randn(n_envs, 1, 4, 5, generator=g)}
+
+    executed = [policy.get_action(dict(info)) for _ in range(plan_config.receding_horizon * block)]
+    assert len(calls) == 1 and calls[0] is None  # one plan serves receding_horizon * action_block env steps
+    first_plan = solver.last_result.actions  # [n_envs, 5, A_env * block]
+    expected = to_env_actions(first_plan, block)[:, : plan_config.receding_horizon * block]
+    for step, action in enumerate(executed):
+        assert isinstance(action, np.ndarray) and action.shape == (n_envs, env_action_dim)
+        np.testing.assert_allclose(action, expected[:, step].numpy(), rtol=0, atol=0)
+    policy.get_action(dict(info))  # the buffer is empty: replan, warm-started from the rest of the plan
+    assert len(calls) == 2
+    torch.testing.assert_close(calls[1], first_plan[:, plan_config.receding_horizon:])
+
+
 def test_grasp_solver_action_bounds_are_off_unless_passed():
     """Their policy inverse-transforms the solver's (normalised) actions, so the raw Box bounds are not
     the solver's bounds: none unless passed to the adapter (A_env values tiled over the block); a
