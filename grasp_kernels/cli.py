@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--horizon", type=int_at_least(1), help="default: 50 (PointMaze), 60 (synthetic)")
     demo.add_argument("--problems", type=int_at_least(1),
                       help="start/goal pairs, planned as one batch; default 8 (PointMaze), 16")
-    demo.add_argument("--replan-every", type=int_at_least(1), default=5, help="PointMaze: MPC replanning period")
+    demo.add_argument("--replan-every", type=int_at_least(1), default=10, help="PointMaze: MPC replanning period")
     demo.add_argument("--particles", type=int_at_least(1), default=16,
                       help="synthetic task: chains of the multi-chain GRASP row")
     demo.add_argument("--seed", type=int_at_least(0), default=0)

@@ -167,7 +167,7 @@ def run_maze_demo(
     horizon: int = 50,
     problems: int = 8,
     seed: int = 0,
-    replan_every: int = 5,
+    replan_every: int = 10,
     device: str = "cpu",
     backend: str = "auto",
     out: Optional[Path] = Path("out/demo.png"),
@@ -180,18 +180,19 @@ def run_maze_demo(
     Start/goal pairs are far apart (:data:`grasp_kernels.envs.tasks.MIN_CELLS` cells along the maze's
     shortest path). "planned" = the first plan's rollout through the model ends within 0.45 of the goal;
     "executed" = the simulator's own success (within 0.45 at some step) within ``2 * horizon`` steps.
+    GRASP runs the quality sweep's setting for the task (:meth:`GraspConfig.preset`), CEM DINO-WM's defaults.
     """
     from .envs.sim import make_env
     from .envs.tasks import make_pairs, reached
     from .models.zoo import load_world_model
-    from .quality import closed_loop, grasp_base
+    from .quality import closed_loop
 
     started = time.perf_counter()
     model = load_world_model(env_name, device=device)
     pairs = make_pairs(env_name, problems, seed)
     bounds = dict(action_low=-1.0, action_high=1.0)
     planners = {
-        "GRASP": GraspPlanner(model, model.action_dim, grasp_base(horizon, seed, backend)),
+        "GRASP": GraspPlanner(model, model.action_dim, GraspConfig.preset(env_name, horizon, seed=seed, backend=backend)),
         "CEM": CEMPlanner(model, model.action_dim, CEMConfig(horizon=horizon, seed=seed, **bounds)),
     }
     rows, results = [], {}

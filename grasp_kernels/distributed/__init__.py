@@ -1,0 +1,17 @@
+"""GRASP beyond one device, on torch.distributed (gloo on CPUs, NCCL on GPUs; launched by ``torchrun``).
+
+Two shardings (docs/design.md, "Beyond one device"):
+
+- plans across ranks: each rank plans its contiguous slice of a global batch;
+- time across ranks: each rank holds a contiguous chunk of the time steps of every plan and exchanges
+  one boundary state row (and its residual back) with its neighbour per lifted iteration.
+
+Both give the single-process plan of the same seed: a plan's randomness depends on the seed and the
+plan's own index only (``plan_offset``; :mod:`grasp_kernels.randomness`).
+"""
+
+from __future__ import annotations
+
+from ._comm import DistributedError, init, shard_range, world
+
+__all__ = ["DistributedError", "init", "shard_range", "world"]
