@@ -32,7 +32,9 @@ def open_task():
     [
         lambda m: GDPlanner(m, 2, GDConfig(horizon=20, iters=60, lr=0.1)),
         lambda m: CEMPlanner(m, 2, CEMConfig(horizon=20, samples=100, topk=10, iters=10)),
-        lambda m: MPPIPlanner(m, 2, MPPIConfig(horizon=20, samples=100, iters=30)),
+        # temperature 0.01: at the default 0.05 the worst of the 6 plans ends at ~0.10-0.12 for most seeds,
+        # on the success radius (0.1); the test passed on the draws of one seed only
+        lambda m: MPPIPlanner(m, 2, MPPIConfig(horizon=20, samples=100, iters=30, temperature=0.01)),
     ],
     ids=["gd", "cem", "mppi"],
 )
@@ -61,6 +63,42 @@ def test_sampling_planners_are_seeded(open_task):
     again = CEMPlanner(task.world_model, 2, config).plan(s0, goal)
     other = CEMPlanner(task.world_model, 2, CEMConfig(horizon=10, samples=50, topk=5, iters=3, seed=4)).plan(s0, goal)
     assert torch.equal(first.actions, again.actions) and not torch.equal(first.actions, other.actions)
+
+
+SAMPLERS = [
+    lambda m: CEMPlanner(m, 2, CEMConfig(horizon=8, samples=30, topk=4, iters=3, seed=5)),
+    lambda m: MPPIPlanner(m, 2, MPPIConfig(horizon=8, samples=30, iters=3, seed=5)),
+]
+
+
+@pytest.mark.parametrize("make", SAMPLERS, ids=["cem", "mppi"])
+def test_sampling_plans_are_shard_invariant(open_task, make):
+    """Plan i alone with plan_offset=i is row i of the batch, bit for bit: its samples come from its own
+    generator, and every other step (rollout, costs, the update) is row-wise."""
+    task, s0, goal = open_task
+    planner = make(task.world_model)
+    batch = planner.plan(s0, goal)
+    for i in (0, 3, 5):
+        alone = planner.plan(s0[i : i + 1], goal[i : i + 1], plan_offset=i)
+        assert torch.equal(alone.actions[0], batch.actions[i])
+        assert torch.equal(alone.energy_history[:, 0], batch.energy_history[:, i])
+    tail = planner.plan(s0[2:], goal[2:], plan_offset=2)
+    assert torch.equal(tail.actions, batch.actions[2:])
+    # the same problem at another index draws other samples
+    shifted = planner.plan(s0[:1], goal[:1], plan_offset=1)
+    assert not torch.equal(shifted.actions[0], batch.actions[0])
+
+
+@pytest.mark.parametrize("make", [*SAMPLERS, lambda m: GDPlanner(m, 2, GDConfig(horizon=8, iters=2))], ids=["cem", "mppi", "gd"])
+@pytest.mark.parametrize(
+    "offset, kind, match",
+    [(-1, ValueError, "plan_offset must be >= 0, got -1"), (1.5, TypeError, "plan_offset must be an int"),
+     (True, TypeError, "plan_offset must be an int")],
+)
+def test_plan_offset_is_checked(open_task, make, offset, kind, match):
+    task, s0, goal = open_task
+    with pytest.raises(kind, match=match):
+        make(task.world_model).plan(s0, goal, plan_offset=offset)
 
 
 def test_single_plan_shapes(open_task):

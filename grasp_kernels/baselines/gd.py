@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .._checks import check_int
 from .._problem import (
     action_bounds,
     check_planner_args,
@@ -59,10 +60,22 @@ class GDPlanner:
         self.state_shape = state_shape
 
     def plan(
-        self, s0: torch.Tensor, goal: torch.Tensor, init_actions: Optional[torch.Tensor] = None, progress: bool = False
+        self,
+        s0: torch.Tensor,
+        goal: torch.Tensor,
+        init_actions: Optional[torch.Tensor] = None,
+        progress: bool = False,
+        *,
+        plan_offset: int = 0,
     ) -> PlanResult:
-        """Plan from ``s0 [B, *S]`` to ``goal``; see :class:`grasp_kernels.PlanResult`."""
+        """Plan from ``s0 [B, *S]`` to ``goal``; see :class:`grasp_kernels.PlanResult`.
+
+        ``plan_offset`` (the global index of the batch's first plan, >= 0) is accepted for the common
+        planner interface of :mod:`grasp_kernels.distributed` and checked; GD draws no random numbers,
+        so it changes nothing.
+        """
         start = time.perf_counter()
+        check_int("plan_offset", plan_offset, minimum=0)
         cfg = self.config
         problem = make_problem(s0, goal, self.state_shape)
         actions = initial_actions(init_actions, problem.batch, cfg.horizon, self.action_dim, problem.s0)

@@ -2,6 +2,10 @@
 
 Both score every candidate action sequence by the terminal cost ``||rollout(s0, a)_T - g||^2`` and
 roll all ``B * samples`` candidates out in one batch per time step.
+
+Shard-invariant: plan ``i`` of a batch draws its samples from its own generator, seeded by the config's
+seed and its global index ``plan_offset + i`` (:func:`grasp_kernels.randomness.plan_generators`), so a
+plan gets the same samples alone, in any batch, or on any rank of :mod:`grasp_kernels.distributed`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .._checks import check_int
 from .._problem import (
     action_bounds,
     check_planner_args,
@@ -25,6 +30,7 @@ from .._problem import (
 )
 from ..config import Bound
 from ..lifted import WorldModel
+from ..randomness import per_plan_normal, plan_generators
 from ..result import PlanResult
 from ._common import check_config, terminal_cost, validate_fields
 
@@ -78,23 +84,33 @@ class _SamplingPlanner:
         self.state_shape = state_shape
 
     def plan(
-        self, s0: torch.Tensor, goal: torch.Tensor, init_actions: Optional[torch.Tensor] = None, progress: bool = False
+        self,
+        s0: torch.Tensor,
+        goal: torch.Tensor,
+        init_actions: Optional[torch.Tensor] = None,
+        progress: bool = False,
+        *,
+        plan_offset: int = 0,
     ) -> PlanResult:
-        """Plan from ``s0 [B, *S]`` to ``goal``; ``init_actions`` warm-starts the mean."""
+        """Plan from ``s0 [B, *S]`` to ``goal``; ``init_actions`` warm-starts the mean.
+
+        ``plan_offset``: the global index of the batch's first plan (>= 0): plan ``i`` draws the samples
+        of plan ``plan_offset + i`` of any bigger batch with the same seed (a rank's slice of a global
+        batch passes its start; :func:`grasp_kernels.distributed.plan_across_ranks`).
+        """
         start = time.perf_counter()
+        plan_offset = check_int("plan_offset", plan_offset, minimum=0)
         cfg = self.config
         problem = make_problem(s0, goal, self.state_shape)
         mean = initial_actions(init_actions, problem.batch, cfg.horizon, self.action_dim, problem.s0)
         low, high = action_bounds(cfg.action_low, cfg.action_high, self.action_dim, mean.device, mean.dtype)
         clamp_(mean, low, high)
         spread = self._initial_spread(mean)
-        generator = torch.Generator(device=mean.device).manual_seed(cfg.seed)
+        generators = plan_generators(cfg.seed, plan_offset, problem.batch, mean.device)
         history = torch.empty(cfg.iters, problem.batch, device=mean.device, dtype=mean.dtype)
         with torch.no_grad():
             for it in tqdm(range(cfg.iters), desc=self.name, disable=not progress, leave=False):
-                noise = torch.randn(
-                    (problem.batch, cfg.samples, *mean.shape[1:]), generator=generator, device=mean.device, dtype=mean.dtype
-                )
+                noise = per_plan_normal(generators, (cfg.samples, *mean.shape[1:]), mean.device, mean.dtype)
                 candidates = mean.unsqueeze(1) + spread.unsqueeze(1) * noise
                 candidates[:, 0] = mean
                 clamp_(candidates, low, high)
