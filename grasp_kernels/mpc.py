@@ -164,6 +164,7 @@ def run_mpc(
     config: MPCConfig,
     progress: bool = False,
     device: Optional[Union[str, torch.device]] = None,
+    plan_offset: int = 0,
 ) -> MPCResult:
     """Run ``B`` receding-horizon MPC episodes in lock step.
 
@@ -177,6 +178,10 @@ def run_mpc(
         progress: show a progress bar over the replans.
         device: where the planner runs (states and goals are handed to it as float32 tensors there);
             None: the device of the world model's first parameter, else the CPU.
+        plan_offset: the global index of episode 0 (>= 0), passed to every ``planner.plan`` so that
+            episode ``i`` plans with the randomness of episode ``plan_offset + i`` of a bigger batch (a
+            rank's slice of the episodes; :mod:`grasp_kernels.distributed`). 0 is not passed on, so
+            planners without the argument still work.
 
     Returns:
         :class:`MPCResult`.
@@ -185,6 +190,7 @@ def run_mpc(
     if not isinstance(config, MPCConfig):
         raise TypeError(f"config must be an MPCConfig, got {type(config).__name__}")
     config.validate()
+    plan_offset = _check_int("plan_offset", plan_offset, minimum=0)
     horizon = _planner_horizon(planner)
     if config.replan_every > horizon:
         raise ValueError(f"replan_every must be <= the planner's horizon ({horizon}), got {config.replan_every}")
@@ -220,7 +226,7 @@ def run_mpc(
     try:
         while t < max_steps and not (config.stop_on_success and done.all()):
             result, seconds = _timed_plan(
-                planner, current, goal_tensor, warm, device, (batch, horizon, action_dim), warm_states
+                planner, current, goal_tensor, warm, device, (batch, horizon, action_dim), warm_states, plan_offset
             )
             planning_time += seconds
             plans += 1
@@ -257,7 +263,9 @@ def run_mpc(
     if first_plan is None:
         # every start already met the criterion (the loop never ran): plan once anyway so that
         # first_plan is always a plan of the whole batch
-        first_plan, seconds = _timed_plan(planner, current, goal_tensor, None, device, (batch, horizon, action_dim))
+        first_plan, seconds = _timed_plan(
+            planner, current, goal_tensor, None, device, (batch, horizon, action_dim), plan_offset=plan_offset
+        )
         planning_time += seconds
         plans += 1
     final_distance = np.linalg.norm(executed[:, -1].astype(np.float64) - goals, axis=1)
@@ -282,11 +290,14 @@ def _timed_plan(
     device: torch.device,
     action_shape: tuple[int, int, int],
     init_states: Optional[torch.Tensor] = None,
+    plan_offset: int = 0,
 ) -> tuple[PlanResult, float]:
     """One batched plan from host ``states [B, D]`` to ``goals [B, D]`` (float32 on ``device``), its
     seconds (a CUDA device synchronised first, so that queued kernels count) and a check of its actions."""
     s0 = torch.as_tensor(states, dtype=torch.float32, device=device)
     extra = {} if init_states is None else {"init_states": init_states}
+    if plan_offset:
+        extra["plan_offset"] = plan_offset
     start = time.perf_counter()
     result = planner.plan(s0, goals, init_actions=init_actions, **extra)
     if device.type == "cuda":

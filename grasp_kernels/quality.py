@@ -151,16 +151,31 @@ def planner_iters(planner) -> int:
     return int(planner.config.iters)
 
 
-def open_loop(env_name: str, planner, pairs: PairSet, device: str = "cpu") -> tuple[Score, PlanResult]:
+def open_loop(
+    env_name: str, planner, pairs: PairSet, device: str = "cpu", across_ranks: bool = False
+) -> tuple[Score, PlanResult]:
     """The paper's protocol: plan from each start to its goal, roll the actions out through the world
-    model, success = the final state lies in the goal region (:func:`grasp_kernels.envs.tasks.reached`)."""
+    model, success = the final state lies in the goal region (:func:`grasp_kernels.envs.tasks.reached`).
+
+    ``across_ranks``: every rank of the default process group plans its contiguous slice of the pairs
+    (:func:`grasp_kernels.distributed.plan_across_ranks`, each pair with the randomness it gets in one
+    process) and every rank gets the whole result and the same Score, its wall time the slowest
+    rank's; without a process group, the plain single-process call.
+    """
     s0 = torch.as_tensor(pairs.starts, device=device)
     goal = torch.as_tensor(pairs.goals, device=device)
     start = time.perf_counter()
-    result = planner.plan(s0, goal)
+    if across_ranks:
+        from .distributed import max_over_ranks, plan_across_ranks
+
+        result = plan_across_ranks(planner, s0, goal)
+    else:
+        result = planner.plan(s0, goal)
     if s0.device.type == "cuda":  # queued kernels count, as in the closed loop's timing
         torch.cuda.synchronize(s0.device)
     wall = time.perf_counter() - start
+    if across_ranks:  # one value on every rank: the equal-time table scales iterations by it
+        wall = max_over_ranks(wall)
     final = result.rollout[:, -1].detach().cpu().numpy()
     ok = reached(env_name, final, pairs.goals)
     errors = goal_error(env_name, final, pairs.goals)
@@ -169,25 +184,48 @@ def open_loop(env_name: str, planner, pairs: PairSet, device: str = "cpu") -> tu
 
 def closed_loop(
     env_name: str, planner, pairs: PairSet, max_steps: int, replan_every: int, device: str = "cpu",
-    progress: bool = False, warm_start_states: bool = False,
+    progress: bool = False, warm_start_states: bool = False, across_ranks: bool = False,
 ) -> tuple[Score, object]:
     """MPC in the simulator (:func:`grasp_kernels.mpc.run_mpc`), success by the environment's own
     criterion; the error column is the task distance of the last executed state.
-    ``warm_start_states``: :attr:`grasp_kernels.mpc.MPCConfig.warm_start_states`."""
+    ``warm_start_states``: :attr:`grasp_kernels.mpc.MPCConfig.warm_start_states`.
+
+    ``across_ranks``: every rank of the default process group runs the episodes of its contiguous
+    slice of the pairs in its own simulators (``plan_offset`` = the slice's start, so each episode
+    plans with the randomness it gets in one process); the successes and errors are gathered, so
+    every rank gets the Score of all pairs (wall time: the slowest rank's) and the :class:`MPCResult`
+    of its own slice (None for an empty slice). Without a process group, the single-process run.
+    """
     from .envs.sim import SimBatch
     from .mpc import MPCConfig, run_mpc
 
-    sims = SimBatch(env_name, len(pairs))
-    try:
-        result = run_mpc(
-            planner, sims, pairs.starts, pairs.goals,
-            MPCConfig(replan_every=replan_every, max_steps=max_steps, warm_start_states=warm_start_states),
-            progress=progress, device=device,
-        )
-    finally:
-        sims.close()
-    errors = goal_error(env_name, result.executed[:, -1], pairs.goals)
-    score = Score(int(np.sum(result.success)), len(pairs), float(np.median(errors)), result.wall_time, planner_iters(planner))
+    config = MPCConfig(replan_every=replan_every, max_steps=max_steps, warm_start_states=warm_start_states)
+    start, stop = 0, len(pairs)
+    if across_ranks:
+        from .distributed import shard_range, world
+
+        start, stop = shard_range(len(pairs), *world())
+    result, wall = None, 0.0
+    success, errors = np.zeros(0, dtype=bool), np.zeros(0, dtype=np.float64)
+    if stop > start:  # a rank with no pairs (fewer pairs than ranks) only joins the exchanges below
+        sims = SimBatch(env_name, stop - start)
+        try:
+            result = run_mpc(
+                planner, sims, pairs.starts[start:stop], pairs.goals[start:stop], config,
+                progress=progress, device=device, plan_offset=start,
+            )
+        finally:
+            sims.close()
+        success = np.asarray(result.success, dtype=bool)
+        errors = np.asarray(goal_error(env_name, result.executed[:, -1], pairs.goals[start:stop]), dtype=np.float64)
+        wall = result.wall_time
+    if across_ranks:
+        from .distributed import gather_shards, max_over_ranks
+
+        success = gather_shards(torch.from_numpy(success), len(pairs)).numpy()
+        errors = gather_shards(torch.from_numpy(errors), len(pairs)).numpy()
+        wall = max_over_ranks(wall)
+    score = Score(int(np.sum(success)), len(pairs), float(np.median(errors)), wall, planner_iters(planner))
     return score, result
 
 

@@ -13,5 +13,6 @@ plan's own index only (``plan_offset``; :mod:`grasp_kernels.randomness`).
 from __future__ import annotations
 
 from ._comm import DistributedError, init, shard_range, world
+from .plans import gather_shards, max_over_ranks, plan_across_ranks
 
-__all__ = ["DistributedError", "init", "shard_range", "world"]
+__all__ = ["DistributedError", "gather_shards", "init", "max_over_ranks", "plan_across_ranks", "shard_range", "world"]
