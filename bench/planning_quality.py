@@ -22,6 +22,11 @@ goal position; Push-T: block within 20 px and pi/9 of the goal pose). Writes
 
 ``--merge`` renders the tables and the plot of several runs of one environment (e.g. a horizon run
 separately) as one report; the runs must not share a horizon.
+
+Sharded over processes (``torchrun --nproc-per-node 4 bench/planning_quality.py ...``): every rank plans
+its contiguous slice of every pair set (open loop, and the MPC episodes in its own simulators) with
+the randomness those pairs get in one process, the outcomes are gathered, and rank 0 writes the same
+tables as one process; wall times are the slowest rank's.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import os
 import platform
 import sys
 import time
@@ -64,13 +70,19 @@ SETTINGS = ("trials", "tune_trials", "samples", "families", "replan_every", "mpc
             "mpc_warm_start_states")
 
 
+RANK, RANKS = 0, 1  # this process in a torchrun launch (set by main); only rank 0 prints and writes
+
+
 def log(line: str) -> None:
-    print(line, flush=True)
+    if RANK == 0:
+        print(line, flush=True)
 
 
 def write(report: dict, args: argparse.Namespace, header: str, seconds: float | None = None) -> None:
     """The markdown table, the raw JSON and the plot of ``report`` under ``args.out_dir``; ``seconds``:
-    the run time (default: since ``report["started"]``)."""
+    the run time (default: since ``report["started"]``). Rank 0 only."""
+    if RANK != 0:
+        return
     stem = args.out_dir / f"planning_quality_{report['env']}_{args.tag}"
     stem.parent.mkdir(parents=True, exist_ok=True)
     if seconds is None:
@@ -100,19 +112,19 @@ def run_env(env_name: str, args: argparse.Namespace, header: str) -> dict:
         for family in args.families:
             scores = {}
             for setting, factory in settings[family].items():
-                scores[setting], _ = open_loop(env_name, factory(1.0), tune)
+                scores[setting], _ = open_loop(env_name, factory(1.0), tune, across_ranks=True)
                 cell["sweep"].setdefault(family, {})[setting] = dataclasses.asdict(scores[setting])
                 log(f"  sweep {family:5s} {setting:24s} {scores[setting].cell()}  err {scores[setting].median_error:.3f}  {scores[setting].wall_time:.1f}s")
             best = pick_best(scores)
             chosen[family] = (best, settings[family][best])
             if args.closed_loop_only:
                 continue
-            score, _ = open_loop(env_name, chosen[family][1](1.0), test)
+            score, _ = open_loop(env_name, chosen[family][1](1.0), test, across_ranks=True)
             cell["held_out"][family] = {"setting": best, **dataclasses.asdict(score)}
             log(f"  held-out {family:5s} [{best}] {score.cell()}  err {score.median_error:.3f}  {score.wall_time:.1f}s")
         if "GRASP" in chosen and not args.closed_loop_only:
             for name, factory in ablation_factories(model, model.action_dim, chosen["GRASP"][1]).items():
-                score, _ = open_loop(env_name, factory(1.0), test)
+                score, _ = open_loop(env_name, factory(1.0), test, across_ranks=True)
                 cell["ablations"][name] = dataclasses.asdict(score)
                 log(f"  ablation {name:18s} {score.cell()}  err {score.median_error:.3f}  {score.wall_time:.1f}s")
         if "GRASP" in chosen and horizon in equal_time_horizons and not args.closed_loop_only:
@@ -121,7 +133,7 @@ def run_env(env_name: str, args: argparse.Namespace, header: str) -> dict:
                 if family == "GRASP":
                     continue
                 scale = budget / max(cell["held_out"][family]["wall_time"], 1e-9)
-                score, _ = open_loop(env_name, chosen[family][1](scale), test)
+                score, _ = open_loop(env_name, chosen[family][1](scale), test, across_ranks=True)
                 cell["equal_time"][family] = {"scale": scale, **dataclasses.asdict(score)}
                 log(f"  equal-time {family:5s} x{scale:.2f} iters {score.iters}: {score.cell()}  {score.wall_time:.1f}s")
         if horizon in mpc_horizons:
@@ -129,7 +141,7 @@ def run_env(env_name: str, args: argparse.Namespace, header: str) -> dict:
                 planner = chosen[family][1](args.mpc_iters_scale)
                 score, _ = closed_loop(
                     env_name, planner, test, max_steps=args.mpc_steps or 2 * horizon, replan_every=args.replan_every,
-                    warm_start_states=args.mpc_warm_start_states,
+                    warm_start_states=args.mpc_warm_start_states, across_ranks=True,
                 )
                 cell["closed_loop"][family] = {"setting": chosen[family][0], **dataclasses.asdict(score)}
                 log(f"  closed-loop {family:5s} {score.cell()}  err {score.median_error:.3f}  {score.wall_time:.1f}s")
@@ -281,7 +293,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", default=f"cpu_{datetime.date.today().isoformat()}")
     parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON", help="render these reports of one env as one (no planning)")
     args = parser.parse_args(argv)
+    global RANK, RANKS
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # launched by torchrun: shard the pairs
+        from grasp_kernels.distributed import init
+
+        RANK, RANKS = init()
     if args.merge:
+        if RANK != 0:  # no planning to share
+            return 0
         report = merge(args.merge, args)
         log(Path(f"{args.out_dir}/planning_quality_{report['env']}_{args.tag}.md").read_text())
         return 0
@@ -297,11 +316,17 @@ def main(argv: list[str] | None = None) -> int:
         f"held-out pairs: {args.trials} (seed {TEST_SEED}); CEM/MPPI {args.samples if not args.quick else 16} samples; "
         f"every planner plans all pairs as one batch; MPC warm-starts the actions"
         f"{' and GRASP' + chr(39) + 's virtual states' if args.mpc_warm_start_states else ''} (shifted previous plan)."
+        + (f" Pairs sharded over {RANKS} processes (torchrun); wall times are the slowest rank's." if RANKS > 1 else "")
         + (" QUICK SMOKE RUN: budgets too small to mean anything." if args.quick else "")
     )
     for env_name in args.env:
-        report = run_env(env_name, args, header)
-        log(Path(f"{args.out_dir}/planning_quality_{env_name}_{args.tag}.md").read_text())
+        run_env(env_name, args, header)
+        if RANK == 0:
+            log(Path(f"{args.out_dir}/planning_quality_{env_name}_{args.tag}.md").read_text())
+    if RANKS > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     return 0
 
 
