@@ -3,16 +3,20 @@
 Why the gathered plans equal the single-process plan bit for bit: each rank plans its slice with
 ``plan_offset`` = the slice's start, so every plan draws the random numbers it draws in the whole batch
 (per-plan generators for CEM/MPPI, counters keyed by the chain's global index for GRASP), and every
-other operation of these planners on these models is row-wise (a plan's matmul rows, its Adam steps,
-CEM's top-k and MPPI's softmax over its own samples, GRASP's choice of its own best chain), computed by
-the same kernels on one thread in every process. The single-process reference is computed in the
-spawned processes too, so that it runs on the same single thread.
+other operation of these planners is row-wise (its Adam steps, CEM's top-k and MPPI's softmax over its
+own samples, GRASP's choice of its own best chain), computed by the same kernels on one thread in every
+process. The world model must be row-wise to the bit as well: the navigation model here is elementwise
+per state. An MLP is not, on this machine: MKL multiplies a few rows (M <= 10 with 3 outputs, M = 1
+always) with other kernels that sum in another order, so a rank's 2-row slice differs from the same
+rows of a 5-row batch in the last bits. The single-process reference is computed in the spawned
+processes too, so that it runs on the same single thread.
 """
 
 from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 import torch
 from _dist import run_ranks
@@ -20,15 +24,14 @@ from _dist import run_ranks
 from grasp_kernels import GraspConfig, GraspPlanner
 from grasp_kernels.baselines import CEMConfig, CEMPlanner, GDConfig, GDPlanner, MPPIConfig, MPPIPlanner
 from grasp_kernels.distributed import DistributedError, gather_shards, plan_across_ranks
-from grasp_kernels.models.mlp import MLPDynamics
+from grasp_kernels.envs import make_task
 
 FIELDS = ("actions", "states", "rollout", "final_distance", "energy_history")
-STATE, ACTION, HORIZON = 3, 2, 5
+STATE, ACTION, HORIZON = 2, 2, 5
 
 
 def _planners() -> dict:
-    torch.manual_seed(0)
-    model = MLPDynamics(STATE, ACTION, hidden=16, depth=1)
+    model = make_task("detour").world_model  # point dynamics pushed out of walls (softplus): elementwise
     return {
         "grasp": GraspPlanner(model, ACTION, GraspConfig(
             horizon=HORIZON, iters=6, particles=2, sync_every=3, sync_steps=2, backend="reference", seed=3)),
@@ -40,16 +43,18 @@ def _planners() -> dict:
 
 def _problem(batch: int, warm: bool = False):
     generator = torch.Generator().manual_seed(batch)
-    s0 = torch.randn(batch, STATE, generator=generator)
-    goal = torch.randn(batch, STATE, generator=generator)
+    s0 = torch.rand(batch, STATE, generator=generator) - 0.5
+    goal = torch.rand(batch, STATE, generator=generator) - 0.5
     init = 0.5 * torch.rand(batch, HORIZON, ACTION, generator=generator) if warm else None
     return s0, goal, init
 
 
 def _fields(result) -> dict:
+    """The result's tensors as numpy arrays: tensors put on run_ranks' queue travel through shared
+    memory that is gone once the rank's process exits."""
     out = {name: getattr(result, name) for name in FIELDS}
     out.update({f"info.{k}": v for k, v in result.info.items() if isinstance(v, torch.Tensor)})
-    return out
+    return {name: value.detach().cpu().numpy() for name, value in out.items()}
 
 
 def _across(rank: int, world_size: int) -> dict:
@@ -86,7 +91,7 @@ def test_plans_across_ranks_equal_the_single_process_plan(world_size):
                 continue
             assert set(mine) == set(expected), (name, case, rank)
             for field, value in expected.items():
-                assert torch.equal(mine[field], value), (name, case, rank, field)
+                assert mine[field].dtype == value.dtype and np.array_equal(mine[field], value), (name, case, rank, field)
 
 
 class _FailsOnRankOne:
@@ -134,7 +139,7 @@ def test_errors_are_clear_and_gather_shards_reassembles_the_rows():
     results = run_ranks(_errors_then_gathers, 3, timeout_s=30)
     for rank, got in enumerate(results):
         # ranks passing different batches: a DistributedError listing them, not a hang
-        assert "ranks disagree on the shapes" in got["disagree"] and "rank 0: [5, 3, 5, 3" in got["disagree"]
+        assert "ranks disagree on the shapes" in got["disagree"] and "rank 0: [5, 2, 5, 2" in got["disagree"]
         # a rank whose planner raised: every rank hears of it in the header exchange, not by the timeout
         message, seconds = got["fails"]
         assert "failed on rank(s) [1, 2] of 3" in message and seconds < 10, got["fails"]
@@ -218,6 +223,9 @@ def test_sharded_quality_scores_equal_one_process():
             continue
         for rank, got in enumerate(results):
             sharded = got[(*key[:-1], "sharded")]
-            assert (sharded.successes, sharded.trials, sharded.median_error) == (one.successes, one.trials, one.median_error), (key, rank)
+            assert (sharded.successes, sharded.trials) == (one.successes, one.trials), (key, rank)
+            # the shipped MLP world model: a rank's few-row matmuls may take MKL's other kernels (module
+            # docstring), so errors agree to float32 rounding rather than to the bit
+            assert sharded.median_error == pytest.approx(one.median_error, rel=1e-5), (key, rank)
         # every rank reports the same wall time (the slowest rank's), so that equal-time scaling agrees
         assert len({got[(*key[:-1], "sharded")].wall_time for got in results}) == 1
