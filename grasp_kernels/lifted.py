@@ -19,6 +19,8 @@ from ._checks import BoundArg, check_tensor
 from .ops.action_step.reference import action_step_ref
 
 WorldModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# lifted_iteration(boundary=): (pred [B, T, D], energy [B], grad_pred [B, T, D]) -> None, in place
+BoundaryHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
 _KERNEL_PRED_DTYPES = (torch.float32, torch.bfloat16)
 
 __all__ = [
@@ -181,6 +183,7 @@ def lifted_iteration(
     generator: Optional[torch.Generator] = None,
     per_timestep: bool = False,
     model_precision: Optional[contextlib.AbstractContextManager] = None,
+    boundary: Optional[BoundaryHook] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One lifted GRASP iteration, in place: the planner's iteration, the fused-MLP kernel's
     specification and the benchmark's compiled iteration are this function.
@@ -207,12 +210,20 @@ def lifted_iteration(
         noise, seed, generator: the noise as :func:`grasp_kernels.ops.state_step_` takes it.
         per_timestep: call the model once per time step instead (public ports' loop; tests, benchmarks).
         model_precision: a context manager around the world-model call (e.g. ``torch.autocast``).
+        boundary: for a time chunk of a sharded plan (:mod:`grasp_kernels.distributed.time_sharding`),
+            whose last transition leads to a neighbour's state and not to the goal row: called as
+            ``boundary(pred, energy, grad_pred)`` (``pred [B, T, D]`` as the energy saw it, detached)
+            after the energy and the state step and before the action VJP, it corrects the last
+            transition's terms of ``energy [B]`` and ``grad_pred [B, T, D]`` in place. Stop-gradient
+            and unweighted only (the state-input VJP and the weights would need the neighbour's row too).
 
     Returns:
         ``(energy [B], grad_pred [B, T, D], action_grad [B, T, A])``, detached.
     """
     horizon = actions.shape[1]
     weighted = sqrt_weights is not None
+    if boundary is not None and (weighted or not stop_gradient):
+        raise ValueError("lifted_iteration(boundary=...) needs stop_gradient=True and no sqrt_weights")
     fused = stop_gradient and backend != "reference" and not weighted
     state_input = states[:, :horizon].detach()
     if fused and frames is None:
@@ -241,6 +252,8 @@ def lifted_iteration(
                 energy_pred, states, gamma, *state_moments, *adam, noise, seed=seed, generator=generator,
                 backend=backend,
             )
+            if boundary is not None:
+                boundary(energy_pred.detach(), energy, grad_pred)
             (action_grad,) = torch.autograd.grad(pred, action_leaf, grad_pred.to(pred.dtype))
         else:
             if weighted:  # ||x||_w^2 = ||sqrt(w) x||^2: the plain energy of scaled copies
@@ -251,6 +264,8 @@ def lifted_iteration(
                 state_grad.mul_(sqrt_weights)
             else:
                 energy, grad_pred, state_grad = ops.lifted_energy_grads(energy_pred, states, gamma, backend=backend)
+                if boundary is not None:
+                    boundary(energy_pred.detach(), energy, grad_pred)
             inputs = (action_leaf,) if stop_gradient else (action_leaf, state_input)
             grads = torch.autograd.grad(pred, inputs, grad_pred.to(pred.dtype))
             action_grad = grads[0]

@@ -13,5 +13,6 @@ plan's own index only (``plan_offset``; :mod:`grasp_kernels.randomness`).
 from __future__ import annotations
 
 from ._comm import DistributedError, init, shard_range, world
+from .time_sharding import TimeShardedPlanner
 
-__all__ = ["DistributedError", "init", "shard_range", "world"]
+__all__ = ["DistributedError", "TimeShardedPlanner", "init", "shard_range", "world"]

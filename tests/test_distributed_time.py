@@ -1,0 +1,132 @@
+"""Time across ranks (grasp_kernels.distributed.time_sharding) on 2-4 gloo processes: the time-sharded
+plan equals the single-process GraspPlanner plan of the same seed and config.
+
+Not bitwise, to float tolerance: the per-plan energy is summed in another order (each rank sums its
+chunk, the chunk's last dynamics term is corrected by one row, then the ranks' partial sums are added),
+and the world model runs on B*K*n rows instead of B*K*T, which may change the BLAS blocking of its
+matmuls and so the last bits of the predictions. The state and action updates are elementwise Adam
+steps on the same gradients, so the planned states and actions agree tightly (1e-5 here, float32);
+the energies are compared per iteration and per plan at a relative 1e-5.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from grasp_kernels import GraspConfig, GraspPlanner
+from grasp_kernels.distributed import DistributedError, TimeShardedPlanner
+from grasp_kernels.models import MLPDynamics
+from tests._dist import run_ranks
+
+B, D, A = 3, 4, 2
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return MLPDynamics(D, A, hidden=16, depth=2, activation=nn.Tanh)
+
+
+def _problem():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(B, D, generator=g), torch.randn(B, D, generator=g)
+
+
+def _config(horizon: int, particles: int, noise: bool) -> GraspConfig:
+    return GraspConfig(
+        horizon=horizon, iters=24, sync_every=8, sync_steps=3, particles=particles, seed=7,
+        state_noise=0.05 if noise else 0.0, init_noise=0.1 if noise else 0.0,
+        action_low=-0.8, action_high=0.8, backend="reference",
+    )
+
+
+def _as_tuple(result):
+    return (result.actions, result.states, result.rollout, result.final_distance, result.energy_history,
+            result.info["sync_loss"], result.info["particle"])
+
+
+def _sharded(rank, world_size, horizon, particles, noise):
+    s0, goal = _problem()
+    planner = TimeShardedPlanner(_model(), A, _config(horizon, particles, noise))
+    # numpy across the process boundary: torch.multiprocessing would share tensors through file
+    # descriptors of a process that has exited by the time the parent reads them
+    return tuple(t.numpy() for t in _as_tuple(planner.plan(s0, goal)))
+
+
+def _single(horizon, particles, noise):
+    s0, goal = _problem()
+    return _as_tuple(GraspPlanner(_model(), A, _config(horizon, particles, noise)).plan(s0, goal))
+
+
+def _assert_equal_plans(got, want):
+    got = tuple(torch.as_tensor(t) for t in got)
+    actions, states, rollout, distance, energy, sync_loss, particle = got
+    w_actions, w_states, w_rollout, w_distance, w_energy, w_sync_loss, w_particle = want
+    assert energy.shape == w_energy.shape and sync_loss.shape == w_sync_loss.shape
+    torch.testing.assert_close(energy, w_energy, rtol=1e-5, atol=1e-6)  # per iteration, per plan
+    torch.testing.assert_close(actions, w_actions, rtol=0, atol=1e-5)
+    torch.testing.assert_close(states, w_states, rtol=0, atol=1e-5)
+    torch.testing.assert_close(rollout, w_rollout, rtol=0, atol=1e-5)
+    torch.testing.assert_close(distance, w_distance, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(sync_loss, w_sync_loss, rtol=1e-5, atol=1e-6)
+    assert torch.equal(particle, w_particle)
+
+
+@pytest.mark.parametrize(
+    "world_size, horizon, particles, noise",
+    [(2, 9, 1, False), (3, 11, 2, False), (4, 13, 1, True), (2, 10, 2, True)],
+)
+def test_time_sharded_plan_equals_single_process(world_size, horizon, particles, noise):
+    want = _single(horizon, particles, noise)
+    results = run_ranks(_sharded, world_size, horizon, particles, noise)
+    for got in results:  # every rank returns the whole plan
+        _assert_equal_plans(got, want)
+
+
+def test_one_rank_without_process_group_equals_planner():
+    _assert_equal_plans(_sharded(0, 1, 9, 2, True), _single(9, 2, True))
+
+
+def _too_many_ranks(rank, world_size):
+    s0, goal = _problem()
+    try:
+        TimeShardedPlanner(_model(), A, _config(3, 1, False)).plan(s0, goal)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def test_more_ranks_than_time_steps_is_a_clear_error():
+    messages = run_ranks(_too_many_ranks, 4)
+    assert all(m is not None and "config.horizon = 3 < world size 4" in m for m in messages)
+
+
+def _mismatched(rank, world_size, what):
+    s0, goal = _problem()
+    horizon = 9 + rank if what == "horizon" else 9
+    if what == "goal" and rank == 1:
+        goal = goal + 1
+    cfg = _config(horizon, 1, False)
+    if what == "config" and rank == 1:
+        cfg = GraspConfig(**{**cfg.__dict__, "lr_actions": cfg.lr_actions * 2})
+    try:
+        TimeShardedPlanner(_model(), A, cfg).plan(s0, goal)
+    except DistributedError as error:
+        return str(error)
+    return None
+
+
+@pytest.mark.parametrize("what, expected", [("horizon", "ranks disagree on the problem"),
+                                            ("config", "ranks disagree on the GraspConfig"),
+                                            ("goal", "ranks disagree on the inputs")])
+def test_ranks_that_disagree_get_a_clear_error(what, expected):
+    messages = run_ranks(_mismatched, 2, what, timeout_s=20)
+    assert all(m is not None and expected in m for m in messages), messages
+
+
+def test_out_of_scope_settings_are_rejected():
+    with pytest.raises(ValueError, match="config.history = 2"):
+        TimeShardedPlanner(_model(), A, GraspConfig(horizon=8, history=2))
+    with pytest.raises(ValueError, match="stop_gradient=False"):
+        TimeShardedPlanner(_model(), A, GraspConfig(horizon=8, stop_gradient=False))
