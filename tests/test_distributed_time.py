@@ -5,8 +5,9 @@ Not bitwise, to float tolerance: the per-plan energy is summed in another order 
 chunk, the chunk's last dynamics term is corrected by one row, then the ranks' partial sums are added),
 and the world model runs on B*K*n rows instead of B*K*T, which may change the BLAS blocking of its
 matmuls and so the last bits of the predictions. The state and action updates are elementwise Adam
-steps on the same gradients, so the planned states and actions agree tightly (1e-5 here, float32);
-the energies are compared per iteration and per plan at a relative 1e-5.
+steps on the same gradients, so the planned states and actions agree tightly (1e-6 here, float32;
+on the machine this was written on they came out bitwise equal, and only the energy differed, in its
+last bits); the energies are compared per iteration and per plan at a relative 1e-5.
 """
 
 from __future__ import annotations
@@ -65,9 +66,9 @@ def _assert_equal_plans(got, want):
     w_actions, w_states, w_rollout, w_distance, w_energy, w_sync_loss, w_particle = want
     assert energy.shape == w_energy.shape and sync_loss.shape == w_sync_loss.shape
     torch.testing.assert_close(energy, w_energy, rtol=1e-5, atol=1e-6)  # per iteration, per plan
-    torch.testing.assert_close(actions, w_actions, rtol=0, atol=1e-5)
-    torch.testing.assert_close(states, w_states, rtol=0, atol=1e-5)
-    torch.testing.assert_close(rollout, w_rollout, rtol=0, atol=1e-5)
+    torch.testing.assert_close(actions, w_actions, rtol=0, atol=1e-6)
+    torch.testing.assert_close(states, w_states, rtol=0, atol=1e-6)
+    torch.testing.assert_close(rollout, w_rollout, rtol=0, atol=1e-6)
     torch.testing.assert_close(distance, w_distance, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(sync_loss, w_sync_loss, rtol=1e-5, atol=1e-6)
     assert torch.equal(particle, w_particle)
@@ -75,7 +76,7 @@ def _assert_equal_plans(got, want):
 
 @pytest.mark.parametrize(
     "world_size, horizon, particles, noise",
-    [(2, 9, 1, False), (3, 11, 2, False), (4, 13, 1, True), (2, 10, 2, True)],
+    [(2, 9, 2, True), (3, 11, 1, False), (4, 13, 2, True)],
 )
 def test_time_sharded_plan_equals_single_process(world_size, horizon, particles, noise):
     want = _single(horizon, particles, noise)
@@ -88,41 +89,58 @@ def test_one_rank_without_process_group_equals_planner():
     _assert_equal_plans(_sharded(0, 1, 9, 2, True), _single(9, 2, True))
 
 
-def _too_many_ranks(rank, world_size):
+class _FailsOnRank1(nn.Module):
+    """The test model, raising on rank 1 at its 5th call (a rank that dies mid-plan)."""
+
+    def __init__(self, rank: int) -> None:
+        super().__init__()
+        self.inner, self.rank, self.calls = _model(), rank, 0
+
+    def forward(self, states, actions):
+        self.calls += 1
+        if self.rank == 1 and self.calls == 5:
+            raise MemoryError("rank 1 dies here")
+        return self.inner(states, actions)
+
+
+def _error_cases(rank, world_size):
+    """Every error case in one spawn of 4 ranks (a spawn costs seconds): what each case raised here."""
     s0, goal = _problem()
-    try:
-        TimeShardedPlanner(_model(), A, _config(3, 1, False)).plan(s0, goal)
-    except ValueError as error:
-        return str(error)
-    return None
+    seen = {}
+
+    def attempt(name, model, cfg, goal=goal):
+        try:
+            TimeShardedPlanner(model, A, cfg).plan(s0, goal)
+        except (ValueError, DistributedError) as error:
+            seen[name] = f"{type(error).__name__}: {error}"
+        except MemoryError as error:
+            seen[name] = f"MemoryError: {error}"
+
+    attempt("too many ranks", _model(), _config(3, 1, False))
+    attempt("horizon", _model(), _config(9 + (rank == 2), 1, False))
+    config = _config(9, 1, False)
+    attempt("config", _model(), GraspConfig(**{**config.__dict__, "lr_actions": config.lr_actions * (1 + (rank == 1))}))
+    attempt("goal", _model(), config, goal + (rank == 3))
+    # last: a rank that fails mid-plan (its exchanges with the neighbours then fail: its connections
+    # close; a rank that stalls instead would leave them waiting until the group's timeout, 8 s here)
+    attempt("dead rank", _FailsOnRank1(rank), config)
+    return seen
 
 
-def test_more_ranks_than_time_steps_is_a_clear_error():
-    messages = run_ranks(_too_many_ranks, 4)
-    assert all(m is not None and "config.horizon = 3 < world size 4" in m for m in messages)
-
-
-def _mismatched(rank, world_size, what):
-    s0, goal = _problem()
-    horizon = 9 + rank if what == "horizon" else 9
-    if what == "goal" and rank == 1:
-        goal = goal + 1
-    cfg = _config(horizon, 1, False)
-    if what == "config" and rank == 1:
-        cfg = GraspConfig(**{**cfg.__dict__, "lr_actions": cfg.lr_actions * 2})
-    try:
-        TimeShardedPlanner(_model(), A, cfg).plan(s0, goal)
-    except DistributedError as error:
-        return str(error)
-    return None
-
-
-@pytest.mark.parametrize("what, expected", [("horizon", "ranks disagree on the problem"),
-                                            ("config", "ranks disagree on the GraspConfig"),
-                                            ("goal", "ranks disagree on the inputs")])
-def test_ranks_that_disagree_get_a_clear_error(what, expected):
-    messages = run_ranks(_mismatched, 2, what, timeout_s=20)
-    assert all(m is not None and expected in m for m in messages), messages
+def test_errors_are_clear_and_do_not_hang():
+    results = run_ranks(_error_cases, 4, timeout_s=8)
+    for rank, seen in enumerate(results):
+        assert "ValueError: time sharding needs at least one time step per rank: config.horizon = 3 < world size 4" \
+            in seen["too many ranks"]
+        assert seen["horizon"].startswith("DistributedError: ranks disagree on the problem"), seen
+        assert "rank 2: [3, 3, 4, 10, 2, 24]" in seen["horizon"]
+        assert seen["config"].startswith("DistributedError: ranks disagree on the GraspConfig"), seen
+        assert seen["goal"].startswith("DistributedError: ranks disagree on the inputs"), seen
+        if rank == 1:
+            assert seen["dead rank"] == "MemoryError: rank 1 dies here"
+        else:  # the neighbours' exchanges fail, and then those of the ranks behind them
+            assert seen["dead rank"].startswith("DistributedError: "), seen
+            assert "failed on rank" in seen["dead rank"]
 
 
 def test_out_of_scope_settings_are_rejected():
