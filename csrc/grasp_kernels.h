@@ -64,10 +64,13 @@ void lifted_energy_fwd(int device, void* stream, const void* pred, bool pred_bf1
 
 // In-place Adam on rows 1..T-1 of states / exp_avg / exp_avg_sq ([B,T+1,D]) with gradient grad
 // ([B,T+1,D]), then + noise_std * xi with xi = noise [B,T-1,D] when noise != nullptr, else drawn
-// in-kernel from Philox(seed) (element n of the [B,T-1,D] noise uses subsequence n / 4, lane n % 4).
+// in-kernel from Philox(seed): element (b, j) of the [B,T-1,D] noise is the normal at counter
+// n = noise_base + b*noise_stride + j (subsequence n / 4, lane n % 4; a plan's global position,
+// grasp_kernels.randomness; noise_stride = (T-1)*D and noise_base = 0 for a batch on its own).
 void state_step(int device, void* stream, float* states, const float* grad, float* exp_avg,
                 float* exp_avg_sq, const float* noise, int64_t B, int64_t T, int64_t D,
-                const AdamHyper& adam, double noise_std, uint64_t seed);
+                const AdamHyper& adam, double noise_std, uint64_t seed, int64_t noise_base,
+                int64_t noise_stride);
 
 // In-place Adam on actions [N, A] (N = B*T) then clamp to [low[a], high[a]].
 void action_step(int device, void* stream, float* actions, const float* grad, float* exp_avg,
@@ -81,7 +84,7 @@ void lifted_energy_state_step(int device, void* stream, const void* pred, bool p
                               float* energy, float* grad_pred, float* exp_avg, float* exp_avg_sq,
                               const float* noise, float* workspace, int64_t workspace_numel, int64_t B,
                               int64_t T, int64_t D, double gamma, const AdamHyper& adam, double noise_std,
-                              uint64_t seed);
+                              uint64_t seed, int64_t noise_base, int64_t noise_stride);
 
 // Debug / test hook: out[n] = the n-th standard normal of the state-step noise stream for `seed`.
 // impl 0 = the configured generator (rng_backend()), 1 = builtin Philox, 2 = curand (throws when the

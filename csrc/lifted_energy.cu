@@ -30,6 +30,7 @@ struct EnergyParams {
   int64_t chunk, nchunks, row0_chunk;
   float gamma, two_gamma, noise_std;
   uint64_t seed;
+  int64_t noise_base, noise_stride;  // fused, NOISE == kNoiseSeed: counters noise_base + b*noise_stride + j
   AdamConsts adam;
 };
 
@@ -62,7 +63,9 @@ __global__ void __launch_bounds__(kThreads) lifted_energy_kernel(const EnergyPar
     float* gs_b = FUSED ? nullptr : P.grad_states + b * row;
     float* m_b = FUSED ? P.exp_avg + b * row + D : nullptr;
     float* v_b = FUSED ? P.exp_avg_sq + b * row + D : nullptr;
-    const int64_t noise_base = b * inner;  // flat index of this plan's noise [B, T-1, D]
+    // this plan's noise: its slice of the noise tensor [B, T-1, D], or its Philox counters (a plan's global
+    // position, grasp_kernels.randomness; the vector path needs both multiples of 4: checked at launch)
+    const int64_t noise_base = NOISE == kNoiseTensor ? b * inner : P.noise_base + b * P.noise_stride;
 
     if (!FUSED) {  // row 0 of grad_states is exactly zero; chunk c zeroes its share of it
       const int64_t z0 = c * P.row0_chunk;
@@ -254,7 +257,8 @@ void run_energy(const char* where, int device, void* stream_ptr, bool fused, Ene
              aligned16(P.grad_pred);
   if (fused) {
     vec = vec && aligned16(P.exp_avg) && aligned16(P.exp_avg_sq) &&
-          (noise_mode != kNoiseTensor || aligned16(P.noise));
+          (noise_mode != kNoiseTensor || aligned16(P.noise)) &&
+          (noise_mode != kNoiseSeed || (P.noise_base % kVec == 0 && P.noise_stride % kVec == 0));
   } else {
     vec = vec && aligned16(P.grad_states);
   }
@@ -315,10 +319,13 @@ void lifted_energy_state_step(int device, void* stream, const void* pred, bool p
                               float* energy, float* grad_pred, float* exp_avg, float* exp_avg_sq,
                               const float* noise, float* workspace, int64_t workspace_numel, int64_t B,
                               int64_t T, int64_t D, double gamma, const AdamHyper& adam, double noise_std,
-                              uint64_t seed) {
+                              uint64_t seed, int64_t noise_base, int64_t noise_stride) {
   const DeviceGuard guard("lifted_energy_state_step", device);
   check_sizes("lifted_energy_state_step", B, T, D);
   if (!(noise_std >= 0.0)) throw std::invalid_argument("lifted_energy_state_step: noise_std must be >= 0");
+  if (noise_base < 0 || noise_stride < 0) {
+    throw std::invalid_argument("lifted_energy_state_step: noise_base and noise_stride must be >= 0");
+  }
   if (B == 0) return;
   if (!pred || !states || !energy || !grad_pred || !exp_avg || !exp_avg_sq) {
     throw std::invalid_argument("lifted_energy_state_step: null device pointer");
@@ -339,6 +346,8 @@ void lifted_energy_state_step(int device, void* stream, const void* pred, bool p
   P.two_gamma = static_cast<float>(2.0 * gamma);
   P.noise_std = static_cast<float>(noise_std);
   P.seed = seed;
+  P.noise_base = noise_base;
+  P.noise_stride = noise_stride;
   P.adam = make_adam(adam);
   const int mode = noise_std > 0.0 ? (noise ? kNoiseTensor : kNoiseSeed) : kNoNoise;
   run_energy("lifted_energy_state_step", device, stream, true, P, pred_bf16,

@@ -20,11 +20,15 @@ struct StateParams {
   int64_t chunk, nchunks;
   float noise_std;
   uint64_t seed;
+  int64_t noise_base, noise_stride;  // Philox counters of plan b: noise_base + b*noise_stride + j
   AdamConsts adam;
 };
 
 // Plan b's virtual rows are the L = (T-1)*D contiguous elements starting at offset b*(T+1)*D + D; its
-// noise is the contiguous slice [b*L, (b+1)*L) of noise [B, T-1, D]. Items = (plan, chunk of L).
+// noise is the contiguous slice [b*L, (b+1)*L) of noise [B, T-1, D], or the Philox normals at counters
+// noise_base + b*noise_stride + j (a plan's global position: grasp_kernels.randomness). The vector path
+// draws counters in aligned groups of 4, so it needs noise_base and noise_stride multiples of 4.
+// Items = (plan, chunk of L).
 template <bool VEC, int NOISE>
 __global__ void __launch_bounds__(kThreads) state_step_kernel(const StateParams P) {
   const int64_t D = P.D, T = P.T;
@@ -38,6 +42,7 @@ __global__ void __launch_bounds__(kThreads) state_step_kernel(const StateParams 
     const int64_t end = min(L, begin + P.chunk);
     const int64_t base = b * row + D;
     const int64_t noise_base = b * L;
+    const int64_t counter_base = P.noise_base + b * P.noise_stride;
     if (VEC) {
       constexpr int64_t stride = static_cast<int64_t>(kThreads) * kVec;
       for (int64_t j = begin + static_cast<int64_t>(threadIdx.x) * kVec; j < end; j += stride) {
@@ -46,7 +51,7 @@ __global__ void __launch_bounds__(kThreads) state_step_kernel(const StateParams 
         float4 s = ld4(P.states + o), m = ld4(P.exp_avg + o), v = ld4(P.exp_avg_sq + o);
         float4 xi = make_float4(0.f, 0.f, 0.f, 0.f);
         if (NOISE == kNoiseTensor) xi = ld4(P.noise + noise_base + j);
-        if (NOISE == kNoiseSeed) xi = normal4(P.seed, static_cast<uint64_t>(noise_base + j) >> 2);
+        if (NOISE == kNoiseSeed) xi = normal4(P.seed, static_cast<uint64_t>(counter_base + j) >> 2);
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           float mi = get(m, i), vi = get(v, i);
@@ -67,7 +72,7 @@ __global__ void __launch_bounds__(kThreads) state_step_kernel(const StateParams 
         float si = adam_elem(P.states[o], P.grad[o], mi, vi, P.adam);
         if (NOISE == kNoiseTensor) si = si + P.noise_std * P.noise[noise_base + j];
         if (NOISE == kNoiseSeed) {
-          const uint64_t n = static_cast<uint64_t>(noise_base + j);
+          const uint64_t n = static_cast<uint64_t>(counter_base + j);
           si = si + P.noise_std * pick(normal4(P.seed, n >> 2), static_cast<int>(n & 3));
         }
         P.states[o] = si;
@@ -158,13 +163,14 @@ void launch_state_vec(bool vec, const StateParams& P, int64_t grid, cudaStream_t
 
 void state_step(int device, void* stream_ptr, float* states, const float* grad, float* exp_avg, float* exp_avg_sq,
                 const float* noise, int64_t B, int64_t T, int64_t D, const AdamHyper& adam, double noise_std,
-                uint64_t seed) {
+                uint64_t seed, int64_t noise_base, int64_t noise_stride) {
   const DeviceGuard guard("state_step", device);
   if (B < 0 || T < 1 || D < 1) {
     throw std::invalid_argument("state_step: need B >= 0, T >= 1, D >= 1, got B=" + std::to_string(B) +
                                 " T=" + std::to_string(T) + " D=" + std::to_string(D));
   }
   if (!(noise_std >= 0.0)) throw std::invalid_argument("state_step: noise_std must be >= 0");
+  if (noise_base < 0 || noise_stride < 0) throw std::invalid_argument("state_step: noise_base and noise_stride must be >= 0");
   if (B == 0 || T == 1) return;  // no virtual states
   if (!states || !grad || !exp_avg || !exp_avg_sq) throw std::invalid_argument("state_step: null device pointer");
   StateParams P{};
@@ -178,6 +184,8 @@ void state_step(int device, void* stream_ptr, float* states, const float* grad, 
   P.D = D;
   P.noise_std = static_cast<float>(noise_std);
   P.seed = seed;
+  P.noise_base = noise_base;
+  P.noise_stride = noise_stride;
   P.adam = make_adam(adam);
   const int mode = noise_std > 0.0 ? (noise ? kNoiseTensor : kNoiseSeed) : kNoNoise;
 
@@ -188,7 +196,8 @@ void state_step(int device, void* stream_ptr, float* states, const float* grad, 
   P.nchunks = ceil_div(L, P.chunk);
   const int64_t grid = std::min<int64_t>(B * P.nchunks, sms * 2 * kBlocksPerSM);
   const bool vec = (D % kVec == 0) && aligned16(states) && aligned16(grad) && aligned16(exp_avg) &&
-                   aligned16(exp_avg_sq) && (mode != kNoiseTensor || aligned16(noise));
+                   aligned16(exp_avg_sq) && (mode != kNoiseTensor || aligned16(noise)) &&
+                   (mode != kNoiseSeed || (noise_base % kVec == 0 && noise_stride % kVec == 0));
   cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
   if (mode == kNoiseTensor) {
     launch_state_vec<kNoiseTensor>(vec, P, grid, stream);

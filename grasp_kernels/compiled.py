@@ -6,7 +6,7 @@
   rollout, its gradient w.r.t. the actions, Adam + clamp).
 
 The per-iteration values enter as tensors: the Adam step as a 0-d float64 tensor, the noise sigma as a
-0-d tensor and the Langevin noise as a tensor drawn outside (from the plan's generator, so the compiled
+0-d tensor and the Langevin noise as a tensor drawn outside (from the chains' generators, so the compiled
 plan draws the same noise as the eager one). Nothing the graph depends on changes between iterations,
 so one graph per input shape serves the whole plan (``dynamic=False``: a new shape compiles anew).
 

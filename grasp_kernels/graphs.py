@@ -20,7 +20,7 @@ also restarts from ``config.seed`` on every call); cuBLAS may pick other algorit
 the tests hold replay and eager plans to 1e-5. The lifted graphs share one memory pool (they
 are replayed in the order they were captured); the sync graph, replayed between them, has its own.
 
-The initialisation (initial virtual states drawn from the planner's generator (or a guess), warm-start
+The initialisation (initial virtual states drawn from the chains' generators (or a guess), warm-start
 actions) runs eagerly and is copied into the graphs' input buffers before each replay; the final rollout
 and the choice of the best chain run eagerly after them.
 
@@ -100,7 +100,7 @@ def unsupported_reason(state: PlanState) -> Optional[str]:
     if state.states.device.type != "cuda":
         return f"the states are on {state.states.device.type}, not a CUDA device"
     if state.backend == "reference":
-        return "the reference backend draws its noise from a torch.Generator (use backend='triton' or 'cuda')"
+        return "the reference backend draws its noise from per-chain torch.Generators (use backend='triton' or 'cuda')"
     return None
 
 

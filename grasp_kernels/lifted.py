@@ -181,6 +181,7 @@ def lifted_iteration(
     noise: Optional[torch.Tensor] = None,
     seed: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
+    noise_base: int = 0,
     per_timestep: bool = False,
     model_precision: Optional[contextlib.AbstractContextManager] = None,
     boundary: Optional[BoundaryHook] = None,
@@ -207,7 +208,8 @@ def lifted_iteration(
             ``h-1`` rows are the older observed frames; rows ``s_0 .. s_{T-1}`` are copied behind them.
         sqrt_weights: ``sqrt(w)`` flattened to ``[D]`` for weighted states (the plain energy of scaled
             copies, on the unfused ops), or None.
-        noise, seed, generator: the noise as :func:`grasp_kernels.ops.state_step_` takes it.
+        noise, seed, generator, noise_base: the noise as :func:`grasp_kernels.ops.state_step_` takes it
+            (``noise_base``: the Philox counter of the batch's first chain, row stride ``(T-1)*D``).
         per_timestep: call the model once per time step instead (public ports' loop; tests, benchmarks).
         model_precision: a context manager around the world-model call (e.g. ``torch.autocast``).
         boundary: for a time chunk of a sharded plan (:mod:`grasp_kernels.distributed.time_sharding`),
@@ -250,7 +252,7 @@ def lifted_iteration(
         if fused:
             energy, grad_pred = ops.lifted_energy_state_step_(
                 energy_pred, states, gamma, *state_moments, *adam, noise, seed=seed, generator=generator,
-                backend=backend,
+                noise_base=noise_base, backend=backend,
             )
             if boundary is not None:
                 boundary(energy_pred.detach(), energy, grad_pred)
@@ -271,7 +273,8 @@ def lifted_iteration(
             action_grad = grads[0]
             if not stop_gradient:  # the ablation: the world model's state-input gradient too
                 state_grad[:, :horizon] += grads[1]
-            ops.state_step_(states, state_grad, *state_moments, *adam, noise, generator, seed=seed, backend=backend)
+            ops.state_step_(states, state_grad, *state_moments, *adam, noise, generator, seed=seed,
+                            noise_base=noise_base, backend=backend)
         ops.action_step_(  # autograd may hand back a strided view (e.g. through torch.cat)
             actions, action_grad.contiguous(), *action_moments, step, lr_actions, beta1, beta2, eps, low, high,
             backend=backend,
@@ -341,11 +344,13 @@ def init_states(
     init_noise: float,
     generator: Optional[torch.Generator] = None,
     guess: Optional[torch.Tensor] = None,
+    noise: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Initial states ``[B, T+1, D]``: ``s_t = (t/T) g + (1 - t/T) s_0 + eps * xi`` on rows 1..T-1.
 
     With ``guess [B, T+1, D]`` (a warm start, e.g. the previous plan's states shifted), ``s_t =
     guess_t + eps * xi`` instead. Rows 0 and T are exactly ``s0`` and ``goal`` (``[B, D]`` each).
+    ``xi``: ``noise [B, T-1, D]`` if given (the planner's per-chain draws), else drawn from ``generator``.
     """
     batch, dim = s0.shape
     if guess is not None:
@@ -355,8 +360,11 @@ def init_states(
         frac = torch.arange(horizon + 1, device=s0.device, dtype=s0.dtype).div_(horizon).view(1, -1, 1)
         states = s0.unsqueeze(1) + frac * (goal - s0).unsqueeze(1)
     if init_noise > 0 and horizon > 1:
-        xi = torch.randn((batch, horizon - 1, dim), generator=generator, device=s0.device, dtype=s0.dtype)
-        states[:, 1:-1].add_(xi, alpha=init_noise)
+        if noise is None:
+            noise = torch.randn((batch, horizon - 1, dim), generator=generator, device=s0.device, dtype=s0.dtype)
+        else:
+            check_tensor("noise", noise, shape=(batch, horizon - 1, dim), dtypes=(s0.dtype,), device=s0.device)
+        states[:, 1:-1].add_(noise, alpha=init_noise)
     states[:, 0] = s0
     states[:, -1] = goal
     return states

@@ -23,6 +23,11 @@ class PlanState:
     ``s_0 .. s_{T-1}``; ``weights`` (broadcastable to ``S``) and ``sqrt_weights [D]`` are the state
     weights, or None.
 
+    Randomness is per chain (shard-invariant, :mod:`grasp_kernels.randomness`): ``chain_generators``
+    holds one generator per chain (its initial noise, then the reference backend's state noise), and
+    the kernels draw chain ``c``'s noise at Philox counters ``noise_base + c * (T-1)*D + ...``, where
+    ``noise_base`` places the batch's first chain in the global batch.
+
     Built by :meth:`GraspPlanner.start`; advanced by :meth:`GraspPlanner.iteration` and
     :meth:`GraspPlanner.sync`; turned into a result by :meth:`GraspPlanner.finish`.
     """
@@ -36,7 +41,7 @@ class PlanState:
     action_moments: tuple[torch.Tensor, torch.Tensor]
     low: Optional[torch.Tensor]
     high: Optional[torch.Tensor]
-    generator: torch.Generator
+    chain_generators: list[torch.Generator]
     energy_history: torch.Tensor
     sync_losses: torch.Tensor
     sync_every: int
@@ -49,6 +54,7 @@ class PlanState:
     fused_mlp: Optional[PackedMLP] = None
     spare_states: Optional[torch.Tensor] = None
     fused_backend: Optional[str] = None
+    noise_base: int = 0
 
     @property
     def sync_due(self) -> bool:

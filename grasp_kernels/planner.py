@@ -28,7 +28,7 @@ from ._problem import (
     raise_if_nonfinite,
     squeeze_single,
 )
-from ._checks import check_finite, check_tensor
+from ._checks import check_finite, check_int, check_tensor
 from .backends import BackendFallbackWarning, resolve_backend, triton_interpreter_active, warn_once
 from .compiled import CompiledFunction, iteration_function, step_tensor
 from .config import GraspConfig
@@ -36,6 +36,7 @@ from .graphs import PlanGraphs
 from . import lifted
 from .lifted import WorldModel, gd_sync, lifted_iteration, sync_step
 from .plan_state import PlanState
+from .randomness import per_plan_normal, plan_generators
 from .result import PlanResult
 
 # Kernel backends draw the noise from a seed that changes every iteration (never a growing offset);
@@ -132,6 +133,7 @@ class GraspPlanner:
         progress: bool = False,
         *,
         init_states: Optional[torch.Tensor] = None,
+        plan_offset: int = 0,
     ) -> PlanResult:
         """Plan from ``s0`` to ``goal``.
 
@@ -145,6 +147,10 @@ class GraspPlanner:
                 one plan), e.g. the previous plan's ``states`` shifted (MPC): rows 1..T-1 start there
                 (plus ``init_noise``, per chain) instead of on the line from ``s0`` to ``goal``; its rows 0
                 and T are ignored (they are ``s0`` and ``goal``).
+            plan_offset: the global index of this batch's first plan. A plan's random numbers (initial
+                and state noise of each of its chains) depend on ``config.seed`` and its global index
+                only, so plan ``i`` here equals plan ``plan_offset + i`` of any bigger batch with the same
+                seed, alone, batched or on another rank (:mod:`grasp_kernels.randomness`).
 
         Returns:
             :class:`PlanResult` with ``actions [B,T,A]``, virtual ``states [B,T+1,*S]``,
@@ -157,7 +163,7 @@ class GraspPlanner:
         results as the eager loop.
         """
         start = time.perf_counter()
-        state = self.start(s0, goal, init_actions, init_states)
+        state = self.start(s0, goal, init_actions, init_states, plan_offset)
         if self.config.cuda_graph:
             replayed = self._graphs.run(
                 self.config, state, iteration=self.iteration, sync_phase=self.sync_phase, record_sync=self.record_sync,
@@ -191,9 +197,12 @@ class GraspPlanner:
         goal: torch.Tensor,
         init_actions: Optional[torch.Tensor] = None,
         init_states: Optional[torch.Tensor] = None,
+        plan_offset: int = 0,
     ) -> PlanState:
-        """Checked inputs, initial virtual states and actions, zeroed moments: the loop's state."""
+        """Checked inputs, initial virtual states and actions, zeroed moments: the loop's state
+        (``plan_offset``: as :meth:`plan`)."""
         cfg = self.config
+        plan_offset = check_int("plan_offset", plan_offset, minimum=0)
         problem = make_problem(s0, goal, self.state_shape, cfg.history)
         if isinstance(init_actions, torch.Tensor) and problem.single and init_actions.dim() == 2:
             init_actions = init_actions.unsqueeze(0)
@@ -201,15 +210,20 @@ class GraspPlanner:
         chains = _repeat_chains(problem, cfg.particles)
         actions = actions.repeat_interleave(cfg.particles, dim=0)
         device, dtype = problem.s0.device, problem.s0.dtype
-        generator = torch.Generator(device=device).manual_seed(cfg.seed)
+        # chain c of the global batch is plan c // K's chain c % K: its randomness is keyed by c alone
+        first_chain = plan_offset * cfg.particles
+        chain_generators = plan_generators(cfg.seed, first_chain, chains.batch, device)
         low, high = action_bounds(cfg.action_low, cfg.action_high, self.action_dim, device, dtype)
         clamp_(actions, low, high)
         guess = None
         if init_states is not None:
             guess = _check_init_states(init_states, problem, cfg.horizon)
             guess = guess.reshape(problem.batch, cfg.horizon + 1, -1).repeat_interleave(cfg.particles, dim=0)
-        states = lifted.init_states(chains.flat(chains.s0), chains.flat(chains.goal), cfg.horizon, cfg.init_noise, generator,
-                                 guess=guess)
+        init_noise = None
+        if cfg.init_noise > 0 and cfg.horizon > 1:
+            init_noise = per_plan_normal(chain_generators, (cfg.horizon - 1, chains.state_dim), device, dtype)
+        states = lifted.init_states(chains.flat(chains.s0), chains.flat(chains.goal), cfg.horizon, cfg.init_noise,
+                                    guess=guess, noise=init_noise)
         num_syncs = cfg.iters // cfg.sync_every if cfg.sync_every and cfg.sync_steps else 0
         frames = None
         if chains.history_frames is not None:
@@ -243,7 +257,8 @@ class GraspPlanner:
             action_moments=(torch.zeros_like(actions), torch.zeros_like(actions)),
             low=low,
             high=high,
-            generator=generator,
+            chain_generators=chain_generators,
+            noise_base=first_chain * max(cfg.horizon - 1, 0) * chains.state_dim,
             energy_history=torch.full((cfg.iters, chains.batch), float("nan"), device=device, dtype=dtype),
             sync_losses=torch.full((num_syncs, chains.batch), float("nan"), device=device, dtype=dtype),
             sync_every=cfg.sync_every if num_syncs else 0,
@@ -301,25 +316,33 @@ class GraspPlanner:
             beta2=cfg.beta2, eps=cfg.adam_eps, noise_std=self._noise_std(state), low=state.low, high=state.high,
             state_shape=state.chains.state_shape, backend=state.backend, stop_gradient=cfg.stop_gradient,
             history=cfg.history, frames=state.frames, sqrt_weights=state.sqrt_weights,
-            seed=None if state.backend == "reference" else _iteration_seed(cfg.seed, it), generator=state.generator,
-            per_timestep=per_timestep, model_precision=self._model_precision(state.states.device),
+            noise=self._reference_noise(state), seed=None if state.backend == "reference" else _iteration_seed(cfg.seed, it),
+            noise_base=state.noise_base, per_timestep=per_timestep,
+            model_precision=self._model_precision(state.states.device),
         )
         state.energy_history[it] = energy
         state.adam_step = step
         state.iteration = it + 1
         return energy
 
+    def _reference_noise(self, state: PlanState) -> Optional[torch.Tensor]:
+        """The reference backend's state noise of this iteration ``[B*K, T-1, D]``, one draw from each
+        chain's generator (shard-invariant); None where no noise is drawn or the kernels draw it."""
+        states = state.states
+        batch, rows, dim = states.shape
+        if state.backend != "reference" or rows <= 2 or not self._noise_std(state) > 0:
+            return None
+        return per_plan_normal(state.chain_generators, (rows - 2, dim), states.device, states.dtype)
+
     def _compiled_lifted_iteration(self, state: PlanState, it: int, step: int) -> torch.Tensor:
         """The iteration through ``torch.compile`` (:mod:`grasp_kernels.compiled`): the step and sigma as
-        0-d tensors and the noise drawn here from the plan's generator, exactly as the eager reference
+        0-d tensors and the noise drawn here from the chains' generators, exactly as the eager reference
         draws it, so that one graph serves every iteration."""
         states = state.states
         batch, rows, dim = states.shape
         sigma = self._noise_std(state)
-        if sigma > 0 and rows > 2:
-            noise = torch.randn((batch, rows - 2, dim), generator=state.generator, device=states.device,
-                                dtype=states.dtype)
-        else:  # the eager reference draws nothing then
+        noise = self._reference_noise(state)
+        if noise is None:  # the eager reference draws nothing then
             noise = states.new_zeros((batch, rows - 2, dim))
         energy = self._compiled_iteration(
             states, state.actions, *state.state_moments, *state.action_moments, step_tensor(step, states.device),
@@ -341,7 +364,7 @@ class GraspPlanner:
                 state.fused_mlp, state.states, state.actions, cfg.goal_weight, *state.state_moments,
                 *state.action_moments, step, cfg.lr_states, cfg.lr_actions, cfg.beta1, cfg.beta2, cfg.adam_eps,
                 self._noise_std(state), state.low, state.high, states_out=state.spare_states, seed=seed,
-                backend=state.fused_backend,
+                noise_base=state.noise_base, backend=state.fused_backend,
             )
         state.states, state.spare_states = new_states, state.states
         state.energy_history[it] = energy

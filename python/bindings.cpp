@@ -64,16 +64,19 @@ PYBIND11_MODULE(_cuda, m) {
       "state_step",
       [](int device, std::uintptr_t stream, std::uintptr_t states, std::uintptr_t grad, std::uintptr_t exp_avg,
          std::uintptr_t exp_avg_sq, std::uintptr_t noise, int64_t B, int64_t T, int64_t D, int64_t step, double lr,
-         double beta1, double beta2, double eps, double noise_std, std::uint64_t seed) {
+         double beta1, double beta2, double eps, double noise_std, std::uint64_t seed, int64_t noise_base,
+         int64_t noise_stride) {
         py::gil_scoped_release release;
         grasp::state_step(device, stream_ptr(stream), ptr<float>(states), ptr<const float>(grad),
                           ptr<float>(exp_avg), ptr<float>(exp_avg_sq), ptr<const float>(noise), B, T, D,
-                          adam(step, lr, beta1, beta2, eps), noise_std, seed);
+                          adam(step, lr, beta1, beta2, eps), noise_std, seed, noise_base, noise_stride);
       },
       py::arg("device"), py::arg("stream"), py::arg("states"), py::arg("grad"), py::arg("exp_avg"),
       py::arg("exp_avg_sq"), py::arg("noise"), py::arg("B"), py::arg("T"), py::arg("D"), py::arg("step"),
       py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("noise_std"), py::arg("seed"),
-      "In-place Adam + noise on rows 1..T-1 of states [B,T+1,D]; noise=0 draws Philox normals from seed.");
+      py::arg("noise_base"), py::arg("noise_stride"),
+      "In-place Adam + noise on rows 1..T-1 of states [B,T+1,D]; noise=0 draws Philox normals from seed at\n"
+      "counters noise_base + b*noise_stride + j.");
 
   m.def(
       "action_step",
@@ -96,19 +99,21 @@ PYBIND11_MODULE(_cuda, m) {
          std::uintptr_t energy, std::uintptr_t grad_pred, std::uintptr_t exp_avg, std::uintptr_t exp_avg_sq,
          std::uintptr_t noise, std::uintptr_t workspace, int64_t workspace_numel, int64_t B, int64_t T, int64_t D,
          double gamma, int64_t step, double lr, double beta1, double beta2, double eps, double noise_std,
-         std::uint64_t seed) {
+         std::uint64_t seed, int64_t noise_base, int64_t noise_stride) {
         py::gil_scoped_release release;
         grasp::lifted_energy_state_step(device, stream_ptr(stream), ptr<const void>(pred), pred_bf16,
                                         ptr<float>(states), ptr<float>(energy), ptr<float>(grad_pred),
                                         ptr<float>(exp_avg), ptr<float>(exp_avg_sq), ptr<const float>(noise),
                                         ptr<float>(workspace), workspace_numel, B, T, D, gamma,
-                                        adam(step, lr, beta1, beta2, eps), noise_std, seed);
+                                        adam(step, lr, beta1, beta2, eps), noise_std, seed, noise_base,
+                                        noise_stride);
       },
       py::arg("device"), py::arg("stream"), py::arg("pred"), py::arg("pred_bf16"), py::arg("states"),
       py::arg("energy"), py::arg("grad_pred"), py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("noise"),
       py::arg("workspace"), py::arg("workspace_numel"), py::arg("B"), py::arg("T"), py::arg("D"), py::arg("gamma"),
       py::arg("step"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("noise_std"),
-      py::arg("seed"), "Fused lifted energy + state step (the state gradient never touches memory).");
+      py::arg("seed"), py::arg("noise_base"), py::arg("noise_stride"),
+      "Fused lifted energy + state step (the state gradient never touches memory).");
 
   m.def(
       "philox_normal",

@@ -5,9 +5,16 @@ Noise seeds of the kernel backends (``state_step_``, ``lifted_energy_state_step_
 ``fused_mlp_iteration_``): the noise is the explicit ``noise`` tensor if given; else it is drawn
 in-kernel (Philox) from ``seed`` if given; else from a seed drawn from ``generator`` (one host sync if
 that generator lives on a GPU); else from a seed drawn from torch's default CPU generator (so
-``torch.manual_seed`` makes runs reproducible). Pass a fresh seed every iteration. The reference
-backend instead seeds a fresh generator with ``seed``, or draws from ``generator``, so its noise
-differs from the kernels' (same distribution).
+``torch.manual_seed`` makes runs reproducible). Pass a fresh seed every iteration.
+
+Counters of the in-kernel noise: element ``(b, t, d)`` of a call's noise ``[B, T-1, D]`` is the
+normal at counter ``noise_base + b * noise_stride + t*D + d`` (default: ``noise_base = 0``,
+``noise_stride = (T-1)*D``, the element's linear index). A caller that plans a slice of a bigger batch
+or a chunk of a longer horizon passes the slice's global position (:mod:`grasp_kernels.randomness`),
+so every plan draws the same noise however plans are batched or split. The reference backend with a
+``seed`` draws exactly the Triton kernels' stream (:func:`grasp_kernels.randomness.philox_normal` at the
+same counters; the CUDA kernels draw curand's layout of the same counters); with only a ``generator``
+it draws ``torch.randn`` from it.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import Callable, Optional, TypeVar
 
 import torch
 
-from .._checks import BoundArg, as_bounds
+from .._checks import BoundArg, as_bounds, check_int
 from ..backends import resolve_backend
 
 SEED_HIGH = 2**62
@@ -57,13 +64,30 @@ def kernel_seed(
     return int(torch.randint(0, SEED_HIGH, (1,)).item())
 
 
-def seeded_generator(
-    seed: Optional[int], generator: Optional[torch.Generator], device: torch.device
-) -> Optional[torch.Generator]:
-    """The reference path's generator: a fresh one seeded with ``seed`` if given, else ``generator``."""
-    if seed is not None:
-        return torch.Generator(device=device).manual_seed(int(seed))
-    return generator
+def noise_counters(states: torch.Tensor, noise_base: int, noise_stride: Optional[int]) -> tuple[int, int]:
+    """``(noise_base, noise_stride)`` checked (ints >= 0), the stride defaulting to ``(T-1)*D`` of
+    ``states [B, T+1, D]``."""
+    noise_base = check_int("noise_base", noise_base, minimum=0)
+    if noise_stride is None:
+        return noise_base, max(states.shape[1] - 2, 0) * states.shape[2]
+    return noise_base, check_int("noise_stride", noise_stride, minimum=0)
+
+
+def reference_noise(
+    states: torch.Tensor, noise: Optional[torch.Tensor], noise_std: object, seed: Optional[int],
+    noise_base: int, noise_stride: int,
+) -> Optional[torch.Tensor]:
+    """The reference path's explicit noise ``[B, T-1, D]`` for a ``seed`` (the kernels' counters), or
+    ``noise`` as given (None: the reference draws from its generator)."""
+    if noise is not None or seed is None or isinstance(noise_std, torch.Tensor) or not noise_std > 0:
+        return noise
+    from ..randomness import noise_counters as counters_of, philox_normal
+
+    batch, rows, dim = states.shape
+    if rows <= 2:
+        return None
+    ctr = noise_base + counters_of(0, batch, rows - 2, dim, noise_stride, device=states.device)
+    return philox_normal(int(seed), ctr, dtype=states.dtype)
 
 
 def kernel_bounds(low: BoundArg, high: BoundArg, actions: torch.Tensor) -> list[torch.Tensor]:

@@ -75,13 +75,14 @@ def plan_tile(pid, n_chunks, n_plans, n_inner, BP: tl.constexpr, BC: tl.constexp
 
 
 @triton.jit
-def energy_tile(pid, n_chunks, n_plans, n_inner, D, stride_s,
+def energy_tile(pid, n_chunks, n_plans, n_inner, D, stride_s, noise_base, noise_stride,
                  BP: tl.constexpr, BC: tl.constexpr, WIDE: tl.constexpr):
     """Offsets of one lifted-energy tile over ``pred [B, T*D]``.
 
     pred_off: ``pred[b, t, d]``; next_off: ``states[b, t+1, d]``; goal_off: ``states[b, T, d]``;
-    row0_off: ``states[b, 0, i]`` (valid where ``row0``); noise_off: ``[B, T-1, D]`` linear index
-    (valid where ``virt``, i.e. row t+1 is a virtual state); part_off: this tile's partial energy.
+    row0_off: ``states[b, 0, i]`` (valid where ``row0``); noise_off: ``noise_base + b * noise_stride
+    + t*D + d`` (:func:`noise_layout`; valid where ``virt``, i.e. row t+1 is a virtual state);
+    part_off: this tile's partial energy.
     """
     plans, inner, pmask, imask, pid_c = plan_tile(pid, n_chunks, n_plans, n_inner, BP, BC, WIDE)
     mask = pmask[:, None] & imask[None, :]
@@ -93,19 +94,20 @@ def energy_tile(pid, n_chunks, n_plans, n_inner, D, stride_s,
     row0_off = s_base + inner[None, :]
     row0 = mask & (inner < D)[None, :]
     virt = mask & (inner < n_virt)[None, :]
-    noise_off = plans[:, None] * n_virt + inner[None, :]
+    noise_off = noise_base + plans[:, None] * noise_stride + inner[None, :]
     part_off = plans * n_chunks + pid_c
     return pred_off, next_off, goal_off, row0_off, noise_off, part_off, mask, row0, virt, pmask
 
 
 @triton.jit
-def state_tile(pid, n_chunks, n_plans, n_virt, D, stride_s,
+def state_tile(pid, n_chunks, n_plans, n_virt, D, stride_s, noise_base, noise_stride,
                 BP: tl.constexpr, BC: tl.constexpr, WIDE: tl.constexpr):
-    """Offsets of one tile over the virtual rows ``states[b, 1..T-1]`` (``n_virt = (T-1)*D`` per plan)."""
+    """Offsets of one tile over the virtual rows ``states[b, 1..T-1]`` (``n_virt = (T-1)*D`` per plan);
+    noise offsets as :func:`energy_tile`."""
     plans, inner, pmask, imask, pid_c = plan_tile(pid, n_chunks, n_plans, n_virt, BP, BC, WIDE)
     mask = pmask[:, None] & imask[None, :]
     off = plans[:, None] * stride_s + D + inner[None, :]
-    noise_off = plans[:, None] * n_virt + inner[None, :]
+    noise_off = noise_base + plans[:, None] * noise_stride + inner[None, :]
     return off, noise_off, mask
 
 
@@ -133,7 +135,8 @@ def adam(p, g, m, v, lerp_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step):
 
 @triton.jit
 def add_noise(p, noise_std, noise_ptr, noise_off, mask, seed, NOISE: tl.constexpr):
-    """``p + noise_std * xi``: xi from the noise tensor or Philox at the element's linear index."""
+    """``p + noise_std * xi``: xi from the noise tensor at ``noise_off`` or Philox at counter ``noise_off``
+    (:func:`noise_layout`)."""
     if NOISE == 1:
         xi = tl.load(noise_ptr + noise_off, mask=mask, other=0.0)
         p = p + noise_std * xi
@@ -200,11 +203,24 @@ def adam_scalars(step: int, lr: float, beta1: float, beta2: float, eps: float) -
 
 
 def noise_mode(noise_std: float, noise: Optional[torch.Tensor], n_noise: int) -> int:
+    """The constexpr NOISE of a launch; ``n_noise``: one past the largest noise offset it reads."""
     if noise_std == 0.0:
         return NOISE_NONE
     if noise is not None:
         return NOISE_TENSOR
     return NOISE_PHILOX32 if n_noise < I32 else NOISE_PHILOX64
+
+
+def noise_layout(
+    noise_std: float, noise: Optional[torch.Tensor], n_plans: int, n_virt: int, noise_base: int, noise_stride: int
+) -> tuple[int, int, int]:
+    """``(NOISE, base, row stride)`` of a launch over ``n_plans`` plans of ``n_virt = (T-1)*D`` noisy
+    elements: element ``(b, i)`` reads the noise tensor at ``b * n_virt + i`` or draws Philox at
+    counter ``noise_base + b * noise_stride + i`` (:mod:`grasp_kernels.randomness`)."""
+    if noise is not None or noise_std == 0.0:
+        return noise_mode(noise_std, noise, n_plans * n_virt), 0, n_virt
+    last = noise_base + max(n_plans - 1, 0) * noise_stride + n_virt
+    return noise_mode(noise_std, noise, last), noise_base, noise_stride
 
 
 def check_grid(n_programs: int) -> None:

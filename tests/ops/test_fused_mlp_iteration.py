@@ -236,7 +236,7 @@ def test_custom_op_opcheck():
     args = (inp["states"], inp["actions"].clone(), torch.empty_like(inp["states"]), list(packed.tensors), 1,
             packed.activation, 0.4, inp["state_exp_avg"].clone(), inp["state_exp_avg_sq"].clone(),
             inp["action_exp_avg"].clone(), inp["action_exp_avg_sq"].clone(), 3, 0.1, 0.05, 0.9, 0.999, 1e-8, 0.05,
-            inp["noise"], 0, inp["low"], inp["high"], "triton")
+            inp["noise"], 0, inp["low"], inp["high"], "triton", 0, 6)
     torch.library.opcheck(torch.ops.grasp.fused_mlp_iteration.default, args,
                           test_utils=("test_schema", "test_faketensor"))
 
@@ -254,7 +254,7 @@ def test_custom_op_launches_inside_its_tensors_device(monkeypatch, device_guard_
     torch.ops.grasp.fused_mlp_iteration(
         inp["states"], inp["actions"], torch.empty_like(inp["states"]), list(packed.tensors), 1, packed.activation,
         0.4, inp["state_exp_avg"], inp["state_exp_avg_sq"], inp["action_exp_avg"], inp["action_exp_avg_sq"], 3, 0.1,
-        0.05, 0.9, 0.999, 1e-8, 0.05, inp["noise"], 0, inp["low"], inp["high"], "triton")
+        0.05, 0.9, 0.999, 1e-8, 0.05, inp["noise"], 0, inp["low"], inp["high"], "triton", 0, 6)
     assert guard.launched_inside == {"fused_mlp_iteration": [torch.device("cpu")]}
 
 

@@ -68,17 +68,17 @@ def test_launcher_protocol_is_shared(monkeypatch):
     assert args[4] is grad_pred and grad_pred.shape == (2, 4, 3) and grad_pred.dtype == torch.float32
     assert args[5] is grad_states and grad_states.shape == (2, 5, 3) and grad_states.dtype == torch.float32
 
-    torch.ops.grasp.state_step(x.states, x.grad, x.exp_avg, x.exp_avg_sq, *ADAM, 0.05, None, 7, "cuda")
-    assert calls["state_step"][4:] == (*ADAM, 0.05, None, 7)
+    torch.ops.grasp.state_step(x.states, x.grad, x.exp_avg, x.exp_avg_sq, *ADAM, 0.05, None, 7, 12, 30, "cuda")
+    assert calls["state_step"][4:] == (*ADAM, 0.05, None, 7, 12, 30)  # seed, then the noise counters' base, stride
     torch.ops.grasp.action_step(x.actions, x.grad_a, x.exp_avg_a, x.exp_avg_sq_a, *ADAM, x.low, x.high, "cuda")
     assert calls["action_step"][-2] is x.low and calls["action_step"][-1] is x.high
     energy, grad_pred = torch.ops.grasp.lifted_energy_state_step(
-        x.pred, x.states, 0.5, x.exp_avg, x.exp_avg_sq, *ADAM, 0.05, x.noise, 7, "cuda")
+        x.pred, x.states, 0.5, x.exp_avg, x.exp_avg_sq, *ADAM, 0.05, x.noise, 7, 0, 6, "cuda")
     args = calls["lifted_energy_state_step"]
-    assert args[3] is energy and args[4] is grad_pred and args[13] is x.noise and args[14] == 7
+    assert args[3] is energy and args[4] is grad_pred and args[13] is x.noise and args[14:] == (7, 0, 6)
     with pytest.raises(ValueError, match="states.*contiguous"):
         torch.ops.grasp.state_step(x.states.transpose(0, 1).contiguous().transpose(0, 1), x.grad, x.exp_avg,
-                                   x.exp_avg_sq, *ADAM, 0.05, None, 7, "cuda")
+                                   x.exp_avg_sq, *ADAM, 0.05, None, 7, 0, 6, "cuda")
 
 
 def test_unavailable_backend_is_a_clear_error():
@@ -101,10 +101,10 @@ def test_every_launch_runs_inside_its_tensors_device(monkeypatch, device_guard_r
         monkeypatch.setattr(op_module(name), "on_device", guard)
     x = make_inputs("cpu", B=2, T=4, D=3)
     torch.ops.grasp.lifted_energy(x.pred, x.states, 0.5, "cuda")
-    torch.ops.grasp.state_step(x.states, x.grad, x.exp_avg, x.exp_avg_sq, *ADAM, 0.05, None, 7, "cuda")
+    torch.ops.grasp.state_step(x.states, x.grad, x.exp_avg, x.exp_avg_sq, *ADAM, 0.05, None, 7, 0, 6, "cuda")
     torch.ops.grasp.action_step(x.actions, x.grad_a, x.exp_avg_a, x.exp_avg_sq_a, *ADAM, x.low, x.high, "cuda")
     torch.ops.grasp.lifted_energy_state_step(x.pred, x.states, 0.5, x.exp_avg, x.exp_avg_sq, *ADAM, 0.05, None, 7,
-                                             "cuda")
+                                             0, 6, "cuda")
     assert guard.launched_inside == {name: [torch.device("cpu")] for name in OPS}
 
 
@@ -139,7 +139,7 @@ def test_ops_validate_gamma(backend, gamma):
     with pytest.raises(ValueError, match="gamma"):
         ops.lifted_energy_state_step_(pred, states, gamma, m, v, *ADAM_ARGS, 0.0, None, seed=0, backend=backend)
     with pytest.raises(ValueError, match="gamma"):
-        torch.ops.grasp.lifted_energy_state_step(pred, states, gamma, m, v, *ADAM_ARGS, 0.0, None, 0, backend)
+        torch.ops.grasp.lifted_energy_state_step(pred, states, gamma, m, v, *ADAM_ARGS, 0.0, None, 0, 0, 0, backend)
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
@@ -150,7 +150,7 @@ def test_ops_reject_a_gamma_that_is_not_a_float(backend):
     with pytest.raises(RuntimeError, match="gamma"):
         torch.ops.grasp.lifted_energy(pred, states, None, backend)
     with pytest.raises(RuntimeError, match="gamma"):
-        torch.ops.grasp.lifted_energy_state_step(pred, states, None, m, m.clone(), *ADAM_ARGS, 0.0, None, 0, backend)
+        torch.ops.grasp.lifted_energy_state_step(pred, states, None, m, m.clone(), *ADAM_ARGS, 0.0, None, 0, 0, 0, backend)
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
@@ -162,24 +162,24 @@ def test_ops_reject_overlapping_tensors(backend):
     state_step, fused, action_step = (torch.ops.grasp.state_step, torch.ops.grasp.lifted_energy_state_step,
                                       torch.ops.grasp.action_step)
     with pytest.raises(ValueError, match="states and grad overlap"):
-        state_step(states, states, m, v, *ADAM_ARGS, 0.0, None, 0, backend)
+        state_step(states, states, m, v, *ADAM_ARGS, 0.0, None, 0, 0, 0, backend)
     with pytest.raises(ValueError, match="exp_avg and exp_avg_sq overlap"):
-        state_step(states, grad, m, m, *ADAM_ARGS, 0.0, None, 0, backend)
+        state_step(states, grad, m, m, *ADAM_ARGS, 0.0, None, 0, 0, 0, backend)
     with pytest.raises(ValueError, match="states and exp_avg overlap"):
-        state_step(states, grad, states, v, *ADAM_ARGS, 0.0, None, 0, backend)
+        state_step(states, grad, states, v, *ADAM_ARGS, 0.0, None, 0, 0, 0, backend)
     # partial overlap: noise is a view into the tail of the states' storage
     flat = torch.randn(B * (T + 1) * D)
     s_view = flat.view(B, T + 1, D)
     n_view = flat[-B * (T - 1) * D:].view(B, T - 1, D)
     with pytest.raises(ValueError, match="states and noise overlap"):
-        state_step(s_view, grad, m, v, *ADAM_ARGS, 0.1, n_view, 0, backend)
+        state_step(s_view, grad, m, v, *ADAM_ARGS, 0.1, n_view, 0, 0, 0, backend)
     # fused: pred aliasing the first rows of the states
     p_view = flat[: B * T * D].view(B, T, D)
     with pytest.raises(ValueError, match="states and pred overlap"):
-        fused(p_view, s_view, 0.5, m, v, *ADAM_ARGS, 0.0, None, 0, backend)
+        fused(p_view, s_view, 0.5, m, v, *ADAM_ARGS, 0.0, None, 0, 0, 0, backend)
     with pytest.raises(ValueError, match="exp_avg_sq and noise overlap"):
         fused(torch.randn(B, T, D), states, 0.5, m, v, *ADAM_ARGS, 0.1, v.view(-1)[: noise.numel()].view_as(noise), 0,
-              backend)
+              0, 0, backend)
     actions = torch.randn(B, T, 2)
     am, av = torch.zeros_like(actions), torch.zeros_like(actions)
     low, high = torch.full((2,), -1.0), torch.full((2,), 1.0)
@@ -200,8 +200,8 @@ def test_ops_accept_disjoint_views_of_one_buffer():
     s2, m2, v2 = (buf[i * n:(i + 1) * n].view_as(states) for i in range(3))
     n2 = buf[3 * n:].view_as(noise)
     s2.copy_(states), m2.copy_(m), v2.copy_(v), n2.copy_(noise)
-    torch.ops.grasp.state_step(states, grad, m, v, *ADAM_ARGS, 0.1, noise, 0, "triton")
-    torch.ops.grasp.state_step(s2, grad, m2, v2, *ADAM_ARGS, 0.1, n2, 0, "triton")
+    torch.ops.grasp.state_step(states, grad, m, v, *ADAM_ARGS, 0.1, noise, 0, 0, 12, "triton")
+    torch.ops.grasp.state_step(s2, grad, m2, v2, *ADAM_ARGS, 0.1, n2, 0, 0, 12, "triton")
     for a, b in ((states, s2), (m, m2), (v, v2)):
         assert torch.equal(a, b)
 
@@ -216,7 +216,7 @@ def test_cuda_backend_rejects_cpu_tensors():
         torch.ops.grasp.lifted_energy(pred, states, 1.0, "cuda")
     with pytest.raises(RuntimeError, match="cuda backend needs a CUDA device"):
         torch.ops.grasp.state_step(states, states.clone(), states.clone(), states.clone(), 1, 0.1, 0.9, 0.999, 1e-8,
-                                   0.0, None, 0, "cuda")
+                                   0.0, None, 0, 0, 0, "cuda")
     actions = torch.randn(2, 3, 2)
     with pytest.raises(RuntimeError, match="cuda backend needs a CUDA device"):
         torch.ops.grasp.action_step(actions, actions.clone(), actions.clone(), actions.clone(), 1, 0.1, 0.9, 0.999,
@@ -243,12 +243,12 @@ def test_op_checks_on_cuda_tensors(request, backend):
         energy(pred.cpu(), states, 1.0, backend)
     s, g, m, v = cu.adam_inputs(B, T, D, 7)
     with pytest.raises(RuntimeError, match="seed"):  # the schema's int seed (was ValueError in the launcher)
-        torch.ops.grasp.state_step(s, g, m, v, 1, 0.1, 0.9, 0.999, 1e-8, 0.1, None, None, backend)
+        torch.ops.grasp.state_step(s, g, m, v, 1, 0.1, 0.9, 0.999, 1e-8, 0.1, None, None, 0, 0, backend)
     with pytest.raises(ValueError, match="step"):
-        torch.ops.grasp.state_step(s, g, m, v, 0, 0.1, 0.9, 0.999, 1e-8, 0.0, None, 0, backend)
+        torch.ops.grasp.state_step(s, g, m, v, 0, 0.1, 0.9, 0.999, 1e-8, 0.0, None, 0, 0, 0, backend)
     for gamma in (float("nan"), float("inf"), -0.5):
         with pytest.raises(ValueError, match="gamma"):
             energy(pred, states, gamma, backend)
         with pytest.raises(ValueError, match="gamma"):
-            torch.ops.grasp.lifted_energy_state_step(pred, s, gamma, m, v, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, None, 0,
+            torch.ops.grasp.lifted_energy_state_step(pred, s, gamma, m, v, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, None, 0, 0, 0,
                                                      backend)

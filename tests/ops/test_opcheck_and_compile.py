@@ -34,9 +34,9 @@ def test_opcheck_state_step_and_fused(backend, device, noise_kind):
     noise = x.noise if noise_kind == "tensor" else None
     noise_std = 0.0 if noise_kind == "none" else 0.05
     opcheck(torch.ops.grasp.state_step.default,
-            (x.states, x.grad, x.exp_avg, x.exp_avg_sq, *ADAM, noise_std, noise, 1234, backend))
+            (x.states, x.grad, x.exp_avg, x.exp_avg_sq, *ADAM, noise_std, noise, 1234, 40, 24, backend))
     opcheck(torch.ops.grasp.lifted_energy_state_step.default,
-            (x.pred, x.states, 0.5, x.exp_avg, x.exp_avg_sq, *ADAM, noise_std, noise, 1234, backend))
+            (x.pred, x.states, 0.5, x.exp_avg, x.exp_avg_sq, *ADAM, noise_std, noise, 1234, 40, 24, backend))
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
@@ -110,4 +110,4 @@ def test_custom_op_opcheck_gpu(request, backend):
     torch.library.opcheck(torch.ops.grasp.lifted_energy.default, (pred, states, 0.5, backend))
     s, g, m, v = cu.adam_inputs(3, 5, 8, 14)
     torch.library.opcheck(torch.ops.grasp.state_step.default,
-                          (s, g, m, v, 2, 0.1, 0.9, 0.999, 1e-8, 0.0, None, 0, backend))
+                          (s, g, m, v, 2, 0.1, 0.9, 0.999, 1e-8, 0.0, None, 0, 0, 24, backend))

@@ -1,7 +1,7 @@
 """``fused_mlp_iteration_``: one whole GRASP iteration for an MLPDynamics world model, as the custom op
 ``torch.ops.grasp.fused_mlp_iteration(states, actions!, states_out!, params, depth, activation, gamma,
 state_exp_avg!, state_exp_avg_sq!, action_exp_avg!, action_exp_avg_sq!, step, lr_states, lr_actions,
-beta1, beta2, eps, noise_std, noise?, seed, low, high, backend) -> energy [B]`` (triton backend only)
+beta1, beta2, eps, noise_std, noise?, seed, low, high, backend, noise_base, noise_stride) -> energy [B]`` (triton backend only)
 and its public function. ``params`` is the packed model of :mod:`.pack`."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..._checks import BoundArg, check_same_device, check_scalar, check_tensor
 from ...backends import backend_unavailable_reason, on_device
-from .._dispatch import kernel_bounds, kernel_seed, resolve, seeded_generator
+from .._dispatch import kernel_bounds, kernel_seed, noise_counters, reference_noise, resolve
 from .._validate import (
     check_adam_scalars,
     check_backend_runs,
@@ -70,6 +70,8 @@ def _fused_mlp_iteration(
     low: Tensor,
     high: Tensor,
     backend: str,
+    noise_base: int,
+    noise_stride: int,
 ) -> Tensor:
     _check_tensors(states, actions, states_out, params, depth, activation, state_exp_avg, state_exp_avg_sq,
                           action_exp_avg, action_exp_avg_sq, noise, low, high)
@@ -83,6 +85,7 @@ def _fused_mlp_iteration(
     check_scalar("lr_actions", lr_actions, minimum=0.0)
     noise_std = check_scalar("noise_std", noise_std, minimum=0.0)
     check_seed(seed)
+    noise_base, noise_stride = noise_counters(states, noise_base, noise_stride)
     if backend != "triton":
         raise ValueError(f"grasp::fused_mlp_iteration runs on the triton backend only, got {backend!r}")
     check_backend_runs(backend, states.device)
@@ -93,7 +96,7 @@ def _fused_mlp_iteration(
         launch(
             states, actions, states_out, energy, list(params), depth, activation, gamma, state_exp_avg,
             state_exp_avg_sq, action_exp_avg, action_exp_avg_sq, step, lr_states, lr_actions, beta1, beta2, eps,
-            noise_std, noise, seed, low, high,
+            noise_std, noise, seed, low, high, noise_base, noise_stride,
         )
     return energy
 
@@ -102,6 +105,7 @@ def _fused_mlp_iteration(
 def _fused_mlp_iteration_fake(
     states, actions, states_out, params, depth, activation, gamma, state_exp_avg, state_exp_avg_sq, action_exp_avg,
     action_exp_avg_sq, step, lr_states, lr_actions, beta1, beta2, eps, noise_std, noise, seed, low, high, backend,
+    noise_base, noise_stride,
 ):
     _check_tensors(states, actions, states_out, params, depth, activation, state_exp_avg, state_exp_avg_sq,
                           action_exp_avg, action_exp_avg_sq, noise, low, high)
@@ -141,6 +145,8 @@ def fused_mlp_iteration_(
     states_out: Optional[torch.Tensor] = None,
     seed: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
+    noise_base: int = 0,
+    noise_stride: Optional[int] = None,
     backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One whole GRASP iteration for an MLPDynamics world model (``stop_gradient``, ``history = 1``).
@@ -161,7 +167,7 @@ def fused_mlp_iteration_(
         states: ``[B, T+1, D]`` float32 (triton) or float32/float64 (reference).
         actions: ``[B, T, A]``; state moments ``[B, T+1, D]``, action moments ``[B, T, A]``.
         step, lr_states, lr_actions, beta1, beta2, eps: Adam (one step count for both).
-        noise_std, noise, seed, generator: Langevin noise as :func:`state_step_`.
+        noise_std, noise, seed, generator, noise_base, noise_stride: Langevin noise as :func:`state_step_`.
         low, high: action bounds as :func:`action_step_`.
 
     Returns:
@@ -171,10 +177,10 @@ def fused_mlp_iteration_(
     name = fused_mlp_backend(backend, states.device)
     if states_out is None:
         states_out = torch.empty_like(states)
+    noise_base, noise_stride = noise_counters(states, noise_base, noise_stride)
     if name == "reference":
         check_supported(module)
-        if noise is None:
-            generator = seeded_generator(seed, generator, states.device)
+        noise = reference_noise(states, noise, noise_std, seed, noise_base, noise_stride)
         states_out.copy_(states)
         from .reference import fused_mlp_iteration_ref  # its spec is the planner's iteration, which runs on the ops
 
@@ -188,6 +194,6 @@ def fused_mlp_iteration_(
         states.detach(), actions, states_out, list(packed.tensors), packed.depth, packed.activation, gamma,
         state_exp_avg, state_exp_avg_sq, action_exp_avg, action_exp_avg_sq, step, lr_states, lr_actions, beta1,
         beta2, eps, noise_std, noise, kernel_seed(seed, generator, noise, noise_std), *kernel_bounds(low, high, actions),
-        name,
+        name, noise_base, noise_stride,
     )
     return energy, states_out

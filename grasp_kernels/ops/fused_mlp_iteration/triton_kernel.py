@@ -74,7 +74,7 @@ from .._triton_common import (
     add_noise,
     check_grid,
     clamp,
-    noise_mode,
+    noise_layout,
     reduce_into,
 )
 
@@ -99,14 +99,14 @@ def _mlp_rows(pid, n_chunks, n_plans, T, BP: tl.constexpr, BT: tl.constexpr):
 
 
 
-@triton.jit(do_not_specialize=["seed"])
+@triton.jit(do_not_specialize=["seed", "noise_base", "noise_stride"])
 def _fused_mlp_iteration_kernel(
     states_ptr, actions_ptr, out_ptr, energy_ptr,
     s_avg_ptr, s_avg_sq_ptr, a_avg_ptr, a_avg_sq_ptr, noise_ptr, low_ptr, high_ptr,
     mean_ptr, std_ptr, amean_ptr, astd_ptr, delta_ptr,
     w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr, wo_ptr, bo_ptr, scratch_ptr,
     gamma, n_plans, T, D, A, H, n_chunks, n_tiles,
-    lerp_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step_s, neg_step_a, noise_std, seed,
+    lerp_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step_s, neg_step_a, noise_std, seed, noise_base, noise_stride,
     BP: tl.constexpr, BT: tl.constexpr, DP: tl.constexpr, AP: tl.constexpr, HP: tl.constexpr,
     DEPTH: tl.constexpr, ACT: tl.constexpr, NOISE: tl.constexpr, WIDE: tl.constexpr, BH: tl.constexpr,
 ):
@@ -178,7 +178,7 @@ def _fused_mlp_iteration_kernel(
         m = tl.load(s_avg_ptr + next_off, mask=virt, other=0.0)
         v = tl.load(s_avg_sq_ptr + next_off, mask=virt, other=0.0)
         sn, m, v = adam(s_next, -2.0 * r, m, v, lerp_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step_s)
-        noise_off = (plan * ((T - 1) * D) + t * D)[:, None] + d[None, :]
+        noise_off = (noise_base + plan * noise_stride + t * D)[:, None] + d[None, :]
         sn = add_noise(sn, noise_std, noise_ptr, noise_off, virt, seed, NOISE)
         tl.store(out_ptr + next_off, tl.where(virt, sn, s_next), mask=dmask)  # t = T-1: the goal, copied
         tl.store(s_avg_ptr + next_off, m, mask=virt)
@@ -232,6 +232,8 @@ def launch(
     seed: int,
     low: torch.Tensor,
     high: torch.Tensor,
+    noise_base: int = 0,
+    noise_stride: int = -1,
 ) -> None:
     """One GRASP iteration for a packed MLPDynamics (``params``, see :mod:`.pack`).
 
@@ -252,7 +254,9 @@ def launch(
         scratch = wide_scratch(n_programs, depth, bp * bt, hidden, states.device)
     else:
         n_programs, scratch = n_tiles, states  # unused pointer
-    mode = noise_mode(float(noise_std), noise, n_plans * (rows - 2) * dim)
+    n_virt = (rows - 2) * dim
+    mode, noise_base, noise_stride = noise_layout(float(noise_std), noise, n_plans, n_virt, noise_base,
+                                                  n_virt if noise_stride < 0 else noise_stride)
     lerp_w, b2_, omb2, sqrt_bc2, eps_, neg_step_s = adam_scalars(step, lr_states, beta1, beta2, eps)
     neg_step_a = adam_scalars(step, lr_actions, beta1, beta2, eps)[-1]
     out = energy if n_chunks == 1 else torch.empty((n_plans, n_chunks), device=energy.device, dtype=torch.float32)
@@ -262,7 +266,7 @@ def launch(
         noise if mode == NOISE_TENSOR else states, low, high,
         *kernel_params(params, depth), scratch,
         float(gamma), n_plans, horizon, dim, action_dim, hidden, n_chunks, n_tiles,
-        lerp_w, b2_, omb2, sqrt_bc2, eps_, neg_step_s, neg_step_a, float(noise_std), int(seed),
+        lerp_w, b2_, omb2, sqrt_bc2, eps_, neg_step_s, neg_step_a, float(noise_std), int(seed), int(noise_base), int(noise_stride),
         BP=bp, BT=bt, DP=pad_dim(dim), AP=pad_dim(action_dim), HP=padded_hidden(hidden), DEPTH=depth, ACT=activation,
         NOISE=mode, WIDE=wide, BH=wide_block(hidden), num_warps=num_warps_for(hidden),
     )

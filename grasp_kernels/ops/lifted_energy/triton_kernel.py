@@ -18,7 +18,7 @@ def lifted_energy_kernel(
     """Energy partials, grad_pred and grad_states (zeros on rows 0 and T) in one pass."""
     pid = tl.program_id(0)
     pred_off, next_off, goal_off, row0_off, noise_off, part_off, mask, row0, virt, pmask = energy_tile(
-        pid, n_chunks, n_plans, n_inner, D, stride_s, BP, BC, WIDE)
+        pid, n_chunks, n_plans, n_inner, D, stride_s, 0, 0, BP, BC, WIDE)  # no noise here
     _, r = energy_pass(pred_ptr, states_ptr, energy_ptr, grad_pred_ptr, gamma, pred_off, next_off, goal_off, part_off,
                        mask, pmask)
     tl.store(grad_states_ptr + next_off, tl.where(virt, -2.0 * r, 0.0), mask=mask)

@@ -25,6 +25,8 @@ def launch(
     noise_std: float,
     noise: Optional[torch.Tensor],
     seed: int,
+    noise_base: int = 0,
+    noise_stride: int = -1,
 ) -> None:
     """Energy and grad_pred from the states before the update, then the state step in place (the state
     gradient ``-2 (p_{t-1} - s_t)`` is consumed in registers, never written)."""
@@ -41,6 +43,7 @@ def launch(
     mod.lifted_energy_state_step(
         index, stream, pred.data_ptr(), pred.dtype == torch.bfloat16, states.data_ptr(), energy.data_ptr(),
         grad_pred.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(), noise_ptr, ws_ptr, ws_numel,
-        b, rows - 1, d, gamma, step, lr, beta1, beta2, eps, noise_std, seed,
+        b, rows - 1, d, gamma, step, lr, beta1, beta2, eps, noise_std, seed, noise_base,
+        (rows - 2) * d if noise_stride < 0 else noise_stride,
     )
     del workspace

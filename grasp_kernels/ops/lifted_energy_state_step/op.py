@@ -1,6 +1,6 @@
 """``lifted_energy_state_step_``: the lifted energy and the state step in one pass, as the custom op
 ``torch.ops.grasp.lifted_energy_state_step(pred, states!, gamma, exp_avg!, exp_avg_sq!, step, lr, beta1,
-beta2, eps, noise_std, noise?, seed, backend) -> (energy [B], grad_pred [B,T,D] f32)`` and its public
+beta2, eps, noise_std, noise?, seed, noise_base, noise_stride, backend) -> (energy [B], grad_pred [B,T,D] f32)`` and its public
 function. The reshaped state gradient never touches memory."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ..._checks import check_scalar
 from ...backends import on_device
-from .._dispatch import kernel_seed, resolve, seeded_generator
+from .._dispatch import kernel_seed, noise_counters, reference_noise, resolve
 from .._validate import (
     check_adam_scalars,
     check_backend_runs,
@@ -58,6 +58,8 @@ def _lifted_energy_state_step(
     noise_std: float,
     noise: Optional[Tensor],
     seed: int,
+    noise_base: int,
+    noise_stride: int,
     backend: str,
 ) -> tuple[Tensor, Tensor]:
     _check_tensors(pred, states, exp_avg, exp_avg_sq, noise)
@@ -66,19 +68,21 @@ def _lifted_energy_state_step(
     check_adam_scalars(step, lr, beta1, beta2, eps)
     noise_std = check_scalar("noise_std", noise_std, minimum=0.0)
     check_seed(seed)
+    noise_base, noise_stride = noise_counters(states, noise_base, noise_stride)
     check_backend_runs(backend, states.device)
     energy, grad_pred = energy_outputs(pred, states)
     with on_device(states.device):
         launcher(backend)(
             pred, states, gamma, energy, grad_pred, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
-            noise_std, noise, seed,
+            noise_std, noise, seed, noise_base, noise_stride,
         )
     return energy, grad_pred
 
 
 @_lifted_energy_state_step.register_fake
 def _lifted_energy_state_step_fake(
-    pred, states, gamma, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise, seed, backend
+    pred, states, gamma, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise, seed, noise_base, noise_stride,
+    backend,
 ):
     _check_tensors(pred, states, exp_avg, exp_avg_sq, noise)
     check_scalar("gamma", gamma, minimum=0.0)
@@ -101,6 +105,8 @@ def lifted_energy_state_step_(
     *,
     seed: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
+    noise_base: int = 0,
+    noise_stride: Optional[int] = None,
     backend: str = "auto",
 ) -> tuple[Tensor, Tensor]:
     """Fused planner step: the lifted energy's gradients then the state step, in one pass.
@@ -113,13 +119,13 @@ def lifted_energy_state_step_(
         ``(energy [B], grad_pred [B,T,D])``, detached, in ``states.dtype`` (float32 on the kernels).
     """
     name = resolve(backend, states.device)
+    noise_base, noise_stride = noise_counters(states, noise_base, noise_stride)
     if name == "reference":
-        if noise is None:
-            generator = seeded_generator(seed, generator, states.device)
+        noise = reference_noise(states, noise, noise_std, seed, noise_base, noise_stride)
         return lifted_energy_state_step_ref(
             pred, states, gamma, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise, generator
         )
     return torch.ops.grasp.lifted_energy_state_step(
         pred.detach(), states, gamma, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise,
-        kernel_seed(seed, generator, noise, noise_std), name,
+        kernel_seed(seed, generator, noise, noise_std), noise_base, noise_stride, name,
     )

@@ -18,15 +18,15 @@ from .._triton_common import (
     energy_grid,
     energy_pass,
     energy_tile,
-    noise_mode,
+    noise_layout,
 )
 
 
-@triton.jit(do_not_specialize=["seed"])
+@triton.jit(do_not_specialize=["seed", "noise_base", "noise_stride"])
 def lifted_energy_state_step_kernel(
     pred_ptr, states_ptr, energy_ptr, grad_pred_ptr, exp_avg_ptr, exp_avg_sq_ptr, noise_ptr,
     gamma, n_plans, n_inner, D, stride_s, n_chunks,
-    lerp_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step, noise_std, seed,
+    lerp_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step, noise_std, seed, noise_base, noise_stride,
     BP: tl.constexpr, BC: tl.constexpr, WIDE: tl.constexpr, NOISE: tl.constexpr,
 ):
     """The lifted-energy pass, with the state gradient consumed in registers by the Adam step.
@@ -36,7 +36,7 @@ def lifted_energy_state_step_kernel(
     """
     pid = tl.program_id(0)
     pred_off, next_off, goal_off, row0_off, noise_off, part_off, mask, row0, virt, pmask = energy_tile(
-        pid, n_chunks, n_plans, n_inner, D, stride_s, BP, BC, WIDE)
+        pid, n_chunks, n_plans, n_inner, D, stride_s, noise_base, noise_stride, BP, BC, WIDE)
     s, r = energy_pass(pred_ptr, states_ptr, energy_ptr, grad_pred_ptr, gamma, pred_off, next_off, goal_off, part_off,
                        mask, pmask)
     m = tl.load(exp_avg_ptr + next_off, mask=virt, other=0.0)
@@ -64,16 +64,21 @@ def launch(
     noise_std: float,
     noise: Optional[torch.Tensor],
     seed: int,
+    noise_base: int = 0,
+    noise_stride: int = -1,
 ) -> None:
-    """Fused lifted_energy_fwd (from the states before the update) + state_step (gradient in registers)."""
+    """Fused lifted_energy_fwd (from the states before the update) + state_step (gradient in registers);
+    noise counters as the state step's."""
     grid = energy_grid(states, energy)
     if grid is None:
         return
-    mode = noise_mode(float(noise_std), noise, grid.n_plans * (grid.n_inner - grid.dim))
+    n_virt = grid.n_inner - grid.dim
+    mode, noise_base, noise_stride = noise_layout(float(noise_std), noise, grid.n_plans, n_virt, noise_base,
+                                                  n_virt if noise_stride < 0 else noise_stride)
     lifted_energy_state_step_kernel[(grid.n_programs,)](
         pred, states, grid.partials, grad_pred, exp_avg, exp_avg_sq, noise if mode == NOISE_TENSOR else states,
         float(gamma), grid.n_plans, grid.n_inner, grid.dim, grid.stride_s, grid.n_chunks,
-        *adam_scalars(step, lr, beta1, beta2, eps), float(noise_std), int(seed),
+        *adam_scalars(step, lr, beta1, beta2, eps), float(noise_std), int(seed), int(noise_base), int(noise_stride),
         BP=grid.bp, BC=grid.bc, WIDE=grid.wide, NOISE=mode, num_warps=NUM_WARPS,
     )
     grid.reduce_into(energy)

@@ -1,6 +1,6 @@
 """``state_step_``: the in-place Adam + Langevin-noise step on the virtual states, as the custom op
 ``torch.ops.grasp.state_step(states!, grad, exp_avg!, exp_avg_sq!, step, lr, beta1, beta2, eps,
-noise_std, noise?, seed, backend) -> ()`` and its public function."""
+noise_std, noise?, seed, noise_base, noise_stride, backend) -> ()`` and its public function."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..._checks import check_scalar
 from ...backends import on_device
-from .._dispatch import kernel_seed, resolve, seeded_generator
+from .._dispatch import kernel_seed, noise_counters, reference_noise, resolve
 from .._validate import (
     check_adam_scalars,
     check_backend_runs,
@@ -53,6 +53,8 @@ def _state_step(
     noise_std: float,
     noise: Optional[Tensor],
     seed: int,
+    noise_base: int,
+    noise_stride: int,
     backend: str,
 ) -> None:
     _check_tensors(states, grad, exp_avg, exp_avg_sq, noise)
@@ -60,13 +62,16 @@ def _state_step(
     check_adam_scalars(step, lr, beta1, beta2, eps)
     noise_std = check_scalar("noise_std", noise_std, minimum=0.0)
     check_seed(seed)
+    noise_base, noise_stride = noise_counters(states, noise_base, noise_stride)
     check_backend_runs(backend, states.device)
     with on_device(states.device):
-        launcher(backend)(states, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise, seed)
+        launcher(backend)(states, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise, seed,
+                          noise_base, noise_stride)
 
 
 @_state_step.register_fake
-def _state_step_fake(states, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise, seed, backend):
+def _state_step_fake(states, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise, seed, noise_base,
+                     noise_stride, backend):
     _check_tensors(states, grad, exp_avg, exp_avg_sq, noise)
 
 
@@ -85,22 +90,26 @@ def state_step_(
     generator: Optional[torch.Generator] = None,
     *,
     seed: Optional[int] = None,
+    noise_base: int = 0,
+    noise_stride: Optional[int] = None,
     backend: str = "auto",
 ) -> None:
     """In-place Adam + Langevin-noise step on the virtual rows of ``states [B,T+1,D]``.
 
     ``grad``, ``exp_avg``, ``exp_avg_sq``: ``[B,T+1,D]`` (the moments are updated in place); rows 0 and
     T are left untouched. Noise: the explicit ``noise [B,T-1,D]`` if given; else drawn from ``seed`` if
-    given (kernels draw it in-kernel; the reference seeds a fresh generator); else from ``generator``;
-    kernels with neither draw their seed from torch's default CPU generator (:mod:`.._dispatch`).
+    given (Philox at counters ``noise_base + b * noise_stride + (t-1)*D + d``, ``noise_stride``
+    defaulting to ``(T-1)*D``: a plan's global position, :mod:`grasp_kernels.randomness`); else from
+    ``generator``; kernels with neither draw their seed from torch's default CPU generator
+    (:mod:`.._dispatch`).
     """
     name = resolve(backend, states.device)
+    noise_base, noise_stride = noise_counters(states, noise_base, noise_stride)
     if name == "reference":
-        if noise is None:
-            generator = seeded_generator(seed, generator, states.device)
+        noise = reference_noise(states, noise, noise_std, seed, noise_base, noise_stride)
         state_step_ref(states, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise, generator)
         return
     torch.ops.grasp.state_step(
         states, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise,
-        kernel_seed(seed, generator, noise, noise_std), name,
+        kernel_seed(seed, generator, noise, noise_std), noise_base, noise_stride, name,
     )

@@ -16,22 +16,22 @@ from .._triton_common import (
     adam_scalars,
     add_noise,
     check_grid,
-    noise_mode,
+    noise_layout,
     state_tile,
     tile_config,
 )
 
 
-@triton.jit(do_not_specialize=["seed"])
+@triton.jit(do_not_specialize=["seed", "noise_base", "noise_stride"])
 def state_step_kernel(
     states_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, noise_ptr,
     n_plans, n_virt, D, stride_s, n_chunks,
-    lerp_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step, noise_std, seed,
+    lerp_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step, noise_std, seed, noise_base, noise_stride,
     BP: tl.constexpr, BC: tl.constexpr, WIDE: tl.constexpr, NOISE: tl.constexpr,
 ):
     """Adam + Langevin noise on rows 1..T-1 of states / exp_avg / exp_avg_sq, in place."""
     pid = tl.program_id(0)
-    off, noise_off, mask = state_tile(pid, n_chunks, n_plans, n_virt, D, stride_s, BP, BC, WIDE)
+    off, noise_off, mask = state_tile(pid, n_chunks, n_plans, n_virt, D, stride_s, noise_base, noise_stride, BP, BC, WIDE)
     p = tl.load(states_ptr + off, mask=mask, other=0.0)
     g = tl.load(grad_ptr + off, mask=mask, other=0.0)
     m = tl.load(exp_avg_ptr + off, mask=mask, other=0.0)
@@ -56,8 +56,11 @@ def launch(
     noise_std: float,
     noise: Optional[torch.Tensor],
     seed: int,
+    noise_base: int = 0,
+    noise_stride: int = -1,
 ) -> None:
-    """Adam + noise on rows 1..T-1 of states [B,T+1,D] (and the moments), in place."""
+    """Adam + noise on rows 1..T-1 of states [B,T+1,D] (and the moments), in place; Philox counters
+    ``noise_base + b * noise_stride + (t-1)*D + d`` (``noise_stride < 0``: ``(T-1)*D``)."""
     n_plans, rows, dim = states.shape
     n_virt = (rows - 2) * dim
     if n_plans == 0 or n_virt <= 0:
@@ -65,12 +68,13 @@ def launch(
     stride_s = rows * dim
     bp, bc, n_chunks = tile_config(n_plans, n_virt)
     wide = stride_s >= I32
-    mode = noise_mode(float(noise_std), noise, n_plans * n_virt)
+    mode, noise_base, noise_stride = noise_layout(float(noise_std), noise, n_plans, n_virt, noise_base,
+                                                  n_virt if noise_stride < 0 else noise_stride)
     n_programs = triton.cdiv(n_plans, bp) * n_chunks
     check_grid(n_programs)
     state_step_kernel[(n_programs,)](
         states, grad, exp_avg, exp_avg_sq, noise if mode == NOISE_TENSOR else states,
         n_plans, n_virt, dim, stride_s, n_chunks,
-        *adam_scalars(step, lr, beta1, beta2, eps), float(noise_std), int(seed),
+        *adam_scalars(step, lr, beta1, beta2, eps), float(noise_std), int(seed), int(noise_base), int(noise_stride),
         BP=bp, BC=bc, WIDE=wide, NOISE=mode, num_warps=NUM_WARPS,
     )
