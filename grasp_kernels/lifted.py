@@ -182,6 +182,7 @@ def lifted_iteration(
     seed: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
     noise_base: int = 0,
+    noise_stride: Optional[int] = None,
     per_timestep: bool = False,
     model_precision: Optional[contextlib.AbstractContextManager] = None,
     boundary: Optional[BoundaryHook] = None,
@@ -208,8 +209,9 @@ def lifted_iteration(
             ``h-1`` rows are the older observed frames; rows ``s_0 .. s_{T-1}`` are copied behind them.
         sqrt_weights: ``sqrt(w)`` flattened to ``[D]`` for weighted states (the plain energy of scaled
             copies, on the unfused ops), or None.
-        noise, seed, generator, noise_base: the noise as :func:`grasp_kernels.ops.state_step_` takes it
-            (``noise_base``: the Philox counter of the batch's first chain, row stride ``(T-1)*D``).
+        noise, seed, generator, noise_base, noise_stride: the noise as :func:`grasp_kernels.ops.state_step_`
+            takes it (``noise_base``: the Philox counter of the batch's first chain; ``noise_stride``: the
+            counters per chain, default ``(T-1)*D``; a time chunk passes the full horizon's).
         per_timestep: call the model once per time step instead (public ports' loop; tests, benchmarks).
         model_precision: a context manager around the world-model call (e.g. ``torch.autocast``).
         boundary: for a time chunk of a sharded plan (:mod:`grasp_kernels.distributed.time_sharding`),
@@ -252,7 +254,7 @@ def lifted_iteration(
         if fused:
             energy, grad_pred = ops.lifted_energy_state_step_(
                 energy_pred, states, gamma, *state_moments, *adam, noise, seed=seed, generator=generator,
-                noise_base=noise_base, backend=backend,
+                noise_base=noise_base, noise_stride=noise_stride, backend=backend,
             )
             if boundary is not None:
                 boundary(energy_pred.detach(), energy, grad_pred)
@@ -274,7 +276,7 @@ def lifted_iteration(
             if not stop_gradient:  # the ablation: the world model's state-input gradient too
                 state_grad[:, :horizon] += grads[1]
             ops.state_step_(states, state_grad, *state_moments, *adam, noise, generator, seed=seed,
-                            noise_base=noise_base, backend=backend)
+                            noise_base=noise_base, noise_stride=noise_stride, backend=backend)
         ops.action_step_(  # autograd may hand back a strided view (e.g. through torch.cat)
             actions, action_grad.contiguous(), *action_moments, step, lr_actions, beta1, beta2, eps, low, high,
             backend=backend,

@@ -40,14 +40,18 @@ returns the single-process :class:`~grasp_kernels.result.PlanResult`.
 
 Memory: a rank holds its chunk, except at the start: :meth:`GraspPlanner.start` builds the
 single-device plan state once (the same checks, warm starts and random draws as the single-process
-plan) and the rank keeps its chunk, freeing the rest before the first iteration. The per-iteration
-noise is drawn for the full horizon and sliced (the same stream as one device draws).
+plan) and the rank keeps its chunk, freeing the rest before the first iteration.
 
 Scope: ``history = 1``, ``stop_gradient=True``, no state weights, no ``fused_mlp`` / ``cuda_graph`` /
 ``compile`` / ``model_dtype`` (each a ValueError). Tested on the reference backend on CPUs (gloo).
 The triton and cuda backends run the same ops on each chunk and need NCCL on GPUs; that path is
-untested here, and their in-kernel noise is not yet the single-device stream (the chunk's noise is
-passed explicitly, drawn as on the reference backend).
+untested here; their noise is drawn in-kernel at the single-device plan's Philox counters (the chunk's
+rows at ``noise_base = chain offset + (first row - 1)*D`` with the full horizon's stride ``(T-1)*D``).
+
+Randomness (:mod:`grasp_kernels.randomness`): the reference backend draws each chain's noise of the
+full horizon from the chain's generator (as one device does) and keeps the chunk's rows: every rank
+draws ``B*K*(T-1)*D`` normals per iteration, which is what keeps the chains' streams identical to
+the single-device plan's.
 """
 
 from __future__ import annotations
@@ -65,7 +69,8 @@ from ..config import GraspConfig
 from ..lifted import WorldModel, call_world_model, lifted_iteration, weighted_sq_norm
 from ..ops.action_step.reference import action_step_ref
 from ..plan_state import PlanState
-from ..planner import GraspPlanner, best_chains_result
+from ..planner import GraspPlanner, _iteration_seed, best_chains_result
+from ..randomness import per_plan_normal
 from ..result import PlanResult
 from ._comm import DistributedError, agree, group_device, guarded, shard_range, world
 
@@ -184,7 +189,8 @@ class TimeShardedPlanner:
         boundary_in = torch.empty((batch, dim), device=device, dtype=dtype)
         gamma = cfg.goal_weight
 
-        # the hook reads this iteration's `step`, `sigma` and `edge_noise`, set in the loop below
+        row_counters = max(horizon - 1, 1) * dim  # Philox counters per chain: the full horizon's rows 1..T-1
+        # the hook reads this iteration's `step`, `sigma`, `edge_noise` and `seed`, set in the loop below
         def boundary(pred: torch.Tensor, energy: torch.Tensor, grad_pred: torch.Tensor) -> None:
             # the last transition leads to s_{t1}, not to the goal row the op used in its dynamics term
             p, s, g = pred[:, -1].to(dtype), edge[:, 1], chunk[:, -1]
@@ -194,7 +200,8 @@ class TimeShardedPlanner:
             grad_pred[:, -1] = 2 * residual + (2 * gamma) * to_goal  # the reference's rounding, term by term
             edge_grad[:, 1] = -(2 * residual)
             ops.state_step_(edge, edge_grad, *edge_moments, step, cfg.lr_states, cfg.beta1, cfg.beta2, cfg.adam_eps,
-                            sigma, edge_noise, backend=state.backend)
+                            sigma, edge_noise, seed=seed, noise_base=state.noise_base + (t1 - 1) * dim,
+                            noise_stride=row_counters, backend=state.backend)
 
         for it in range(cfg.iters):
             step = state.adam_step + 1
@@ -204,10 +211,14 @@ class TimeShardedPlanner:
                               f"lifted iteration {it}: boundary state")
             if rank > 0:
                 chunk[:, 0] = boundary_in
-            chunk_noise, edge_noise = None, None
-            if sigma > 0 and horizon > 1:
-                # the single-device draw (rows 1..T-1 of every chain), sliced: the same stream on every rank
-                noise = torch.randn((batch, horizon - 1, dim), generator=state.generator, device=device, dtype=dtype)
+            # the single-device plan's noise, restricted to this chunk's rows (rows 1..T-1 of chain c):
+            # the reference backend draws each chain's full [T-1, D] block from its generator and slices
+            # it; the kernels draw in-kernel at the full horizon's Philox counters (grasp_kernels.randomness)
+            chunk_noise, edge_noise, seed = None, None, None
+            if state.backend != "reference":
+                seed = _iteration_seed(cfg.seed, it)
+            elif sigma > 0 and horizon > 1:
+                noise = per_plan_normal(state.chain_generators, (horizon - 1, dim), device, dtype)
                 chunk_noise = noise[:, t0 : t1 - 1].contiguous()
                 if not last:
                     edge_noise = noise[:, t1 - 1 : t1].contiguous()
@@ -215,8 +226,8 @@ class TimeShardedPlanner:
                 self.world_model, chunk, state.actions, state.state_moments, state.action_moments,
                 step=step, gamma=gamma, lr_states=cfg.lr_states, lr_actions=cfg.lr_actions, beta1=cfg.beta1,
                 beta2=cfg.beta2, eps=cfg.adam_eps, noise_std=sigma, low=state.low, high=state.high,
-                state_shape=chains.state_shape, backend=state.backend, noise=chunk_noise,
-                boundary=None if last else boundary,
+                state_shape=chains.state_shape, backend=state.backend, noise=chunk_noise, seed=seed,
+                noise_base=state.noise_base + t0 * dim, noise_stride=row_counters, boundary=None if last else boundary,
             )
             state.energy_history[it] = energy
             state.adam_step = step
