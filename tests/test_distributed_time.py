@@ -47,17 +47,18 @@ def _as_tuple(result):
             result.info["sync_loss"], result.info["particle"])
 
 
-def _sharded(rank, world_size, horizon, particles, noise):
+def _sharded(rank, world_size, horizon, particles, noise, plan_offset=0):
     s0, goal = _problem()
     planner = TimeShardedPlanner(_model(), A, _config(horizon, particles, noise))
     # numpy across the process boundary: torch.multiprocessing would share tensors through file
     # descriptors of a process that has exited by the time the parent reads them
-    return tuple(t.numpy() for t in _as_tuple(planner.plan(s0, goal)))
+    return tuple(t.numpy() for t in _as_tuple(planner.plan(s0, goal, plan_offset=plan_offset)))
 
 
-def _single(horizon, particles, noise):
+def _single(horizon, particles, noise, plan_offset=0):
     s0, goal = _problem()
-    return _as_tuple(GraspPlanner(_model(), A, _config(horizon, particles, noise)).plan(s0, goal))
+    planner = GraspPlanner(_model(), A, _config(horizon, particles, noise))
+    return _as_tuple(planner.plan(s0, goal, plan_offset=plan_offset))
 
 
 def _assert_equal_plans(got, want):
@@ -86,7 +87,7 @@ def test_time_sharded_plan_equals_single_process(world_size, horizon, particles,
 
 
 def test_one_rank_without_process_group_equals_planner():
-    _assert_equal_plans(_sharded(0, 1, 9, 2, True), _single(9, 2, True))
+    _assert_equal_plans(_sharded(0, 1, 9, 2, True, 5), _single(9, 2, True, 5))  # plan_offset 5: other streams
 
 
 class _FailsOnRank1(nn.Module):
@@ -133,7 +134,7 @@ def test_errors_are_clear_and_do_not_hang():
         assert "ValueError: time sharding needs at least one time step per rank: config.horizon = 3 < world size 4" \
             in seen["too many ranks"]
         assert seen["horizon"].startswith("DistributedError: ranks disagree on the problem"), seen
-        assert "rank 2: [3, 3, 4, 10, 2, 24]" in seen["horizon"]
+        assert "rank 2: [3, 3, 4, 10, 2, 24, 0]" in seen["horizon"]
         assert seen["config"].startswith("DistributedError: ranks disagree on the GraspConfig"), seen
         assert seen["goal"].startswith("DistributedError: ranks disagree on the inputs"), seen
         if rank == 1:

@@ -124,12 +124,16 @@ class TimeShardedPlanner:
         self.action_dim = action_dim
         self.config = cfg
 
-    def plan(self, s0: torch.Tensor, goal: torch.Tensor, init_actions: Optional[torch.Tensor] = None) -> PlanResult:
+    def plan(
+        self, s0: torch.Tensor, goal: torch.Tensor, init_actions: Optional[torch.Tensor] = None, *, plan_offset: int = 0
+    ) -> PlanResult:
         """Plan from ``s0`` to ``goal`` with the horizon sharded over the ranks.
 
         Args:
             s0, goal: ``[B, *S]`` (or ``[*S]``), the same on every rank.
             init_actions: optional ``[B, T, A]`` (``[T, A]``), the same on every rank.
+            plan_offset: the global index of the first plan, as :meth:`GraspPlanner.plan` takes it (the
+                plans' random streams), the same on every rank.
 
         Returns:
             The full :class:`PlanResult` on every rank (``actions [B, T, A]``, ``states [B, T+1, *S]``,
@@ -145,13 +149,13 @@ class TimeShardedPlanner:
         rank, size = world()
         # the single-device start: input checks, initial states and actions, the noise generator
         # after the initial draw; the rank keeps its chunk of it (module docstring, "Memory")
-        state = self.planner.start(s0, goal, init_actions)
+        state = self.planner.start(s0, goal, init_actions, plan_offset=plan_offset)
         chains = state.chains
         batch, dim, horizon = chains.batch, chains.state_dim, cfg.horizon
         device, dtype = state.states.device, state.states.dtype
         if size > 1:
-            agree("the problem [plans, chains, state dim, horizon, action dim, iters]",
-                  [state.problem.batch, batch, dim, horizon, self.action_dim, cfg.iters])
+            agree("the problem [plans, chains, state dim, horizon, action dim, iters, plan_offset]",
+                  [state.problem.batch, batch, dim, horizon, self.action_dim, cfg.iters, plan_offset])
             agree("the GraspConfig (a digest of its repr)", [_digest(repr(cfg).encode())])
             agree("the inputs s0, goal and init_actions (a digest of their values)",
                   [_digest(*(_bytes(x) for x in (s0, goal, init_actions)))])
