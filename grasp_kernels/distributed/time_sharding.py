@@ -72,7 +72,7 @@ from ..plan_state import PlanState
 from ..planner import GraspPlanner, _iteration_seed, best_chains_result
 from ..randomness import per_plan_normal
 from ..result import PlanResult
-from ._comm import DistributedError, agree, group_device, guarded, shard_range, world
+from ._comm import agree, group_device, guarded, shard_range, world
 
 __all__ = ["TimeShardedPlanner"]
 
