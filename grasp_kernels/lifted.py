@@ -19,6 +19,8 @@ from ._checks import BoundArg, check_tensor
 from .ops.action_step.reference import action_step_ref
 
 WorldModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# lifted_iteration(boundary=): (pred [B, T, D], energy [B], grad_pred [B, T, D]) -> None, in place
+BoundaryHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
 _KERNEL_PRED_DTYPES = (torch.float32, torch.bfloat16)
 
 __all__ = [
@@ -180,8 +182,10 @@ def lifted_iteration(
     seed: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
     noise_base: int = 0,
+    noise_stride: Optional[int] = None,
     per_timestep: bool = False,
     model_precision: Optional[contextlib.AbstractContextManager] = None,
+    boundary: Optional[BoundaryHook] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One lifted GRASP iteration, in place: the planner's iteration, the fused-MLP kernel's
     specification and the benchmark's compiled iteration are this function.
@@ -205,16 +209,25 @@ def lifted_iteration(
             ``h-1`` rows are the older observed frames; rows ``s_0 .. s_{T-1}`` are copied behind them.
         sqrt_weights: ``sqrt(w)`` flattened to ``[D]`` for weighted states (the plain energy of scaled
             copies, on the unfused ops), or None.
-        noise, seed, generator, noise_base: the noise as :func:`grasp_kernels.ops.state_step_` takes it
-            (``noise_base``: the Philox counter of the batch's first chain, row stride ``(T-1)*D``).
+        noise, seed, generator, noise_base, noise_stride: the noise as :func:`grasp_kernels.ops.state_step_`
+            takes it (``noise_base``: the Philox counter of the batch's first chain; ``noise_stride``: the
+            counters per chain, default ``(T-1)*D``; a time chunk passes the full horizon's).
         per_timestep: call the model once per time step instead (public ports' loop; tests, benchmarks).
         model_precision: a context manager around the world-model call (e.g. ``torch.autocast``).
+        boundary: for a time chunk of a sharded plan (:mod:`grasp_kernels.distributed.time_sharding`),
+            whose last transition leads to a neighbour's state and not to the goal row: called as
+            ``boundary(pred, energy, grad_pred)`` (``pred [B, T, D]`` as the energy saw it, detached)
+            after the energy and the state step and before the action VJP, it corrects the last
+            transition's terms of ``energy [B]`` and ``grad_pred [B, T, D]`` in place. Stop-gradient
+            and unweighted only (the state-input VJP and the weights would need the neighbour's row too).
 
     Returns:
         ``(energy [B], grad_pred [B, T, D], action_grad [B, T, A])``, detached.
     """
     horizon = actions.shape[1]
     weighted = sqrt_weights is not None
+    if boundary is not None and (weighted or not stop_gradient):
+        raise ValueError("lifted_iteration(boundary=...) needs stop_gradient=True and no sqrt_weights")
     fused = stop_gradient and backend != "reference" and not weighted
     state_input = states[:, :horizon].detach()
     if fused and frames is None:
@@ -241,8 +254,10 @@ def lifted_iteration(
         if fused:
             energy, grad_pred = ops.lifted_energy_state_step_(
                 energy_pred, states, gamma, *state_moments, *adam, noise, seed=seed, generator=generator,
-                noise_base=noise_base, backend=backend,
+                noise_base=noise_base, noise_stride=noise_stride, backend=backend,
             )
+            if boundary is not None:
+                boundary(energy_pred.detach(), energy, grad_pred)
             (action_grad,) = torch.autograd.grad(pred, action_leaf, grad_pred.to(pred.dtype))
         else:
             if weighted:  # ||x||_w^2 = ||sqrt(w) x||^2: the plain energy of scaled copies
@@ -253,13 +268,15 @@ def lifted_iteration(
                 state_grad.mul_(sqrt_weights)
             else:
                 energy, grad_pred, state_grad = ops.lifted_energy_grads(energy_pred, states, gamma, backend=backend)
+                if boundary is not None:
+                    boundary(energy_pred.detach(), energy, grad_pred)
             inputs = (action_leaf,) if stop_gradient else (action_leaf, state_input)
             grads = torch.autograd.grad(pred, inputs, grad_pred.to(pred.dtype))
             action_grad = grads[0]
             if not stop_gradient:  # the ablation: the world model's state-input gradient too
                 state_grad[:, :horizon] += grads[1]
             ops.state_step_(states, state_grad, *state_moments, *adam, noise, generator, seed=seed,
-                            noise_base=noise_base, backend=backend)
+                            noise_base=noise_base, noise_stride=noise_stride, backend=backend)
         ops.action_step_(  # autograd may hand back a strided view (e.g. through torch.cat)
             actions, action_grad.contiguous(), *action_moments, step, lr_actions, beta1, beta2, eps, low, high,
             backend=backend,

@@ -473,20 +473,45 @@ class GraspPlanner:
             raise_if_nonfinite(state.energy_history, state.iteration, "the GRASP energy")
             if not bool(torch.isfinite(state.actions).all()):
                 raise NonFiniteError(f"the planned actions hold NaN/Inf after {state.iteration} iterations")
-        problem = state.problem
         with self._model_precision(state.states.device):
             rollout, distance = final_rollout(self._rollout_model(), state.chains, state.actions, state.weights)
-        best = distance.view(problem.batch, cfg.particles).argmin(dim=1)
-        rows = torch.arange(problem.batch, device=best.device) * cfg.particles + best
-        result = PlanResult(
-            actions=state.actions[rows],
-            states=state.states[rows].reshape(problem.batch, cfg.horizon + 1, *problem.state_shape),
-            rollout=rollout[rows],
-            final_distance=distance[rows],
-            energy_history=state.energy_history[: state.iteration, rows],
-            info={"backend": state.backend, "particle": best, "sync_loss": state.sync_losses[: state.syncs, rows]},
+        return best_chains_result(
+            state.problem, self.config, state.backend, state.actions, state.states, rollout, distance,
+            state.energy_history[: state.iteration], state.sync_losses[: state.syncs], start_time,
         )
-        return squeeze_single(result, problem.single, time.perf_counter() if start_time is None else start_time)
+
+
+def best_chains_result(
+    problem: Problem,
+    config: GraspConfig,
+    backend: str,
+    actions: torch.Tensor,
+    states: torch.Tensor,
+    rollout: torch.Tensor,
+    distance: torch.Tensor,
+    energy_history: torch.Tensor,
+    sync_losses: torch.Tensor,
+    start_time: Optional[float] = None,
+) -> PlanResult:
+    """The :class:`PlanResult` of a finished plan: per problem the chain whose rollout ends closest to
+    the goal (``config.particles`` chains per problem, rows ``b*K .. b*K+K-1``).
+
+    Args:
+        actions: ``[B*K, T, A]``; ``states`` ``[B*K, T+1, D]``; ``rollout`` ``[B*K, T+1, *S]``;
+            ``distance`` ``[B*K]``; ``energy_history`` ``[iters run, B*K]``; ``sync_losses``
+            ``[syncs run, B*K]``. Shared by :meth:`GraspPlanner.finish` and the time-sharded plan.
+    """
+    best = distance.view(problem.batch, config.particles).argmin(dim=1)
+    rows = torch.arange(problem.batch, device=best.device) * config.particles + best
+    result = PlanResult(
+        actions=actions[rows],
+        states=states[rows].reshape(problem.batch, config.horizon + 1, *problem.state_shape),
+        rollout=rollout[rows],
+        final_distance=distance[rows],
+        energy_history=energy_history[:, rows],
+        info={"backend": backend, "particle": best, "sync_loss": sync_losses[:, rows]},
+    )
+    return squeeze_single(result, problem.single, time.perf_counter() if start_time is None else start_time)
 
 
 def _host_sync_forbidden(device: torch.device) -> bool:

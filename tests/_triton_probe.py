@@ -30,14 +30,14 @@ def _index_probe_kernel(
     base = out_ptr + k.to(tl.int64) * (5 * BP * BC) + tile
     if KIND == 0:
         pred_off, next_off, goal_off, row0_off, noise_off, part_off, mask, row0, virt, pmask = energy_tile(
-            pid, n_chunks, n_plans, n_inner, D, stride_s, BP, BC, WIDE)
+            pid, n_chunks, n_plans, n_inner, D, stride_s, 0, n_inner - D, BP, BC, WIDE)  # default noise layout
         tl.store(base, pred_off.to(tl.int64))
         tl.store(base + BP * BC, next_off.to(tl.int64))
         tl.store(base + 2 * BP * BC, goal_off.to(tl.int64))
         tl.store(base + 3 * BP * BC, row0_off.to(tl.int64))
         tl.store(base + 4 * BP * BC, noise_off.to(tl.int64))
     else:
-        off, noise_off, mask = state_tile(pid, n_chunks, n_plans, n_inner, D, stride_s, BP, BC, WIDE)
+        off, noise_off, mask = state_tile(pid, n_chunks, n_plans, n_inner, D, stride_s, 0, n_inner, BP, BC, WIDE)
         tl.store(base, off.to(tl.int64))
         tl.store(base + BP * BC, noise_off.to(tl.int64))
 

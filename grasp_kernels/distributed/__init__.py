@@ -3,8 +3,9 @@
 Two shardings (docs/design.md, "Beyond one device"):
 
 - plans across ranks: each rank plans its contiguous slice of a global batch;
-- time across ranks: each rank holds a contiguous chunk of the time steps of every plan and exchanges
-  one boundary state row (and its residual back) with its neighbour per lifted iteration.
+- time across ranks (:class:`TimeShardedPlanner`): each rank holds a contiguous chunk of the time steps
+  of every plan and sends one boundary state row per plan to its neighbour per lifted iteration (it owns
+  the states its transitions lead to, so no residual has to come back).
 
 Both give the single-process plan of the same seed: a plan's randomness depends on the seed and the
 plan's own index only (``plan_offset``; :mod:`grasp_kernels.randomness`).
@@ -14,5 +15,15 @@ from __future__ import annotations
 
 from ._comm import DistributedError, init, shard_range, world
 from .plans import gather_shards, max_over_ranks, plan_across_ranks
+from .time_sharding import TimeShardedPlanner
 
-__all__ = ["DistributedError", "gather_shards", "init", "max_over_ranks", "plan_across_ranks", "shard_range", "world"]
+__all__ = [
+    "DistributedError",
+    "TimeShardedPlanner",
+    "gather_shards",
+    "init",
+    "max_over_ranks",
+    "plan_across_ranks",
+    "shard_range",
+    "world",
+]
