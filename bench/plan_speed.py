@@ -35,6 +35,7 @@ from _timing import device_name, versions
 from grasp_kernels import GraspConfig, GraspPlanner, compiled
 from grasp_kernels.lifted import gd_sync, rollout
 from grasp_kernels.models.zoo import load_world_model
+from grasp_kernels.randomness import per_plan_normal, plan_generators
 from grasp_kernels.quality import grasp_base
 
 ENV = "pointmaze-medium"
@@ -60,10 +61,10 @@ def loop_grasp_plan(model: torch.nn.Module, s0: torch.Tensor, goal: torch.Tensor
     cfg = config
     batch, dim = s0.shape
     horizon = cfg.horizon
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generators = plan_generators(cfg.seed, 0, batch, s0.device)  # the engine's per-chain streams (one chain)
     frac = torch.arange(horizon + 1, dtype=s0.dtype).div_(horizon).view(1, -1, 1)
     line = s0.unsqueeze(1) + frac * (goal - s0).unsqueeze(1)
-    virtual = line[:, 1:-1] + cfg.init_noise * torch.randn((batch, horizon - 1, dim), generator=generator)
+    virtual = line[:, 1:-1] + cfg.init_noise * per_plan_normal(generators, (horizon - 1, dim), s0.device, s0.dtype)
     virtual.requires_grad_(True)
     actions = torch.zeros(batch, horizon, action_dim).clamp_(cfg.action_low, cfg.action_high).requires_grad_(True)
 
@@ -84,7 +85,7 @@ def loop_grasp_plan(model: torch.nn.Module, s0: torch.Tensor, goal: torch.Tensor
         optimizer.step()
         with torch.no_grad():
             if cfg.state_noise > 0 and horizon > 1:
-                virtual.add_(torch.randn(virtual.shape, generator=generator), alpha=cfg.state_noise)
+                virtual.add_(per_plan_normal(generators, virtual.shape[1:], s0.device, s0.dtype), alpha=cfg.state_noise)
             actions.clamp_(cfg.action_low, cfg.action_high)
         energy_history[k] = energy.detach()
         if cfg.sync_every and cfg.sync_steps and (k + 1) % cfg.sync_every == 0:

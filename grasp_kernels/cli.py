@@ -29,6 +29,17 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def fraction(text: str) -> float:
+    """An argparse ``type``: a float in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value}")
+    return value
+
+
 def device_arg(text: str) -> str:
     """An argparse ``type``: a device this torch can use (see :func:`grasp_kernels._checks.check_device`)."""
     try:
@@ -52,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--problems", type=int_at_least(1),
                       help="start/goal pairs, planned as one batch; default 8 (PointMaze), 16")
     demo.add_argument("--replan-every", type=int_at_least(1), default=10, help="PointMaze: MPC replanning period")
+    demo.add_argument("--replan-iters", type=fraction, default=0.5,
+                      help="PointMaze: the fraction of each planner's iterations a warm-started MPC replan runs")
     demo.add_argument("--particles", type=int_at_least(1), default=16,
                       help="synthetic task: chains of the multi-chain GRASP row")
     demo.add_argument("--seed", type=int_at_least(0), default=0)
@@ -93,7 +106,7 @@ def _run(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> int:
             from .demo import run_maze_demo
 
             table, _ = run_maze_demo(env_name=args.task, horizon=50 if args.horizon is None else args.horizon, problems=8 if args.problems is None else args.problems,
-                                     replan_every=args.replan_every, **common)
+                                     replan_every=args.replan_every, replan_iters_scale=args.replan_iters, **common)
         else:
             from .demo import run_demo
 

@@ -85,7 +85,8 @@ CEM_SWEEP = {f"var {v}": {"var_scale": v} for v in (0.5, 1.0)}
 MPPI_SWEEP = {f"std {s}, temp {t}": {"noise_std": s, "temperature": t} for s, t in ((0.5, 0.05), (0.3, 0.01))}
 
 
-def _scaled(iters: int, scale: float) -> int:
+def scaled_iters(iters: int, scale: float) -> int:
+    """``iters`` scaled by ``scale``, at least 1 (the iteration counts of a scaled planner setting)."""
     return max(1, int(round(iters * scale)))
 
 
@@ -95,9 +96,9 @@ def grasp_factory(model, action_dim: int, config: GraspConfig) -> PlannerFactory
     families' scaled iteration counts do)."""
 
     def build(scale: float = 1.0) -> GraspPlanner:
-        iters = _scaled(config.iters, scale)
-        sync_every = 0 if config.sync_every == 0 else max(1, min(iters, _scaled(config.sync_every, scale)))
-        sync_steps = _scaled(config.sync_steps, scale) if config.sync_steps else 0
+        iters = scaled_iters(config.iters, scale)
+        sync_every = 0 if config.sync_every == 0 else max(1, min(iters, scaled_iters(config.sync_every, scale)))
+        sync_steps = scaled_iters(config.sync_steps, scale) if config.sync_steps else 0
         return GraspPlanner(model, action_dim, config.replace(iters=iters, sync_every=sync_every, sync_steps=sync_steps))
 
     return build
@@ -118,16 +119,16 @@ def planner_settings(
     bounds = dict(action_low=-1.0, action_high=1.0)
 
     def gd(changes):
-        return lambda scale=1.0: GDPlanner(model, action_dim, GDConfig(horizon=horizon, iters=_scaled(gd_iters, scale), **bounds, **changes))
+        return lambda scale=1.0: GDPlanner(model, action_dim, GDConfig(horizon=horizon, iters=scaled_iters(gd_iters, scale), **bounds, **changes))
 
     def cem(changes):
         return lambda scale=1.0: CEMPlanner(model, action_dim, CEMConfig(
-            horizon=horizon, samples=samples, topk=max(2, samples // 10), iters=_scaled(sample_iters, scale), seed=seed,
+            horizon=horizon, samples=samples, topk=max(2, samples // 10), iters=scaled_iters(sample_iters, scale), seed=seed,
             **bounds, **changes))
 
     def mppi(changes):
         return lambda scale=1.0: MPPIPlanner(model, action_dim, MPPIConfig(
-            horizon=horizon, samples=samples, iters=_scaled(sample_iters, scale), seed=seed, **bounds, **changes))
+            horizon=horizon, samples=samples, iters=scaled_iters(sample_iters, scale), seed=seed, **bounds, **changes))
 
     return {
         "GRASP": {name: grasp_factory(model, action_dim, base.replace(**ch)) for name, ch in GRASP_SWEEP.items()},

@@ -1,12 +1,14 @@
 """Run a function on ``world_size`` CPU processes joined by a gloo process group (the CPU stand-in for
 ``torchrun``): each process sets one thread, joins the group through a file store, runs
 ``fn(rank, world_size, *args)`` and hands its (picklable) result back; a rank that raises fails the
-call with that rank's traceback."""
+call with that rank's traceback. Results are pickled by value in the rank (plain ``pickle``): the
+queue's own pickler would pass tensors through shared memory that dies with the rank's process."""
 
 from __future__ import annotations
 
 import datetime
 import os
+import pickle
 import tempfile
 import traceback
 
@@ -24,7 +26,7 @@ def _worker(rank, world_size, store_path, timeout_s, fn, args, results):
             timeout=datetime.timedelta(seconds=timeout_s),
         )
         try:
-            results.put((rank, True, fn(rank, world_size, *args)))
+            results.put((rank, True, pickle.dumps(fn(rank, world_size, *args))))
         finally:
             dist.destroy_process_group()
     except BaseException:  # noqa: BLE001 - handed to the parent, which re-raises
@@ -57,4 +59,4 @@ def run_ranks(fn, world_size: int, *args, timeout_s: float = 60.0, join_s: float
     failed = {r: v for r, (ok, v) in got.items() if not ok}
     if failed:
         raise RuntimeError("\n".join(f"rank {r} failed:\n{tb}" for r, tb in sorted(failed.items())))
-    return [got[r][1] for r in range(world_size)]
+    return [pickle.loads(got[r][1]) for r in range(world_size)]

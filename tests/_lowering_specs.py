@@ -49,11 +49,11 @@ def kernel_specs() -> list[dict]:
         return {"pred_ptr": pred_t, "states_ptr": "*fp32", "energy_ptr": "*fp32", "grad_pred_ptr": "*fp32",
                 "exp_avg_ptr": "*fp32", "exp_avg_sq_ptr": "*fp32", "noise_ptr": "*fp32", "gamma": f32,
                 "n_plans": i32, "n_inner": i32, "D": i32, "stride_s": i32, "n_chunks": i32, **adam,
-                "noise_std": f32, "seed": i64, "BP": cx, "BC": cx, "WIDE": cx, "NOISE": cx}
+                "noise_std": f32, "seed": i64, "noise_base": i64, "noise_stride": i64, "BP": cx, "BC": cx, "WIDE": cx, "NOISE": cx}
 
     state_sig = {"states_ptr": "*fp32", "grad_ptr": "*fp32", "exp_avg_ptr": "*fp32", "exp_avg_sq_ptr": "*fp32",
                  "noise_ptr": "*fp32", "n_plans": i32, "n_virt": i32, "D": i32, "stride_s": i32, "n_chunks": i32,
-                 **adam, "noise_std": f32, "seed": i64, "BP": cx, "BC": cx, "WIDE": cx, "NOISE": cx}
+                 **adam, "noise_std": f32, "seed": i64, "noise_base": i64, "noise_stride": i64, "BP": cx, "BC": cx, "WIDE": cx, "NOISE": cx}
     big = {"BP": 1, "BC": GPU_BLOCK}
     specs = []
     for aligned in (True, False):
@@ -136,7 +136,7 @@ def fused_mlp_specs() -> list[dict]:
                 "high", "mean", "std", "amean", "astd", "delta"]
         scalars = {"gamma": f32, "n_plans": i32, "T": i32, "D": i32, "A": i32, "H": i32, "n_chunks": i32,
                    "n_tiles": i32, "lerp_w": f32, "beta2": f32, "one_minus_beta2": f32, "sqrt_bc2": f32,
-                   "eps": f32, "neg_step_s": f32, "neg_step_a": f32, "noise_std": f32, "seed": i64}
+                   "eps": f32, "neg_step_s": f32, "neg_step_a": f32, "noise_std": f32, "seed": i64, "noise_base": i64, "noise_stride": i64}
         constexprs = {"BP": bp, "BT": bt, "DP": pad_dim(dim), "AP": pad_dim(action_dim), "HP": padded_hidden(hidden),
                       "DEPTH": depth, "ACT": act, "NOISE": noise, "WIDE": is_wide(hidden), "BH": wide_block(hidden)}
         specs.append(_mlp_spec("fused_mlp_iteration", _fused_mlp_iteration_kernel, ptrs, mdt, scalars, constexprs,

@@ -212,6 +212,8 @@ CLI_CASES = [
     (["demo", "--horizon", "-5"], "--horizon"),
     (["demo", "--problems", "0"], "--problems"),
     (["demo", "--replan-every", "0"], "--replan-every"),
+    (["demo", "--replan-iters", "0"], "--replan-iters"),
+    (["demo", "--replan-iters", "1.5"], "--replan-iters"),
     (["demo", "--particles", "two"], "--particles"),
     (["demo", "--seed", "-1"], "--seed"),
     (["demo", "--device", "quantum"], "--device"),

@@ -279,3 +279,35 @@ def test_long_run_quick(tmp_path):
         assert rss > 0 and tensors > 0
     assert re.search(r"growth after the warm-up \(5 plans\) to plan 20: resident memory [+-]\d+\.\d MiB, "
                      r"live tensors [+-]\d+", text), text
+
+
+def test_distributed_speed_quick(tmp_path):
+    """torchrun on 1 and 2 gloo ranks: both shardings and the one-process baseline are timed."""
+    out = tmp_path / "distributed_speed.md"
+    proc = _bench("distributed_speed.py", "--quick", "--out", str(out), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "sharding" not in line]
+    labels = [tuple(cell.strip() for cell in row.strip("|").split("|")[:2]) for row in rows]
+    assert labels == [("one process, `GraspPlanner.plan`", "1"), ("plans across ranks", "1"), ("plans across ranks", "2"),
+                      ("one process, `GraspPlanner.plan`", "1"), ("time across ranks", "1"), ("time across ranks", "2")]
+    for row in rows:
+        median = float(row.strip("|").split("|")[2])
+        assert 0 < median < 60, row
+
+
+def test_distributed_model_tables(tmp_path):
+    """The paper model renders from a measured cost: boundary bytes are B*K x 196 x 384 float32, one
+    row per (T, B*K, ranks), and the exchange shrinks relative to compute as T grows."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    try:
+        import distributed_model as dm
+    finally:
+        sys.path.pop(0)
+    cost = dm.ModelCost(forward_gflop=8.5, forward_vjp_gflop=17.0, activation_mb=30.0, dtype="bfloat16")
+    text = dm.render(cost)
+    lifted = [line for line in dm.lifted_rows(cost)]
+    assert len(lifted) == len(dm.HORIZONS) * len(dm.CHAINS) * len(dm.RANKS)
+    row = next(line for line in lifted if line.startswith("| 64 | 64 | 2 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3] == "2048" and float(cells[7]) == round(64 * 196 * 384 * 4 / 1e6, 1)
+    assert "nothing here ran on a GPU" in text and "8.50 GFLOP" in text

@@ -50,10 +50,10 @@ def _all_entry_points(mod):
     return {
         "energy_workspace_numel": lambda: mod.energy_workspace_numel(0, 1, 2, 3),
         "lifted_energy_fwd": lambda: mod.lifted_energy_fwd(0, 0, 0, False, 0, 0, 0, 0, 0, 0, 1, 2, 3, 1.0),
-        "state_step": lambda: mod.state_step(0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, 0),
+        "state_step": lambda: mod.state_step(0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, 0, 0, 12),
         "action_step": lambda: mod.action_step(0, 0, 0, 0, 0, 0, 0, 0, 2, 3, 1, 0.1, 0.9, 0.999, 1e-8),
         "lifted_energy_state_step": lambda: mod.lifted_energy_state_step(
-            0, 0, 0, False, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 1.0, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, 0
+            0, 0, 0, False, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 1.0, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, 0, 0, 3
         ),
         "philox_normal": lambda: mod.philox_normal(0, 0, 0, 4, 0, 0),
     }
@@ -76,7 +76,7 @@ def test_bad_arguments_raise_value_error_before_launch():
     with pytest.raises(ValueError):
         mod.lifted_energy_fwd(0, 0, 0, False, 0, 0, 0, 0, 0, 0, 1, 0, 3, 1.0)  # T = 0
     with pytest.raises(ValueError):
-        mod.state_step(0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, 0)  # null pointers
+        mod.state_step(0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, 0, 0, 6)  # null pointers
 
 
 def test_backend_reports_missing_module(monkeypatch):
