@@ -18,6 +18,9 @@ Requires the ``envs`` extra: ``pip install -e ".[envs]"``.
 from __future__ import annotations
 
 import math
+import os
+import platform
+import sys
 from collections import deque
 from typing import Optional, Sequence
 
@@ -36,9 +39,28 @@ PUSHT_POSITION_TOLERANCE = 20.0
 PUSHT_ANGLE_TOLERANCE = math.pi / 9
 
 
+def default_mujoco_gl() -> None:
+    """Make MuJoCo's offscreen renderer work headless: ``MUJOCO_GL=egl`` on Linux without a display.
+
+    MuJoCo picks its OpenGL backend once, when ``mujoco`` is first imported, and its default (GLFW) needs a
+    display; EGL renders without one (OSMesa does not work on these machines). A value the user set is kept,
+    and nothing changes once ``mujoco`` is imported (too late) or off Linux (MuJoCo rejects ``egl`` there).
+    """
+    if (
+        "MUJOCO_GL" not in os.environ
+        and "mujoco" not in sys.modules
+        and platform.system() == "Linux"
+        and not os.environ.get("DISPLAY")
+        and not os.environ.get("WAYLAND_DISPLAY")
+    ):
+        os.environ["MUJOCO_GL"] = "egl"
+
+
 def _require(module: str) -> object:
     import importlib
 
+    # gymnasium_robotics imports mujoco: the GL backend has to be chosen before that (see default_mujoco_gl).
+    default_mujoco_gl()
     try:
         return importlib.import_module(module)
     except ImportError as error:

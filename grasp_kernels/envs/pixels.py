@@ -1,0 +1,465 @@
+"""Image observations of the real simulators, rendered from planning states, and exploratory pixel data.
+
+Frames are ``[size, size, 3]`` uint8 RGB (default 64x64), a function of the planning state alone (see
+:mod:`grasp_kernels.envs.sim` for the state layouts): the goal is *not* drawn, since a planner is given the
+goal as an image of its own (:func:`goal_frame`), and rendering never steps the simulator, so the frame of
+any state, reachable or not, can be drawn.
+
+Renderers (each the simulator's own):
+
+* PointMaze (UMaze, Medium, Large): MuJoCo's offscreen renderer (``mujoco.Renderer``) on the environment's
+  own model, from an orthographic camera looking straight down on the maze (the maze fills the frame's
+  longer side, so wall cells land on a fixed pixel grid), the goal marker hidden. Headless it needs
+  ``MUJOCO_GL=egl``, which :func:`grasp_kernels.envs.sim.default_mujoco_gl` sets on Linux without a
+  display before MuJoCo is first imported (OSMesa does not work on these machines).
+* Push-T: gym-pusht's own drawing (pymunk's ``debug_draw`` through gym-pusht's pygame ``DrawOptions`` on its
+  512x512 canvas, as its ``rgb_array`` rendering does, without the goal overlay), downsampled with area
+  averaging (``cv2.INTER_AREA``; gym-pusht's own bilinear resize samples only 4 of the 64 canvas pixels
+  behind each 64x64 pixel, so the block's edges would jump rather than move).
+
+Why the simulators' renderers rather than a numpy re-drawing of their geometry: both run headless here
+(pygame needs no display for an off-screen surface) and are fast enough for the data sets a 2-core
+machine can train on. Measured on the 2-vCPU development machine (shared with other work), one process,
+64x64: MuJoCo EGL about 90-100 frames/s at 64x64 (PointMaze-Medium; about 50 frames/s while the other
+core was busy) and gym-pusht about 250-400 frames/s, i.e. 20 000 maze frames in about 4 minutes, once
+(data sets are cached, see :func:`collect_pixels`). Frames are deterministic for one machine and library
+versions (same state -> same bytes); a different OpenGL driver may differ in the last bits of shading.
+
+Requires the ``envs`` extra (gymnasium-robotics, mujoco, gym-pusht; gym-pusht brings pygame, pymunk and
+opencv-python).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from .exploration import _check_count, collect
+from .sim import PUSHT_POSITION_SCALE, PointMazeEnv, PushTEnv, check_env_name, default_mujoco_gl
+
+FRAME_SIZE = 64
+# Bump when frames of the same state change (camera, colours, resize); cached data sets record it and a
+# file with another version is rejected rather than silently mixed with new frames.
+RENDER_VERSION = 1
+STATE_DIMS = {"pointmaze-umaze": 4, "pointmaze-medium": 4, "pointmaze-large": 4, "pusht": 6}
+ACTION_DIM = 2
+# gym-pusht's canvas (its world is 512 x 512 px, drawn 1:1).
+PUSHT_CANVAS = 512
+
+PathLike = Union[str, os.PathLike]
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+def check_size(size: object, name: str = "size") -> int:
+    """A frame side length: a positive int (not a bool)."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+        raise TypeError(f"{name} must be a positive int, got {type(size).__name__} {size!r}")
+    if size < 1:
+        raise ValueError(f"{name} must be a positive int, got {size}")
+    return int(size)
+
+
+def check_states(env_name: str, states: object, name: str = "states", batched: bool = True) -> np.ndarray:
+    """Planning states of ``env_name`` as float64: ``[N, D]`` (``batched``) or ``[D]``; finite floats only."""
+    key = check_env_name(env_name)
+    dim = STATE_DIMS[key]
+    if not isinstance(states, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array of {key} states, got {type(states).__name__}")
+    if not np.issubdtype(states.dtype, np.floating):
+        raise TypeError(f"{name} must have a floating dtype (float32 or float64), got {states.dtype}")
+    expected = (None, dim) if batched else (dim,)
+    if states.ndim != len(expected) or states.shape[-1] != dim:
+        text = f"[N, {dim}]" if batched else f"[{dim}]"
+        raise ValueError(f"{name} must have shape {text} for {key}, got {states.shape}")
+    if not np.all(np.isfinite(states)):
+        raise ValueError(f"{name} contains {int((~np.isfinite(states)).sum())} NaN/Inf value(s)")
+    if key == "pusht":
+        # (cos, sin) of the block angle: a zero vector has no angle.
+        norm = np.hypot(states[..., 4], states[..., 5])
+        if np.any(norm < 1e-6):
+            raise ValueError(f"{name}: the block angle's (cos, sin) (columns 4, 5) must not be (0, 0)")
+    return states.astype(np.float64, copy=False)
+
+
+def check_frames(frames: object, size: Optional[int] = None, name: str = "frames") -> np.ndarray:
+    """RGB frames ``[..., size, size, 3]`` uint8 (any leading dims); ``size`` None accepts any square size."""
+    if not isinstance(frames, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array of RGB frames, got {type(frames).__name__}")
+    if frames.dtype != np.uint8:
+        raise TypeError(f"{name} must have dtype uint8 (RGB 0-255), got {frames.dtype}")
+    side = frames.shape[-2] if frames.ndim >= 3 else None
+    want = side if size is None else check_size(size)
+    if frames.ndim < 3 or frames.shape[-3:] != (want, want, 3):
+        text = "S, S" if size is None else f"{want}, {want}"
+        raise ValueError(f"{name} must have shape [..., {text}, 3] (square RGB), got {frames.shape}")
+    return frames
+
+
+# ------------------------------------------------------------------------------------------- renderers
+
+
+class _MazeRenderer:
+    """MuJoCo offscreen rendering of one PointMaze layout from a top-down orthographic camera."""
+
+    def __init__(self, key: str, size: int) -> None:
+        default_mujoco_gl()
+        import mujoco
+
+        self._mujoco = mujoco
+        # A simulator of our own: its model is modified (goal marker hidden, buffer size) and never stepped.
+        self.env = PointMazeEnv(key.split("-", 1)[1])
+        point = self.env._env.point_env
+        self.model = point.model
+        self.data = mujoco.MjData(self.model)
+        target = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, "target")
+        if target >= 0:
+            # The goal marker would make a frame depend on the goal; the goal is given as its own image.
+            self.model.site_rgba[target, 3] = 0.0
+        rows, cols = self.env.maze_map.shape
+        # Orthographic free camera: MuJoCo reads fovy as the visible height in metres.
+        self.extent = max(rows, cols) * self.env.scaling
+        # The ball one sees is the green site "particle_site" (radius 0.2; the collision sphere is invisible).
+        # At 64 px a Large maze gives it under 2 px of radius; draw it at least 2 px wide in radius so that a
+        # model can locate it (this model is only drawn, never stepped: collisions are unaffected).
+        ball = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, "particle_site")
+        if ball >= 0:
+            self.model.site_size[ball, 0] = max(float(self.model.site_size[ball, 0]), 2.0 * self.extent / size)
+        self.model.vis.global_.fovy = self.extent
+        self.model.vis.global_.offwidth = max(int(self.model.vis.global_.offwidth), size)
+        self.model.vis.global_.offheight = max(int(self.model.vis.global_.offheight), size)
+        self.camera = mujoco.MjvCamera()
+        self.camera.type = mujoco.mjtCamera.mjCAMERA_FREE
+        self.camera.orthographic = 1
+        self.camera.lookat[:] = (0.0, 0.0, 0.0)  # gymnasium-robotics centres the maze on the origin
+        self.camera.distance = 2.0 * self.extent
+        self.camera.elevation = -90.0
+        self.camera.azimuth = 90.0  # image right = world +x, image up = world +y
+        try:
+            self.renderer = mujoco.Renderer(self.model, size, size)
+        except Exception as error:  # the GL backend's own errors (GLFW without a display, EGL missing)
+            raise RuntimeError(
+                f"MuJoCo cannot render offscreen here ({error}); on a machine without a display set MUJOCO_GL=egl "
+                f"before mujoco is first imported (now MUJOCO_GL={os.environ.get('MUJOCO_GL')!r})"
+            ) from error
+
+    def world_to_pixel(self, xy: np.ndarray, size: int) -> np.ndarray:
+        """World ``(x, y) [..., 2]`` -> pixel ``(col, row) [..., 2]`` (continuous, pixel centres at .5)."""
+        xy = np.asarray(xy, dtype=np.float64)
+        col = (xy[..., 0] / self.extent + 0.5) * size
+        row = (0.5 - xy[..., 1] / self.extent) * size
+        return np.stack([col, row], axis=-1)
+
+    def render(self, state: np.ndarray, out: np.ndarray) -> None:
+        self.data.qpos[:] = state[:2]
+        self.data.qvel[:] = state[2:4]
+        self._mujoco.mj_forward(self.model, self.data)
+        self.renderer.update_scene(self.data, camera=self.camera)
+        self.renderer.render(out=out)
+
+    def close(self) -> None:
+        self.renderer.close()
+        self.env.close()
+
+
+class _PushTRenderer:
+    """gym-pusht's own pygame drawing of the pymunk scene, set to a planning state, downsampled by area."""
+
+    def __init__(self, size: int) -> None:
+        import cv2
+        import pygame
+        from gym_pusht.envs.pymunk_override import DrawOptions
+
+        self._cv2, self._pygame = cv2, pygame
+        self.size = size
+        self.env = PushTEnv()
+        self.sim = self.env._env  # the unwrapped gym-pusht environment: its pymunk space and bodies
+        self.surface = pygame.Surface((PUSHT_CANVAS, PUSHT_CANVAS))
+        self.options = DrawOptions(self.surface)
+
+    def render(self, state: np.ndarray, out: np.ndarray) -> None:
+        s = PUSHT_POSITION_SCALE
+        sim = self.sim
+        # Angle before position, as PushTEnv.reset_to does (pymunk turns a body about its centre of gravity).
+        sim.block.angle = math.atan2(state[5], state[4])
+        sim.block.position = (state[2] * s, state[3] * s)
+        sim.agent.position = (state[0] * s, state[1] * s)
+        # pymunk draws shapes from their cached world vertices, which a space step would refresh; refresh them
+        # without stepping, since a step would resolve contacts and move the bodies away from the state.
+        for body in (sim.block, sim.agent):
+            for shape in body.shapes:
+                shape.cache_bb()
+        self.surface.fill((255, 255, 255))
+        sim.space.debug_draw(self.options)
+        canvas = self._pygame.surfarray.array3d(self.surface).transpose(1, 0, 2)
+        if self.size == PUSHT_CANVAS:
+            out[:] = canvas
+        else:
+            out[:] = self._cv2.resize(canvas, (self.size, self.size), interpolation=self._cv2.INTER_AREA)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class FrameRenderer:
+    """Renders planning states of one environment as RGB frames; keep one for repeated calls (an MPC loop).
+
+    Args:
+        env_name: ``pointmaze-umaze|medium|large`` or ``pusht``.
+        size: frame side ``S`` in pixels (a positive int).
+    """
+
+    def __init__(self, env_name: str, size: int = FRAME_SIZE) -> None:
+        self.env_name = check_env_name(env_name)
+        self.size = check_size(size)
+        self.state_dim = STATE_DIMS[self.env_name]
+        if self.env_name == "pusht":
+            self._impl: Union[_MazeRenderer, _PushTRenderer] = _PushTRenderer(self.size)
+        else:
+            self._impl = _MazeRenderer(self.env_name, self.size)
+
+    def render(self, states: np.ndarray, progress: bool = False) -> np.ndarray:
+        """``states [N, D]`` float -> frames ``[N, S, S, 3]`` uint8."""
+        states = check_states(self.env_name, states)
+        frames = np.empty((len(states), self.size, self.size, 3), dtype=np.uint8)
+        indices = range(len(states))
+        if progress:
+            from tqdm.auto import tqdm
+
+            indices = tqdm(indices, desc=f"render {self.env_name}", unit="frame", leave=False)
+        for i in indices:
+            self._impl.render(states[i], frames[i])
+        return frames
+
+    def close(self) -> None:
+        """Release the simulator (and the GL context)."""
+        self._impl.close()
+
+
+# One renderer per (environment, size) for the module-level functions: building one costs a simulator and,
+# for PointMaze, a GL context (~0.1-0.7 s).
+_RENDERERS: dict[tuple[str, int], FrameRenderer] = {}
+
+
+def _renderer(env_name: str, size: int) -> FrameRenderer:
+    key = (check_env_name(env_name), check_size(size))
+    if key not in _RENDERERS:
+        _RENDERERS[key] = FrameRenderer(*key)
+    return _RENDERERS[key]
+
+
+def render_states(env_name: str, states: np.ndarray, size: int = FRAME_SIZE, progress: bool = False) -> np.ndarray:
+    """Frames of planning states.
+
+    Args:
+        env_name: ``pointmaze-umaze|medium|large`` or ``pusht``.
+        states: ``[N, D]`` float32/float64 planning states (``D`` = 4 for PointMaze, 6 for Push-T).
+        size: frame side ``S`` (a positive int).
+        progress: show a tqdm bar.
+
+    Returns:
+        ``[N, S, S, 3]`` uint8 RGB frames; equal states give equal frames.
+    """
+    check_states(env_name, states)
+    return _renderer(env_name, size).render(states, progress=progress)
+
+
+def goal_frame(env_name: str, goal: np.ndarray, size: int = FRAME_SIZE) -> np.ndarray:
+    """The goal image of one goal state ``goal [D]`` -> ``[S, S, 3]`` uint8 (the frame of that state)."""
+    goal = check_states(env_name, goal, name="goal", batched=False)
+    return render_states(env_name, goal[None], size=size)[0]
+
+
+def pointmaze_world_to_pixel(env_name: str, xy: np.ndarray, size: int = FRAME_SIZE) -> np.ndarray:
+    """PointMaze world ``(x, y) [..., 2]`` -> continuous pixel ``(col, row) [..., 2]`` of its frames."""
+    key = check_env_name(env_name)
+    if key == "pusht":
+        raise ValueError("env_name must be a PointMaze environment for pointmaze_world_to_pixel, got 'pusht'")
+    return _renderer(key, size)._impl.world_to_pixel(xy, check_size(size))
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+@dataclass(frozen=True)
+class PixelDataset:
+    """Exploratory trajectories with their frames.
+
+    Attributes:
+        env_name: the environment.
+        seed: the collection seed.
+        frames: ``[N, L+1, S, S, 3]`` uint8, ``frames[:, t]`` the frame of ``states[:, t]``.
+        states: ``[N, L+1, D]`` float32 planning states.
+        actions: ``[N, L, 2]`` float32 in ``[-1, 1]``, ``actions[:, t]`` taken between ``t`` and ``t+1``.
+    """
+
+    env_name: str
+    seed: int
+    frames: np.ndarray
+    states: np.ndarray
+    actions: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.frames.shape[-2])
+
+
+def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/grasp_kernels/pixels`` (default ``~/.cache/grasp_kernels/pixels``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "grasp_kernels" / "pixels"
+
+
+def cache_path(env_name: str, trajectories: int, length: int, seed: int, size: int = FRAME_SIZE) -> Path:
+    """Default cache file of a data set: ``<cache_dir>/<env>-s<seed>-n<N>-l<L>-<S>px.npz``."""
+    return cache_dir() / f"{check_env_name(env_name)}-s{int(seed)}-n{int(trajectories)}-l{int(length)}-{int(size)}px.npz"
+
+
+def _expected(env_name: str, trajectories: int, length: int, size: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    d = STATE_DIMS[env_name]
+    return {
+        "frames": ((trajectories, length + 1, size, size, 3), np.dtype(np.uint8)),
+        "states": ((trajectories, length + 1, d), np.dtype(np.float32)),
+        "actions": ((trajectories, length, ACTION_DIM), np.dtype(np.float32)),
+    }
+
+
+_META = ("env_name", "seed", "render_version")
+
+
+def save_dataset(dataset: PixelDataset, path: PathLike) -> Path:
+    """Write ``dataset`` to ``path`` (.npz, no pickle), byte-identical for equal data.
+
+    ``np.savez`` stamps each member with the current time; the members here carry a fixed timestamp so
+    that the same seed gives the same file. Written to a temporary name and renamed, so an interrupted
+    write never leaves a truncated cache file under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "frames": dataset.frames,
+        "states": dataset.states,
+        "actions": dataset.actions,
+        "env_name": np.array(dataset.env_name),
+        "seed": np.array(dataset.seed, dtype=np.int64),
+        "render_version": np.array(RENDER_VERSION, dtype=np.int64),
+    }
+    partial = path.with_name(path.name + ".partial")
+    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for key, value in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(value), allow_pickle=False)
+    os.replace(partial, path)
+    return path
+
+
+def load_dataset(
+    path: PathLike,
+    env_name: Optional[str] = None,
+    trajectories: Optional[int] = None,
+    length: Optional[int] = None,
+    size: Optional[int] = None,
+    seed: Optional[int] = None,
+) -> PixelDataset:
+    """Read a data set written by :func:`save_dataset`, without pickle; every array's shape and dtype is
+    checked (against the given expectations where given), else ``ValueError`` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pixel data set {str(path)!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = set(archive.files)
+            wanted = {"frames", "states", "actions", *_META}
+            if keys != wanted:
+                raise ValueError(f"holds arrays {sorted(keys)}, expected exactly {sorted(wanted)}")
+            arrays = {key: archive[key] for key in wanted}
+    except ValueError as error:
+        raise ValueError(f"pixel data set {str(path)!r}: {error}") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"pixel data set {str(path)!r} is not a readable .npz file ({error})") from None
+
+    def bad(text: str) -> ValueError:
+        return ValueError(f"pixel data set {str(path)!r}: {text}")
+
+    name = arrays["env_name"]
+    if name.shape != () or name.dtype.kind != "U":
+        raise bad(f"env_name must be a 0-d string array, got shape {name.shape} dtype {name.dtype}")
+    try:
+        stored_env = check_env_name(str(name))
+    except ValueError as error:
+        raise bad(str(error)) from None
+    if env_name is not None and stored_env != check_env_name(env_name):
+        raise bad(f"holds {stored_env!r} frames, expected {check_env_name(env_name)!r}")
+    for key in ("seed", "render_version"):
+        if arrays[key].shape != () or arrays[key].dtype != np.int64:
+            raise bad(f"{key} must be a 0-d int64 array, got shape {arrays[key].shape} dtype {arrays[key].dtype}")
+    if int(arrays["render_version"]) != RENDER_VERSION:
+        raise bad(f"was rendered by renderer version {int(arrays['render_version'])}, this is version "
+                  f"{RENDER_VERSION}; delete it to re-render")
+    if seed is not None and int(arrays["seed"]) != int(seed):
+        raise bad(f"was collected with seed {int(arrays['seed'])}, expected seed {int(seed)}")
+    frames = arrays["frames"]
+    if frames.ndim != 5:
+        raise bad(f"frames must be [N, L+1, S, S, 3], got shape {frames.shape}")
+    n = frames.shape[0] if trajectories is None else int(trajectories)
+    l = frames.shape[1] - 1 if length is None else int(length)
+    s = frames.shape[2] if size is None else int(size)
+    for key, (shape, dtype) in _expected(stored_env, n, l, s).items():
+        if arrays[key].shape != shape or arrays[key].dtype != dtype:
+            raise bad(f"{key} must have shape {shape} and dtype {dtype}, got shape {arrays[key].shape} "
+                      f"and dtype {arrays[key].dtype}")
+    return PixelDataset(stored_env, int(arrays["seed"]), frames, arrays["states"], arrays["actions"])
+
+
+def collect_pixels(
+    env_name: str,
+    trajectories: int,
+    length: int,
+    seed: int,
+    size: int = FRAME_SIZE,
+    path: Union[PathLike, None, bool] = None,
+    progress: bool = False,
+) -> PixelDataset:
+    """Exploratory trajectories (:func:`grasp_kernels.envs.exploration.collect`) with the frames of their
+    states, cached.
+
+    Args:
+        env_name: ``pointmaze-umaze|medium|large`` or ``pusht``.
+        trajectories: ``N`` (>= 1).
+        length: ``L`` model steps per trajectory (>= 1).
+        seed: equal seeds give equal data (and byte-identical cache files).
+        size: frame side ``S``.
+        path: the cache file; ``None`` uses :func:`cache_path`, ``False`` does not cache. An existing file is
+            loaded (and checked against these arguments) instead of collecting again.
+        progress: tqdm bars for the collection and the rendering.
+
+    Returns:
+        A :class:`PixelDataset`: ``frames [N, L+1, S, S, 3]`` uint8, ``states [N, L+1, D]`` float32,
+        ``actions [N, L, 2]`` float32.
+    """
+    key = check_env_name(env_name)
+    trajectories = _check_count(trajectories, "trajectories")
+    length = _check_count(length, "length")
+    size = check_size(size)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    if path is None or path is True:
+        path = cache_path(key, trajectories, length, int(seed), size)
+    if path is not False and Path(path).is_file():
+        return load_dataset(path, env_name=key, trajectories=trajectories, length=length, size=size, seed=int(seed))
+    states, actions = collect(key, trajectories, length, int(seed), progress=progress)
+    flat = states.reshape(-1, states.shape[-1])
+    frames = render_states(key, flat, size=size, progress=progress).reshape(*states.shape[:2], size, size, 3)
+    dataset = PixelDataset(key, int(seed), frames, states, actions)
+    if path is not False:
+        save_dataset(dataset, path)
+    return dataset
