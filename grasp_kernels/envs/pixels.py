@@ -7,11 +7,14 @@ any state, reachable or not, can be drawn.
 
 Renderers (each the simulator's own):
 
-* PointMaze (UMaze, Medium, Large): MuJoCo's offscreen renderer (``mujoco.Renderer``) on the environment's
-  own model, from an orthographic camera looking straight down on the maze (the maze fills the frame's
-  longer side, so wall cells land on a fixed pixel grid), the goal marker hidden. Headless it needs
-  ``MUJOCO_GL=egl``, which :func:`grasp_kernels.envs.sim.default_mujoco_gl` sets on Linux without a
-  display before MuJoCo is first imported (OSMesa does not work on these machines).
+* PointMaze (UMaze, Medium, Large): MuJoCo's offscreen renderer (``mjr_render`` into an offscreen buffer, as
+  ``mujoco.Renderer`` does) on the environment's own model, from an orthographic camera looking straight down
+  on the maze (the maze fills the frame's longer side, so wall cells land on a fixed pixel grid), the goal
+  marker hidden and the ball (the green site) drawn at least 2 px in radius. Headless it uses EGL (OSMesa
+  does not work on these machines; GLFW needs a display): :func:`grasp_kernels.envs.sim.default_mujoco_gl`
+  sets ``MUJOCO_GL=egl`` before MuJoCo is first imported, and where another package imported MuJoCo first,
+  this module opens the EGL context itself (:func:`_gl_context_class`), so frames do not depend on import
+  order.
 * Push-T: gym-pusht's own drawing (pymunk's ``debug_draw`` through gym-pusht's pygame ``DrawOptions`` on its
   512x512 canvas, as its ``rgb_array`` rendering does, without the goal overlay), downsampled with area
   averaging (``cv2.INTER_AREA``; gym-pusht's own bilinear resize samples only 4 of the 64 canvas pixels
@@ -19,11 +22,12 @@ Renderers (each the simulator's own):
 
 Why the simulators' renderers rather than a numpy re-drawing of their geometry: both run headless here
 (pygame needs no display for an off-screen surface) and are fast enough for the data sets a 2-core
-machine can train on. Measured on the 2-vCPU development machine (shared with other work), one process,
-64x64: MuJoCo EGL about 90-100 frames/s at 64x64 (PointMaze-Medium; about 50 frames/s while the other
-core was busy) and gym-pusht about 250-400 frames/s, i.e. 20 000 maze frames in about 4 minutes, once
-(data sets are cached, see :func:`collect_pixels`). Frames are deterministic for one machine and library
-versions (same state -> same bytes); a different OpenGL driver may differ in the last bits of shading.
+machine can train on, and a re-drawing would be a second description of the geometry to keep in step with
+the simulators. Measured on the 2-vCPU development machine (shared with other work), one process, 64x64,
+random states: PointMaze-Medium through MuJoCo/EGL (Mesa, CPU) about 140-155 frames/s, Push-T about 105-110
+frames/s, i.e. 20 000 frames in about 2-3
+minutes, once: data sets are cached (:func:`collect_pixels`). Frames are deterministic for one machine and
+library versions (same state -> same bytes); another OpenGL driver may shade the maze a little differently.
 
 Requires the ``envs`` extra (gymnasium-robotics, mujoco, gym-pusht; gym-pusht brings pygame, pymunk and
 opencv-python).
@@ -106,6 +110,27 @@ def check_frames(frames: object, size: Optional[int] = None, name: str = "frames
 # ------------------------------------------------------------------------------------------- renderers
 
 
+def _gl_context_class() -> type:
+    """The OpenGL context class for MuJoCo's offscreen rendering.
+
+    MuJoCo binds its own choice (``MUJOCO_GL``, default GLFW) when it is first imported, which may have happened
+    before this module could set ``MUJOCO_GL=egl`` (another package imported mujoco first). On Linux without a
+    display, unless the user chose a backend other than EGL, take the EGL context directly so that rendering does
+    not depend on import order; otherwise use MuJoCo's own choice.
+    """
+    import platform
+
+    chosen = os.environ.get("MUJOCO_GL", "").strip().lower()
+    headless = platform.system() == "Linux" and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")
+    if chosen == "egl" or (headless and chosen == ""):
+        from mujoco.egl import GLContext
+
+        return GLContext
+    from mujoco.gl_context import GLContext
+
+    return GLContext
+
+
 class _MazeRenderer:
     """MuJoCo offscreen rendering of one PointMaze layout from a top-down orthographic camera."""
 
@@ -142,13 +167,21 @@ class _MazeRenderer:
         self.camera.distance = 2.0 * self.extent
         self.camera.elevation = -90.0
         self.camera.azimuth = 90.0  # image right = world +x, image up = world +y
+        self.option = mujoco.MjvOption()
+        self.scene = mujoco.MjvScene(self.model, maxgeom=1000)
+        self.rect = mujoco.MjrRect(0, 0, size, size)
+        self._rgb = np.empty((size, size, 3), dtype=np.uint8)
         try:
-            self.renderer = mujoco.Renderer(self.model, size, size)
+            self.gl = _gl_context_class()(size, size)
+            self.gl.make_current()
+            self.context = mujoco.MjrContext(self.model, mujoco.mjtFontScale.mjFONTSCALE_150)
         except Exception as error:  # the GL backend's own errors (GLFW without a display, EGL missing)
             raise RuntimeError(
-                f"MuJoCo cannot render offscreen here ({error}); on a machine without a display set MUJOCO_GL=egl "
-                f"before mujoco is first imported (now MUJOCO_GL={os.environ.get('MUJOCO_GL')!r})"
+                f"MuJoCo cannot render offscreen here ({type(error).__name__}: {error}); on a machine without a "
+                f"display it needs EGL (libEGL, e.g. Mesa) and MUJOCO_GL unset or 'egl' "
+                f"(now MUJOCO_GL={os.environ.get('MUJOCO_GL')!r})"
             ) from error
+        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self.context)
 
     def world_to_pixel(self, xy: np.ndarray, size: int) -> np.ndarray:
         """World ``(x, y) [..., 2]`` -> pixel ``(col, row) [..., 2]`` (continuous, pixel centres at .5)."""
@@ -160,12 +193,20 @@ class _MazeRenderer:
     def render(self, state: np.ndarray, out: np.ndarray) -> None:
         self.data.qpos[:] = state[:2]
         self.data.qvel[:] = state[2:4]
-        self._mujoco.mj_forward(self.model, self.data)
-        self.renderer.update_scene(self.data, camera=self.camera)
-        self.renderer.render(out=out)
+        mujoco = self._mujoco
+        mujoco.mj_forward(self.model, self.data)
+        # Several renderers may live in one process (one per environment and size): each owns a context.
+        self.gl.make_current()
+        mujoco.mjv_updateScene(self.model, self.data, self.option, None, self.camera, mujoco.mjtCatBit.mjCAT_ALL,
+                               self.scene)
+        mujoco.mjr_render(self.rect, self.scene, self.context)
+        mujoco.mjr_readPixels(self._rgb, None, self.rect, self.context)
+        out[:] = self._rgb[::-1]  # OpenGL's rows run bottom-up
 
     def close(self) -> None:
-        self.renderer.close()
+        self.gl.make_current()
+        self.context.free()
+        self.gl.free()
         self.env.close()
 
 
@@ -357,7 +398,7 @@ def save_dataset(dataset: PixelDataset, path: PathLike) -> Path:
             info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             with archive.open(info, "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.ascontiguousarray(value), allow_pickle=False)
+                np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
     os.replace(partial, path)
     return path
 
@@ -375,6 +416,9 @@ def load_dataset(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pixel data set {str(path)!r} does not exist")
+    # np.load reads anything that is not a zip or .npy as a pickle (and refuses); say what is wrong instead.
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"pixel data set {str(path)!r} is not a readable .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = set(archive.files)
