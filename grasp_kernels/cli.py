@@ -10,7 +10,7 @@ from typing import Callable, Optional, Sequence
 from ._checks import check_device
 from .config import BACKENDS
 
-DESCRIPTION = "GRASP planner engine: python -m grasp_kernels demo | train"
+DESCRIPTION = "GRASP planner engine: python -m grasp_kernels demo | train | pixels"
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -72,6 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--backend", default="auto", choices=BACKENDS)
     demo.add_argument("--out", type=Path, default=Path("out/demo.png"), help="PNG of the plans")
     demo.add_argument("--no-progress", action="store_true")
+    pixels = commands.add_parser(
+        "pixels", help="collect exploratory trajectories with 64x64 frames of their states into a cached .npz"
+    )
+    pixels.add_argument("--env", default="pointmaze-medium",
+                        choices=("pointmaze-umaze", "pointmaze-medium", "pointmaze-large", "pusht"))
+    pixels.add_argument("--trajectories", type=int_at_least(1), default=200)
+    pixels.add_argument("--length", type=int_at_least(1), default=50, help="model steps per trajectory")
+    pixels.add_argument("--seed", type=int_at_least(0), default=0)
+    pixels.add_argument("--size", type=int_at_least(1), default=64, help="frame side in pixels")
+    pixels.add_argument("--out", type=Path, help="the .npz; default ~/.cache/grasp_kernels/pixels/<env>-s<seed>-...")
+    pixels.add_argument("--no-progress", action="store_true")
     train = commands.add_parser(
         "train", add_help=False, help="train the shipped world models from a seed (see --help of the subcommand)"
     )
@@ -99,6 +110,14 @@ def _run(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> int:
         return main_train(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "pixels":
+        from .envs.pixels import cache_path, collect_pixels
+
+        out = args.out or cache_path(args.env, args.trajectories, args.length, args.seed, args.size)
+        data = collect_pixels(args.env, args.trajectories, args.length, args.seed, size=args.size, path=out,
+                              progress=not args.no_progress)
+        print(f"{data.env_name}: frames {data.frames.shape} uint8, actions {data.actions.shape} -> {out}")
+        return 0
     if args.command == "demo":
         common = dict(seed=args.seed, device=args.device, backend=args.backend, out=args.out,
                       progress=not args.no_progress)

@@ -279,3 +279,17 @@ def test_save_dataset_round_trip(tmp_path):
     assert loaded.env_name == MAZE and loaded.seed == 2 and loaded.size == 16
     for key in ("frames", "states", "actions"):
         np.testing.assert_array_equal(getattr(loaded, key), getattr(data, key))
+
+
+def test_cli_pixels(tmp_path, capsys):
+    from grasp_kernels.cli import main
+
+    out = tmp_path / "cli.npz"
+    argv = ["pixels", "--env", "pusht", "--trajectories", "1", "--length", "2", "--size", "16", "--seed", "4",
+            "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert "frames (1, 3, 16, 16, 3)" in capsys.readouterr().out
+    np.testing.assert_array_equal(load_dataset(out, seed=4).frames,
+                                  collect_pixels("pusht", 1, 2, seed=4, size=16, path=False).frames)
+    with pytest.raises(SystemExit):
+        main(["pixels", "--env", "cartpole"])

@@ -25,8 +25,7 @@ Why the simulators' renderers rather than a numpy re-drawing of their geometry: 
 machine can train on, and a re-drawing would be a second description of the geometry to keep in step with
 the simulators. Measured on the 2-vCPU development machine (shared with other work), one process, 64x64,
 random states: PointMaze-Medium through MuJoCo/EGL (Mesa, CPU) about 140-155 frames/s, Push-T about 105-110
-frames/s, i.e. 20 000 frames in about 2-3
-minutes, once: data sets are cached (:func:`collect_pixels`). Frames are deterministic for one machine and
+frames/s, i.e. 20 000 frames in about 2-3 minutes, once: data sets are cached (:func:`collect_pixels`). Frames are deterministic for one machine and
 library versions (same state -> same bytes); another OpenGL driver may shade the maze a little differently.
 
 Requires the ``envs`` extra (gymnasium-robotics, mujoco, gym-pusht; gym-pusht brings pygame, pymunk and
