@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import zipfile
 
 import numpy as np
@@ -293,3 +294,26 @@ def test_cli_pixels(tmp_path, capsys):
                                   collect_pixels("pusht", 1, 2, seed=4, size=16, path=False).frames)
     with pytest.raises(SystemExit):
         main(["pixels", "--env", "cartpole"])
+
+
+def test_triton_imports_after_maze_rendering():
+    """Mesa's EGL driver loads its own LLVM; a Triton imported after it crashed the process (segfault).
+    The renderer imports Triton first: render a maze frame, then import Triton and torch._dynamo, in a
+    fresh process (the crash would kill pytest itself)."""
+    pytest.importorskip("triton")
+    pytest.importorskip("gymnasium_robotics")
+    import subprocess
+    import sys
+
+    code = (
+        "from grasp_kernels.envs.pixels import render_states\n"
+        "from grasp_kernels.envs.exploration import random_start_states\n"
+        "frames = render_states('pointmaze-umaze', random_start_states('pointmaze-umaze', 2, 0))\n"
+        "import triton, torch._dynamo\n"
+        "print('imported after rendering', frames.shape)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "imported after rendering (2, 64, 64, 3)" in proc.stdout

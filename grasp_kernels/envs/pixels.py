@@ -34,6 +34,8 @@ opencv-python).
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
 import os
 import zipfile
@@ -130,6 +132,16 @@ def _gl_context_class() -> type:
     return GLContext
 
 
+def _load_triton_before_gl() -> None:
+    """Import Triton (if installed) before the first GL context. Mesa's EGL driver (llvmpipe) loads its own
+    LLVM into the process; Triton's ``libtriton`` loaded after it crashes the process (a segmentation fault
+    in ``import triton``, seen with Mesa llvmpipe and triton 3.9), while the other order works. Triton is
+    imported lazily by the kernels and by ``torch._dynamo``, so a rendering program could otherwise crash on
+    its first compiled or Triton call."""
+    if importlib.util.find_spec("triton") is not None:
+        importlib.import_module("triton")
+
+
 class _MazeRenderer:
     """MuJoCo offscreen rendering of one PointMaze layout from a top-down orthographic camera."""
 
@@ -170,6 +182,7 @@ class _MazeRenderer:
         self.scene = mujoco.MjvScene(self.model, maxgeom=1000)
         self.rect = mujoco.MjrRect(0, 0, size, size)
         self._rgb = np.empty((size, size, 3), dtype=np.uint8)
+        _load_triton_before_gl()
         try:
             self.gl = _gl_context_class()(size, size)
             self.gl.make_current()
