@@ -16,6 +16,8 @@ from ._checks import check_int as _check_int
 Backend = Literal["auto", "reference", "triton", "cuda"]
 BACKENDS: tuple[str, ...] = ("auto", "reference", "triton", "cuda")
 MODEL_DTYPES: tuple[Optional[str], ...] = (None, "bfloat16", "float16")
+SyncMode = Literal["gd", "cem"]
+SYNC_MODES: tuple[str, ...] = ("gd", "cem")
 
 Bound = Optional[Union[float, Sequence[float]]]
 
@@ -36,8 +38,26 @@ class GraspConfig:
             after each Adam step.
         goal_weight: ``gamma``, weight of the dense goal term ``sum_t ||p_t - g||^2``.
         sync_every: run a sync phase after every ``sync_every`` lifted iterations (0 disables it).
-        sync_steps: Adam steps on the actions through the full rollout per sync phase.
-        sync_lr: learning rate of the sync phase's Adam (fresh moments each phase).
+        sync_steps: Adam steps (``sync="gd"``) or CEM iterations (``sync="cem"``) on the actions through
+            the full rollout per sync phase.
+        sync_lr: learning rate of the sync phase's Adam (fresh moments each phase; ``sync="gd"`` only).
+        sync: "gd" (Adam on the shooting loss, :func:`grasp_kernels.lifted.gd_sync`) or "cem" (the
+            authors' released solver's CEM sync, :func:`grasp_kernels.lifted.cem_sync`): ``sync_steps``
+            CEM iterations over the actions through the full rollout, ``cem_sync_samples`` candidates
+            per chain around the current actions, whose per-time-step variance is
+            ``cem_sync_var_scale * dev_t + cem_sync_var_min`` with ``dev_t`` the mean squared deviation
+            of virtual state ``s_t`` from its straight-line position ``s_0 + t/T (g - s_0)`` (``t = 0``
+            takes the mean over ``t = 1..T-1``); each iteration refits mean and variance to the
+            ``cem_sync_elites`` lowest shooting losses and the final mean becomes the actions. Its
+            random numbers come from the chains' generators (shard-invariant). Runs on the plain path:
+            the GD sync's fused kernel, compiled step and CUDA-graph capture are not used (one warning
+            where they were asked for); time sharding rejects it.
+        cem_sync_samples: candidate action sequences per chain and CEM iteration (``sync="cem"``).
+        cem_sync_elites: the lowest-loss candidates each refit uses (2 .. ``cem_sync_samples``: the
+            refit variance is the elites' unbiased variance).
+        cem_sync_var_scale: factor on the virtual states' deviation in the initial sampling variance.
+        cem_sync_var_min: variance floor added to the initial and every refit variance (> 0: keeps the
+            distribution from collapsing).
         init_noise: ``eps`` of the initial virtual states, drawn around the straight line s0 -> g.
         action_low: lower action bound, a float or one value per action dimension (None: unbounded).
         action_high: upper action bound, likewise.
@@ -50,6 +70,12 @@ class GraspConfig:
         beta1, beta2, adam_eps: Adam constants shared by every Adam step of the planner.
         anneal_noise: let the state noise decay linearly from ``state_noise`` to 0 within each sync
             phase (over the whole plan without sync), as the authors' released solver does.
+        goal_weight_final: None (gamma stays ``goal_weight``) or the value gamma decays to linearly
+            within each sync phase (over the whole plan without sync), on the schedule of
+            ``anneal_noise``: the ``j``-th iteration of a phase of ``P`` iterations uses
+            ``goal_weight + (goal_weight_final - goal_weight) * j / P`` (the authors' solver decays
+            both with its ``schedule_decay``). Not combined with ``compile`` (the iteration runs eagerly,
+            one warning) since the compiled iteration bakes gamma in.
         check_finite: verify after each sync phase and at the end that no NaN/Inf appeared.
             The check is one host sync per sync phase, never one per iteration.
         history: ``h``, frames per world-model input. 1: ``F(s_t, a_t)`` on ``[N, *S]``; ``h > 1``:
@@ -107,6 +133,12 @@ class GraspConfig:
     model_dtype: Optional[str] = None
     cuda_graph: bool = False
     compile: bool = False
+    sync: SyncMode = "gd"
+    cem_sync_samples: int = 64
+    cem_sync_elites: int = 10
+    cem_sync_var_scale: float = 1.0
+    cem_sync_var_min: float = 0.01
+    goal_weight_final: Optional[float] = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -140,6 +172,18 @@ class GraspConfig:
             value = _check_float(name, getattr(self, name), positive=False)
             if not value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
+        if self.sync not in SYNC_MODES:
+            raise ValueError(f"sync must be one of {SYNC_MODES}, got {self.sync!r}")
+        _check_int("cem_sync_samples", self.cem_sync_samples, minimum=2)
+        _check_int("cem_sync_elites", self.cem_sync_elites, minimum=2)
+        if self.cem_sync_elites > self.cem_sync_samples:
+            raise ValueError(
+                f"cem_sync_elites must be <= cem_sync_samples = {self.cem_sync_samples}, got {self.cem_sync_elites}"
+            )
+        _check_float("cem_sync_var_scale", self.cem_sync_var_scale, positive=False)
+        _check_float("cem_sync_var_min", self.cem_sync_var_min, positive=True)
+        if self.goal_weight_final is not None:
+            _check_float("goal_weight_final", self.goal_weight_final, positive=False)
         if self.model_dtype not in MODEL_DTYPES:
             raise ValueError(f"model_dtype must be one of {MODEL_DTYPES}, got {self.model_dtype!r}")
         for name in ("fused_mlp", "stop_gradient", "anneal_noise", "check_finite", "cuda_graph", "compile"):

@@ -155,6 +155,8 @@ class PlanGraphs:
         (returning its loss), ``record_sync(state, loss)`` its host bookkeeping; ``config.iters`` bounds the
         plan. The cache key is ``config`` and the shapes of ``fresh``."""
         reason = unsupported_reason(fresh)
+        if reason is None and config.sync == "cem":
+            reason = "the CEM sync (sync='cem') draws from per-chain torch.Generators"
         if reason is not None:
             warn_once(f"grasp_kernels: cuda_graph=True runs the plan eagerly: {reason}")
             return None

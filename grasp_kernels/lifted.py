@@ -1,5 +1,5 @@
 """The planner's math, written once: lifted predictions, one lifted iteration, the sequential rollout,
-the shooting loss, the initial virtual states and the GD sync phase.
+the shooting loss, the initial virtual states and the sync phases (GD and CEM).
 
 Layout (docs/design.md): ``states [B, T+1, D]`` (row 0 = s_0, row T = goal g, rows 1..T-1 the
 virtual states), ``actions [B, T, A]``, world-model predictions ``pred [B, T, D]`` with
@@ -10,13 +10,14 @@ virtual states), ``actions [B, T, A]``, world-model predictions ``pred [B, T, D]
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 
 from . import ops
 from ._checks import BoundArg, check_tensor
 from .ops.action_step.reference import action_step_ref
+from .randomness import per_plan_normal
 
 WorldModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # lifted_iteration(boundary=): (pred [B, T, D], energy [B], grad_pred [B, T, D]) -> None, in place
@@ -37,6 +38,8 @@ __all__ = [
     "sync_step",
     "gd_sync",
     "gd_sync_step",
+    "cem_sync_variance",
+    "cem_sync",
 ]
 
 
@@ -443,3 +446,94 @@ def gd_sync(
         loss = step_fn(world_model, s0, goal, actions, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high,
                        history, weights)
     return loss
+
+
+def cem_sync_variance(states: torch.Tensor, var_scale: float, var_min: float) -> torch.Tensor:
+    """The CEM sync's initial per-time-step sampling variance ``[B, T]`` from the virtual states.
+
+    ``dev_t = mean_d (s_t - l_t)_d^2`` for ``t = 1..T-1``, with ``l_t = s_0 + (t/T) (g - s_0)`` the
+    straight line the states start on (rows 0 and T of ``states``; without ``init_noise`` or a warm
+    start), and ``dev_0 = mean_{t=1..T-1} dev_t`` (the first action has no virtual state before it).
+    Returns ``var_t = var_scale * dev_t + var_min``; ``var_min`` everywhere for ``T = 1``. As the
+    authors' released solver: where the relaxed optimisation moved the states far from the line, the
+    search over the actions is wider. The deviation is unweighted (``state_weights`` do not enter).
+
+    Args:
+        states: ``[B, T+1, D]`` (row 0 = s_0, row T = goal, rows 1..T-1 the virtual states).
+    """
+    batch, rows, _ = states.shape
+    horizon = rows - 1
+    if horizon == 1:
+        return torch.full((batch, 1), var_min, device=states.device, dtype=states.dtype)
+    states = states.detach()
+    frac = torch.arange(1, horizon, device=states.device, dtype=states.dtype).div_(horizon).view(1, -1, 1)
+    line = states[:, :1] + frac * (states[:, -1:] - states[:, :1])
+    deviation = (states[:, 1:-1] - line).square().mean(dim=-1)  # [B, T-1]
+    deviation = torch.cat([deviation.mean(dim=1, keepdim=True), deviation], dim=1)  # [B, T]
+    return deviation * var_scale + var_min
+
+
+def cem_sync(
+    world_model: WorldModel,
+    s0: torch.Tensor,
+    goal: torch.Tensor,
+    actions: torch.Tensor,
+    states: torch.Tensor,
+    steps: int,
+    samples: int,
+    elites: int,
+    var_scale: float,
+    var_min: float,
+    low: Optional[torch.Tensor],
+    high: Optional[torch.Tensor],
+    generators: Sequence[torch.Generator],
+    history: int = 1,
+    weights: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """The CEM sync phase (the authors' released solver's ``sync_mode='cem'``): ``steps`` CEM iterations
+    over the actions through the full rollout; the final mean is written to ``actions`` in place.
+
+    With ``B`` chains, horizon ``T``, action dim ``A``, ``N = samples`` and ``E = elites``:
+
+    1. ``mean [B, T, A] = actions``; ``var [B, T] =`` :func:`cem_sync_variance` ``(states)``.
+    2. Each iteration: ``xi [B, N, T, A]``, row ``b`` drawn from ``generators[b]`` (shard-invariant);
+       candidates ``mean + sqrt(var) * xi`` clamped to ``[low, high]``; their shooting losses ``[B, N]``
+       (:func:`shooting_loss`, one rollout over ``B*N`` rows); the ``E`` lowest are the elites;
+       ``mean =`` their mean, ``var =`` their unbiased variance averaged over ``A``, plus ``var_min``.
+    3. ``actions = mean`` (the refit mean, not the best candidate seen, as the authors' solver; a mean
+       of clamped candidates is within the bounds).
+
+    Args:
+        s0: rollout start ``[B, *S]`` (``[B, h, *S]`` for ``history = h > 1``); ``goal`` ``[B, *S]``.
+        actions: ``[B, T, A]``, overwritten.
+        states: ``[B, T+1, D]`` virtual states (only read, for the variance).
+        low, high: the action bounds, None or ``[A]`` tensors (``+-inf`` allowed).
+        generators: one per chain (``len == B``).
+        weights: per-component state weights of the shooting loss (broadcastable to ``S``), or None.
+
+    Returns:
+        ``[B]`` shooting loss of the actions written back (one extra rollout over ``B`` rows; the GD
+        sync reports the loss before its last step instead).
+    """
+    batch, horizon, action_dim = actions.shape
+    if len(generators) != batch:
+        raise ValueError(f"cem_sync needs one generator per chain ({batch}), got {len(generators)}")
+    with torch.no_grad():
+        var = cem_sync_variance(states, var_scale, var_min)
+        mean = actions.detach().clone()
+        start = s0.repeat_interleave(samples, dim=0)
+        target = goal.repeat_interleave(samples, dim=0)
+        for _ in range(steps):
+            xi = per_plan_normal(generators, (samples, horizon, action_dim), actions.device, actions.dtype)
+            candidates = mean.unsqueeze(1) + var.sqrt().view(batch, 1, horizon, 1) * xi
+            if low is not None or high is not None:
+                candidates.clamp_(min=low, max=high)
+            cost = shooting_loss(
+                world_model, start, candidates.view(batch * samples, horizon, action_dim), target, history, weights
+            ).view(batch, samples)
+            best = torch.topk(cost, elites, dim=1, largest=False).indices  # [B, E]
+            elite = torch.gather(candidates, 1, best.view(batch, elites, 1, 1).expand(-1, -1, horizon, action_dim))
+            mean = elite.mean(dim=1)
+            var = elite.var(dim=1).mean(dim=-1) + var_min
+        actions.copy_(mean)
+        return shooting_loss(world_model, s0, actions, goal, history, weights)

@@ -34,7 +34,7 @@ from .compiled import CompiledFunction, iteration_function, step_tensor
 from .config import GraspConfig
 from .graphs import PlanGraphs
 from . import lifted
-from .lifted import WorldModel, gd_sync, lifted_iteration, sync_step
+from .lifted import WorldModel, cem_sync, gd_sync, lifted_iteration, sync_step
 from .plan_state import PlanState
 from .randomness import per_plan_normal, plan_generators
 from .result import PlanResult
@@ -112,6 +112,14 @@ class GraspPlanner:
         elif config.compile:
             self._compiled_iteration = CompiledFunction(iteration_function(world_model, config), "the lifted iteration")
             self._compiled_sync = CompiledFunction(sync_step, "the sync step", self._compiled_iteration.fallback)
+            if config.goal_weight_final is not None:
+                warn_once("grasp_kernels: compile=True runs the lifted iteration eagerly with goal_weight_final set "
+                          "(the compiled iteration bakes gamma in; the annealed gamma changes every iteration)")
+            if config.sync == "cem":
+                warn_once("grasp_kernels: compile=True compiles the GD sync step only; sync='cem' runs eagerly")
+        if config.fused_mlp and config.sync == "cem":
+            warn_once("grasp_kernels: fused_mlp=True fuses the lifted iterations only with sync='cem': the CEM sync "
+                      "runs on the plain path (the fused sync kernel is the GD sync's)")
 
     def backend_for(self, device: torch.device, dtype: torch.dtype) -> str:
         """The concrete backend this planner runs with for states on ``device`` of ``dtype``."""
@@ -305,14 +313,15 @@ class GraspPlanner:
         step = state.adam_step + 1
         if state.fused_mlp is not None and not per_timestep:
             return self._fused_mlp_iteration(state, it, step)
-        if self._compiled_iteration is not None and not per_timestep and not self._compiled_iteration.failed:
+        if (self._compiled_iteration is not None and not per_timestep and not self._compiled_iteration.failed
+                and cfg.goal_weight_final is None):
             if state.backend == "reference":
                 return self._compiled_lifted_iteration(state, it, step)
             warn_once(f"grasp_kernels: compile=True compiles the lifted iteration on the reference backend only; "
                       f"backend {state.backend!r} runs its kernels eagerly (the sync step is compiled)")
         energy, _, _ = lifted_iteration(
             self.world_model, state.states, state.actions, state.state_moments, state.action_moments,
-            step=step, gamma=cfg.goal_weight, lr_states=cfg.lr_states, lr_actions=cfg.lr_actions, beta1=cfg.beta1,
+            step=step, gamma=self._goal_weight(state), lr_states=cfg.lr_states, lr_actions=cfg.lr_actions, beta1=cfg.beta1,
             beta2=cfg.beta2, eps=cfg.adam_eps, noise_std=self._noise_std(state), low=state.low, high=state.high,
             state_shape=state.chains.state_shape, backend=state.backend, stop_gradient=cfg.stop_gradient,
             history=cfg.history, frames=state.frames, sqrt_weights=state.sqrt_weights,
@@ -361,7 +370,7 @@ class GraspPlanner:
         seed = _iteration_seed(cfg.seed, it)
         with torch.no_grad():
             energy, new_states = ops.fused_mlp_iteration_(
-                state.fused_mlp, state.states, state.actions, cfg.goal_weight, *state.state_moments,
+                state.fused_mlp, state.states, state.actions, self._goal_weight(state), *state.state_moments,
                 *state.action_moments, step, cfg.lr_states, cfg.lr_actions, cfg.beta1, cfg.beta2, cfg.adam_eps,
                 self._noise_std(state), state.low, state.high, states_out=state.spare_states, seed=seed,
                 noise_base=state.noise_base, backend=state.fused_backend,
@@ -407,13 +416,27 @@ class GraspPlanner:
         """The world model's next states in the states' dtype (the rollout model under ``model_dtype``)."""
         return self.world_model(states, actions).to(states.dtype)
 
+    def _anneal_fraction(self, state: PlanState) -> float:
+        """How far this iteration is into its annealing period, ``j / P`` in ``[0, 1)``: the ``j``-th
+        (0-based) iteration of a sync phase of ``P`` iterations (of the whole plan without sync). The one
+        schedule of ``anneal_noise`` and ``goal_weight_final``."""
+        period = state.sync_every or self.config.iters
+        return (state.iteration % period) / period
+
     def _noise_std(self, state: PlanState) -> float:
         """Sigma of this iteration's Langevin noise (a host scalar: no device sync)."""
         cfg = self.config
         if not cfg.anneal_noise:
             return cfg.state_noise
-        period = state.sync_every or cfg.iters
-        return cfg.state_noise * (1.0 - (state.iteration % period) / period)
+        return cfg.state_noise * (1.0 - self._anneal_fraction(state))
+
+    def _goal_weight(self, state: PlanState) -> float:
+        """Gamma of this iteration (a host scalar): ``goal_weight``, or with ``goal_weight_final`` the
+        linear decay towards it on the annealing schedule (:meth:`_anneal_fraction`)."""
+        cfg = self.config
+        if cfg.goal_weight_final is None:
+            return cfg.goal_weight
+        return cfg.goal_weight + (cfg.goal_weight_final - cfg.goal_weight) * self._anneal_fraction(state)
 
     def sync(self, state: PlanState) -> torch.Tensor:
         """The sync phase (:meth:`sync_phase`) and its bookkeeping (:meth:`record_sync`); returns the
@@ -425,15 +448,23 @@ class GraspPlanner:
     def sync_phase(self, state: PlanState) -> torch.Tensor:
         """What a sync phase launches, the same in every phase (so one captured CUDA graph serves them
         all): ``sync_steps`` Adam steps on the actions through the full rollout (fresh moments; with
-        ``config.fused_mlp`` on the fused kernel, one launch per step), then the main Adam moments are
-        zeroed. Checks the energy history for NaN/Inf first (one host sync per phase; skipped while a
+        ``config.fused_mlp`` on the fused kernel, one launch per step), or with ``config.sync == "cem"``
+        ``sync_steps`` CEM iterations (:func:`grasp_kernels.lifted.cem_sync`, the plain path, drawing from
+        the chains' generators), then the main Adam moments are zeroed. Checks the energy history for NaN/Inf first (one host sync per phase; skipped while a
         CUDA graph is captured, the end of the plan checks the whole history). Returns the shooting loss
         ``[B*K]``."""
         cfg = self.config
         if cfg.check_finite and not _host_sync_forbidden(state.states.device):
             raise_if_nonfinite(state.energy_history, state.iteration, "the GRASP energy")
         chains = state.chains
-        if state.fused_mlp is not None:
+        if cfg.sync == "cem":
+            with self._model_precision(state.states.device):
+                loss = cem_sync(
+                    self._rollout_model(), chains.frames(), chains.goal, state.actions, state.states, cfg.sync_steps,
+                    cfg.cem_sync_samples, cfg.cem_sync_elites, cfg.cem_sync_var_scale, cfg.cem_sync_var_min,
+                    state.low, state.high, state.chain_generators, chains.history, state.weights,
+                )
+        elif state.fused_mlp is not None:
             loss = self._fused_mlp_sync(state)
         else:
             with self._model_precision(state.states.device):

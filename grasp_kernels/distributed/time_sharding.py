@@ -115,6 +115,8 @@ class TimeShardedPlanner:
             unsupported.append(f"model_dtype={cfg.model_dtype!r}")
         if not cfg.stop_gradient:
             unsupported.append("stop_gradient=False")
+        if cfg.sync != "gd":  # its sync phase is the GD sync as a pipeline over the ranks
+            unsupported.append(f"sync={cfg.sync!r}")
         if unsupported:
             raise ValueError(
                 f"time sharding does not support config {', '.join(unsupported)}: it runs the eager lifted "
@@ -191,7 +193,7 @@ class TimeShardedPlanner:
         if not last:
             state.sync_losses.zero_()  # the last rank's rows; zeros here so that the final sum is exact
         boundary_in = torch.empty((batch, dim), device=device, dtype=dtype)
-        gamma = cfg.goal_weight
+        gamma = cfg.goal_weight  # the boundary hook reads it; reset each iteration (goal_weight_final)
 
         row_counters = max(horizon - 1, 1) * dim  # Philox counters per chain: the full horizon's rows 1..T-1
         # the hook reads this iteration's `step`, `sigma`, `edge_noise` and `seed`, set in the loop below
@@ -210,6 +212,7 @@ class TimeShardedPlanner:
         for it in range(cfg.iters):
             step = state.adam_step + 1
             sigma = self.planner._noise_std(state)
+            gamma = self.planner._goal_weight(state)
             # s_{t1} before this iteration's update goes to the rank whose first transition reads it
             _exchange_forward(edge[:, 1] if not last else None, boundary_in if rank > 0 else None, rank, size,
                               f"lifted iteration {it}: boundary state")
