@@ -500,8 +500,9 @@ def cem_sync(
        candidates ``mean + sqrt(var) * xi`` clamped to ``[low, high]``; their shooting losses ``[B, N]``
        (:func:`shooting_loss`, one rollout over ``B*N`` rows); the ``E`` lowest are the elites;
        ``mean =`` their mean, ``var =`` their unbiased variance averaged over ``A``, plus ``var_min``.
-    3. ``actions = mean`` (the refit mean, not the best candidate seen, as the authors' solver; a mean
-       of clamped candidates is within the bounds).
+       The refit mean is clamped too (a mean of in-bound values can round past a bound by an ulp); the
+       variance is the elites' before that clamp.
+    3. ``actions = mean`` (the refit mean, not the best candidate seen, as the authors' solver).
 
     Args:
         s0: rollout start ``[B, *S]`` (``[B, h, *S]`` for ``history = h > 1``); ``goal`` ``[B, *S]``.
@@ -534,6 +535,8 @@ def cem_sync(
             best = torch.topk(cost, elites, dim=1, largest=False).indices  # [B, E]
             elite = torch.gather(candidates, 1, best.view(batch, elites, 1, 1).expand(-1, -1, horizon, action_dim))
             mean = elite.mean(dim=1)
+            if low is not None or high is not None:  # a mean of in-bound values can round past a bound
+                mean.clamp_(min=low, max=high)
             var = elite.var(dim=1).mean(dim=-1) + var_min
         actions.copy_(mean)
         return shooting_loss(world_model, s0, actions, goal, history, weights)
