@@ -259,7 +259,7 @@ def test_fast_paths_warn_or_refuse():
     with pytest.warns(backends.BackendFallbackWarning, match="goal_weight_final set"):
         GraspPlanner(model, 2, GraspConfig(compile=True, goal_weight_final=0.0))
     with pytest.warns(backends.BackendFallbackWarning, match="the CEM sync runs on the plain path"):
-        GraspPlanner(model, 2, _cem_config(fused_mlp=True))
+        GraspPlanner(mlp().float(), 2, _cem_config(fused_mlp=True))
     backends._warned.clear()
     from grasp_kernels.distributed.time_sharding import TimeShardedPlanner
 
