@@ -146,7 +146,7 @@ setup(
     # is missing, so that pip never replaces a CUDA torch (or pulls one onto a CPU machine).
     install_requires=["torch>=2.4", "numpy>=1.24", "tqdm>=4.60", "safetensors>=0.4"],  # safetensors: the shipped world models
     extras_require={
-        "triton": ["triton>=3.2"],
+        "triton": ["triton>=3.4"],  # 3.4: tl.randn on int64 offsets is the int32 stream (lo/hi words)
         "demo": ["matplotlib>=3.7"],
         "bench": ["pytest-benchmark>=4.0", "matplotlib>=3.7"],
         "dev": ["pytest>=7.4", "pytest-benchmark>=4.0", "matplotlib>=3.7", "hypothesis>=6.0"],

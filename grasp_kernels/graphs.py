@@ -87,10 +87,11 @@ def _clone(state: PlanState) -> PlanState:
 
 
 def _plan_key(config: GraspConfig, state: PlanState) -> tuple:
-    """What a captured plan depends on: the configuration (its launch sequence and scalars) and the shapes."""
+    """What a captured plan depends on: the configuration (its launch sequence and scalars), the shapes, and
+    the noise counters' base (``plan_offset``: a scalar the captured launches hold)."""
     tensors = _inputs(state) + [state.spare_states, state.energy_history, state.sync_losses]
     return (
-        repr(config), state.states.device, state.backend, state.fused_backend,
+        repr(config), state.states.device, state.backend, state.fused_backend, state.noise_base,
         tuple(None if t is None else (tuple(t.shape), t.dtype) for t in tensors),
     )
 

@@ -210,6 +210,10 @@ def test_graph_buffers_never_alias_the_plan():
     assert graphs_module._plan_key(planner.config, state) == graphs_module._plan_key(planner.config, copy)
     other = planner.start(*problems(4, 3, "cpu", 3))
     assert graphs_module._plan_key(planner.config, other) != graphs_module._plan_key(planner.config, state)
+    # the captured launches hold the noise counters' base: another plan_offset is another plan
+    shifted = planner.start(*problems(3, 3, "cpu", 3), plan_offset=5)
+    assert shifted.noise_base != state.noise_base
+    assert graphs_module._plan_key(planner.config, shifted) != graphs_module._plan_key(planner.config, state)
 
 
 # ------------------------------------------------------------------------------------------------ GPU

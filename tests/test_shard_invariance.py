@@ -158,3 +158,22 @@ def test_plan_offset_is_checked():
         planner.plan(torch.zeros(1, 3), torch.ones(1, 3), plan_offset=-1)
     with pytest.raises(TypeError, match="plan_offset must be an int"):
         planner.plan(torch.zeros(1, 3), torch.ones(1, 3), plan_offset=1.5)
+
+
+def test_noise_counters_are_checked():
+    """Counters that would overlap between plans (correlated noise) or pass 2**63 are errors, and bad
+    states are reported as states before any counter arithmetic."""
+    states, grad, m, v = _state_inputs(3, 5, 2, 0)
+    step = dict(noise_std=0.1, seed=1, backend="reference", **ADAM)
+    with pytest.raises(ValueError, match="noise_stride must be >= 8"):
+        ops.state_step_(states, grad, m, v, 1, noise_stride=4, **step)
+    with pytest.raises(ValueError, match="noise_stride must be >= 8"):
+        ops.lifted_energy_state_step_(torch.zeros(3, 5, 2), states, 0.1, m, v, 1, noise_stride=0, **step)
+    with pytest.raises(ValueError, match="below 2\\*\\*63"):
+        ops.state_step_(states, grad, m, v, 1, noise_base=2**63 - 10, **step)
+    with pytest.raises(ValueError, match="noise_base must be >= 0"):
+        ops.state_step_(states, grad, m, v, 1, noise_base=-1, **step)
+    with pytest.raises(ValueError, match="states must be 3-D"):
+        ops.state_step_(states[0], grad[0], m[0], v[0], 1, **step)
+    one = [x[:1].clone() for x in (states, grad, m, v)]
+    ops.state_step_(*one, 1, noise_stride=0, **step)  # one plan: any stride (a chunk's own rows)

@@ -24,7 +24,7 @@ from typing import Callable, Optional, TypeVar
 
 import torch
 
-from .._checks import BoundArg, as_bounds, check_int
+from .._checks import BoundArg, as_bounds, check_int, check_tensor
 from ..backends import resolve_backend
 
 SEED_HIGH = 2**62
@@ -65,12 +65,20 @@ def kernel_seed(
 
 
 def noise_counters(states: torch.Tensor, noise_base: int, noise_stride: Optional[int]) -> tuple[int, int]:
-    """``(noise_base, noise_stride)`` checked (ints >= 0), the stride defaulting to ``(T-1)*D`` of
-    ``states [B, T+1, D]``."""
+    """``(noise_base, noise_stride)`` checked, the stride defaulting to ``(T-1)*D`` of ``states [B, T+1, D]``.
+
+    A stride below ``(T-1)*D`` would give plans overlapping counters (correlated noise; 0: the same noise in
+    every plan) and is rejected for ``B > 1``; the last counter must stay below ``2**63``."""
+    batch, rows, dim = check_tensor("states", states, ndim=3, dtypes=None).shape
     noise_base = check_int("noise_base", noise_base, minimum=0)
+    span = max(rows - 2, 0) * dim
     if noise_stride is None:
-        return noise_base, max(states.shape[1] - 2, 0) * states.shape[2]
-    return noise_base, check_int("noise_stride", noise_stride, minimum=0)
+        noise_stride = span
+    noise_stride = check_int("noise_stride", noise_stride, minimum=span if batch > 1 else 0)
+    if noise_base + max(batch - 1, 0) * noise_stride + span >= 2**63:
+        raise ValueError(f"noise_base + (B-1) * noise_stride + (T-1)*D must stay below 2**63, got noise_base "
+                         f"{noise_base}, noise_stride {noise_stride} for B = {batch}, (T-1)*D = {span}")
+    return noise_base, noise_stride
 
 
 def reference_noise(

@@ -73,12 +73,12 @@ def test_launcher_protocol_is_shared(monkeypatch):
     torch.ops.grasp.action_step(x.actions, x.grad_a, x.exp_avg_a, x.exp_avg_sq_a, *ADAM, x.low, x.high, "cuda")
     assert calls["action_step"][-2] is x.low and calls["action_step"][-1] is x.high
     energy, grad_pred = torch.ops.grasp.lifted_energy_state_step(
-        x.pred, x.states, 0.5, x.exp_avg, x.exp_avg_sq, *ADAM, 0.05, x.noise, 7, 0, 6, "cuda")
+        x.pred, x.states, 0.5, x.exp_avg, x.exp_avg_sq, *ADAM, 0.05, x.noise, 7, 0, 9, "cuda")
     args = calls["lifted_energy_state_step"]
-    assert args[3] is energy and args[4] is grad_pred and args[13] is x.noise and args[14:] == (7, 0, 6)
+    assert args[3] is energy and args[4] is grad_pred and args[13] is x.noise and args[14:] == (7, 0, 9)
     with pytest.raises(ValueError, match="states.*contiguous"):
         torch.ops.grasp.state_step(x.states.transpose(0, 1).contiguous().transpose(0, 1), x.grad, x.exp_avg,
-                                   x.exp_avg_sq, *ADAM, 0.05, None, 7, 0, 6, "cuda")
+                                   x.exp_avg_sq, *ADAM, 0.05, None, 7, 0, 9, "cuda")
 
 
 def test_unavailable_backend_is_a_clear_error():
@@ -101,10 +101,10 @@ def test_every_launch_runs_inside_its_tensors_device(monkeypatch, device_guard_r
         monkeypatch.setattr(op_module(name), "on_device", guard)
     x = make_inputs("cpu", B=2, T=4, D=3)
     torch.ops.grasp.lifted_energy(x.pred, x.states, 0.5, "cuda")
-    torch.ops.grasp.state_step(x.states, x.grad, x.exp_avg, x.exp_avg_sq, *ADAM, 0.05, None, 7, 0, 6, "cuda")
+    torch.ops.grasp.state_step(x.states, x.grad, x.exp_avg, x.exp_avg_sq, *ADAM, 0.05, None, 7, 0, 9, "cuda")
     torch.ops.grasp.action_step(x.actions, x.grad_a, x.exp_avg_a, x.exp_avg_sq_a, *ADAM, x.low, x.high, "cuda")
     torch.ops.grasp.lifted_energy_state_step(x.pred, x.states, 0.5, x.exp_avg, x.exp_avg_sq, *ADAM, 0.05, None, 7,
-                                             0, 6, "cuda")
+                                             0, 9, "cuda")
     assert guard.launched_inside == {name: [torch.device("cpu")] for name in OPS}
 
 
@@ -216,7 +216,7 @@ def test_cuda_backend_rejects_cpu_tensors():
         torch.ops.grasp.lifted_energy(pred, states, 1.0, "cuda")
     with pytest.raises(RuntimeError, match="cuda backend needs a CUDA device"):
         torch.ops.grasp.state_step(states, states.clone(), states.clone(), states.clone(), 1, 0.1, 0.9, 0.999, 1e-8,
-                                   0.0, None, 0, 0, 0, "cuda")
+                                   0.0, None, 0, 0, 6, "cuda")
     actions = torch.randn(2, 3, 2)
     with pytest.raises(RuntimeError, match="cuda backend needs a CUDA device"):
         torch.ops.grasp.action_step(actions, actions.clone(), actions.clone(), actions.clone(), 1, 0.1, 0.9, 0.999,

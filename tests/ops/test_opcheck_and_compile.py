@@ -34,9 +34,9 @@ def test_opcheck_state_step_and_fused(backend, device, noise_kind):
     noise = x.noise if noise_kind == "tensor" else None
     noise_std = 0.0 if noise_kind == "none" else 0.05
     opcheck(torch.ops.grasp.state_step.default,
-            (x.states, x.grad, x.exp_avg, x.exp_avg_sq, *ADAM, noise_std, noise, 1234, 40, 24, backend))
+            (x.states, x.grad, x.exp_avg, x.exp_avg_sq, *ADAM, noise_std, noise, 1234, 40, 30, backend))
     opcheck(torch.ops.grasp.lifted_energy_state_step.default,
-            (x.pred, x.states, 0.5, x.exp_avg, x.exp_avg_sq, *ADAM, noise_std, noise, 1234, 40, 24, backend))
+            (x.pred, x.states, 0.5, x.exp_avg, x.exp_avg_sq, *ADAM, noise_std, noise, 1234, 40, 30, backend))
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
