@@ -79,6 +79,9 @@ GRASP_SWEEP: dict[str, dict[str, object]] = {
     "x8 particles": {"particles": 8},
     "x8, sync 50 steps": {"particles": 8, "sync_steps": 50},
     "x8, noise 0.05 annealed": {"particles": 8, "state_noise": 0.05, "anneal_noise": True},
+    # the paper group's solver's two variants (issue 14, item 5): kept in the sweep to show whether they help
+    "x8, CEM sync": {"particles": 8, "sync": "cem"},
+    "x8, goal weight annealed to 0.01": {"particles": 8, "goal_weight_final": 0.01},
 }
 GD_SWEEP = {f"lr {lr}": {"lr": lr} for lr in (0.02, 0.1)}
 CEM_SWEEP = {f"var {v}": {"var_scale": v} for v in (0.5, 1.0)}
