@@ -80,3 +80,10 @@ def versions() -> str:
     except ImportError:
         triton_version = "not installed"
     return f"torch {torch.__version__}, triton {triton_version}, CUDA {torch.version.cuda}"
+
+
+def write_report(text: str, out) -> None:
+    """Write a benchmark's markdown ``text`` to ``out`` (a Path; its folder is created) and say so."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"wrote {out}")

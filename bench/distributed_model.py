@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from _timing import write_report  # noqa: E402
 from grasp_kernels.models import PatchTransformerDynamics  # noqa: E402
 
 # The DINO-WM shape the project benchmarks (bench/planner_speed.py GPU_TRANSFORMER): 196 patch tokens x
@@ -204,9 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None:
         print(text)
     else:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-        print(f"wrote {args.out}")
+        write_report(text, args.out)
     return 0
 
 

@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from _timing import write_report  # noqa: E402
+
 
 def _workload(args):
     import torch
@@ -180,9 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(args, runs)
     print(text)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-        print(f"wrote {args.out}")
+        write_report(text, args.out)
     return 0
 
 
