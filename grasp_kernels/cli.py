@@ -10,7 +10,7 @@ from typing import Callable, Optional, Sequence
 from ._checks import check_device
 from .config import BACKENDS
 
-DESCRIPTION = "GRASP planner engine: python -m grasp_kernels demo | train | pixels"
+DESCRIPTION = "GRASP planner engine: python -m grasp_kernels demo | train | pixels | train-pixels"
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train", add_help=False, help="train the shipped world models from a seed (see --help of the subcommand)"
     )
+    commands.add_parser(
+        "train-pixels", add_help=False,
+        help="train a pixel world model (encoder, decoder, latent predictor; see --help of the subcommand)",
+    )
     return parser
 
 
@@ -108,6 +112,10 @@ def _run(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> int:
         from .models.training import main_train
 
         return main_train(rest)
+    if args.command == "train-pixels":
+        from .models.pixel_training import main_train_pixels
+
+        return main_train_pixels(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "pixels":

@@ -35,7 +35,7 @@ from .result import PlanResult
 if TYPE_CHECKING:  # the simulators need the envs extra; run_mpc only uses the SimBatch interface
     from .envs.sim import SimBatch
 
-__all__ = ["MPCConfig", "MPCResult", "run_mpc", "shift_actions", "shift_states"]
+__all__ = ["MPCConfig", "MPCResult", "Observation", "run_mpc", "shift_actions", "shift_states"]
 
 
 class Planner(Protocol):
@@ -46,6 +46,23 @@ class Planner(Protocol):
     def plan(
         self, s0: torch.Tensor, goal: torch.Tensor, init_actions: Optional[torch.Tensor] = None
     ) -> PlanResult: ...
+
+
+class Observation(Protocol):
+    """What a planner sees of the simulator, for world models that do not plan over the simulator's state
+    (e.g. :class:`grasp_kernels.pixel_tasks.PixelObservation`: rendered frames, encoded to latents).
+
+    ``window``: how many of the last executed states a planning state depends on (``k``);
+    ``__call__(states [B, k, D]) -> [B, D']``: the planning states of the last ``k`` executed states (oldest
+    first; at the start of an episode the first state is repeated); ``goal(goals [B, D]) -> [B, D']``: the
+    goal planning states.
+    """
+
+    window: int
+
+    def __call__(self, states: np.ndarray) -> torch.Tensor: ...
+
+    def goal(self, goals: np.ndarray) -> torch.Tensor: ...
 
 
 @dataclasses.dataclass
@@ -165,6 +182,7 @@ def run_mpc(
     progress: bool = False,
     device: Optional[Union[str, torch.device]] = None,
     plan_offset: int = 0,
+    observation: Optional[Observation] = None,
 ) -> MPCResult:
     """Run ``B`` receding-horizon MPC episodes in lock step.
 
@@ -182,6 +200,9 @@ def run_mpc(
             episode ``i`` plans with the randomness of episode ``plan_offset + i`` of a bigger batch (a
             rank's slice of the episodes; :mod:`grasp_kernels.distributed`). 0 is not passed on, so
             planners without the argument still work.
+        observation: what the planner plans over (:class:`Observation`), e.g. latents of rendered frames;
+            None: the simulator's planning states themselves. Execution, success and ``executed`` stay in
+            the simulator's states.
 
     Returns:
         :class:`MPCResult`.
@@ -199,7 +220,7 @@ def run_mpc(
     if planner_action_dim != action_dim:
         raise ValueError(f"planner.action_dim ({planner_action_dim}) differs from the simulators' ({action_dim})")
     model_state_dim = getattr(getattr(planner, "world_model", None), "state_dim", state_dim)
-    if model_state_dim != state_dim:  # e.g. a planner built on another environment's world model
+    if observation is None and model_state_dim != state_dim:  # e.g. a planner built on another environment's world model
         raise ValueError(
             f"planner.world_model.state_dim ({model_state_dim}) differs from the simulators' state_dim ({state_dim}, "
             f"env {getattr(sims, 'name', '?')!r}): load the world model of that environment"
@@ -215,7 +236,18 @@ def run_mpc(
     executed[:, 0] = current
     done = np.asarray(sims.success(), dtype=bool).copy()
     steps = np.where(done, 0, max_steps).astype(np.int64)
-    goal_tensor = torch.as_tensor(goals, dtype=torch.float32, device=device)
+    if observation is None:
+        goal_tensor = torch.as_tensor(goals, dtype=torch.float32, device=device)
+    else:
+        window = _check_int("observation.window", getattr(observation, "window", None), minimum=1)
+        goal_tensor = torch.as_tensor(observation.goal(goals.astype(np.float32)), dtype=torch.float32, device=device)
+
+    def planning_states() -> np.ndarray | torch.Tensor:
+        """What the planner plans from at model step ``t``: the current states, or their observation."""
+        if observation is None:
+            return current
+        rows = np.clip(np.arange(t - window + 1, t + 1), 0, None)
+        return observation(executed[:, rows])
 
     first_plan: Optional[PlanResult] = None
     warm: Optional[torch.Tensor] = None
@@ -226,7 +258,8 @@ def run_mpc(
     try:
         while t < max_steps and not (config.stop_on_success and done.all()):
             result, seconds = _timed_plan(
-                planner, current, goal_tensor, warm, device, (batch, horizon, action_dim), warm_states, plan_offset
+                planner, planning_states(), goal_tensor, warm, device, (batch, horizon, action_dim), warm_states,
+                plan_offset,
             )
             planning_time += seconds
             plans += 1
@@ -264,7 +297,7 @@ def run_mpc(
         # every start already met the criterion (the loop never ran): plan once anyway so that
         # first_plan is always a plan of the whole batch
         first_plan, seconds = _timed_plan(
-            planner, current, goal_tensor, None, device, (batch, horizon, action_dim), plan_offset=plan_offset
+            planner, planning_states(), goal_tensor, None, device, (batch, horizon, action_dim), plan_offset=plan_offset
         )
         planning_time += seconds
         plans += 1
@@ -284,7 +317,7 @@ def run_mpc(
 
 def _timed_plan(
     planner: Planner,
-    states: np.ndarray,
+    states: Union[np.ndarray, torch.Tensor],
     goals: torch.Tensor,
     init_actions: Optional[torch.Tensor],
     device: torch.device,

@@ -188,11 +188,13 @@ def open_loop(
 
 def closed_loop(
     env_name: str, planner, pairs: PairSet, max_steps: int, replan_every: int, device: str = "cpu",
-    progress: bool = False, warm_start_states: bool = False, across_ranks: bool = False,
+    progress: bool = False, warm_start_states: bool = False, across_ranks: bool = False, observation=None,
 ) -> tuple[Score, object]:
     """MPC in the simulator (:func:`grasp_kernels.mpc.run_mpc`), success by the environment's own
     criterion; the error column is the task distance of the last executed state.
     ``warm_start_states``: :attr:`grasp_kernels.mpc.MPCConfig.warm_start_states`.
+    ``observation``: what the planner plans over (:class:`grasp_kernels.mpc.Observation`, e.g. encoded
+    frames: :class:`grasp_kernels.pixel_tasks.PixelObservation`); None: the simulator's states.
 
     ``across_ranks``: every rank of the default process group runs the episodes of its contiguous
     slice of the pairs in its own simulators (``plan_offset`` = the slice's start, so each episode
@@ -200,10 +202,33 @@ def closed_loop(
     every rank gets the Score of all pairs (wall time: the slowest rank's) and the :class:`MPCResult`
     of its own slice (None for an empty slice). Without a process group, the single-process run.
     """
-    from .envs.sim import SimBatch
-    from .mpc import MPCConfig, run_mpc
+    from .mpc import MPCConfig
 
     config = MPCConfig(replan_every=replan_every, max_steps=max_steps, warm_start_states=warm_start_states)
+    return _simulate(env_name, planner, pairs, config, device, progress, across_ranks, observation, final_only=False)
+
+
+def executed_open_loop(
+    env_name: str, planner, pairs: PairSet, device: str = "cpu", progress: bool = False, across_ranks: bool = False,
+    observation=None,
+) -> tuple[Score, object]:
+    """DINO-WM's open-loop protocol in the simulator: plan once from each start (over ``observation``'s
+    planning states if given, e.g. encoded frames), execute all ``H`` planned actions, success = the final
+    executed state lies in the goal region (:func:`grasp_kernels.envs.tasks.reached`). Wall time: the
+    planning alone. ``across_ranks`` as in :func:`closed_loop`."""
+    from .mpc import MPCConfig
+
+    horizon = planner.config.horizon
+    config = MPCConfig(replan_every=horizon, max_steps=horizon, warm_start=False, stop_on_success=False)
+    return _simulate(env_name, planner, pairs, config, device, progress, across_ranks, observation, final_only=True)
+
+
+def _simulate(env_name, planner, pairs, config, device, progress, across_ranks, observation, final_only):
+    """Run ``config``'s episodes of every pair in simulators; success: sticky by the environment's criterion,
+    or (``final_only``) :func:`reached` at the last executed state."""
+    from .envs.sim import SimBatch
+    from .mpc import run_mpc
+
     start, stop = 0, len(pairs)
     if across_ranks:
         from .distributed import shard_range, world
@@ -216,13 +241,15 @@ def closed_loop(
         try:
             result = run_mpc(
                 planner, sims, pairs.starts[start:stop], pairs.goals[start:stop], config,
-                progress=progress, device=device, plan_offset=start,
+                progress=progress, device=device, plan_offset=start, observation=observation,
             )
         finally:
             sims.close()
-        success = np.asarray(result.success, dtype=bool)
-        errors = np.asarray(goal_error(env_name, result.executed[:, -1], pairs.goals[start:stop]), dtype=np.float64)
-        wall = result.wall_time
+        final = result.executed[:, -1]
+        goals = pairs.goals[start:stop]
+        success = reached(env_name, final, goals) if final_only else np.asarray(result.success, dtype=bool)
+        errors = np.asarray(goal_error(env_name, final, goals), dtype=np.float64)
+        wall = result.planning_time if final_only else result.wall_time
     if across_ranks:
         from .distributed import gather_shards, max_over_ranks
 

@@ -49,13 +49,16 @@ from .exploration import _check_count, collect
 from .sim import PUSHT_POSITION_SCALE, PointMazeEnv, PushTEnv, check_env_name, default_mujoco_gl
 
 FRAME_SIZE = 64
-# Bump when frames of the same state change (camera, colours, resize); cached data sets record it and a
+# Bump when frames of the same state change (camera, colours, resize) or the collection does (2: Push-T keeps
+# in-frame trajectories only); cached data sets record it and a
 # file with another version is rejected rather than silently mixed with new frames.
-RENDER_VERSION = 1
+RENDER_VERSION = 2
 STATE_DIMS = {"pointmaze-umaze": 4, "pointmaze-medium": 4, "pointmaze-large": 4, "pusht": 6}
 ACTION_DIM = 2
 # gym-pusht's canvas (its world is 512 x 512 px, drawn 1:1).
 PUSHT_CANVAS = 512
+# Push-T frames whose block centre lies closer than this to the canvas edge are not collected (in_frame).
+PUSHT_FRAME_MARGIN = 32.0
 
 PathLike = Union[str, os.PathLike]
 
@@ -476,6 +479,32 @@ def load_dataset(
     return PixelDataset(stored_env, int(arrays["seed"]), frames, arrays["states"], arrays["actions"])
 
 
+def in_frame(env_name: str, states: np.ndarray) -> np.ndarray:
+    """``[...]`` bool: the frame of each state shows what the planner needs. Push-T: the block's centre lies
+    at least :data:`PUSHT_FRAME_MARGIN` px inside the canvas (the kinematic agent can push the block through
+    the walls, out of the picture, where a frame no longer determines the state); PointMaze: always."""
+    key = check_env_name(env_name)
+    states = np.asarray(states)
+    if key != "pusht":
+        return np.ones(states.shape[:-1], dtype=bool)
+    block = states[..., 2:4].astype(np.float64) * PUSHT_POSITION_SCALE
+    return np.all((block >= PUSHT_FRAME_MARGIN) & (block <= PUSHT_CANVAS - PUSHT_FRAME_MARGIN), axis=-1)
+
+
+def _collect_in_frame(key: str, trajectories: int, length: int, seed: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`collect`'s trajectories whose every state is :func:`in_frame`, the first ``trajectories`` of
+    them: trajectory ``i`` of :func:`collect` depends on ``(seed, i)`` only, so collecting more and keeping
+    the visible ones in order is deterministic."""
+    extra = 0 if key != "pusht" else max(4, trajectories // 8)
+    while True:
+        states, actions = collect(key, trajectories + extra, length, seed, progress=progress)
+        keep = np.flatnonzero(in_frame(key, states).all(axis=1))
+        if len(keep) >= trajectories:
+            keep = keep[:trajectories]
+            return states[keep], actions[keep]
+        extra = 2 * extra + trajectories
+
+
 def collect_pixels(
     env_name: str,
     trajectories: int,
@@ -486,7 +515,7 @@ def collect_pixels(
     progress: bool = False,
 ) -> PixelDataset:
     """Exploratory trajectories (:func:`grasp_kernels.envs.exploration.collect`) with the frames of their
-    states, cached.
+    states, cached. Push-T keeps only trajectories whose block stays in the picture (:func:`in_frame`).
 
     Args:
         env_name: ``pointmaze-umaze|medium|large`` or ``pusht``.
@@ -512,7 +541,7 @@ def collect_pixels(
         path = cache_path(key, trajectories, length, int(seed), size)
     if path is not False and Path(path).is_file():
         return load_dataset(path, env_name=key, trajectories=trajectories, length=length, size=size, seed=int(seed))
-    states, actions = collect(key, trajectories, length, int(seed), progress=progress)
+    states, actions = _collect_in_frame(key, trajectories, length, int(seed), progress)
     flat = states.reshape(-1, states.shape[-1])
     frames = render_states(key, flat, size=size, progress=progress).reshape(*states.shape[:2], size, size, 3)
     dataset = PixelDataset(key, int(seed), frames, states, actions)

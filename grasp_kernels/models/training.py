@@ -155,16 +155,20 @@ def evaluate(
 # ----------------------------------------------------------------------------------------------- training
 
 
-def _loss(
-    model: MLPDynamics,
+def rollout_loss(
+    model: torch.nn.Module,
     states: torch.Tensor,
     actions: torch.Tensor,
     config: TrainConfig,
     generator: torch.Generator,
+    scale: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """One-step MSE in normalised delta space plus the weighted ``K``-step open-loop term."""
+    """One-step MSE (teacher forcing) in normalised delta space plus the weighted ``K``-step open-loop term.
+
+    ``model(states [N, D], actions [N, A]) -> [N, D]`` on trajectories ``states [N, L+1, D]``,
+    ``actions [N, L, A]``; errors are divided by ``scale [D]`` (default ``model.delta_scale``)."""
     n, length, dim = actions.shape[0], actions.shape[1], states.shape[-1]
-    scale = model.delta_scale
+    scale = model.delta_scale if scale is None else scale
     traj = torch.randint(0, n, (config.batch_size,), generator=generator)
     t = torch.randint(0, length, (config.batch_size,), generator=generator)
     pred = model(states[traj, t], actions[traj, t])
@@ -262,7 +266,7 @@ def train_world_model(
     bar = tqdm(range(config.steps), desc=f"train {name}", disable=not progress, leave=False, mininterval=1.0)
     running = None
     for step in bar:
-        loss = _loss(model, states, actions, config, generator)
+        loss = rollout_loss(model, states, actions, config, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -154,27 +154,11 @@ def load_world_model(env_name: str, path: Optional[PathLike] = None, device: Uni
             env, or dimensions that do not fit ``env_name``); tensors that do not fit the metadata's architecture.
         FileNotFoundError: no such file (the message says how to reproduce it).
     """
-    from safetensors import safe_open
-
     name = check_env_name(env_name)
     device = check_device("device", device)
     path = default_path(name) if path is None else Path(path)
-    if path.is_dir():
-        raise ValueError(f"path must be a .safetensors file, got the directory {path} (e.g. {path / default_path(name).name})")
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"world model file {path} for env {name!r} not found; train it with: {_reproduce_hint(name)}"
-            + ("" if path == default_path(name) else f" (and pass --out {path.parent})")
-        )
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except Exception as error:  # safetensors raises SafetensorError, OSError or others on damaged files
-        raise ValueError(
-            f"world model file {path} is corrupt or not a safetensors file ({type(error).__name__}: {error}); "
-            f"rebuild it with: {_reproduce_hint(name)}"
-        ) from error
+    hint = _reproduce_hint(name) + ("" if path == default_path(name) else f" (and pass --out {path.parent})")
+    metadata, tensors = read_weights(path, default_path(name).name, hint)
 
     if metadata.get("format") != FORMAT:
         raise ValueError(f"world model file {path} is not a {FORMAT} file (metadata format={metadata.get('format')!r})")
@@ -195,6 +179,43 @@ def load_world_model(env_name: str, path: Optional[PathLike] = None, device: Uni
         raise ValueError(f"world model file {path}: unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
 
     model = MLPDynamics(dims[0], dims[1], hidden=hidden, depth=depth, activation=ACTIVATIONS[activation])
+    check_tensors(model, tensors, path, f"hidden={hidden}, depth={depth}")
+    model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    return model.to(device).eval()
+
+
+def read_weights(path: Path, file_name: str, reproduce: str) -> tuple[dict, dict]:
+    """``(metadata, tensors)`` of a safetensors file (never pickle), with clear errors.
+
+    Args:
+        path: the file.
+        file_name: the usual file name, for the message when ``path`` is a directory.
+        reproduce: the command that rebuilds the file, for the messages.
+
+    Raises:
+        ValueError: a directory, or a corrupt/truncated/non-safetensors file.
+        FileNotFoundError: no such file.
+    """
+    from safetensors import safe_open
+
+    if path.is_dir():
+        raise ValueError(f"path must be a .safetensors file, got the directory {path} (e.g. {path / file_name})")
+    if not path.is_file():
+        raise FileNotFoundError(f"world model file {path} not found; build it with: {reproduce}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as error:  # safetensors raises SafetensorError, OSError or others on damaged files
+        raise ValueError(
+            f"world model file {path} is corrupt or not a safetensors file ({type(error).__name__}: {error}); "
+            f"rebuild it with: {reproduce}"
+        ) from error
+    return metadata, tensors
+
+
+def check_tensors(model: nn.Module, tensors: dict, path: Path, architecture: str) -> None:
+    """Raise ``ValueError`` unless ``tensors`` are exactly ``model``'s state dict in names and shapes, all finite."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in tensors.items()}
     if expected != found:
@@ -203,13 +224,11 @@ def load_world_model(env_name: str, path: Optional[PathLike] = None, device: Uni
         wrong = sorted(f"{k}: {found[k]} != {expected[k]}" for k in set(found) & set(expected) if found[k] != expected[k])
         raise ValueError(
             f"world model file {path}: tensors do not fit the architecture in its metadata "
-            f"(hidden={hidden}, depth={depth}): missing {missing}, unexpected {extra}, wrong shapes {wrong}"
+            f"({architecture}): missing {missing}, unexpected {extra}, wrong shapes {wrong}"
         )
     bad = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
     if bad:
         raise ValueError(f"world model file {path}: non-finite values in {bad}")
-    model.load_state_dict({k: v.float() for k, v in tensors.items()})
-    return model.to(device).eval()
 
 
 def recorded_metrics(env_name: str, path: Optional[PathLike] = None) -> dict:

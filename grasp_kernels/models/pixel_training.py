@@ -1,0 +1,496 @@
+"""Training, measuring, saving and loading :class:`~grasp_kernels.models.pixel.PixelWorldModel` (pixel world models).
+
+``train_pixel_world_model`` renders exploratory trajectories (:func:`grasp_kernels.envs.pixels.collect_pixels`,
+cached), trains the encoder with its reconstruction objective, freezes it, trains the latent predictor on the
+frozen latents (teacher-forced next-latent error plus an open-loop rollout term), and measures on held-out
+trajectories (another seed):
+
+* ``one_step`` / ``h10``: RMSE of the predicted newest latent after 1 and 10 open-loop steps from the true
+  window, in standardised latent units (1.0 = one latent standard deviation), beside the constant model's;
+* ``probe``: how much of the true state the latents hold: a small MLP (latent window -> planning state)
+  fitted on the training latents, its held-out errors in physical units (PointMaze position and velocity in
+  maze units; Push-T agent/block px and block angle), and the same probe read off the predictor's 10-step
+  open-loop windows (``probe_h10``: the model's 10-step error in physical units);
+* ``reconstruction_psnr``: the decoder's held-out PSNR (dB).
+
+Command line::
+
+    python -m grasp_kernels train-pixels --env pointmaze-medium --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .._checks import check_device
+from ..envs.sim import check_env_name
+from ..lifted import rollout
+from .pixel import CHANNELS, PixelWorldModel, latent_windows
+from .training import HELDOUT_SEED_OFFSET, TrainConfig, _group_errors, rollout_loss
+from .zoo import WEIGHTS_DIR, card_path, check_tensors, read_weights
+
+FORMAT = "grasp_kernels.pixel_world_model"
+FORMAT_VERSION = 1
+PIXEL_ENVS = ("pointmaze-umaze", "pointmaze-medium", "pointmaze-large", "pusht")
+PathLike = Union[str, os.PathLike]
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelTrainConfig:
+    """Hyper-parameters of one pixel world model (defaults: about 15-25 minutes on 2 cores per environment).
+
+    Data: ``trajectories`` x ``length`` steps for training, ``heldout_trajectories`` for the metrics.
+    Encoder: ``encoder_steps`` Adam steps of ``encoder_batch`` frames, pixels that differ from the empty scene
+    weighted ``1 + foreground_weight``. Predictor: ``predictor_steps`` steps of the state models' loss
+    (``batch_size`` one-step pairs, ``rollout_batch`` windows of ``rollout_steps`` open-loop steps).
+    """
+
+    trajectories: int = 800
+    length: int = 50
+    heldout_trajectories: int = 100
+    latent_dim: int = 16
+    window: int = 3
+    channels: tuple[int, ...] = CHANNELS
+    encoder_steps: int = 2500
+    encoder_batch: int = 128
+    encoder_lr: float = 1e-3
+    foreground_weight: float = 20.0
+    hidden: int = 256
+    depth: int = 3
+    predictor_steps: int = 6000
+    batch_size: int = 512
+    lr: float = 1e-3
+    rollout_steps: int = 8
+    rollout_batch: int = 128
+    rollout_weight: float = 1.0
+    probe_steps: int = 2000
+
+
+# pixels that differ from the empty scene by more than this (0-255, any channel) are foreground
+FOREGROUND_THRESHOLD = 8
+# a frame may differ from the empty scene by this factor more than the most different training frame
+SCENE_MARGIN = 1.5
+
+
+def default_path(env_name: str) -> Path:
+    """The shipped pixel model of ``env_name``: ``grasp_kernels/weights/<env>-pixels.safetensors``."""
+    return WEIGHTS_DIR / f"{check_env_name(env_name)}-pixels.safetensors"
+
+
+def reproduce_command(env_name: str, seed: int = 0, out: Optional[PathLike] = None) -> str:
+    command = f"python -m grasp_kernels train-pixels --env {check_env_name(env_name)} --seed {seed}"
+    return command if out is None else f"{command} --out {out}"
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def _batches(count: int, size: int):
+    for start in range(0, count, size):
+        yield slice(start, min(count, start + size))
+
+
+@torch.no_grad()
+def encode_all(model: PixelWorldModel, frames: np.ndarray, batch: int = 1024) -> torch.Tensor:
+    """``frames [..., S, S, 3]`` uint8 -> standardised latents ``[..., E]`` in batches (no gradients)."""
+    flat = frames.reshape(-1, *frames.shape[-3:])
+    out = torch.cat([model.encode(flat[part]) for part in _batches(len(flat), batch)])
+    return out.reshape(*frames.shape[:-3], model.latent_dim)
+
+
+def _foreground_loss(model: PixelWorldModel, frames: torch.Tensor, config: PixelTrainConfig) -> torch.Tensor:
+    """Reconstruction MSE of uint8 ``frames [N, S, S, 3]``, foreground pixels weighted ``1 + foreground_weight``."""
+    target = model.frames_to_input(frames)
+    foreground = (frames.float() - model.background).abs().amax(dim=-1) > FOREGROUND_THRESHOLD  # [N, S, S]
+    weight = 1.0 + config.foreground_weight * foreground.unsqueeze(1).float()
+    error = (model.decoder(model.encoder(target)) - target) ** 2
+    return (weight * error).sum() / (weight.sum() * 3)
+
+
+def _train_encoder(model: PixelWorldModel, frames: np.ndarray, config: PixelTrainConfig, generator: torch.Generator,
+                   progress: bool) -> float:
+    from tqdm.auto import tqdm
+
+    flat = torch.from_numpy(frames.reshape(-1, *frames.shape[-3:]))
+    params = [*model.encoder.parameters(), *model.decoder.parameters()]
+    optimizer = torch.optim.Adam(params, lr=config.encoder_lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.encoder_steps) / config.encoder_steps))
+    )
+    running = None
+    bar = tqdm(range(config.encoder_steps), desc=f"encoder {model.env_name}", disable=not progress, leave=False,
+               mininterval=1.0)
+    for step in bar:
+        index = torch.randint(0, len(flat), (config.encoder_batch,), generator=generator)
+        loss = _foreground_loss(model, flat[index], config)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{running:.5f}")
+    return float(running)
+
+
+def _fit_scene(model: PixelWorldModel, frames: np.ndarray, generator: torch.Generator) -> None:
+    """``background``: the per-pixel median of up to 4000 training frames; ``frame_distance_limit``: the
+    largest mean absolute difference of a training frame from it, times :data:`SCENE_MARGIN` (plus 2)."""
+    flat = frames.reshape(-1, *frames.shape[-3:])
+    sample = torch.randperm(len(flat), generator=generator)[:4000]
+    background = torch.from_numpy(flat[sample.numpy()]).float().median(dim=0).values
+    distances = [
+        (torch.from_numpy(flat[part]).float() - background).abs().mean(dim=(1, 2, 3)).max()
+        for part in _batches(len(flat), 4096)
+    ]
+    with torch.no_grad():
+        model.background.copy_(background)
+        model.frame_distance_limit.fill_(float(torch.stack(distances).max()) * SCENE_MARGIN + 2.0)
+
+
+@torch.no_grad()
+def _fit_latent_stats(model: PixelWorldModel, frames: np.ndarray) -> None:
+    model.latent_mean.zero_()
+    model.latent_std.fill_(1.0)
+    raw = encode_all(model, frames).reshape(-1, model.latent_dim).double()
+    model.latent_mean.copy_(raw.mean(0).float())
+    model.latent_std.copy_(raw.std(0).clamp_min(1e-6).float())
+
+
+def _fit_dynamics_stats(model: PixelWorldModel, latents: torch.Tensor, actions: torch.Tensor) -> None:
+    dynamics = model.dynamics
+    with torch.no_grad():
+        dynamics.action_mean.copy_(actions.reshape(-1, actions.shape[-1]).mean(0))
+        dynamics.action_std.copy_(actions.reshape(-1, actions.shape[-1]).std(0).clamp_min(1e-6))
+        deltas = (latents[:, 1:] - latents[:, :-1]).reshape(-1, latents.shape[-1])
+        dynamics.delta_scale.copy_(deltas.std(0).clamp_min(1e-6))
+
+
+def _train_predictor(model: PixelWorldModel, windows: torch.Tensor, actions: torch.Tensor, config: PixelTrainConfig,
+                     generator: torch.Generator, progress: bool) -> float:
+    """The state models' loss (:func:`rollout_loss`) on latent windows; errors in units of the latent deltas'
+    std, on every slot of the window (the shifted slots are exact, so only the new latent contributes)."""
+    from tqdm.auto import tqdm
+
+    dynamics = model.dynamics
+    loss_config = TrainConfig(batch_size=config.batch_size, rollout_steps=config.rollout_steps,
+                              rollout_batch=config.rollout_batch, rollout_weight=config.rollout_weight)
+    scale = dynamics.delta_scale.repeat(dynamics.window)
+    optimizer = torch.optim.Adam(dynamics.parameters(), lr=config.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.predictor_steps) / config.predictor_steps))
+    )
+    running = None
+    bar = tqdm(range(config.predictor_steps), desc=f"predictor {model.env_name}", disable=not progress, leave=False,
+               mininterval=1.0)
+    for step in bar:
+        loss = rollout_loss(dynamics, windows, actions, loss_config, generator, scale=scale)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 100 == 0:
+            bar.set_postfix(loss=f"{running:.4f}")
+    return float(running)
+
+
+def _train_probe(windows: torch.Tensor, states: torch.Tensor, steps: int, generator: torch.Generator) -> torch.nn.Module:
+    """A 2x128 MLP ``window [h*E] -> standardised state [D]`` (the measurement of what the latents hold)."""
+    x = windows.reshape(-1, windows.shape[-1])
+    y = states.reshape(-1, states.shape[-1])
+    mean, std = y.mean(0), y.std(0).clamp_min(1e-6)
+    net = torch.nn.Sequential(torch.nn.Linear(x.shape[-1], 128), torch.nn.SiLU(), torch.nn.Linear(128, 128),
+                              torch.nn.SiLU(), torch.nn.Linear(128, y.shape[-1]))
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = 1e-3 * 0.5 * (1 + math.cos(math.pi * step / steps))
+        index = torch.randint(0, len(x), (512,), generator=generator)
+        loss = torch.mean((net(x[index]) - (y[index] - mean) / std) ** 2)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    net.eval()
+
+    class Probe(torch.nn.Module):
+        def forward(self, w: torch.Tensor) -> torch.Tensor:
+            return net(w) * std + mean
+
+    return Probe().eval()
+
+
+@torch.no_grad()
+def evaluate_pixel_model(
+    model: PixelWorldModel, frames: np.ndarray, states: np.ndarray, actions: np.ndarray,
+    probe: Optional[torch.nn.Module] = None, horizon: int = 10,
+) -> dict:
+    """Held-out metrics of ``model`` on trajectories ``frames [N, L+1, S, S, 3]``, ``states [N, L+1, D]``,
+    ``actions [N, L, A]`` (see the module docstring); ``probe``: a fitted latent-window -> state probe."""
+    model = model.eval()
+    latents = encode_all(model, frames)
+    windows = latent_windows(latents, model.window)
+    a = torch.as_tensor(actions, dtype=torch.float32)
+    n, length = a.shape[:2]
+    dim, e = model.state_dim, model.latent_dim
+
+    def newest(w: torch.Tensor) -> torch.Tensor:
+        return w[..., dim - e :]
+
+    def rmse(x: torch.Tensor, y: torch.Tensor) -> float:
+        return float(torch.sqrt(torch.mean((x - y) ** 2)))
+
+    pred = model.dynamics(windows[:, :-1].reshape(-1, dim), a.reshape(n * length, -1)).reshape(n, length, dim)
+    metrics: dict = {
+        "one_step": {"latent_rmse": rmse(newest(pred), latents[:, 1:]),
+                     "constant": rmse(latents[:, :-1], latents[:, 1:])},
+    }
+    starts = list(range(0, length - horizon + 1, horizon))
+    if starts:
+        start = torch.cat([windows[:, t] for t in starts])
+        acts = torch.cat([a[:, t : t + horizon] for t in starts])
+        target = torch.cat([latents[:, t + horizon] for t in starts])
+        final = rollout(model.dynamics, start, acts)[:, -1]
+        metrics[f"h{horizon}"] = {"latent_rmse": rmse(newest(final), target), "constant": rmse(newest(start), target)}
+    recon = [model.decode(latents.reshape(-1, e)[part]) for part in _batches(n * (length + 1), 2048)]
+    mse = float(np.mean((np.concatenate(recon).astype(np.float64) - frames.reshape(-1, *frames.shape[-3:])) ** 2))
+    metrics["reconstruction_psnr"] = float(10 * np.log10(255.0**2 / max(mse, 1e-12)))
+    if probe is not None:
+        metrics["probe"] = _group_errors(model.env_name, probe(windows).numpy(), states)
+        if starts:
+            true = np.concatenate([states[:, t + horizon] for t in starts])
+            metrics[f"probe_h{horizon}"] = _group_errors(model.env_name, probe(final).numpy(), true)
+    return metrics
+
+
+def train_pixel_world_model(
+    env_name: str, seed: int = 0, config: Optional[PixelTrainConfig] = None, progress: bool = True,
+) -> tuple[PixelWorldModel, dict]:
+    """Render data, train a :class:`PixelWorldModel` for ``env_name`` and measure it on held-out data.
+
+    Args:
+        env_name: ``pointmaze-umaze|medium|large`` or ``pusht``.
+        seed: seeds the training data (``seed``), the held-out data (``seed + 1000003``), the weights and
+            the minibatches.
+        config: hyper-parameters (default :class:`PixelTrainConfig`).
+        progress: tqdm bars for rendering and training.
+
+    Returns:
+        The model (CPU, eval mode) and its metrics (:func:`evaluate_pixel_model`) with ``"config"``,
+        ``"seed"``, ``"data"`` and the seconds of each stage.
+    """
+    from ..envs.pixels import collect_pixels
+
+    name = check_env_name(env_name)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    config = PixelTrainConfig() if config is None else config
+    if not isinstance(config, PixelTrainConfig):
+        raise TypeError(f"config must be a PixelTrainConfig, got {type(config).__name__}")
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+    train = collect_pixels(name, config.trajectories, config.length, seed, progress=progress)
+    held = collect_pixels(name, config.heldout_trajectories, config.length, seed + HELDOUT_SEED_OFFSET, progress=progress)
+    seconds["data"] = time.perf_counter() - clock
+
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model = PixelWorldModel(name, config.latent_dim, config.window, train.actions.shape[-1], config.channels,
+                            config.hidden, config.depth, train.size)
+    _fit_scene(model, train.frames, generator)
+    clock = time.perf_counter()
+    model.train()
+    encoder_loss = _train_encoder(model, train.frames, config, generator, progress)
+    model.eval()
+    seconds["encoder"] = time.perf_counter() - clock
+    for parameter in [*model.encoder.parameters(), *model.decoder.parameters()]:
+        parameter.requires_grad_(False)  # frozen from here on
+
+    clock = time.perf_counter()
+    _fit_latent_stats(model, train.frames)
+    latents = encode_all(model, train.frames)
+    actions = torch.as_tensor(train.actions, dtype=torch.float32)
+    _fit_dynamics_stats(model, latents, actions)
+    windows = latent_windows(latents, model.window)
+    model.dynamics.train()
+    predictor_loss = _train_predictor(model, windows, actions, config, generator, progress)
+    model.eval()
+    seconds["predictor"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    probe = _train_probe(windows, torch.as_tensor(train.states), config.probe_steps, generator)
+    metrics = evaluate_pixel_model(model, held.frames, held.states, held.actions, probe)
+    seconds["evaluation"] = time.perf_counter() - clock
+    metrics.update(
+        config={k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()},
+        seed=seed,
+        data={"train_frames": int(np.prod(train.frames.shape[:2])), "heldout_frames": int(np.prod(held.frames.shape[:2])),
+              "train_seed": seed, "heldout_seed": seed + HELDOUT_SEED_OFFSET, "frame_size": train.size},
+        seconds={k: round(v, 1) for k, v in seconds.items()},
+        final_loss={"encoder": encoder_loss, "predictor": predictor_loss},
+    )
+    return model, metrics
+
+
+# -------------------------------------------------------------------------------------------- save / load
+
+
+def _metadata(model: PixelWorldModel) -> dict[str, str]:
+    return {
+        "format": FORMAT, "format_version": str(FORMAT_VERSION), "env": model.env_name,
+        "frame_size": str(model.frame_size), "latent_dim": str(model.latent_dim), "window": str(model.window),
+        "action_dim": str(model.action_dim), "channels": ",".join(map(str, model.channels)),
+        "hidden": str(model.dynamics.net[0].out_features),
+        "depth": str(sum(isinstance(m, torch.nn.Linear) for m in model.dynamics.net) - 1),
+    }
+
+
+def save_pixel_model(model: PixelWorldModel, path: PathLike, metrics: dict, reproduce: Optional[str] = None) -> Path:
+    """Write ``model`` (safetensors, float32, architecture in the metadata) and its JSON model card beside it."""
+    from safetensors.torch import save_file
+
+    if not isinstance(model, PixelWorldModel):
+        raise TypeError(f"model must be a PixelWorldModel, got {type(model).__name__}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    metadata = _metadata(model)
+    save_file(tensors, str(path), metadata=metadata)
+    os.chmod(path, 0o644)
+    card = {
+        "env": model.env_name,
+        "file": path.name,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": {
+            "class": "grasp_kernels.models.PixelWorldModel",
+            **{k: v for k, v in metadata.items() if k not in ("format", "format_version", "env")},
+            "parameters": {part: int(sum(p.numel() for p in getattr(model, part).parameters()))
+                           for part in ("encoder", "decoder", "dynamics")},
+            "planning_state": "window of the last `window` standardised latents, flattened: [window * latent_dim]",
+            "objective": "encoder+decoder: foreground-weighted reconstruction, then frozen; predictor: teacher-forced "
+                         "next latent + open-loop rollout loss on the frozen latents",
+        },
+        "data": metrics.get("data", {}),
+        "training": {"config": metrics.get("config", {}), "seed": metrics.get("seed"), "seconds": metrics.get("seconds"),
+                     "final_loss": metrics.get("final_loss"), "threads": torch.get_num_threads()},
+        "reproduce": reproduce or reproduce_command(model.env_name, metrics.get("seed", 0), path.parent),
+        "metrics": {k: v for k, v in metrics.items()
+                    if k in ("one_step", "reconstruction_psnr", "probe") or k.startswith("h") or k.startswith("probe_h")},
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "library": {"torch": torch.__version__},
+    }
+    card_path(path).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def _field(metadata: dict, key: str, path: Path) -> int:
+    try:
+        value = int(metadata[key])
+    except (KeyError, ValueError):
+        raise ValueError(f"pixel world model file {path}: metadata field {key!r} is missing or not an integer") from None
+    if value < 1:
+        raise ValueError(f"pixel world model file {path}: metadata field {key!r} must be >= 1, got {value}")
+    return value
+
+
+def load_pixel_model(
+    env_name: str, path: Optional[PathLike] = None, device: Union[str, torch.device] = "cpu"
+) -> PixelWorldModel:
+    """Load the pixel world model of ``env_name`` (eval mode, on ``device``, no gradients).
+
+    Args:
+        env_name: ``pointmaze-umaze|medium|large`` or ``pusht``.
+        path: a file written by :func:`save_pixel_model`; default the shipped
+            ``grasp_kernels/weights/<env>-pixels.safetensors``.
+        device: where to put the model.
+
+    Raises:
+        ValueError: unknown env; a corrupt file; a file of another model format or another environment;
+            tensors that do not fit the architecture in its metadata.
+        FileNotFoundError: no such file (the message says how to build it).
+    """
+    name = check_env_name(env_name)
+    device = check_device("device", device)
+    path = default_path(name) if path is None else Path(path)
+    hint = reproduce_command(name, 0, None if path == default_path(name) else path.parent)
+    metadata, tensors = read_weights(path, default_path(name).name, hint)
+    if metadata.get("format") != FORMAT:
+        raise ValueError(
+            f"path: {path} is not a pixel world model ({FORMAT}) file (metadata format={metadata.get('format')!r})"
+        )
+    if metadata.get("format_version") != str(FORMAT_VERSION):
+        raise ValueError(f"path: {path} has format_version {metadata.get('format_version')!r}; this library reads {FORMAT_VERSION}")
+    if metadata.get("env") != name:
+        raise ValueError(f"path: {path} was trained for env {metadata.get('env')!r}, not for the requested env {name!r}")
+    try:
+        channels = tuple(int(c) for c in metadata.get("channels", "").split(","))
+    except ValueError:
+        raise ValueError(f"pixel world model file {path}: metadata field 'channels' is not a list of ints") from None
+    sizes = {key: _field(metadata, key, path) for key in ("frame_size", "latent_dim", "window", "action_dim", "hidden", "depth")}
+    model = PixelWorldModel(name, sizes["latent_dim"], sizes["window"], sizes["action_dim"], channels, sizes["hidden"],
+                            sizes["depth"], sizes["frame_size"])
+    check_tensors(model, tensors, path, ", ".join(f"{k}={v}" for k, v in sizes.items()) + f", channels={channels}")
+    model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    model.requires_grad_(False)
+    return model.to(device).eval()
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+
+
+def format_metrics(name: str, metrics: dict) -> str:
+    parts = [f"{key}: latent RMSE {metrics[key]['latent_rmse']:.3f} (constant {metrics[key]['constant']:.3f})"
+             for key in ("one_step", "h10") if key in metrics]
+    for key in ("probe", "probe_h10"):
+        if key in metrics:
+            parts.append(f"{key}: " + ", ".join(f"{k}={v:.3g}" for k, v in metrics[key].items()))
+    parts.append(f"PSNR {metrics['reconstruction_psnr']:.1f} dB")
+    return f"{name}: " + "; ".join(parts)
+
+
+def main_train_pixels(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m grasp_kernels train-pixels --env NAME --seed S --out DIR``: train, save, print metrics."""
+    from ..cli import int_at_least
+
+    parser = argparse.ArgumentParser(prog="python -m grasp_kernels train-pixels",
+                                     description="Train a pixel world model (encoder, decoder, latent predictor).")
+    parser.add_argument("--env", required=True, choices=PIXEL_ENVS)
+    parser.add_argument("--seed", type=int_at_least(0), default=0)
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="output directory (default: the package's weights/)")
+    defaults = PixelTrainConfig()
+    for field in ("trajectories", "heldout_trajectories", "encoder_steps", "predictor_steps", "latent_dim", "window"):
+        parser.add_argument(f"--{field.replace('_', '-')}", type=int_at_least(1), default=getattr(defaults, field))
+    parser.add_argument("--threads", type=int_at_least(1), default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    overrides = {f: getattr(args, f) for f in ("trajectories", "heldout_trajectories", "encoder_steps",
+                                               "predictor_steps", "latent_dim", "window")}
+    config = dataclasses.replace(defaults, **overrides)
+    model, metrics = train_pixel_world_model(args.env, args.seed, config, progress=not args.no_progress)
+    command = [reproduce_command(args.env, args.seed, args.out)]
+    command += [f"--{k.replace('_', '-')} {v}" for k, v in overrides.items() if v != getattr(defaults, k)]
+    path = save_pixel_model(model, args.out / default_path(args.env).name, metrics, reproduce=" ".join(command))
+    print(format_metrics(args.env, metrics), f"-> {path} ({path.stat().st_size / 1e6:.2f} MB)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main_train_pixels())
+
+
+__all__ = ["PixelTrainConfig", "evaluate_pixel_model", "load_pixel_model", "save_pixel_model", "train_pixel_world_model"]
+
