@@ -63,13 +63,13 @@ class PixelTrainConfig:
     latent_dim: int = 16
     window: int = 3
     channels: tuple[int, ...] = CHANNELS
-    encoder_steps: int = 2500
-    encoder_batch: int = 128
+    encoder_steps: int = 1500
+    encoder_batch: int = 96
     encoder_lr: float = 1e-3
     foreground_weight: float = 20.0
     hidden: int = 256
     depth: int = 3
-    predictor_steps: int = 6000
+    predictor_steps: int = 4000
     batch_size: int = 512
     lr: float = 1e-3
     rollout_steps: int = 8
