@@ -83,6 +83,15 @@ GRASP_SWEEP: dict[str, dict[str, object]] = {
     "x8, CEM sync": {"particles": 8, "sync": "cem"},
     "x8, goal weight annealed to 0.01": {"particles": 8, "goal_weight_final": 0.01},
 }
+PIXEL_GRASP_SWEEP: dict[str, dict[str, object]] = {
+    # The sweep of GRASP in a pixel model's latent, on :func:`grasp_kernels.pixel_tasks.pixel_grasp_config`
+    # (``planner_settings(..., base=pixel_grasp_config(H), grasp_sweep=PIXEL_GRASP_SWEEP)``): the state tasks'
+    # settings, plus the paper's state step size and goal weight, which were sized for latent features and so
+    # may suit the latent better than the physical states they were dropped for (grasp_base's docstring).
+    **GRASP_SWEEP,
+    "x8, lr_states 0.1 (paper)": {"particles": 8, "lr_states": 0.1},
+    "x8, goal weight 1.0 (paper)": {"particles": 8, "goal_weight": 1.0},
+}
 GD_SWEEP = {f"lr {lr}": {"lr": lr} for lr in (0.02, 0.1)}
 CEM_SWEEP = {f"var {v}": {"var_scale": v} for v in (0.5, 1.0)}
 MPPI_SWEEP = {f"std {s}, temp {t}": {"noise_std": s, "temperature": t} for s, t in ((0.5, 0.05), (0.3, 0.01))}
@@ -109,12 +118,23 @@ def grasp_factory(model, action_dim: int, config: GraspConfig) -> PlannerFactory
 
 def planner_settings(
     model, action_dim: int, horizon: int, quick: bool = False, seed: int = 0, backend: str = "auto",
-    samples: int = 100,
+    samples: int = 100, base: GraspConfig | None = None, grasp_sweep: dict[str, dict[str, object]] | None = None,
 ) -> dict[str, dict[str, PlannerFactory]]:
     """Per family, the settings the sweep tries. CEM and MPPI use ``samples`` samples per iteration
     (DINO-WM uses 300: a third of the budget keeps the CPU sweep affordable; the equal-time table
-    gives them more iterations where they are faster)."""
-    base = grasp_base(horizon, seed, backend)
+    gives them more iterations where they are faster).
+
+    ``base``: GRASP's configuration that ``grasp_sweep``'s changes apply to (default
+    :func:`grasp_base` of ``horizon``, ``seed``, ``backend``; e.g. :func:`grasp_kernels.pixel_tasks.pixel_grasp_config`
+    for a pixel model's latent); ``grasp_sweep``: GRASP's settings, name -> config changes (default
+    :data:`GRASP_SWEEP`; :data:`PIXEL_GRASP_SWEEP` in a latent). ``quick`` shrinks ``base``'s budget too."""
+    if base is None:
+        base = grasp_base(horizon, seed, backend)
+    elif not isinstance(base, GraspConfig):
+        raise TypeError(f"base must be a GraspConfig, got {type(base).__name__}")
+    elif base.horizon != horizon:
+        raise ValueError(f"base.horizon ({base.horizon}) differs from horizon ({horizon})")
+    grasp_sweep = GRASP_SWEEP if grasp_sweep is None else grasp_sweep
     gd_iters, sample_iters = 300, 30
     if quick:
         base = base.replace(iters=8, sync_every=4, sync_steps=2)
@@ -134,7 +154,7 @@ def planner_settings(
             horizon=horizon, samples=samples, iters=scaled_iters(sample_iters, scale), seed=seed, **bounds, **changes))
 
     return {
-        "GRASP": {name: grasp_factory(model, action_dim, base.replace(**ch)) for name, ch in GRASP_SWEEP.items()},
+        "GRASP": {name: grasp_factory(model, action_dim, base.replace(**ch)) for name, ch in grasp_sweep.items()},
         "GD": {name: gd(ch) for name, ch in GD_SWEEP.items()},
         "CEM": {name: cem(ch) for name, ch in CEM_SWEEP.items()},
         "MPPI": {name: mppi(ch) for name, ch in MPPI_SWEEP.items()},

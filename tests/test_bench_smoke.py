@@ -7,15 +7,16 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _bench(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Runs ``bench/<script>`` with this checkout's package first on PYTHONPATH."""
-    env = dict(os.environ)
+def _bench(script: str, *args: str, timeout: int = 300, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    """Runs ``bench/<script>`` with this checkout's package first on PYTHONPATH (and ``extra_env`` set)."""
+    env = dict(os.environ) | (extra_env or {})
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, os.path.join(ROOT, "bench", script), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -196,6 +197,118 @@ def test_planning_quality_closed_loop_only(tmp_path):
         assert entry["setting"] == best and entry["trials"] == 3
 
 
+def _tiny_pixel_model(tmp_path) -> tuple:
+    """A tiny PointMaze-Medium pixel model trained by the CLI into ``tmp_path/weights`` (seconds; too small to
+    plan well), its frames cached under ``tmp_path/cache``; returns (weights dir, environment for the bench)."""
+    pytest.importorskip("mujoco")
+    pytest.importorskip("gymnasium_robotics")
+    weights = tmp_path / "weights"
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))  # keep the rendered frames out of the home dir
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-m", "grasp_kernels", "train-pixels", "--env", "pointmaze-medium", "--trajectories", "6",
+         "--heldout-trajectories", "3", "--encoder-steps", "20", "--predictor-steps", "30", "--threads", "1",
+         "--no-progress", "--out", str(weights)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    if proc.returncode != 0 and "cannot render offscreen" in proc.stderr:
+        pytest.skip(proc.stderr.strip().splitlines()[-1])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return weights, {"XDG_CACHE_HOME": env["XDG_CACHE_HOME"]}
+
+
+def _count(cell: str) -> tuple[int, int]:
+    """``"33% (1/3; 6-79), ..."`` -> (1, 3)."""
+    successes, trials = re.search(r"\((\d+)/(\d+);", cell).groups()
+    return int(successes), int(trials)
+
+
+def test_planning_quality_pixels_quick(tmp_path):
+    """--pixels --quick on a tiny pixel model: every table from pixels, the state model beside it on the same
+    pairs and protocol, the model and its card in the report, and the markdown agreeing with the JSON."""
+    import hashlib
+
+    from grasp_kernels.quality import GRASP_SWEEP, PIXEL_GRASP_SWEEP
+
+    weights, env = _tiny_pixel_model(tmp_path)
+    out = tmp_path / "out"
+    proc = _bench("planning_quality.py", "--pixels", "--quick", "--pixel-weights", str(weights), "--threads", "1",
+                  "--out-dir", str(out), "--tag", "smoke", timeout=600, extra_env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    stem = out / "planning_quality_pixels_pointmaze-medium_smoke"
+    assert not (out / "planning_quality_pointmaze-medium_smoke.md").exists()  # the pixels report has its own name
+    text = Path(f"{stem}.md").read_text()
+    assert Path(f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
+    report = json.loads(Path(f"{stem}.json").read_text())
+
+    model_file = weights / "pointmaze-medium-pixels.safetensors"
+    assert report["mode"] == "pixels" and report["settings"]["pixels"] is True and report["settings"]["quick"] is True
+    assert report["model"]["file"] == str(model_file)
+    assert report["model"]["sha256"] == hashlib.sha256(model_file.read_bytes()).hexdigest()
+    card = json.loads((weights / "pointmaze-medium-pixels.json").read_text())
+    assert report["model"]["card"]["metrics"] == card["metrics"]
+    for needle in ("TRUE final state", "executed_open_loop", str(model_file), "PSNR", "train-pixels",
+                   f"![success vs horizon]({stem.name}.png)", "QUICK SMOKE RUN"):
+        assert needle in text, needle
+
+    families = {"GRASP", "GD", "CEM", "MPPI"}
+    cell = report["horizons"]["10"]  # --quick: H=10 only
+    assert list(report["horizons"]) == ["10"]
+    assert set(cell["held_out"]) == set(cell["closed_loop"]) == set(cell["state"]["held_out"]) == families
+    assert set(cell["equal_time"]) == families - {"GRASP"}
+    assert set(cell["ablations"]) == {"GRASP 1 chain", "GRASP no_noise", "GRASP no_stopgrad", "GRASP no_sync"}
+    assert list(cell["sweep"]["GRASP"]) == list(PIXEL_GRASP_SWEEP) and len(PIXEL_GRASP_SWEEP) >= 6
+    assert list(cell["state"]["sweep"]["GRASP"]) == list(GRASP_SWEEP)  # the state model's own settings
+
+    def entries():
+        for section in ("held_out", "ablations", "equal_time", "closed_loop"):
+            yield section, 3, cell[section].values()
+        yield "state held_out", 3, cell["state"]["held_out"].values()
+        for sweep in (cell["sweep"], cell["state"]["sweep"]):
+            for settings in sweep.values():
+                yield "sweep", 2, settings.values()
+
+    for section, trials, values in entries():
+        for entry in values:
+            assert entry["trials"] == trials, (section, entry)
+            assert isinstance(entry["successes"], int) and 0 <= entry["successes"] <= trials, (section, entry)
+    for sweep, held_out in ((cell["sweep"], cell["held_out"]), (cell["state"]["sweep"], cell["state"]["held_out"])):
+        for family, entry in held_out.items():  # the held-out setting is the sweep's winner
+            best = min(sweep[family], key=lambda k: (-sweep[family][k]["successes"], sweep[family][k]["median_error"]))
+            assert entry["setting"] == best
+
+    rows = _table(text, "Pixels vs state model, held-out pairs (executed open loop, each model's chosen setting)")
+    assert sorted(row[0] for row in rows) == sorted(families)  # one row per family
+    for family, pixel_cell, state_cell in rows:
+        assert _count(pixel_cell) == (cell["held_out"][family]["successes"], 3)
+        assert _count(state_cell) == (cell["state"]["held_out"][family]["successes"], 3)
+        assert pixel_cell.endswith(f"[{cell['held_out'][family]['setting']}]")
+        assert state_cell.endswith(f"[{cell['state']['held_out'][family]['setting']}]")
+    held_out = _table(text, "Executed open loop from pixels, held-out pairs (chosen setting per planner and horizon)")
+    assert {row[0]: _count(row[1]) for row in held_out} == {f: (cell["held_out"][f]["successes"], 3) for f in families}
+    assert "## Sweep of the state model on the tuning pairs" in text and "## Closed loop" in text
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--pixels", "--pixel-weights", "{empty}"],
+     r"--pixel-weights: .*{empty}/pointmaze-medium-pixels\.safetensors not found; build it with: "
+     r"python -m grasp_kernels train-pixels --env pointmaze-medium"),
+    (["--pixel-weights", "{empty}"], r"--pixel-weights: needs --pixels"),
+    (["--pixels", "--pixel-weights", "{empty}/nowhere"], r"--pixel-weights: .*nowhere is not a directory"),
+])
+def test_planning_quality_pixels_bad_arguments(tmp_path, args, message):
+    """A missing pixel model (or a misused flag) stops the run before any planning, with one line naming the flag."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = [a.replace("{empty}", str(empty)) for a in args]
+    proc = _bench("planning_quality.py", "--quick", *args, "--out-dir", str(tmp_path / "out"))
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert re.search(message.replace("{empty}", re.escape(str(empty))), last), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_wilson_interval():
     from grasp_kernels.quality import wilson_interval
 
@@ -264,6 +377,38 @@ def test_planning_quality_merge_notes_describe_the_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     text = (tmp_path / "planning_quality_pointmaze-medium_merged.md").read_text()
     assert "Replanning every 3 model steps, warm-started, 1 x the chosen iterations" in text
+
+
+def _fake_pixels_report(horizons: list[int], sha: str = "ab" * 32) -> dict:
+    report = _fake_report("pointmaze-medium", horizons)
+    report["settings"]["pixels"] = True
+    report["mode"] = "pixels"
+    report["model"] = {"file": "/w/pointmaze-medium-pixels.safetensors", "sha256": sha,
+                       "card": {"metrics": {"one_step": {"latent_rmse": 0.5, "constant": 1.0}, "reconstruction_psnr": 30.0},
+                                "reproduce": "python -m grasp_kernels train-pixels --env pointmaze-medium --seed 0"}}
+    for h, cell in report["horizons"].items():
+        cell["state"] = {"sweep": cell["sweep"], "held_out": {"GD": dict(cell["held_out"]["GD"], successes=4)}}
+    return report
+
+
+def test_planning_quality_merge_pixels_reports(tmp_path):
+    """Pixels reports merge into a pixels report (its own file name, the side-by-side table); runs of another
+    pixel model, or a state run, are refused."""
+    proc = _merge(tmp_path, _fake_pixels_report([50]), _fake_pixels_report([25]))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    merged = json.loads((tmp_path / "planning_quality_pixels_pointmaze-medium_merged.json").read_text())
+    assert merged["mode"] == "pixels" and list(merged["horizons"]) == ["25", "50"]
+    assert merged["model"]["sha256"] == "ab" * 32
+    text = (tmp_path / "planning_quality_pixels_pointmaze-medium_merged.md").read_text()
+    rows = _table(text, "Pixels vs state model, held-out pairs (executed open loop, each model's chosen setting)")
+    assert [row[0] for row in rows] == ["GD"] and [_count(c) for c in rows[0][1:]] == [(1, 5), (4, 5), (2, 5), (4, 5)]
+    assert "PSNR 30.0 dB" in text and "/w/pointmaze-medium-pixels.safetensors" in text
+    assert not (tmp_path / "planning_quality_pointmaze-medium_merged.md").exists()
+
+    proc = _merge(tmp_path, _fake_pixels_report([50]), _fake_pixels_report([25], sha="cd" * 32))
+    assert proc.returncode != 0 and "another pixel world model" in proc.stderr, proc.stderr[-2000:]
+    proc = _merge(tmp_path, _fake_pixels_report([50]), _fake_report("pointmaze-medium", [25]))
+    assert proc.returncode != 0 and re.search(r"other settings than .*: pixels$", proc.stderr.strip()), proc.stderr[-2000:]
 
 
 def test_long_run_quick(tmp_path):

@@ -64,3 +64,47 @@ def test_demo_rejects_unknown_options(capsys):
     with pytest.raises(SystemExit):
         cli_main(["demo", "--bogus"])
     assert "--bogus" in capsys.readouterr().err
+
+
+def test_planner_settings_default_is_the_state_sweep_on_grasp_base():
+    from grasp_kernels.quality import GRASP_SWEEP, grasp_base, planner_settings
+
+    model = MLPDynamics(4, 2, hidden=8, depth=1)
+    grasp = planner_settings(model, 2, 20)["GRASP"]
+    assert list(grasp) == list(GRASP_SWEEP)
+    base = grasp_base(20)
+    for name, changes in GRASP_SWEEP.items():
+        assert grasp[name](1.0).config == base.replace(**changes)
+
+
+def test_planner_settings_takes_the_pixel_base_and_sweep():
+    """The pixel sweep: at least 6 GRASP settings on pixel_grasp_config; quick shrinks the given base's budget;
+    the other families are the state settings."""
+    from grasp_kernels.pixel_tasks import pixel_grasp_config
+    from grasp_kernels.quality import PIXEL_GRASP_SWEEP, planner_settings
+
+    model = MLPDynamics(48, 2, hidden=8, depth=1)
+    base = pixel_grasp_config(25)
+    settings = planner_settings(model, 2, 25, base=base, grasp_sweep=PIXEL_GRASP_SWEEP)
+    assert list(settings["GRASP"]) == list(PIXEL_GRASP_SWEEP) and len(PIXEL_GRASP_SWEEP) >= 6
+    configs = {name: factory(1.0).config for name, factory in settings["GRASP"].items()}
+    for name, changes in PIXEL_GRASP_SWEEP.items():
+        assert configs[name] == base.replace(**changes)
+        assert configs[name].particles == 8
+    assert configs["x8, lr_states 0.1 (paper)"].lr_states == 0.1 and configs["x8, goal weight 1.0 (paper)"].goal_weight == 1.0
+    assert configs["x8, CEM sync"].sync == "cem" and configs["x8, goal weight annealed to 0.01"].goal_weight_final == 0.01
+    assert {family: list(s) for family, s in settings.items() if family != "GRASP"} == {
+        family: list(s) for family, s in planner_settings(model, 2, 25).items() if family != "GRASP"}
+    quick = planner_settings(model, 2, 25, quick=True, base=base, grasp_sweep=PIXEL_GRASP_SWEEP)["GRASP"]["x8 particles"](1.0)
+    assert quick.config.iters == 8 and quick.config.lr_states == base.lr_states
+
+
+def test_planner_settings_rejects_a_base_of_another_horizon():
+    from grasp_kernels.pixel_tasks import pixel_grasp_config
+    from grasp_kernels.quality import planner_settings
+
+    model = MLPDynamics(4, 2, hidden=8, depth=1)
+    with pytest.raises(ValueError, match=r"base.horizon \(10\) differs from horizon \(25\)"):
+        planner_settings(model, 2, 25, base=pixel_grasp_config(10))
+    with pytest.raises(TypeError, match="base must be a GraspConfig"):
+        planner_settings(model, 2, 25, base={"horizon": 25})
