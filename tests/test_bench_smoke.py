@@ -207,7 +207,8 @@ def _tiny_pixel_model(tmp_path) -> tuple:
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run(
         [sys.executable, "-m", "grasp_kernels", "train-pixels", "--env", "pointmaze-medium", "--trajectories", "6",
-         "--heldout-trajectories", "3", "--encoder-steps", "20", "--predictor-steps", "30", "--threads", "1",
+         "--heldout-trajectories", "3", "--length", "12", "--encoder-steps", "20", "--encoder-batch", "16",
+         "--predictor-steps", "30", "--batch-size", "64", "--probe-steps", "20", "--threads", "1",
          "--no-progress", "--out", str(weights)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )

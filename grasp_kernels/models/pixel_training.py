@@ -471,14 +471,15 @@ def main_train_pixels(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seed", type=int_at_least(0), default=0)
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="output directory (default: the package's weights/)")
     defaults = PixelTrainConfig()
-    for field in ("trajectories", "heldout_trajectories", "encoder_steps", "predictor_steps", "latent_dim", "window"):
+    # every integer hyper-parameter is a flag (the model card's reproduce command names the changed ones)
+    int_fields = [f.name for f in dataclasses.fields(PixelTrainConfig) if isinstance(getattr(defaults, f.name), int)]
+    for field in int_fields:
         parser.add_argument(f"--{field.replace('_', '-')}", type=int_at_least(1), default=getattr(defaults, field))
     parser.add_argument("--threads", type=int_at_least(1), default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    overrides = {f: getattr(args, f) for f in ("trajectories", "heldout_trajectories", "encoder_steps",
-                                               "predictor_steps", "latent_dim", "window")}
+    overrides = {f: getattr(args, f) for f in int_fields}
     config = dataclasses.replace(defaults, **overrides)
     model, metrics = train_pixel_world_model(args.env, args.seed, config, progress=not args.no_progress)
     command = [reproduce_command(args.env, args.seed, args.out)]
