@@ -311,10 +311,13 @@ def run_pixel_demo(
     from .quality import closed_loop, executed_open_loop, grasp_factory, planner_settings
 
     started = time.perf_counter()
+    if not iters_scale > 0:
+        raise ValueError(f"iters_scale must be > 0, got {iters_scale}")
     horizon = pixel_horizon(env_name) if horizon is None else horizon
     weights = pixel_weights_path(env_name, weights_dir)
     # first, so that a missing file fails before the pairs (Push-T's take seconds) are drawn
     model = load_pixel_model(env_name, weights, device=device)
+    env_name = model.env_name  # the canonical name
     dynamics, action_dim = model.dynamics, model.action_dim
     grasp = pixel_grasp_config(horizon, seed, backend).replace(particles=PIXEL_PARTICLES)
     planners = {  # name -> iteration scale -> planner
@@ -369,7 +372,7 @@ def run_pixel_demo(
     return "\n".join(lines), results
 
 
-def _pixel_rows(env_name, model, observation, result, pairs, virtual: bool, steps, mpc_result):
+def _pixel_rows(env_name: str, model, observation, result, pairs, virtual: bool, steps: list[int], mpc_result):
     """The picture's rows of one planner: the plan's frames decoded at ``steps`` from GRASP's virtual states
     (``virtual``) or else the predicted rollout, the executed path and the final frame."""
     from .envs.tasks import goal_error, reached

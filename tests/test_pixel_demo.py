@@ -22,6 +22,16 @@ MAZE = "pointmaze-medium"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread for this module: the demo's planners make many small calls, which on a busy 2-core
+    machine ran about ten times slower with two threads than with one (measured); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def weights_dir(tmp_path_factory):
     """A folder with a tiny PointMaze-Medium pixel model (about 15-40 s on 2 cores; it plans badly, which is
@@ -33,15 +43,12 @@ def weights_dir(tmp_path_factory):
             pytest.skip(str(error))
         raise
     folder = tmp_path_factory.mktemp("pixel-weights")
-    threads = torch.get_num_threads()  # train-pixels sets the process's thread count: put it back afterwards
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
-        try:
-            assert main(["train-pixels", "--env", MAZE, "--trajectories", "6", "--heldout-trajectories", "3",
-                         "--encoder-steps", "20", "--predictor-steps", "30", "--threads", "1", "--out", str(folder),
-                         "--no-progress"]) == 0
-        finally:
-            torch.set_num_threads(threads)
+        # --threads 1: what one_thread set (train-pixels sets the process's thread count)
+        assert main(["train-pixels", "--env", MAZE, "--trajectories", "6", "--heldout-trajectories", "3",
+                     "--encoder-steps", "20", "--predictor-steps", "30", "--threads", "1", "--out", str(folder),
+                     "--no-progress"]) == 0
     return folder
 
 
@@ -83,6 +90,13 @@ def test_pixel_demo_plans_executes_open_loop_and_by_mpc(weights_dir, tmp_path):
         assert len(counts) == 2 and all(n == 2 and 0 <= k <= 2 for k, n in counts)
     assert "0.05 x the iterations" in table
     assert out.read_bytes()[:8] == PNG
+
+
+def test_bad_iteration_scale_is_refused_before_anything_runs():
+    from grasp_kernels.demo import run_pixel_demo
+
+    with pytest.raises(ValueError, match="iters_scale"):
+        run_pixel_demo(iters_scale=0.0, out=None, progress=False)
 
 
 def test_missing_pixel_weights_exit_2_naming_the_file(tmp_path, capsys):
