@@ -55,22 +55,35 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="plan across PointMaze with GRASP and CEM through the shipped world model and execute by MPC in the "
-        "simulator (or, with --task detour|open, the synthetic navigation task with GRASP, GD, CEM and MPPI)",
+        "simulator (or, with --task detour|open, the synthetic navigation task with GRASP, GD, CEM and MPPI; with "
+        "--pixels, PointMaze or Push-T from frames through a pixel world model)",
     )
     demo.add_argument("--task", default="pointmaze-medium",
-                      choices=("pointmaze-umaze", "pointmaze-medium", "pointmaze-large", "detour", "open"))
-    demo.add_argument("--horizon", type=int_at_least(1), help="default: 50 (PointMaze), 60 (synthetic)")
+                      choices=("pointmaze-umaze", "pointmaze-medium", "pointmaze-large", "pusht", "detour", "open"),
+                      help="pusht: with --pixels only")
+    demo.add_argument("--horizon", type=int_at_least(1),
+                      help="default: 50 (PointMaze), 25 (Push-T, --pixels), 60 (synthetic)")
     demo.add_argument("--problems", type=int_at_least(1),
-                      help="start/goal pairs, planned as one batch; default 8 (PointMaze), 16")
-    demo.add_argument("--replan-every", type=int_at_least(1), default=10, help="PointMaze: MPC replanning period")
+                      help="start/goal pairs, planned as one batch; default 8 (PointMaze), 4 (--pixels), 16")
+    demo.add_argument("--pixels", action="store_true",
+                      help="plan from the encoded start frame to the encoded goal image through the pixel world "
+                      "model, execute the plans open loop in the simulator, draw the plans' decoded frames")
+    demo.add_argument("--pixel-weights", type=Path, metavar="DIR",
+                      help="with --pixels: read DIR/<task>-pixels.safetensors (default: the package's weights)")
+    demo.add_argument("--mpc", action="store_true",
+                      help="with --pixels: also execute by MPC (the state PointMaze demo always does)")
+    demo.add_argument("--replan-every", type=int_at_least(1), default=10,
+                      help="MPC replanning period (PointMaze; --pixels with --mpc)")
     demo.add_argument("--replan-iters", type=fraction, default=0.5,
-                      help="PointMaze: the fraction of each planner's iterations a warm-started MPC replan runs")
+                      help="the fraction of each planner's iterations a warm-started MPC replan runs (PointMaze; "
+                      "--pixels with --mpc)")
     demo.add_argument("--particles", type=int_at_least(1), default=16,
                       help="synthetic task: chains of the multi-chain GRASP row")
     demo.add_argument("--seed", type=int_at_least(0), default=0)
     demo.add_argument("--device", type=device_arg, default="cpu")
     demo.add_argument("--backend", default="auto", choices=BACKENDS)
-    demo.add_argument("--out", type=Path, default=Path("out/demo.png"), help="PNG of the plans")
+    demo.add_argument("--out", type=Path,
+                      help="PNG of the plans; default out/demo.png (out/pixel_demo.png with --pixels)")
     demo.add_argument("--no-progress", action="store_true")
     pixels = commands.add_parser(
         "pixels", help="collect exploratory trajectories with 64x64 frames of their states into a cached .npz"
@@ -127,9 +140,21 @@ def _run(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> int:
         print(f"{data.env_name}: frames {data.frames.shape} uint8, actions {data.actions.shape} -> {out}")
         return 0
     if args.command == "demo":
-        common = dict(seed=args.seed, device=args.device, backend=args.backend, out=args.out,
-                      progress=not args.no_progress)
-        if args.task.startswith("pointmaze"):
+        pixel_only = [flag for flag, given in (("--pixel-weights", args.pixel_weights is not None), ("--mpc", args.mpc),
+                                               ("--task pusht", args.task == "pusht")) if given]
+        if pixel_only and not args.pixels:
+            parser.error(f"{pixel_only[0]} needs --pixels")
+        if args.pixels and args.task in ("detour", "open"):
+            parser.error(f"--pixels plans the simulated tasks (PointMaze, Push-T), not --task {args.task}")
+        out = args.out or Path("out/pixel_demo.png" if args.pixels else "out/demo.png")
+        common = dict(seed=args.seed, device=args.device, backend=args.backend, out=out, progress=not args.no_progress)
+        if args.pixels:
+            from .demo import run_pixel_demo
+
+            table, _ = run_pixel_demo(env_name=args.task, horizon=args.horizon, problems=args.problems or 4,
+                                      weights_dir=args.pixel_weights, mpc=args.mpc, replan_every=args.replan_every,
+                                      replan_iters_scale=args.replan_iters, **common)
+        elif args.task.startswith("pointmaze"):
             from .demo import run_maze_demo
 
             table, _ = run_maze_demo(env_name=args.task, horizon=50 if args.horizon is None else args.horizon, problems=8 if args.problems is None else args.problems,
@@ -140,5 +165,5 @@ def _run(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> int:
             table, _ = run_demo(task_name=args.task, horizon=60 if args.horizon is None else args.horizon, problems=16 if args.problems is None else args.problems,
                                 particles=args.particles, **common)
         print(table)
-        print(f"\nwrote {args.out}")
+        print(f"\nwrote {out}")
     return 0

@@ -1,6 +1,7 @@
 """The demos behind ``python -m grasp_kernels demo``: the main job plans PointMaze through the shipped world
 model with GRASP and CEM and executes the plans by MPC in the simulator (:func:`run_maze_demo`); ``--task
-detour|open`` plans the synthetic navigation task with GRASP and the baselines (:func:`run_demo`)."""
+detour|open`` plans the synthetic navigation task with GRASP and the baselines (:func:`run_demo`); ``--pixels``
+plans PointMaze or Push-T from frames through a pixel world model (:func:`run_pixel_demo`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Optional, Protocol
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -242,3 +244,149 @@ def run_maze_demo(
         f"The demo ran in {time.perf_counter() - started:.0f} s.",
     ]
     return "\n".join(lines), results
+
+
+PIXEL_HORIZONS = {"pusht": 25}  # else 50: PointMaze's horizon in the state demo and the quality benchmark
+PIXEL_PARTICLES = 8
+# planner_settings' CEM setting the pixel demo runs: DINO-WM's own variance scale (on the state tasks the
+# sweep's two settings were within the noise of each other at these horizons)
+PIXEL_CEM_SETTING = "var 1.0"
+PIXEL_PLAN_FRAMES = 6
+
+
+def pixel_horizon(env_name: str) -> int:
+    """The pixel demo's default horizon: 25 for Push-T (its pairs are 25-step pushes), 50 for PointMaze."""
+    return PIXEL_HORIZONS.get(env_name, 50)
+
+
+def pixel_weights_path(env_name: str, weights_dir: Optional[Path] = None) -> Path:
+    """``<weights_dir>/<env>-pixels.safetensors`` (default: the package's weights folder)."""
+    from .models.pixel_training import default_path
+
+    path = default_path(env_name)
+    return path if weights_dir is None else Path(weights_dir) / path.name
+
+
+def run_pixel_demo(
+    env_name: str = "pointmaze-medium",
+    horizon: Optional[int] = None,
+    problems: int = 4,
+    seed: int = 0,
+    weights_dir: Optional[Path] = None,
+    mpc: bool = False,
+    replan_every: int = 10,
+    replan_iters_scale: float = 0.5,
+    iters_scale: float = 1.0,
+    device: str = "cpu",
+    backend: str = "auto",
+    out: Optional[Path] = Path("out/pixel_demo.png"),
+    progress: bool = True,
+) -> tuple[str, dict]:
+    """Planning from pixels: plan ``problems`` start/goal pairs of ``env_name`` (PointMaze or Push-T) from the
+    encoded start frame to the encoded goal image through the pixel world model, with GRASP
+    (:func:`grasp_kernels.pixel_tasks.pixel_grasp_config`, 8 chains) and CEM (:func:`grasp_kernels.quality.
+    planner_settings`' ``var 1.0``), execute every plan open loop in the simulator (all ``horizon`` actions,
+    :func:`grasp_kernels.quality.executed_open_loop`) and, with ``mpc``, by MPC too (``2 * horizon`` steps,
+    replanning every ``replan_every`` steps from the encoded current frames with ``replan_iters_scale`` of the
+    iterations). Success is judged on the simulator's true state.
+
+    Args:
+        env_name: ``pointmaze-umaze|medium|large`` or ``pusht``.
+        horizon: plan length; default :func:`pixel_horizon`.
+        problems: start/goal pairs (:func:`grasp_kernels.pixel_tasks.pixel_pairs` of ``seed``), one batch.
+        weights_dir: the folder of ``<env>-pixels.safetensors`` (default: the package's weights).
+        iters_scale: every planner's iteration counts times this (1: the full settings; tests use less).
+        out: the PNG (:func:`grasp_kernels.plotting.plot_pixel_plans`); None: no picture.
+
+    Returns:
+        The table (markdown, with a title and notes) and the simulator runs: ``results[name]`` the open-loop
+        :class:`grasp_kernels.mpc.MPCResult` of each planner (``"GRASP"``, ``"CEM"``), and with ``mpc``
+        ``results[f"{name} MPC"]``.
+
+    Raises:
+        FileNotFoundError: no weights file (the message names it and the ``train-pixels`` command).
+    """
+    from .models.pixel_training import load_pixel_model
+    from .pixel_tasks import PixelObservation, pixel_grasp_config, pixel_pairs
+    from .quality import closed_loop, executed_open_loop, grasp_factory, planner_settings
+
+    started = time.perf_counter()
+    if not iters_scale > 0:
+        raise ValueError(f"iters_scale must be > 0, got {iters_scale}")
+    horizon = pixel_horizon(env_name) if horizon is None else horizon
+    weights = pixel_weights_path(env_name, weights_dir)
+    # first, so that a missing file fails before the pairs (Push-T's take seconds) are drawn
+    model = load_pixel_model(env_name, weights, device=device)
+    env_name = model.env_name  # the canonical name
+    dynamics, action_dim = model.dynamics, model.action_dim
+    grasp = pixel_grasp_config(horizon, seed, backend).replace(particles=PIXEL_PARTICLES)
+    planners = {  # name -> iteration scale -> planner
+        "GRASP": grasp_factory(dynamics, action_dim, grasp),
+        "CEM": planner_settings(dynamics, action_dim, horizon, seed=seed, backend=backend)["CEM"][PIXEL_CEM_SETTING],
+    }
+    pairs = pixel_pairs(env_name, problems, seed, horizon)
+    steps = sorted({int(round(t)) for t in np.linspace(0, horizon, min(PIXEL_PLAN_FRAMES, horizon + 1))})
+    scores, results, pictures = {}, {}, {}
+    with PixelObservation(model) as observation:
+        start_frames, goal_frames = observation.frames(pairs.starts), observation.frames(pairs.goals)
+        bar = tqdm(planners.items(), desc="planners", disable=not progress)
+        for name, build in bar:
+            bar.set_postfix_str(name)
+            planner = build(iters_scale)
+            scores[name], results[name] = executed_open_loop(env_name, planner, pairs, device=device,
+                                                             observation=observation)
+            if mpc:
+                scores[f"{name} MPC"], results[f"{name} MPC"] = closed_loop(
+                    env_name, build(iters_scale * replan_iters_scale), pairs, max_steps=2 * horizon,
+                    replan_every=min(replan_every, horizon), device=device, observation=observation)
+            if out is not None:
+                pictures[name] = _pixel_rows(env_name, model, observation, results[name], pairs,
+                                             isinstance(planner, GraspPlanner), steps, results.get(f"{name} MPC"))
+    if out is not None:
+        from .plotting import plot_pixel_plans
+
+        plot_pixel_plans(env_name, start_frames, goal_frames, pairs.goals, pictures, steps, Path(out))
+    device_name = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "CPU"
+    units = "block px; success: within 20 px and 20 deg" if env_name == "pusht" else "maze units; success: 0.45"
+    lines = [
+        f"{env_name} from pixels, horizon {horizon}, {problems} start/goal pairs (seed {seed}), pixel world model "
+        f"{weights}, planned from the encoded start frame to the encoded goal image; GRASP x{PIXEL_PARTICLES} chains, "
+        f"CEM {PIXEL_CEM_SETTING}" + ("" if iters_scale == 1 else f", {iters_scale:g} x the iterations")
+        + f"; device {device_name}, torch {torch.__version__}",
+        f"| planner | executed | success in the simulator (95% CI) | median final distance ({units}) | planning (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, score in scores.items():
+        if name.endswith("MPC"):
+            how = f"MPC, replanning every {min(replan_every, horizon)} steps, at most {2 * horizon}"
+        else:
+            how = f"open loop, all {horizon} actions"
+        # planning alone: an MPC Score's wall time also counts the simulation and the rendering
+        planning = results[name].planning_time
+        lines.append(f"| {name} | {how} | {score.cell()} | {score.median_error:.2f} | {planning:.1f} |")
+    lines += [
+        "",
+        "Success is judged on the simulator's true final state; the planners only ever see encoded frames.",
+        f"The demo ran in {time.perf_counter() - started:.0f} s.",
+    ]
+    return "\n".join(lines), results
+
+
+def _pixel_rows(env_name: str, model, observation, result, pairs, virtual: bool, steps: list[int], mpc_result):
+    """The picture's rows of one planner: the plan's frames decoded at ``steps`` from GRASP's virtual states
+    (``virtual``) or else the predicted rollout, the executed path and the final frame."""
+    from .envs.tasks import goal_error, reached
+    from .plotting import PixelPlanRows
+
+    plan = result.first_plan
+    states = (plan.states if virtual else plan.rollout).detach()[:, steps]
+    final = result.executed[:, -1]
+    return PixelPlanRows(
+        executed=result.executed,
+        success=reached(env_name, final, pairs.goals),
+        error=goal_error(env_name, final, pairs.goals),
+        plan_frames=model.decode(model.last_latents(states)),
+        plan_source="virtual states" if virtual else "predicted rollout",
+        final_frames=observation.frames(final),
+        mpc_executed=None if mpc_result is None else mpc_result.executed,
+    )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -154,3 +155,152 @@ def plot_maze(
     fig.legend(handles=legend, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(title or f"{env.name}: all {shown} problems, one colour each", fontsize=9)
     return save_figure(fig, path, rect=(0, 0.09, 1, 0.98))  # the bottom strip holds the legend
+
+
+@dataclasses.dataclass
+class PixelPlanRows:
+    """One planner's rows of :func:`plot_pixel_plans`, ``B`` problems (numpy arrays on the host).
+
+    Attributes:
+        executed: ``[B, T+1, D]`` true states the simulator visited executing the plan (row 0: the start).
+        success: ``[B]`` bool, the task's success at the last executed state.
+        error: ``[B]`` the task distance of the last executed state (PointMaze: maze units; Push-T: block px).
+        plan_frames: ``[B, K, S, S, 3]`` uint8 frames the plan passes through, decoded from its latents at
+            the ``plan_steps`` given to :func:`plot_pixel_plans`.
+        plan_source: what ``plan_frames`` were decoded from (e.g. ``"virtual states"``), for the row label.
+        final_frames: ``[B, S, S, 3]`` uint8 rendered last executed states (Push-T draws the path over them).
+        mpc_executed: ``[B, M+1, D]`` the path executed by MPC, drawn dashed; None: not run.
+    """
+
+    executed: np.ndarray
+    success: np.ndarray
+    error: np.ndarray
+    plan_frames: np.ndarray
+    plan_source: str
+    final_frames: np.ndarray
+    mpc_executed: Optional[np.ndarray] = None
+
+
+def frame_xy(env_name: str, xy: np.ndarray, size: int) -> np.ndarray:
+    """Positions of a real task -> continuous pixel ``(col, row) [..., 2]`` of its ``size`` frames, pixel
+    edges at integers (``imshow(..., extent=(0, size, size, 0))``). PointMaze: world ``(x, y)`` of the ball;
+    Push-T: a position in planning-state units (agent columns 0-1, block columns 2-3)."""
+    from .envs.pixels import PUSHT_CANVAS, pointmaze_world_to_pixel
+    from .envs.sim import PUSHT_POSITION_SCALE, check_env_name
+
+    xy = np.asarray(xy, dtype=np.float64)
+    if check_env_name(env_name) == "pusht":  # gym-pusht draws its 512 px world 1:1, x right, y down
+        return xy * PUSHT_POSITION_SCALE * size / PUSHT_CANVAS
+    return pointmaze_world_to_pixel(env_name, xy, size)
+
+
+def plot_pixel_plans(
+    env_name: str,
+    start_frames: np.ndarray,
+    goal_frames: np.ndarray,
+    goals: np.ndarray,
+    rows: Mapping[str, PixelPlanRows],
+    plan_steps: Sequence[int],
+    path: Path,
+    title: Optional[str] = None,
+) -> Path:
+    """Plans from pixels, one row per problem and planner (the planners of a problem one below the other, so
+    that they compare at a glance): the start frame, the goal image, the executed path, and the frames the plan
+    passes through at ``plan_steps`` (each titled with its time step).
+
+    The executed path: PointMaze draws the true executed ball positions over the start frame (end x, goal *
+    with the success radius); Push-T draws the agent's path (solid) and the block centre's path (dotted) over
+    the final executed frame with the goal image faded in. An MPC path (``mpc_executed``) is drawn dashed.
+    ``start_frames``/``goal_frames``: ``[B, S, S, 3]`` uint8; ``goals``: ``[B, D]`` goal states. Writes a PNG to
+    ``path``.
+    """
+    from matplotlib.lines import Line2D
+
+    from .envs.sim import POINTMAZE_SUCCESS_RADIUS, check_env_name
+
+    plt = pyplot()
+    pusht = check_env_name(env_name) == "pusht"
+    problems, size = start_frames.shape[0], start_frames.shape[1]
+    names = list(rows)
+    columns = 3 + len(plan_steps)
+    cell = 1.5  # inches per frame: a 64 px frame drawn at about 150 px
+    title_strip, legend_strip = 0.6, 0.35  # inches above and below the frames, whatever their number
+    height = (cell + 0.25) * problems * len(names) + title_strip + legend_strip
+    width = max(cell * columns, 13.5)  # the two-line title's width
+    fig, axes = plt.subplots(problems * len(names), columns, figsize=(width, height), squeeze=False)
+    extent = (0, size, size, 0)  # pixel edges at integers, as frame_xy's coordinates
+    for b in range(problems):
+        for p, name in enumerate(names):
+            row, axs = rows[name], axes[b * len(names) + p]
+            axs[0].imshow(start_frames[b], extent=extent)
+            axs[0].set_title("start", fontsize=7)
+            axs[0].set_ylabel(f"{name}\npair {b}", fontsize=8, fontweight="bold")
+            axs[1].imshow(goal_frames[b], extent=extent)
+            axs[1].set_title("goal image", fontsize=7)
+            _draw_executed(axs[2], env_name, b, row, start_frames[b], goal_frames[b], goals[b], size)
+            for k, step in enumerate(plan_steps):
+                axs[3 + k].imshow(row.plan_frames[b, k], extent=extent)
+                axs[3 + k].set_title(f"t={step}", fontsize=7)
+            axs[3].set_ylabel(f"plan: {row.plan_source}", fontsize=6)
+            for ax in axs:
+                ax.set_xticks([])
+                ax.set_yticks([])
+    if pusht:
+        legend = [
+            Line2D([], [], color="tab:red", label="agent's executed path"),
+            Line2D([], [], color="tab:green", linestyle=":", label="block centre's executed path"),
+        ]
+        what = "final executed frame with the goal image faded in"
+    else:
+        legend = [
+            Line2D([], [], color="tab:red", label="executed path (x: end)"),
+            Line2D([], [], color="gold", marker="*", linestyle="none", markeredgecolor="k",
+                   label=f"goal (success radius {POINTMAZE_SUCCESS_RADIUS})"),
+        ]
+        what = "executed path over the start frame"
+    if any(r.mpc_executed is not None for r in rows.values()):
+        legend.append(Line2D([], [], color="tab:purple", linestyle="--",
+                             label="executed by MPC" + (" (block: green dashed)" if pusht else "")))
+    fig.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=7, frameon=False)
+    fig.suptitle(title or (
+        f"{env_name} from pixels: each planner plans from the encoded start frame to the encoded goal image; the plan "
+        f"is executed open loop in the simulator\n(executed: {what}; \u2713 reached the goal, \u2717 not, then the "
+        f"final distance); right: the frames the plan passes through, decoded from its latents"), fontsize=9)
+    return save_figure(fig, path, dpi=100, rect=(0, legend_strip / height, 1, 1 - title_strip / height))
+
+
+def _draw_executed(ax, env_name: str, b: int, row: PixelPlanRows, start_frame: np.ndarray, goal_frame: np.ndarray,
+                   goal: np.ndarray, size: int) -> None:
+    """The executed-path panel of problem ``b`` (see :func:`plot_pixel_plans`)."""
+    from matplotlib.patches import Circle
+
+    from .envs.sim import POINTMAZE_SUCCESS_RADIUS, check_env_name
+
+    extent = (0, size, size, 0)
+    mark = "\u2713" if row.success[b] else "\u2717"
+    # (states, line style, agent/ball colour): MPC's path dashed and in another colour, so that it stands apart
+    paths = [(row.executed[b], "-", "tab:red")]
+    if row.mpc_executed is not None:
+        paths.append((row.mpc_executed[b], "--", "tab:purple"))
+    if check_env_name(env_name) == "pusht":
+        # the final frame, not the start: where the block ended up against the faded goal is the result
+        ax.imshow(row.final_frames[b], extent=extent)
+        ax.imshow(goal_frame, extent=extent, alpha=0.35)
+        for states, style, color in paths:
+            agent, block = frame_xy(env_name, states[:, 0:2], size), frame_xy(env_name, states[:, 2:4], size)
+            ax.plot(agent[:, 0], agent[:, 1], style, color=color, linewidth=1.2)
+            ax.plot(block[:, 0], block[:, 1], ":" if style == "-" else style, color="tab:green", linewidth=1.2)
+        ax.set_title(f"final: {mark} {row.error[b]:.0f} px", fontsize=7)
+    else:
+        ax.imshow(start_frame, extent=extent)
+        centre = frame_xy(env_name, goal[:2], size)
+        radius = np.linalg.norm(frame_xy(env_name, goal[:2] + np.array([POINTMAZE_SUCCESS_RADIUS, 0.0]), size) - centre)
+        ax.add_patch(Circle(tuple(centre), radius, color="gold", alpha=0.35))
+        ax.scatter(*centre, marker="*", s=60, color="gold", edgecolors="k", linewidths=0.5, zorder=5)
+        for states, style, color in paths:
+            xy = frame_xy(env_name, states[:, :2], size)
+            ax.plot(xy[:, 0], xy[:, 1], style, color=color, linewidth=1.4, zorder=4)
+            ax.scatter(*xy[-1], marker="x", s=25, color=color, zorder=6)
+        ax.set_title(f"executed: {mark} {row.error[b]:.2f}", fontsize=7)
+    ax.set_xlim(0, size)  # a path that leaves the frame (Push-T's agent can) must not shrink the picture
+    ax.set_ylim(size, 0)
