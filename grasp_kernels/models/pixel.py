@@ -2,10 +2,12 @@
 
 The model (:class:`PixelWorldModel`) has three parts:
 
-* :class:`FrameEncoder`: a 64x64 RGB frame -> a flat latent ``z [E]`` (four stride-2 convolutions and a linear
-  layer), standardised with the training latents' mean and std so that every latent component is O(1);
-* :class:`FrameDecoder`: the mirror image, ``z -> frame``; it is the encoder's training objective and draws the
-  frames a plan passes through (:meth:`PixelWorldModel.decode`);
+* :class:`FrameEncoder`: a 64x64 RGB frame (minus the empty scene) -> ``K = E/2`` keypoints, the spatial
+  soft-argmax positions ``(x, y)`` of ``K`` learned feature maps (a deep spatial autoencoder), a flat latent
+  ``z [E]``, standardised with the training latents' means and one common scale (distances stay image-plane
+  distances);
+* :class:`FrameDecoder`: keypoints -> Gaussian blobs -> convolutions -> the frame minus the empty scene; it is
+  the encoder's training objective and draws the frames a plan passes through (:meth:`PixelWorldModel.decode`);
 * :class:`LatentDynamics`: the predictor. Its input is a window of the last ``h`` latents and an action, its
   output the next window: ``[z_{t-h+1} .. z_t], a_t -> [z_{t-h+2} .. z_t, z_t + delta_scale * f(window, a_t)]``.
   The window, flattened to ``[h*E]``, is the planning state: every planner of the package (GRASP, GD, CEM,
@@ -13,12 +15,11 @@ The model (:class:`PixelWorldModel`) has three parts:
   windows (the shifted slots of consecutive windows are tied by the dynamics residual).
 
 Training (:func:`train_pixel_world_model`) follows the "frozen encoder" recipe of the latent-world-model
-literature: the encoder is trained with its own objective first (reconstruction, weighted towards the pixels
-that differ from the empty scene, since a 2-px PointMaze ball would otherwise cost the reconstruction nothing),
-then frozen; the predictor is trained on the frozen latents with the next-latent error under teacher forcing
-plus a multi-step open-loop rollout loss (the state models' loss, :func:`grasp_kernels.models.training.rollout_loss`).
-A frozen encoder cannot collapse, so no anti-collapse regulariser is needed; see docs/design.md for why this
-was chosen over a jointly trained (JEPA/VICReg) encoder.
+literature: the encoder is trained with its own objective first (reconstruction of the frame minus the empty
+scene, weighted towards the pixels that differ from it), then frozen; the predictor is trained on the frozen
+latents with the next-latent error under teacher forcing plus a multi-step open-loop rollout loss (the state
+models' loss, :func:`grasp_kernels.models.training.rollout_loss`). A frozen encoder cannot collapse, so no
+anti-collapse regulariser is needed; see docs/design.md, section 8, for why this was chosen.
 
 The planning objective is DINO-WM's: the squared distance between the final predicted latent window and the
 goal image's latent repeated ``h`` times (the goal as a frame at rest).
@@ -36,7 +37,7 @@ from torch import nn
 FRAME_SIZE = 64
 LATENT_DIM = 16
 WINDOW = 3
-CHANNELS = (16, 32, 64, 64)
+CHANNELS = (32, 32)
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -48,44 +49,65 @@ def _check_positive(name: str, value: object) -> int:
 
 
 class FrameEncoder(nn.Module):
-    """``[N, 3, S, S]`` frames in ``[-0.5, 0.5]`` -> raw latents ``[N, E]``: ``len(channels)`` stride-2
-    convolutions (kernel 4, SiLU), then a linear layer from the ``S / 2**len(channels)`` square feature map."""
+    """Residual frames ``[N, 3, S, S]`` (the frame minus the empty scene, in ``[-1, 1]``) -> keypoints ``[N, 2K]``.
 
-    def __init__(self, latent_dim: int, channels: Sequence[int] = CHANNELS, frame_size: int = FRAME_SIZE) -> None:
+    A stride-2 convolution (kernel 5) and ``len(channels) - 1`` stride-1 convolutions (kernel 3), SiLU, then a
+    convolution to ``K`` feature maps at ``S/2 x S/2``; each map's spatial softmax (a learned temperature per
+    map) gives the expected image position ``(x, y)`` in ``[-1, 1]`` of what the map responds to: a deep spatial
+    autoencoder's keypoints (Finn et al. 2016). Positions rather than a flat code because the objects that
+    matter are small (a 2-px ball): a flat bottleneck learned to reconstruct the maze and dropped the ball.
+    """
+
+    def __init__(self, keypoints: int, channels: Sequence[int] = CHANNELS) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = 3
-        for out in channels:
-            layers += [nn.Conv2d(width, out, 4, stride=2, padding=1), nn.SiLU()]
+        for i, out in enumerate(channels):
+            layers += [nn.Conv2d(width, out, 5 if i == 0 else 3, stride=2 if i == 0 else 1, padding=2 if i == 0 else 1),
+                       nn.SiLU()]
             width = out
-        self.convs = nn.Sequential(*layers)
-        self.side = frame_size // 2 ** len(channels)
-        self.head = nn.Linear(width * self.side * self.side, latent_dim)
+        layers.append(nn.Conv2d(width, keypoints, 3, padding=1))
+        self.features = nn.Sequential(*layers)
+        self.log_temperature = nn.Parameter(torch.zeros(keypoints))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.convs(images).flatten(1))
+    def forward(self, residual: torch.Tensor) -> torch.Tensor:
+        return spatial_soft_argmax(self.features(residual), self.log_temperature.exp())
+
+
+def spatial_soft_argmax(maps: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    """``maps [N, K, H, W]`` -> ``[N, 2K]``: per map the softmax-weighted mean position ``(x, y)`` over the grid
+    ``x, y in [-1, 1]`` (left/top = -1), the logits ``maps * temperature[k]``."""
+    n, k, h, w = maps.shape
+    weights = torch.softmax((maps * temperature[:, None, None]).reshape(n, k, h * w), dim=-1).reshape(n, k, h, w)
+    ys = torch.linspace(-1.0, 1.0, h, device=maps.device, dtype=maps.dtype)
+    xs = torch.linspace(-1.0, 1.0, w, device=maps.device, dtype=maps.dtype)
+    x = (weights.sum(dim=2) * xs).sum(dim=-1)
+    y = (weights.sum(dim=3) * ys).sum(dim=-1)
+    return torch.stack([x, y], dim=-1).reshape(n, 2 * k)
 
 
 class FrameDecoder(nn.Module):
-    """Raw latents ``[N, E]`` -> frames ``[N, 3, S, S]`` in ``[-0.5, 0.5]`` (the encoder mirrored)."""
+    """Keypoints ``[N, 2K]`` -> residual frames ``[N, 3, S, S]``: a Gaussian blob per keypoint on an
+    ``S/4 x S/4`` grid (std 1.5 cells), convolutions, two stride-2 transposed convolutions."""
 
-    def __init__(self, latent_dim: int, channels: Sequence[int] = CHANNELS, frame_size: int = FRAME_SIZE) -> None:
+    def __init__(self, keypoints: int, channels: Sequence[int] = CHANNELS, frame_size: int = FRAME_SIZE) -> None:
         super().__init__()
-        widths = list(channels)[::-1]
-        self.side = frame_size // 2 ** len(channels)
-        self.head = nn.Linear(latent_dim, widths[0] * self.side * self.side)
-        layers: list[nn.Module] = []
-        for i, width in enumerate(widths):
-            out = widths[i + 1] if i + 1 < len(widths) else 3
-            layers.append(nn.ConvTranspose2d(width, out, 4, stride=2, padding=1))
-            if i + 1 < len(widths):
-                layers.append(nn.SiLU())
-        self.deconvs = nn.Sequential(*layers)
-        self.first_width = widths[0]
+        self.grid = frame_size // 4
+        width = channels[-1]
+        self.body = nn.Sequential(
+            nn.Conv2d(keypoints, width, 3, padding=1), nn.SiLU(),
+            nn.ConvTranspose2d(width, channels[0], 4, stride=2, padding=1), nn.SiLU(),
+            nn.ConvTranspose2d(channels[0], 3, 4, stride=2, padding=1),
+        )
 
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        features = self.head(latents).reshape(-1, self.first_width, self.side, self.side)
-        return self.deconvs(nn.functional.silu(features))
+    def forward(self, keypoints: torch.Tensor) -> torch.Tensor:
+        n = keypoints.shape[0]
+        points = keypoints.reshape(n, -1, 2)
+        axis = torch.linspace(-1.0, 1.0, self.grid, device=keypoints.device, dtype=keypoints.dtype)
+        width = 1.5 * 2.0 / (self.grid - 1)
+        gx = torch.exp(-((axis - points[..., 0:1]) ** 2) / (2 * width**2))  # [N, K, W]
+        gy = torch.exp(-((axis - points[..., 1:2]) ** 2) / (2 * width**2))  # [N, K, H]
+        return self.body(gy.unsqueeze(-1) * gx.unsqueeze(-2))
 
 
 class LatentDynamics(nn.Module):
@@ -162,12 +184,17 @@ class PixelWorldModel(nn.Module):
 
         self.env_name = check_env_name(env_name)
         _check_positive("frame_size", frame_size)
+        _check_positive("latent_dim", latent_dim)
         channels = tuple(_check_positive("channels", c) for c in channels)
-        if not channels or frame_size % 2 ** len(channels):
-            raise ValueError(f"frame_size ({frame_size}) must be divisible by 2**len(channels) = {2 ** len(channels)}")
+        if not channels:
+            raise ValueError("channels must name at least one convolution width")
+        if frame_size % 4:
+            raise ValueError(f"frame_size must be divisible by 4, got {frame_size}")
+        if latent_dim % 2:
+            raise ValueError(f"latent_dim must be even (an (x, y) pair per keypoint), got {latent_dim}")
         self.frame_size, self.channels = frame_size, channels
-        self.encoder = FrameEncoder(latent_dim, channels, frame_size)
-        self.decoder = FrameDecoder(latent_dim, channels, frame_size)
+        self.encoder = FrameEncoder(latent_dim // 2, channels)
+        self.decoder = FrameDecoder(latent_dim // 2, channels, frame_size)
         self.dynamics = LatentDynamics(latent_dim, window, action_dim, hidden, depth)
         self.register_buffer("latent_mean", torch.zeros(latent_dim))
         self.register_buffer("latent_std", torch.ones(latent_dim))
@@ -197,11 +224,11 @@ class PixelWorldModel(nn.Module):
         return self.latent_mean.device
 
     def frames_to_input(self, frames: ArrayLike, name: str = "frames") -> torch.Tensor:
-        """uint8 frames ``[..., S, S, 3]`` -> encoder input ``[N, 3, S, S]`` in ``[-0.5, 0.5]`` on the model's
-        device (``N`` the product of the leading dims); checks dtype and size."""
+        """uint8 frames ``[..., S, S, 3]`` -> encoder input ``[N, 3, S, S]``: the frame minus the empty scene, in
+        ``[-1, 1]``, on the model's device (``N`` the product of the leading dims); checks dtype and size."""
         frames = self._check_frames(frames, name)
-        images = frames.reshape(-1, self.frame_size, self.frame_size, 3).to(self._device())
-        return images.permute(0, 3, 1, 2).float().div(255.0).sub(0.5)
+        images = frames.reshape(-1, self.frame_size, self.frame_size, 3).to(self._device()).float()
+        return (images - self.background).div(255.0).permute(0, 3, 1, 2)
 
     def _check_frames(self, frames: ArrayLike, name: str) -> torch.Tensor:
         if isinstance(frames, np.ndarray):
@@ -243,8 +270,9 @@ class PixelWorldModel(nn.Module):
         lead = tuple(latents.shape[:-1])
         with torch.no_grad():
             raw = latents.reshape(-1, self.latent_dim).to(self._device(), torch.float32) * self.latent_std + self.latent_mean
-            images = self.decoder(raw).add(0.5).clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
-        return images.permute(0, 2, 3, 1).reshape(*lead, self.frame_size, self.frame_size, 3).cpu().numpy()
+            images = self.decoder(raw).permute(0, 2, 3, 1).mul(255.0).add(self.background)
+            images = images.clamp(0.0, 255.0).round().to(torch.uint8)
+        return images.reshape(*lead, self.frame_size, self.frame_size, 3).cpu().numpy()
 
     # --------------------------------------------------------------------------------- planning states
 

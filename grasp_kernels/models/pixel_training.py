@@ -112,10 +112,10 @@ def encode_all(model: PixelWorldModel, frames: np.ndarray, batch: int = 1024) ->
 
 def _foreground_loss(model: PixelWorldModel, frames: torch.Tensor, config: PixelTrainConfig) -> torch.Tensor:
     """Reconstruction MSE of uint8 ``frames [N, S, S, 3]``, foreground pixels weighted ``1 + foreground_weight``."""
-    target = model.frames_to_input(frames)
+    residual = model.frames_to_input(frames)  # the frame minus the empty scene: the input and the target
     foreground = (frames.float() - model.background).abs().amax(dim=-1) > FOREGROUND_THRESHOLD  # [N, S, S]
     weight = 1.0 + config.foreground_weight * foreground.unsqueeze(1).float()
-    error = (model.decoder(model.encoder(target)) - target) ** 2
+    error = (model.decoder(model.encoder(residual)) - residual) ** 2
     return (weight * error).sum() / (weight.sum() * 3)
 
 
@@ -166,7 +166,9 @@ def _fit_latent_stats(model: PixelWorldModel, frames: np.ndarray) -> None:
     model.latent_std.fill_(1.0)
     raw = encode_all(model, frames).reshape(-1, model.latent_dim).double()
     model.latent_mean.copy_(raw.mean(0).float())
-    model.latent_std.copy_(raw.std(0).clamp_min(1e-6).float())
+    # one scale for every coordinate (the RMS of their stds): distances stay image-plane distances, and a
+    # keypoint that barely moves is not blown up to the others' size (its noise would dominate the cost)
+    model.latent_std.fill_(float(raw.std(0).pow(2).mean().sqrt().clamp_min(1e-6)))
 
 
 def _fit_dynamics_stats(model: PixelWorldModel, latents: torch.Tensor, actions: torch.Tensor) -> None:
@@ -440,8 +442,11 @@ def load_pixel_model(
     except ValueError:
         raise ValueError(f"pixel world model file {path}: metadata field 'channels' is not a list of ints") from None
     sizes = {key: _field(metadata, key, path) for key in ("frame_size", "latent_dim", "window", "action_dim", "hidden", "depth")}
-    model = PixelWorldModel(name, sizes["latent_dim"], sizes["window"], sizes["action_dim"], channels, sizes["hidden"],
-                            sizes["depth"], sizes["frame_size"])
+    try:
+        model = PixelWorldModel(name, sizes["latent_dim"], sizes["window"], sizes["action_dim"], channels,
+                                sizes["hidden"], sizes["depth"], sizes["frame_size"])
+    except ValueError as error:
+        raise ValueError(f"pixel world model file {path}: its metadata describes no valid model ({error})") from None
     check_tensors(model, tensors, path, ", ".join(f"{k}={v}" for k, v in sizes.items()) + f", channels={channels}")
     model.load_state_dict({k: v.float() for k, v in tensors.items()})
     model.requires_grad_(False)
