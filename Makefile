@@ -30,6 +30,7 @@ integrations:
 
 demo: setup
 	$(PYTHON) -m grasp_kernels demo
+	$(PYTHON) -m grasp_kernels demo --pixels
 
 test: setup
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests
