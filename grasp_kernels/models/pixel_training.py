@@ -53,7 +53,8 @@ class PixelTrainConfig:
 
     Data: ``trajectories`` x ``length`` steps for training, ``heldout_trajectories`` for the metrics.
     Encoder: ``encoder_steps`` Adam steps of ``encoder_batch`` frames, pixels that differ from the empty scene
-    weighted ``1 + foreground_weight``. Predictor: ``predictor_steps`` steps of the state models' loss
+    weighted ``1 + foreground_weight`` (times their colour's weight with ``balance_colours``,
+    :func:`colour_weights`). Predictor: ``predictor_steps`` steps of the state models' loss
     (``batch_size`` one-step pairs, ``rollout_batch`` windows of ``rollout_steps`` open-loop steps).
     """
 
@@ -67,6 +68,7 @@ class PixelTrainConfig:
     encoder_batch: int = 96
     encoder_lr: float = 1e-3
     foreground_weight: float = 20.0
+    balance_colours: bool = True
     hidden: int = 256
     depth: int = 3
     predictor_steps: int = 4000
@@ -156,7 +158,7 @@ def _train_encoder(model: PixelWorldModel, frames: np.ndarray, config: PixelTrai
     from tqdm.auto import tqdm
 
     flat = torch.from_numpy(frames.reshape(-1, *frames.shape[-3:]))
-    colours = colour_weights(model, frames, generator)
+    colours = colour_weights(model, frames, generator) if config.balance_colours else None
     params = [*model.encoder.parameters(), *model.decoder.parameters()]
     optimizer = torch.optim.Adam(params, lr=config.encoder_lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -513,15 +515,18 @@ def main_train_pixels(argv: Optional[Sequence[str]] = None) -> int:
     int_fields = [f.name for f in dataclasses.fields(PixelTrainConfig) if isinstance(getattr(defaults, f.name), int)]
     for field in int_fields:
         parser.add_argument(f"--{field.replace('_', '-')}", type=int_at_least(1), default=getattr(defaults, field))
+    parser.add_argument("--no-balance-colours", dest="balance_colours", action="store_false",
+                        help="plain foreground weights (every foreground pixel alike)")
     parser.add_argument("--threads", type=int_at_least(1), default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     overrides = {f: getattr(args, f) for f in int_fields}
-    config = dataclasses.replace(defaults, **overrides)
+    config = dataclasses.replace(defaults, balance_colours=args.balance_colours, **overrides)
     model, metrics = train_pixel_world_model(args.env, args.seed, config, progress=not args.no_progress)
     command = [reproduce_command(args.env, args.seed, args.out)]
     command += [f"--{k.replace('_', '-')} {v}" for k, v in overrides.items() if v != getattr(defaults, k)]
+    command += [] if config.balance_colours else ["--no-balance-colours"]
     path = save_pixel_model(model, args.out / default_path(args.env).name, metrics, reproduce=" ".join(command))
     print(format_metrics(args.env, metrics), f"-> {path} ({path.stat().st_size / 1e6:.2f} MB)", flush=True)
     return 0
