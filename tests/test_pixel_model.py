@@ -355,3 +355,25 @@ def test_pixel_observation_renders_encodes_and_windows(simulators):
         torch.testing.assert_close(observation(window), model.observe(frames.reshape(2, 2, 64, 64, 3).transpose(1, 0, 2, 3, 4)),
                                    rtol=0, atol=0)
         torch.testing.assert_close(observation.goal(pairs.goals), model.goal_state(frames[2:]), rtol=0, atol=0)
+
+
+def test_colour_weights_give_every_object_colour_the_same_total_weight():
+    from grasp_kernels.models.pixel_training import MIN_COLOUR_SHARE, _colour_bins, colour_weights
+
+    model = _model()  # 16x16 frames
+    with torch.no_grad():
+        model.background.fill_(255.0)  # white empty scene
+    frames = np.full((50, 16, 16, 3), 255, np.uint8)
+    frames[:, 0:6, 0:6] = (120, 136, 150)  # a large grey object: 36 px
+    frames[:, 10:12, 10:12] = (60, 100, 230)  # a small blue one: 4 px
+    frames[0, 15, 15] = (200, 200, 60)  # one stray pixel of a third colour: far below MIN_COLOUR_SHARE
+    weights = colour_weights(model, frames, torch.Generator().manual_seed(0))
+    grey, blue, stray = (int(_colour_bins(torch.tensor(c, dtype=torch.uint8))) for c in
+                         ((120, 136, 150), (60, 100, 230), (200, 200, 60)))
+    n = 50 * (36 + 4) + 1
+    assert 1 / n < MIN_COLOUR_SHARE
+    # equal totals for the two objects, the stray colour at the unnormalised weight 1, mean 1 over foreground pixels
+    torch.testing.assert_close(weights[grey] * 36, weights[blue] * 4, rtol=1e-5, atol=0)
+    total = weights[grey] * 36 * 50 + weights[blue] * 4 * 50 + weights[stray]
+    torch.testing.assert_close(total / n, torch.tensor(1.0), rtol=1e-5, atol=0)
+    torch.testing.assert_close(weights[stray] / weights[grey], torch.tensor(36 * 50 * 2 / n), rtol=1e-5, atol=0)
