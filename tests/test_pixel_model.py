@@ -377,3 +377,17 @@ def test_colour_weights_give_every_object_colour_the_same_total_weight():
     total = weights[grey] * 36 * 50 + weights[blue] * 4 * 50 + weights[stray]
     torch.testing.assert_close(total / n, torch.tensor(1.0), rtol=1e-5, atol=0)
     torch.testing.assert_close(weights[stray] / weights[grey], torch.tensor(36 * 50 * 2 / n), rtol=1e-5, atol=0)
+
+
+def test_train_pixels_cli_writes_a_model_whose_card_reproduces_it(simulators, tmp_path):
+    from grasp_kernels.models.pixel_training import main_train_pixels
+
+    flags = ["--env", MAZE, "--trajectories", "3", "--heldout-trajectories", "2", "--length", "10", "--encoder-steps", "5",
+             "--encoder-batch", "8", "--predictor-steps", "5", "--batch-size", "16", "--probe-steps", "5",
+             "--latent-dim", "4", "--no-balance-colours", "--threads", "1", "--no-progress", "--out", str(tmp_path)]
+    assert main_train_pixels(flags) == 0
+    card = json.loads((tmp_path / f"{MAZE}-pixels.json").read_text())
+    assert card["training"]["config"]["balance_colours"] is False and card["training"]["config"]["latent_dim"] == 4
+    for flag in ("--latent-dim 4", "--encoder-steps 5", "--no-balance-colours", f"--out {tmp_path}"):
+        assert flag in card["reproduce"]
+    assert load_pixel_model(MAZE, tmp_path / f"{MAZE}-pixels.safetensors").latent_dim == 4

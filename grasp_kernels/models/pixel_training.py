@@ -512,7 +512,8 @@ def main_train_pixels(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="output directory (default: the package's weights/)")
     defaults = PixelTrainConfig()
     # every integer hyper-parameter is a flag (the model card's reproduce command names the changed ones)
-    int_fields = [f.name for f in dataclasses.fields(PixelTrainConfig) if isinstance(getattr(defaults, f.name), int)]
+    int_fields = [f.name for f in dataclasses.fields(PixelTrainConfig)
+                  if isinstance(getattr(defaults, f.name), int) and not isinstance(getattr(defaults, f.name), bool)]
     for field in int_fields:
         parser.add_argument(f"--{field.replace('_', '-')}", type=int_at_least(1), default=getattr(defaults, field))
     parser.add_argument("--no-balance-colours", dest="balance_colours", action="store_false",
