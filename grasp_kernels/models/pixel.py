@@ -27,7 +27,6 @@ goal image's latent repeated ``h`` times (the goal as a frame at rest).
 
 from __future__ import annotations
 
-import math
 from typing import Sequence, Union
 
 import numpy as np
@@ -312,11 +311,6 @@ def latent_windows(latents: torch.Tensor, window: int) -> torch.Tensor:
     n, steps, dim = latents.shape
     padded = torch.cat([latents[:, :1].expand(n, window - 1, dim), latents], dim=1)
     return padded.unfold(1, window, 1).movedim(-1, 2).reshape(n, steps, window * dim)
-
-
-def cosine(step: int, steps: int) -> float:
-    """Cosine learning-rate factor from 1 to 0 over ``steps``."""
-    return 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
 
 
 __all__ = ["FrameDecoder", "FrameEncoder", "LatentDynamics", "PixelWorldModel", "latent_windows"]

@@ -39,7 +39,7 @@ from ..envs.sim import check_env_name
 from ..lifted import rollout
 from .pixel import CHANNELS, PixelWorldModel, latent_windows
 from .training import HELDOUT_SEED_OFFSET, TrainConfig, _group_errors, rollout_loss
-from .zoo import WEIGHTS_DIR, card_path, check_tensors, read_weights
+from .zoo import WEIGHTS_DIR, _int_field, card_path, check_tensors, read_weights
 
 FORMAT = "grasp_kernels.pixel_world_model"
 FORMAT_VERSION = 1
@@ -153,23 +153,19 @@ def _foreground_loss(model: PixelWorldModel, frames: torch.Tensor, config: Pixel
     return (weight * error).sum() / (weight.sum() * 3)
 
 
-def _train_encoder(model: PixelWorldModel, frames: np.ndarray, config: PixelTrainConfig, generator: torch.Generator,
-                   progress: bool) -> float:
+def _adam_steps(params, loss_fn, steps: int, lr: float, desc: str, progress: bool) -> float:
+    """``steps`` Adam steps on ``loss_fn()`` with the learning rate decayed from ``lr`` to 0 on a cosine; returns
+    the running (exponential moving average) loss. A tqdm bar named ``desc`` with ``progress``."""
     from tqdm.auto import tqdm
 
-    flat = torch.from_numpy(frames.reshape(-1, *frames.shape[-3:]))
-    colours = colour_weights(model, frames, generator) if config.balance_colours else None
-    params = [*model.encoder.parameters(), *model.decoder.parameters()]
-    optimizer = torch.optim.Adam(params, lr=config.encoder_lr)
+    optimizer = torch.optim.Adam(params, lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.encoder_steps) / config.encoder_steps))
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
     )
     running = None
-    bar = tqdm(range(config.encoder_steps), desc=f"encoder {model.env_name}", disable=not progress, leave=False,
-               mininterval=1.0)
+    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, mininterval=1.0)
     for step in bar:
-        index = torch.randint(0, len(flat), (config.encoder_batch,), generator=generator)
-        loss = _foreground_loss(model, flat[index], config, colours)
+        loss = loss_fn()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -178,6 +174,19 @@ def _train_encoder(model: PixelWorldModel, frames: np.ndarray, config: PixelTrai
         if step % 50 == 0:
             bar.set_postfix(loss=f"{running:.5f}")
     return float(running)
+
+
+def _train_encoder(model: PixelWorldModel, frames: np.ndarray, config: PixelTrainConfig, generator: torch.Generator,
+                   progress: bool) -> float:
+    flat = torch.from_numpy(frames.reshape(-1, *frames.shape[-3:]))
+    colours = colour_weights(model, frames, generator) if config.balance_colours else None
+
+    def loss() -> torch.Tensor:
+        index = torch.randint(0, len(flat), (config.encoder_batch,), generator=generator)
+        return _foreground_loss(model, flat[index], config, colours)
+
+    params = [*model.encoder.parameters(), *model.decoder.parameters()]
+    return _adam_steps(params, loss, config.encoder_steps, config.encoder_lr, f"encoder {model.env_name}", progress)
 
 
 def _fit_scene(model: PixelWorldModel, frames: np.ndarray, generator: torch.Generator) -> None:
@@ -219,29 +228,16 @@ def _train_predictor(model: PixelWorldModel, windows: torch.Tensor, actions: tor
                      generator: torch.Generator, progress: bool) -> float:
     """The state models' loss (:func:`rollout_loss`) on latent windows; errors in units of the latent deltas'
     std, on every slot of the window (the shifted slots are exact, so only the new latent contributes)."""
-    from tqdm.auto import tqdm
-
     dynamics = model.dynamics
     loss_config = TrainConfig(batch_size=config.batch_size, rollout_steps=config.rollout_steps,
                               rollout_batch=config.rollout_batch, rollout_weight=config.rollout_weight)
     scale = dynamics.delta_scale.repeat(dynamics.window)
-    optimizer = torch.optim.Adam(dynamics.parameters(), lr=config.lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.predictor_steps) / config.predictor_steps))
-    )
-    running = None
-    bar = tqdm(range(config.predictor_steps), desc=f"predictor {model.env_name}", disable=not progress, leave=False,
-               mininterval=1.0)
-    for step in bar:
-        loss = rollout_loss(dynamics, windows, actions, loss_config, generator, scale=scale)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if step % 100 == 0:
-            bar.set_postfix(loss=f"{running:.4f}")
-    return float(running)
+
+    def loss() -> torch.Tensor:
+        return rollout_loss(dynamics, windows, actions, loss_config, generator, scale=scale)
+
+    return _adam_steps(dynamics.parameters(), loss, config.predictor_steps, config.lr, f"predictor {model.env_name}",
+                       progress)
 
 
 def _train_probe(windows: torch.Tensor, states: torch.Tensor, steps: int, generator: torch.Generator) -> torch.nn.Module:
@@ -251,15 +247,12 @@ def _train_probe(windows: torch.Tensor, states: torch.Tensor, steps: int, genera
     mean, std = y.mean(0), y.std(0).clamp_min(1e-6)
     net = torch.nn.Sequential(torch.nn.Linear(x.shape[-1], 128), torch.nn.SiLU(), torch.nn.Linear(128, 128),
                               torch.nn.SiLU(), torch.nn.Linear(128, y.shape[-1]))
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    for step in range(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = 1e-3 * 0.5 * (1 + math.cos(math.pi * step / steps))
+
+    def loss() -> torch.Tensor:
         index = torch.randint(0, len(x), (512,), generator=generator)
-        loss = torch.mean((net(x[index]) - (y[index] - mean) / std) ** 2)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        return torch.mean((net(x[index]) - (y[index] - mean) / std) ** 2)
+
+    _adam_steps(net.parameters(), loss, steps, 1e-3, "probe", progress=False)
     net.eval()
 
     class Probe(torch.nn.Module):
@@ -433,16 +426,6 @@ def save_pixel_model(model: PixelWorldModel, path: PathLike, metrics: dict, repr
     return path
 
 
-def _field(metadata: dict, key: str, path: Path) -> int:
-    try:
-        value = int(metadata[key])
-    except (KeyError, ValueError):
-        raise ValueError(f"pixel world model file {path}: metadata field {key!r} is missing or not an integer") from None
-    if value < 1:
-        raise ValueError(f"pixel world model file {path}: metadata field {key!r} must be >= 1, got {value}")
-    return value
-
-
 def load_pixel_model(
     env_name: str, path: Optional[PathLike] = None, device: Union[str, torch.device] = "cpu"
 ) -> PixelWorldModel:
@@ -476,7 +459,7 @@ def load_pixel_model(
         channels = tuple(int(c) for c in metadata.get("channels", "").split(","))
     except ValueError:
         raise ValueError(f"pixel world model file {path}: metadata field 'channels' is not a list of ints") from None
-    sizes = {key: _field(metadata, key, path) for key in ("frame_size", "latent_dim", "window", "action_dim", "hidden", "depth")}
+    sizes = {key: _int_field(metadata, key, path) for key in ("frame_size", "latent_dim", "window", "action_dim", "hidden", "depth")}
     try:
         model = PixelWorldModel(name, sizes["latent_dim"], sizes["window"], sizes["action_dim"], channels,
                                 sizes["hidden"], sizes["depth"], sizes["frame_size"])
