@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+from _render import skip_without_offscreen_gl
 import torch
 
 pytest.importorskip("mujoco")
@@ -36,12 +37,7 @@ def one_thread():
 def weights_dir(tmp_path_factory):
     """A folder with a tiny PointMaze-Medium pixel model (about 15-40 s on 2 cores; it plans badly, which is
     all the wiring needs). Its pixel data is cached in a temporary XDG_CACHE_HOME, not in the user's cache."""
-    try:
-        render_states(MAZE, np.zeros((1, 4), np.float32))
-    except RuntimeError as error:
-        if "cannot render offscreen" in str(error):
-            pytest.skip(str(error))
-        raise
+    skip_without_offscreen_gl(MAZE)
     folder = tmp_path_factory.mktemp("pixel-weights")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from _render import skip_without_offscreen_gl
 import torch
 
 from grasp_kernels.models.pixel import LatentDynamics, PixelWorldModel, latent_windows
@@ -222,15 +223,9 @@ def test_bad_weights_files(tmp_path):
 def simulators(tmp_path, monkeypatch):
     pytest.importorskip("mujoco")
     pytest.importorskip("gymnasium_robotics")
-    from grasp_kernels.envs.pixels import render_states
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    try:
-        render_states(MAZE, np.zeros((1, 4), np.float32))
-    except RuntimeError as error:
-        if "cannot render offscreen" in str(error):
-            pytest.skip(str(error))
-        raise
+    skip_without_offscreen_gl(MAZE)
 
 
 TINY = PixelTrainConfig(trajectories=4, length=10, heldout_trajectories=2, latent_dim=4, channels=(4, 8),

@@ -8,6 +8,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from _render import skip_without_offscreen_gl
 
 pytest.importorskip("mujoco")
 pytest.importorskip("gymnasium_robotics")
@@ -32,12 +33,7 @@ MAZE = "pointmaze-medium"
 @pytest.fixture(scope="module", autouse=True)
 def offscreen_gl():
     """Skip (with the reason) where MuJoCo cannot open an offscreen GL context at all."""
-    try:
-        render_states(MAZE, np.zeros((1, 4), np.float32))
-    except RuntimeError as error:
-        if "cannot render offscreen" in str(error):
-            pytest.skip(str(error))
-        raise
+    skip_without_offscreen_gl(MAZE)
 
 
 @pytest.fixture(scope="module")
