@@ -69,6 +69,7 @@ from grasp_kernels.envs.tasks import make_pairs  # noqa: E402
 from grasp_kernels.models.zoo import load_world_model  # noqa: E402
 from grasp_kernels.quality import (  # noqa: E402
     FAMILIES,
+    GRASP_SWEEP,
     PIXEL_GRASP_SWEEP,
     PlannerFactory,
     Score,
@@ -115,6 +116,8 @@ def write(report: dict, args: argparse.Namespace, header: str, seconds: float | 
     Path(f"{stem}.md").write_text(markdown(report, args, header + f" Run time {seconds:.0f} s.", plot_name=f"{stem.name}.png"))
     saved = {k: v for k, v in report.items() if k != "started"} | {"seconds": seconds, "header": header}
     names = PIXEL_SETTINGS if report.get("mode") == "pixels" else SETTINGS
+    if getattr(args, "grasp_settings", None):  # a restricted sweep: recorded, so that it never merges with a full one
+        names = names + ("grasp_settings",)
     saved.setdefault("settings", {name: getattr(args, name) for name in names})
     Path(f"{stem}.json").write_text(json.dumps(saved, indent=1))
     if any(cell["held_out"] for cell in report["horizons"].values()):  # not for --closed-loop-only
@@ -227,7 +230,10 @@ def run_env(env_name: str, args: argparse.Namespace, header: str) -> dict:
             tune = make(env_name, args.tune_trials, TUNE_SEED, horizon)
             test = make(env_name, args.trials, TEST_SEED, horizon)
             cell: dict = {"sweep": {}, "held_out": {}, "ablations": {}, "equal_time": {}, "closed_loop": {}}
-            chosen = sweep_and_hold_out(evaluate, settings_of(horizon), args.families, tune, test, cell,
+            settings = settings_of(horizon)
+            if args.grasp_settings:
+                settings["GRASP"] = {name: settings["GRASP"][name] for name in args.grasp_settings}
+            chosen = sweep_and_hold_out(evaluate, settings, args.families, tune, test, cell,
                                         hold_out=not args.closed_loop_only)
             if "GRASP" in chosen and not args.closed_loop_only:
                 for name, factory in ablation_factories(model, model.action_dim, chosen["GRASP"][1]).items():
@@ -510,11 +516,19 @@ def main(argv: list[str] | None = None) -> int:
                              "Push-T 10 25 50)")
     parser.add_argument("--pixel-weights", type=Path, metavar="DIR",
                         help="with --pixels: read DIR/<env>-pixels.safetensors instead of the shipped pixel model")
+    parser.add_argument("--grasp-settings", nargs="+", metavar="NAME",
+                        help="sweep only these GRASP settings (names of the GRASP sweep; e.g. a probe of new variants "
+                             "with --families GRASP --closed-loop-only --mpc-horizons)")
     args = parser.parse_args(argv)
     if args.pixel_weights is not None and not args.pixels:
         raise SystemExit("--pixel-weights: needs --pixels (it names the pixel world models' directory)")
     if args.pixel_weights is not None and not args.pixel_weights.is_dir():
         raise SystemExit(f"--pixel-weights: {args.pixel_weights} is not a directory (it holds <env>-pixels.safetensors)")
+    if args.grasp_settings:
+        known = PIXEL_GRASP_SWEEP if args.pixels else GRASP_SWEEP
+        unknown = [name for name in args.grasp_settings if name not in known]
+        if unknown:
+            raise SystemExit(f"--grasp-settings: unknown setting(s) {unknown}; the GRASP sweep has {list(known)}")
     if args.merge and args.pixels:
         raise SystemExit("--merge: --pixels does not apply (a report records whether it planned from pixels)")
     global RANK, RANKS
