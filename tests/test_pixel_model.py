@@ -13,10 +13,14 @@ import torch
 
 from grasp_kernels.models.pixel import LatentDynamics, PixelWorldModel, latent_windows
 from grasp_kernels.models.pixel_training import (
+    JEPA_SCALE,
+    JEPA_WEIGHTS,
     PixelTrainConfig,
+    jepa_loss,
     load_pixel_model,
     save_pixel_model,
     train_pixel_world_model,
+    vicreg_terms,
 )
 
 MAZE = "pointmaze-medium"
@@ -216,6 +220,72 @@ def test_bad_weights_files(tmp_path):
         load_pixel_model(MAZE, tmp_path / "missing.safetensors")
 
 
+def test_vicreg_terms_match_their_definition():
+    latents = torch.randn(9, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * torch.tensor(
+        [0.2, 1.5, 0.7, 3.0, 0.05], dtype=torch.float64)
+    variance, covariance = vicreg_terms(latents)
+    n, dim = latents.shape
+    means = [sum(float(latents[i, e]) for i in range(n)) / n for e in range(dim)]
+    cov = [[sum((float(latents[i, e]) - means[e]) * (float(latents[i, f]) - means[f]) for i in range(n)) / (n - 1)
+            for f in range(dim)] for e in range(dim)]
+    expected_variance = sum(max(0.0, 1.0 - (cov[e][e] + 1e-4) ** 0.5) for e in range(dim)) / dim
+    expected_covariance = sum(cov[e][f] ** 2 for e in range(dim) for f in range(dim) if e != f) / dim
+    assert float(variance) == pytest.approx(expected_variance, rel=1e-12)
+    assert float(covariance) == pytest.approx(expected_covariance, rel=1e-12)
+    collapsed = vicreg_terms(torch.ones(6, 4, dtype=torch.float64))  # a constant code: the hinge is at its largest
+    assert float(collapsed[0]) == pytest.approx(1.0 - 1e-2) and float(collapsed[1]) == 0.0
+
+
+def test_jepa_loss_matches_a_per_frame_reference_and_stops_the_targets_gradient():
+    torch.manual_seed(0)
+    model = PixelWorldModel(MAZE, latent_dim=4, window=2, channels=(4, 8))
+    predictor = _randomised(LatentDynamics(4, 2, 2, hidden=8, depth=1), 5)
+    generator = torch.Generator().manual_seed(1)
+    frames = torch.randint(0, 256, (3, 5, 64, 64, 3), generator=generator, dtype=torch.uint8)
+    actions = torch.randn(3, 4, 2, generator=generator)
+    total, terms = jepa_loss(model, predictor, frames, actions, window=2)
+    with torch.no_grad():
+        z = [[model.encoder(model.frames_to_input(frames[b, j])) [0] / JEPA_SCALE for j in range(5)] for b in range(3)]
+        forced, rolled = [], []
+        for b in range(3):
+            state = torch.cat([z[b][0], z[b][1]])
+            for j in range(1, 4):  # windows ending at frames 1..3 predict frames 2..4
+                window = torch.cat([z[b][j - 1], z[b][j]])
+                forced.append(predictor(window[None], actions[b, j][None])[0, -4:] - z[b][j + 1])
+                state = predictor(state[None], actions[b, j][None])[0]
+                rolled.append(state[-4:] - z[b][j + 1])
+        expected = (torch.stack(forced).pow(2).mean() + torch.stack(rolled).pow(2).mean()) / 2
+        variance, covariance = vicreg_terms(torch.stack([zz for row in z for zz in row]))
+    assert terms["prediction"] == pytest.approx(float(expected), rel=1e-5)
+    assert terms["variance"] == pytest.approx(float(variance), rel=1e-5)
+    assert terms["covariance"] == pytest.approx(float(covariance), rel=1e-4, abs=1e-9)
+    weighted = sum(JEPA_WEIGHTS[name] * terms[name] for name in terms)
+    assert float(total) == pytest.approx(weighted, rel=1e-5)
+    # the targets are stop-gradient: a predictor that ignores its input gives the encoder gradients only
+    # through the VICReg terms, whatever the prediction error
+    class Constant(torch.nn.Module):
+        def forward(self, states, actions):
+            return torch.zeros_like(states) + 3.0
+
+    only_prediction = jepa_loss(model, Constant(), frames, actions, window=2)[1]["prediction"]
+    assert only_prediction > 0
+    model.zero_grad()
+    total = jepa_loss(model, Constant(), frames, actions, window=2)[0]
+    total.backward()
+    with_prediction = [p.grad.clone() for p in model.encoder.parameters()]
+    model.zero_grad()
+    latents = model.encoder(model.frames_to_input(frames)) / JEPA_SCALE
+    regulariser = vicreg_terms(latents)
+    (JEPA_WEIGHTS["variance"] * regulariser[0] + JEPA_WEIGHTS["covariance"] * regulariser[1]).backward()
+    for grad, parameter in zip(with_prediction, model.encoder.parameters()):
+        torch.testing.assert_close(grad, parameter.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_bad_objective_names_the_field():
+    with pytest.raises(ValueError, match=r"objective must be one of \('reconstruction', 'jepa'\), got 'byol'"):
+        PixelTrainConfig(objective="byol")
+
+
 # ------------------------------------------------------------------------------- with the simulators
 
 
@@ -258,6 +328,21 @@ def test_tiny_training_run(simulators, tmp_path):
     other = render_states("pusht", pusht_state((100, 100), (256, 256), 0.3)[None])
     with pytest.raises(ValueError, match="do not look like pointmaze-medium frames"):
         model.goal_state(other)
+
+
+def test_tiny_jepa_training_run_through_the_cli(simulators, tmp_path):
+    from grasp_kernels.models.pixel_training import main_train_pixels
+
+    flags = ["--env", MAZE, "--objective", "jepa", "--trajectories", "3", "--heldout-trajectories", "2", "--length", "10",
+             "--encoder-steps", "6", "--jepa-batch", "4", "--jepa-steps", "2", "--decoder-steps", "4",
+             "--encoder-batch", "8", "--predictor-steps", "5", "--batch-size", "16", "--probe-steps", "5",
+             "--latent-dim", "4", "--threads", "1", "--no-progress", "--out", str(tmp_path)]
+    assert main_train_pixels(flags) == 0
+    card = json.loads((tmp_path / f"{MAZE}-pixels.json").read_text())
+    assert card["training"]["config"]["objective"] == "jepa" and "--objective jepa" in card["reproduce"]
+    assert card["architecture"]["objective"].startswith("encoder: trained jointly with a predictor (JEPA")
+    assert np.isfinite(card["metrics"]["h10"]["latent_rmse"]) and np.isfinite(card["metrics"]["reconstruction_psnr"])
+    assert load_pixel_model(MAZE, tmp_path / f"{MAZE}-pixels.safetensors").latent_dim == 4
 
 
 class _IdentityObservation:

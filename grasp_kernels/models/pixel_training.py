@@ -37,7 +37,7 @@ import torch
 from .._checks import check_device
 from ..envs.sim import check_env_name
 from ..lifted import rollout
-from .pixel import CHANNELS, PixelWorldModel, latent_windows
+from .pixel import CHANNELS, LatentDynamics, PixelWorldModel, latent_windows
 from .training import HELDOUT_SEED_OFFSET, TrainConfig, _group_errors, rollout_loss
 from .zoo import WEIGHTS_DIR, _int_field, card_path, check_tensors, read_weights
 
@@ -52,9 +52,12 @@ class PixelTrainConfig:
     """Hyper-parameters of one pixel world model (defaults: about 15-25 minutes on 2 cores per environment).
 
     Data: ``trajectories`` x ``length`` steps for training, ``heldout_trajectories`` for the metrics.
-    Encoder: ``encoder_steps`` Adam steps of ``encoder_batch`` frames, pixels that differ from the empty scene
-    weighted ``1 + foreground_weight`` (times their colour's weight with ``balance_colours``,
-    :func:`colour_weights`). Predictor: ``predictor_steps`` steps of the state models' loss
+    Encoder, ``objective="reconstruction"``: ``encoder_steps`` Adam steps of ``encoder_batch`` frames, pixels
+    that differ from the empty scene weighted ``1 + foreground_weight`` (times their colour's weight with
+    ``balance_colours``, :func:`colour_weights`). ``objective="jepa"``: ``encoder_steps`` steps of the joint
+    encoder-predictor objective (:func:`jepa_loss`) on ``jepa_batch`` clips of ``window + jepa_steps`` frames,
+    then the decoder alone (``decoder_steps`` steps of the reconstruction loss, encoder frozen) for the
+    pictures. Either way the encoder is then frozen and the planning predictor trained on its latents. Predictor: ``predictor_steps`` steps of the state models' loss
     (``batch_size`` one-step pairs, ``rollout_batch`` windows of ``rollout_steps`` open-loop steps).
     """
 
@@ -78,7 +81,21 @@ class PixelTrainConfig:
     rollout_batch: int = 128
     rollout_weight: float = 1.0
     probe_steps: int = 2000
+    objective: str = "reconstruction"
+    jepa_batch: int = 16
+    jepa_steps: int = 4
+    decoder_steps: int = 600
 
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+
+
+OBJECTIVES = ("reconstruction", "jepa")
+# the joint (JEPA) objective's VICReg constants: keypoint coordinates (in [-1, 1]) are divided by JEPA_SCALE
+# so that the variance hinge asks each for a standard deviation of at least JEPA_SCALE; weights as VICReg's
+JEPA_SCALE = 0.2
+JEPA_WEIGHTS = {"prediction": 25.0, "variance": 25.0, "covariance": 1.0}
 
 # pixels that differ from the empty scene by more than this (0-255, any channel) are foreground
 FOREGROUND_THRESHOLD = 8
@@ -187,6 +204,90 @@ def _train_encoder(model: PixelWorldModel, frames: np.ndarray, config: PixelTrai
 
     params = [*model.encoder.parameters(), *model.decoder.parameters()]
     return _adam_steps(params, loss, config.encoder_steps, config.encoder_lr, f"encoder {model.env_name}", progress)
+
+
+def vicreg_terms(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """VICReg's anti-collapse terms of ``latents [N, E]`` (Bardes et al. 2022): the variance hinge
+    ``mean_e relu(1 - std_e)`` and the covariance penalty ``sum_{e != f} cov_ef^2 / E``."""
+    n, dim = latents.shape
+    std = torch.sqrt(latents.var(dim=0) + 1e-4)
+    centred = latents - latents.mean(dim=0)
+    cov = centred.T @ centred / max(n - 1, 1)
+    off_diagonal = cov - torch.diag(torch.diagonal(cov))
+    return torch.relu(1.0 - std).mean(), off_diagonal.pow(2).sum() / dim
+
+
+def jepa_loss(model: PixelWorldModel, predictor: torch.nn.Module, frames: torch.Tensor, actions: torch.Tensor,
+              window: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """The joint objective of encoder and predictor on clips ``frames [B, L, S, S, 3]`` uint8, ``actions
+    [B, L-1, A]`` (``actions[:, j]`` leads from frame ``j`` to ``j + 1``), in a JEPA's form: every frame is
+    encoded (``z = encoder / JEPA_SCALE``); the predictor (a :class:`LatentDynamics` over windows of ``window``
+    latents) predicts each next latent from the true window (teacher forcing) and, open loop, the clip's
+    latents after the first window; both are compared with the encoded frames under a stop-gradient; VICReg's
+    variance and covariance terms (:func:`vicreg_terms`) over all encoded frames keep the encoder from
+    collapsing to a constant, which predicts itself perfectly. Returns the weighted sum
+    (:data:`JEPA_WEIGHTS`) and its terms."""
+    batch, length = frames.shape[:2]
+    latents = model.encoder(model.frames_to_input(frames)).reshape(batch, length, -1) / JEPA_SCALE
+    dim = latents.shape[-1]
+    target = latents.detach()
+    windows = latent_windows(latents, window)[:, window - 1 : -1]  # windows ending at frames window-1 .. L-2
+    steps = windows.shape[1]
+    taken = actions[:, window - 1 :]
+    forced = predictor(windows.reshape(batch * steps, -1), taken.reshape(batch * steps, -1))
+    forced = forced.reshape(batch, steps, -1)[..., -dim:]
+    state, rolled = windows[:, 0], []
+    for k in range(steps):
+        state = predictor(state, taken[:, k])
+        rolled.append(state[:, -dim:])
+    prediction = (torch.mean((forced - target[:, window:]) ** 2) + torch.mean((torch.stack(rolled, 1) - target[:, window:]) ** 2)) / 2
+    variance, covariance = vicreg_terms(latents.reshape(batch * length, dim))
+    terms = {"prediction": prediction, "variance": variance, "covariance": covariance}
+    total = sum(JEPA_WEIGHTS[name] * value for name, value in terms.items())
+    return total, {name: float(value.detach()) for name, value in terms.items()}
+
+
+def _train_jepa_encoder(model: PixelWorldModel, frames: np.ndarray, actions: np.ndarray, config: PixelTrainConfig,
+                        generator: torch.Generator, progress: bool) -> float:
+    """``encoder_steps`` steps of :func:`jepa_loss` on random clips, the encoder trained jointly with a predictor
+    of the model's window (a fresh :class:`LatentDynamics`, discarded after: the planning predictor is trained on
+    the frozen latents as for the reconstruction objective)."""
+    count, steps_plus_one = frames.shape[:2]
+    clip = config.window + config.jepa_steps
+    if steps_plus_one < clip:
+        raise ValueError(f"trajectories of {steps_plus_one} frames are shorter than a clip (window + jepa_steps = {clip})")
+    predictor = LatentDynamics(model.latent_dim, config.window, actions.shape[-1], config.hidden, config.depth)
+    flat_actions = torch.as_tensor(actions, dtype=torch.float32)
+    with torch.no_grad():
+        predictor.action_mean.copy_(flat_actions.reshape(-1, actions.shape[-1]).mean(0))
+        predictor.action_std.copy_(flat_actions.reshape(-1, actions.shape[-1]).std(0).clamp_min(1e-6))
+        predictor.delta_scale.fill_(0.1)  # latents in units of JEPA_SCALE: a step moves them by about this
+    offsets = np.arange(clip)
+
+    def loss() -> torch.Tensor:
+        rows = torch.randint(0, count, (config.jepa_batch,), generator=generator).numpy()
+        starts = torch.randint(0, steps_plus_one - clip + 1, (config.jepa_batch,), generator=generator).numpy()
+        index = starts[:, None] + offsets
+        clip_frames = torch.from_numpy(frames[rows[:, None], index])
+        clip_actions = flat_actions[rows[:, None], index[:, :-1]]
+        return jepa_loss(model, predictor, clip_frames, clip_actions, config.window)[0]
+
+    params = [*model.encoder.parameters(), *predictor.parameters()]
+    return _adam_steps(params, loss, config.encoder_steps, config.encoder_lr, f"JEPA encoder {model.env_name}", progress)
+
+
+def _train_decoder(model: PixelWorldModel, frames: np.ndarray, config: PixelTrainConfig, generator: torch.Generator,
+                   progress: bool) -> float:
+    """The decoder alone on the reconstruction loss, the encoder frozen (after the JEPA objective: it draws plans)."""
+    flat = torch.from_numpy(frames.reshape(-1, *frames.shape[-3:]))
+    colours = colour_weights(model, frames, generator) if config.balance_colours else None
+
+    def loss() -> torch.Tensor:
+        index = torch.randint(0, len(flat), (config.encoder_batch,), generator=generator)
+        return _foreground_loss(model, flat[index], config, colours)
+
+    return _adam_steps(model.decoder.parameters(), loss, config.decoder_steps, config.encoder_lr,
+                       f"decoder {model.env_name}", progress)
 
 
 def _fit_scene(model: PixelWorldModel, frames: np.ndarray, generator: torch.Generator) -> None:
@@ -342,7 +443,12 @@ def train_pixel_world_model(
     _fit_scene(model, train.frames, generator)
     clock = time.perf_counter()
     model.train()
-    encoder_loss = _train_encoder(model, train.frames, config, generator, progress)
+    if config.objective == "jepa":
+        encoder_loss = _train_jepa_encoder(model, train.frames, train.actions, config, generator, progress)
+        model.encoder.requires_grad_(False)
+        _train_decoder(model, train.frames, config, generator, progress)
+    else:
+        encoder_loss = _train_encoder(model, train.frames, config, generator, progress)
     model.eval()
     seconds["encoder"] = time.perf_counter() - clock
     for parameter in [*model.encoder.parameters(), *model.decoder.parameters()]:
@@ -387,6 +493,16 @@ def _metadata(model: PixelWorldModel) -> dict[str, str]:
     }
 
 
+OBJECTIVE_WORDS = {
+    "reconstruction": "encoder+decoder: foreground-weighted reconstruction, then frozen; predictor: teacher-forced "
+                      "next latent + open-loop rollout loss on the frozen latents",
+    "jepa": "encoder: trained jointly with a predictor (JEPA: teacher-forced and open-loop next-latent prediction "
+            "against stop-gradient targets, VICReg variance and covariance terms), then frozen; decoder: "
+            "reconstruction on the frozen keypoints; predictor: teacher-forced next latent + open-loop rollout "
+            "loss on the frozen latents",
+}
+
+
 def save_pixel_model(model: PixelWorldModel, path: PathLike, metrics: dict, reproduce: Optional[str] = None) -> Path:
     """Write ``model`` (safetensors, float32, architecture in the metadata) and its JSON model card beside it."""
     from safetensors.torch import save_file
@@ -410,8 +526,7 @@ def save_pixel_model(model: PixelWorldModel, path: PathLike, metrics: dict, repr
             "parameters": {part: int(sum(p.numel() for p in getattr(model, part).parameters()))
                            for part in ("encoder", "decoder", "dynamics")},
             "planning_state": "window of the last `window` standardised latents, flattened: [window * latent_dim]",
-            "objective": "encoder+decoder: foreground-weighted reconstruction, then frozen; predictor: teacher-forced "
-                         "next latent + open-loop rollout loss on the frozen latents",
+            "objective": OBJECTIVE_WORDS[metrics.get("config", {}).get("objective", "reconstruction")],
         },
         "data": metrics.get("data", {}),
         "training": {"config": metrics.get("config", {}), "seed": metrics.get("seed"), "seconds": metrics.get("seconds"),
@@ -501,16 +616,19 @@ def main_train_pixels(argv: Optional[Sequence[str]] = None) -> int:
         parser.add_argument(f"--{field.replace('_', '-')}", type=int_at_least(1), default=getattr(defaults, field))
     parser.add_argument("--no-balance-colours", dest="balance_colours", action="store_false",
                         help="plain foreground weights (every foreground pixel alike)")
+    parser.add_argument("--objective", choices=OBJECTIVES, default=defaults.objective,
+                        help="the encoder's objective: reconstruction (default) or jepa (trained jointly with a predictor)")
     parser.add_argument("--threads", type=int_at_least(1), default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     overrides = {f: getattr(args, f) for f in int_fields}
-    config = dataclasses.replace(defaults, balance_colours=args.balance_colours, **overrides)
+    config = dataclasses.replace(defaults, balance_colours=args.balance_colours, objective=args.objective, **overrides)
     model, metrics = train_pixel_world_model(args.env, args.seed, config, progress=not args.no_progress)
     command = [reproduce_command(args.env, args.seed, args.out)]
     command += [f"--{k.replace('_', '-')} {v}" for k, v in overrides.items() if v != getattr(defaults, k)]
     command += [] if config.balance_colours else ["--no-balance-colours"]
+    command += [] if config.objective == defaults.objective else [f"--objective {config.objective}"]
     path = save_pixel_model(model, args.out / default_path(args.env).name, metrics, reproduce=" ".join(command))
     print(format_metrics(args.env, metrics), f"-> {path} ({path.stat().st_size / 1e6:.2f} MB)", flush=True)
     return 0
@@ -520,5 +638,5 @@ if __name__ == "__main__":
     sys.exit(main_train_pixels())
 
 
-__all__ = ["PixelTrainConfig", "evaluate_pixel_model", "load_pixel_model", "save_pixel_model", "train_pixel_world_model"]
+__all__ = ["PixelTrainConfig", "evaluate_pixel_model", "jepa_loss", "vicreg_terms", "load_pixel_model", "save_pixel_model", "train_pixel_world_model"]
 
