@@ -264,6 +264,9 @@ def run_env(env_name: str, args: argparse.Namespace, header: str) -> dict:
                 cell["state"] = {"sweep": {}, "held_out": {}}
                 settings = planner_settings(state_model, state_model.action_dim, horizon, quick=args.quick,
                                             samples=args.samples)
+                if args.grasp_settings:  # the state sweep's settings among them (it has no pixel-only ones)
+                    settings["GRASP"] = {name: factory for name, factory in settings["GRASP"].items()
+                                         if name in args.grasp_settings}
                 sweep_and_hold_out(functools.partial(executed_open_loop, env_name, across_ranks=True), settings,
                                    args.families, tune, test, cell["state"], label="state model ")
             report["horizons"][str(horizon)] = cell
@@ -517,8 +520,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pixel-weights", type=Path, metavar="DIR",
                         help="with --pixels: read DIR/<env>-pixels.safetensors instead of the shipped pixel model")
     parser.add_argument("--grasp-settings", nargs="+", metavar="NAME",
-                        help="sweep only these GRASP settings (names of the GRASP sweep; e.g. a probe of new variants "
-                             "with --families GRASP --closed-loop-only --mpc-horizons)")
+                        help="sweep only these GRASP settings (names of the GRASP sweep; with --pixels the state model's "
+                             "sweep beside keeps those of them it has; e.g. a probe of new variants with --families GRASP "
+                             "--closed-loop-only --mpc-horizons, or a horizon too slow for the CEM sync)")
     args = parser.parse_args(argv)
     if args.pixel_weights is not None and not args.pixels:
         raise SystemExit("--pixel-weights: needs --pixels (it names the pixel world models' directory)")
