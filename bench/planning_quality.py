@@ -113,14 +113,16 @@ def write(report: dict, args: argparse.Namespace, header: str, seconds: float | 
     stem.parent.mkdir(parents=True, exist_ok=True)
     if seconds is None:
         seconds = time.perf_counter() - report["started"]
-    Path(f"{stem}.md").write_text(markdown(report, args, header + f" Run time {seconds:.0f} s.", plot_name=f"{stem.name}.png"))
+    plotted = any(cell["held_out"] for cell in report["horizons"].values())  # not for --closed-loop-only
+    Path(f"{stem}.md").write_text(markdown(report, args, header + f" Run time {seconds:.0f} s.",
+                                           plot_name=f"{stem.name}.png" if plotted else None))
     saved = {k: v for k, v in report.items() if k != "started"} | {"seconds": seconds, "header": header}
     names = PIXEL_SETTINGS if report.get("mode") == "pixels" else SETTINGS
     if getattr(args, "grasp_settings", None):  # a restricted sweep: recorded, so that it never merges with a full one
         names = names + ("grasp_settings",)
     saved.setdefault("settings", {name: getattr(args, name) for name in names})
     Path(f"{stem}.json").write_text(json.dumps(saved, indent=1))
-    if any(cell["held_out"] for cell in report["horizons"].values()):  # not for --closed-loop-only
+    if plotted:
         plot(report, Path(f"{stem}.png"))
 
 
