@@ -193,8 +193,11 @@ def _adam_steps(params, loss_fn, steps: int, lr: float, desc: str, progress: boo
     return float(running)
 
 
-def _train_encoder(model: PixelWorldModel, frames: np.ndarray, config: PixelTrainConfig, generator: torch.Generator,
-                   progress: bool) -> float:
+def _train_reconstruction(model: PixelWorldModel, frames: np.ndarray, config: PixelTrainConfig,
+                          generator: torch.Generator, progress: bool, decoder_only: bool = False) -> float:
+    """The reconstruction objective (:func:`_foreground_loss`) on random frames: encoder and decoder for
+    ``encoder_steps`` steps, or (``decoder_only``, after the JEPA objective: the decoder draws plans) the decoder
+    alone for ``decoder_steps`` steps."""
     flat = torch.from_numpy(frames.reshape(-1, *frames.shape[-3:]))
     colours = colour_weights(model, frames, generator) if config.balance_colours else None
 
@@ -202,6 +205,9 @@ def _train_encoder(model: PixelWorldModel, frames: np.ndarray, config: PixelTrai
         index = torch.randint(0, len(flat), (config.encoder_batch,), generator=generator)
         return _foreground_loss(model, flat[index], config, colours)
 
+    if decoder_only:
+        return _adam_steps(model.decoder.parameters(), loss, config.decoder_steps, config.encoder_lr,
+                           f"decoder {model.env_name}", progress)
     params = [*model.encoder.parameters(), *model.decoder.parameters()]
     return _adam_steps(params, loss, config.encoder_steps, config.encoder_lr, f"encoder {model.env_name}", progress)
 
@@ -274,20 +280,6 @@ def _train_jepa_encoder(model: PixelWorldModel, frames: np.ndarray, actions: np.
 
     params = [*model.encoder.parameters(), *predictor.parameters()]
     return _adam_steps(params, loss, config.encoder_steps, config.encoder_lr, f"JEPA encoder {model.env_name}", progress)
-
-
-def _train_decoder(model: PixelWorldModel, frames: np.ndarray, config: PixelTrainConfig, generator: torch.Generator,
-                   progress: bool) -> float:
-    """The decoder alone on the reconstruction loss, the encoder frozen (after the JEPA objective: it draws plans)."""
-    flat = torch.from_numpy(frames.reshape(-1, *frames.shape[-3:]))
-    colours = colour_weights(model, frames, generator) if config.balance_colours else None
-
-    def loss() -> torch.Tensor:
-        index = torch.randint(0, len(flat), (config.encoder_batch,), generator=generator)
-        return _foreground_loss(model, flat[index], config, colours)
-
-    return _adam_steps(model.decoder.parameters(), loss, config.decoder_steps, config.encoder_lr,
-                       f"decoder {model.env_name}", progress)
 
 
 def _fit_scene(model: PixelWorldModel, frames: np.ndarray, generator: torch.Generator) -> None:
@@ -446,9 +438,9 @@ def train_pixel_world_model(
     if config.objective == "jepa":
         encoder_loss = _train_jepa_encoder(model, train.frames, train.actions, config, generator, progress)
         model.encoder.requires_grad_(False)
-        _train_decoder(model, train.frames, config, generator, progress)
+        _train_reconstruction(model, train.frames, config, generator, progress, decoder_only=True)
     else:
-        encoder_loss = _train_encoder(model, train.frames, config, generator, progress)
+        encoder_loss = _train_reconstruction(model, train.frames, config, generator, progress)
     model.eval()
     seconds["encoder"] = time.perf_counter() - clock
     for parameter in [*model.encoder.parameters(), *model.decoder.parameters()]:
