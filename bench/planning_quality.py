@@ -468,11 +468,16 @@ def merge(paths: list[Path], args: argparse.Namespace) -> dict:
     for path, r in reports:
         if not isinstance(r.get("settings"), dict) or not isinstance(r.get("horizons"), dict):
             raise SystemExit(f"--merge: {path} records no run settings or horizons (not a planning_quality report?)")
-        differ = sorted(k for k in set(settings) | set(r["settings"]) if settings.get(k) != r["settings"].get(k))
+        # a restricted GRASP sweep (--grasp-settings) is a per-horizon choice: the merged sweep tables list
+        # what each horizon swept, and the header names the restriction
+        differ = sorted(k for k in set(settings) | set(r["settings"])
+                        if k != "grasp_settings" and settings.get(k) != r["settings"].get(k))
         if differ:
             raise SystemExit(f"--merge: {path} was run with other settings than {reports[0][0]}: {', '.join(differ)}")
         if r.get("model", {}).get("sha256") != reports[0][1].get("model", {}).get("sha256"):
             raise SystemExit(f"--merge: {path} planned with another pixel world model than {reports[0][0]} (model sha256 differs)")
+    settings = {k: v for k, v in settings.items() if k != "grasp_settings"}  # per run: named in the header
+    args.grasp_settings = None
     for name, value in settings.items():  # the tables' notes (replanning, budgets) describe the runs
         setattr(args, name, value)
     cells: dict = {}
@@ -485,7 +490,11 @@ def merge(paths: list[Path], args: argparse.Namespace) -> dict:
         f"{Path(p).name} (H={', '.join(r['horizons'])}; run time {r.get('seconds', float('nan')):.0f} s)" for p, r in reports
     )
     first_header = reports[0][1].get("header", "(header not recorded)")
-    header = f"Merged from {len(reports)} runs: {sources}. Runs' setting: {first_header}"
+    restricted = "".join(
+        f" H={', '.join(r['horizons'])} swept only these GRASP settings (--grasp-settings): {', '.join(r['settings']['grasp_settings'])}."
+        for _, r in reports if r["settings"].get("grasp_settings")
+    )
+    header = f"Merged from {len(reports)} runs: {sources}.{restricted} Runs' setting: {first_header}"
     report = {"env": envs.pop(), "horizons": {h: cells[h] for h in sorted(cells, key=int)}, "settings": settings}
     if settings.get("pixels"):  # a pixels report: its file names, protocol and model section
         report = {"env": report["env"], "mode": "pixels", "model": reports[0][1].get("model", {})} | report

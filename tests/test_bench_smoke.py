@@ -296,6 +296,8 @@ def test_planning_quality_pixels_quick(tmp_path):
      r"python -m grasp_kernels train-pixels --env pointmaze-medium"),
     (["--pixel-weights", "{empty}"], r"--pixel-weights: needs --pixels"),
     (["--pixels", "--pixel-weights", "{empty}/nowhere"], r"--pixel-weights: .*nowhere is not a directory"),
+    (["--pixels", "--grasp-settings", "x8 particles", "x9"],
+     r"--grasp-settings: unknown setting\(s\) \['x9'\]; the GRASP sweep has \['x8 particles', "),
 ])
 def test_planning_quality_pixels_bad_arguments(tmp_path, args, message):
     """A missing pixel model (or a misused flag) stops the run before any planning, with one line naming the flag."""
@@ -348,6 +350,19 @@ def test_planning_quality_merge_orders_horizons(tmp_path):
     assert "| GD | H=25 |" not in text and "| planner | H=25 | H=50 | H=200 |" in text
     assert "Merged from 2 runs" in text and "run of [50, 200]" in text
     assert (tmp_path / "planning_quality_pointmaze-medium_merged.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_planning_quality_merge_names_a_restricted_grasp_sweep(tmp_path):
+    """A run with --grasp-settings merges with full runs; the header names its restriction and the merged
+    report records no run-wide restriction."""
+    restricted = _fake_report("pointmaze-medium", [100])
+    restricted["settings"]["grasp_settings"] = ["x8 particles", "x8, sync 50 steps"]
+    proc = _merge(tmp_path, _fake_report("pointmaze-medium", [25]), restricted)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = (tmp_path / "planning_quality_pointmaze-medium_merged.md").read_text()
+    assert "H=100 swept only these GRASP settings (--grasp-settings): x8 particles, x8, sync 50 steps." in text
+    merged = json.loads((tmp_path / "planning_quality_pointmaze-medium_merged.json").read_text())
+    assert "grasp_settings" not in merged["settings"] and list(merged["horizons"]) == ["25", "100"]
 
 
 def _other_settings(report: dict, **changes) -> dict:
