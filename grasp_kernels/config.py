@@ -18,6 +18,8 @@ BACKENDS: tuple[str, ...] = ("auto", "reference", "triton", "cuda")
 MODEL_DTYPES: tuple[Optional[str], ...] = (None, "bfloat16", "float16")
 SyncMode = Literal["gd", "cem"]
 SYNC_MODES: tuple[str, ...] = ("gd", "cem")
+GoalWeightSchedule = Literal["phase", "plan"]
+GOAL_WEIGHT_SCHEDULES: tuple[str, ...] = ("phase", "plan")
 
 Bound = Optional[Union[float, Sequence[float]]]
 
@@ -76,6 +78,18 @@ class GraspConfig:
             ``goal_weight + (goal_weight_final - goal_weight) * j / P`` (the authors' solver decays
             both with its ``schedule_decay``). Not combined with ``compile`` (the iteration runs eagerly,
             one warning) since the compiled iteration bakes gamma in.
+        goal_weight_schedule: where ``goal_weight_final`` is reached: "phase" (within each sync phase, as
+            above) or "plan" (a schedule across phases: iteration ``i`` of ``iters`` uses
+            ``goal_weight + (goal_weight_final - goal_weight) * i / iters``, so gamma falls from phase to
+            phase instead of restarting each phase). The noise's ``anneal_noise`` keeps the per-phase schedule.
+        init_cem_steps: 0, or initialise every chain from a short CEM before the lifted iterations: each
+            chain runs ``init_cem_steps`` CEM iterations over the actions through the full rollout
+            (:func:`grasp_kernels.lifted.cem_sync` with the initial variance ``init_cem_var`` everywhere,
+            ``cem_sync_samples`` candidates, ``cem_sync_elites`` elites, floor ``cem_sync_var_min``), drawing
+            from the chain's own generator (after its initial noise), from the initial actions; the final
+            mean becomes the chain's actions and its model rollout the chain's virtual states (plus
+            ``init_noise``; an ``init_states`` warm start is then not used). Chains differ by their draws.
+        init_cem_var: the initial sampling variance of that CEM (> 0; ``init_cem_steps > 0`` only).
         check_finite: verify after each sync phase and at the end that no NaN/Inf appeared.
             The check is one host sync per sync phase, never one per iteration.
         history: ``h``, frames per world-model input. 1: ``F(s_t, a_t)`` on ``[N, *S]``; ``h > 1``:
@@ -139,6 +153,9 @@ class GraspConfig:
     cem_sync_var_scale: float = 1.0
     cem_sync_var_min: float = 0.01
     goal_weight_final: Optional[float] = None
+    goal_weight_schedule: GoalWeightSchedule = "phase"
+    init_cem_steps: int = 0
+    init_cem_var: float = 1.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -184,6 +201,12 @@ class GraspConfig:
         _check_float("cem_sync_var_min", self.cem_sync_var_min, positive=True)
         if self.goal_weight_final is not None:
             _check_float("goal_weight_final", self.goal_weight_final, positive=False)
+        if self.goal_weight_schedule not in GOAL_WEIGHT_SCHEDULES:
+            raise ValueError(
+                f"goal_weight_schedule must be one of {GOAL_WEIGHT_SCHEDULES}, got {self.goal_weight_schedule!r}"
+            )
+        _check_int("init_cem_steps", self.init_cem_steps, minimum=0)
+        _check_float("init_cem_var", self.init_cem_var, positive=True)
         if self.model_dtype not in MODEL_DTYPES:
             raise ValueError(f"model_dtype must be one of {MODEL_DTYPES}, got {self.model_dtype!r}")
         for name in ("fused_mlp", "stop_gradient", "anneal_noise", "check_finite", "cuda_graph", "compile"):

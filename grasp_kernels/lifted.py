@@ -478,7 +478,7 @@ def cem_sync(
     s0: torch.Tensor,
     goal: torch.Tensor,
     actions: torch.Tensor,
-    states: torch.Tensor,
+    states: Optional[torch.Tensor],
     steps: int,
     samples: int,
     elites: int,
@@ -489,13 +489,15 @@ def cem_sync(
     generators: Sequence[torch.Generator],
     history: int = 1,
     weights: Optional[torch.Tensor] = None,
+    initial_var: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """The CEM sync phase (the authors' released solver's ``sync_mode='cem'``): ``steps`` CEM iterations
     over the actions through the full rollout; the final mean is written to ``actions`` in place.
 
     With ``B`` chains, horizon ``T``, action dim ``A``, ``N = samples`` and ``E = elites``:
 
-    1. ``mean [B, T, A] = actions``; ``var [B, T] =`` :func:`cem_sync_variance` ``(states)``.
+    1. ``mean [B, T, A] = actions``; ``var [B, T] =`` :func:`cem_sync_variance` ``(states)``, or
+       ``initial_var`` if given (the planner's CEM initialisation, ``GraspConfig.init_cem_steps``).
     2. Each iteration: ``xi [B, N, T, A]``, row ``b`` drawn from ``generators[b]`` (shard-invariant);
        candidates ``mean + sqrt(var) * xi`` clamped to ``[low, high]``; their shooting losses ``[B, N]``
        (:func:`shooting_loss`, one rollout over ``B*N`` rows); the ``E`` lowest are the elites;
@@ -507,10 +509,11 @@ def cem_sync(
     Args:
         s0: rollout start ``[B, *S]`` (``[B, h, *S]`` for ``history = h > 1``); ``goal`` ``[B, *S]``.
         actions: ``[B, T, A]``, overwritten.
-        states: ``[B, T+1, D]`` virtual states (only read, for the variance).
+        states: ``[B, T+1, D]`` virtual states (only read, for the variance; unused with ``initial_var``).
         low, high: the action bounds, None or ``[A]`` tensors (``+-inf`` allowed).
         generators: one per chain (``len == B``).
         weights: per-component state weights of the shooting loss (broadcastable to ``S``), or None.
+        initial_var: ``[B, T]`` initial sampling variance replacing the one from ``states``, or None.
 
     Returns:
         ``[B]`` shooting loss of the actions written back (one extra rollout over ``B`` rows; the GD
@@ -519,8 +522,10 @@ def cem_sync(
     batch, horizon, action_dim = actions.shape
     if len(generators) != batch:
         raise ValueError(f"cem_sync needs one generator per chain ({batch}), got {len(generators)}")
+    if initial_var is not None:
+        check_tensor("initial_var", initial_var, shape=(batch, horizon), dtypes=(actions.dtype,), device=actions.device)
     with torch.no_grad():
-        var = cem_sync_variance(states, var_scale, var_min)
+        var = cem_sync_variance(states, var_scale, var_min) if initial_var is None else initial_var
         mean = actions.detach().clone()
         start = s0.repeat_interleave(samples, dim=0)
         target = goal.repeat_interleave(samples, dim=0)

@@ -230,6 +230,11 @@ class GraspPlanner:
         init_noise = None
         if cfg.init_noise > 0 and cfg.horizon > 1:
             init_noise = per_plan_normal(chain_generators, (cfg.horizon - 1, chains.state_dim), device, dtype)
+        weights = None
+        if self.state_weights is not None:
+            weights = broadcast_state_weights(self.state_weights, problem.state_shape).to(device=device, dtype=dtype)
+        if cfg.init_cem_steps:
+            guess = self._cem_initialisation(chains, actions, low, high, chain_generators, weights)
         states = lifted.init_states(chains.flat(chains.s0), chains.flat(chains.goal), cfg.horizon, cfg.init_noise,
                                     guess=guess, noise=init_noise)
         num_syncs = cfg.iters // cfg.sync_every if cfg.sync_every and cfg.sync_steps else 0
@@ -252,9 +257,6 @@ class GraspPlanner:
                 matmul_dtype = torch.bfloat16 if cfg.model_dtype == "bfloat16" else None
                 packed = ops.pack_mlp(self.world_model, matmul_dtype=matmul_dtype, device=device)
                 spare = torch.empty_like(states)  # the second state buffer (the kernel writes every row)
-        weights = None
-        if self.state_weights is not None:
-            weights = broadcast_state_weights(self.state_weights, problem.state_shape).to(device=device, dtype=dtype)
         return PlanState(
             problem=problem,
             chains=chains,
@@ -277,6 +279,24 @@ class GraspPlanner:
             spare_states=spare,
             fused_backend=fused_backend,
         )
+
+    def _cem_initialisation(
+        self, chains: Problem, actions: torch.Tensor, low: Optional[torch.Tensor], high: Optional[torch.Tensor],
+        generators: Sequence[torch.Generator], weights: Optional[torch.Tensor],
+    ) -> torch.Tensor:
+        """``config.init_cem_steps`` CEM iterations per chain from ``actions [B*K, T, A]`` (overwritten with the
+        final means), each chain drawing from its own generator; returns the model rollout of those actions
+        ``[B*K, T+1, D]``, the chains' initial virtual states."""
+        cfg = self.config
+        initial_var = torch.full(actions.shape[:2], cfg.init_cem_var, device=actions.device, dtype=actions.dtype)
+        with self._model_precision(actions.device), torch.no_grad():
+            cem_sync(
+                self._rollout_model(), chains.frames(), chains.goal, actions, None, cfg.init_cem_steps,
+                cfg.cem_sync_samples, cfg.cem_sync_elites, cfg.cem_sync_var_scale, cfg.cem_sync_var_min,
+                low, high, generators, chains.history, weights, initial_var=initial_var,
+            )
+            trajectory = lifted.rollout(self._rollout_model(), chains.frames(), actions, chains.history)
+        return trajectory.to(actions.dtype).reshape(chains.batch, cfg.horizon + 1, chains.state_dim)
 
     def _fused_mlp_backend(self, backend: str, device: torch.device, dtype: torch.dtype) -> Optional[str]:
         """The backend of the fused MLP kernel for this plan, or None (one warning) to run the normal
@@ -432,11 +452,13 @@ class GraspPlanner:
 
     def _goal_weight(self, state: PlanState) -> float:
         """Gamma of this iteration (a host scalar): ``goal_weight``, or with ``goal_weight_final`` the
-        linear decay towards it on the annealing schedule (:meth:`_anneal_fraction`)."""
+        linear decay towards it on the annealing schedule (:meth:`_anneal_fraction`), or over the whole plan
+        with ``goal_weight_schedule="plan"``."""
         cfg = self.config
         if cfg.goal_weight_final is None:
             return cfg.goal_weight
-        return cfg.goal_weight + (cfg.goal_weight_final - cfg.goal_weight) * self._anneal_fraction(state)
+        fraction = self._anneal_fraction(state) if cfg.goal_weight_schedule == "phase" else state.iteration / cfg.iters
+        return cfg.goal_weight + (cfg.goal_weight_final - cfg.goal_weight) * fraction
 
     def sync(self, state: PlanState) -> torch.Tensor:
         """The sync phase (:meth:`sync_phase`) and its bookkeeping (:meth:`record_sync`); returns the

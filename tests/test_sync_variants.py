@@ -1,5 +1,7 @@
 """The GRASP variants of the authors' released solver: the CEM sync (``GraspConfig(sync="cem")``,
-:func:`grasp_kernels.lifted.cem_sync`) and goal-weight annealing (``GraspConfig(goal_weight_final=)``)."""
+:func:`grasp_kernels.lifted.cem_sync`) and goal-weight annealing (``GraspConfig(goal_weight_final=)``); and the
+two tried beside them (issue 14, item 5): chains initialised from a short CEM (``init_cem_steps``) and a goal
+weight schedule across sync phases (``goal_weight_schedule="plan"``)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import torch
 from grasp_kernels import GraspConfig, GraspPlanner, backends
 from grasp_kernels.lifted import cem_sync, cem_sync_variance, shooting_loss
 from grasp_kernels.models import MLPDynamics
-from grasp_kernels.randomness import plan_generators
+from grasp_kernels.lifted import rollout
+from grasp_kernels.randomness import per_plan_normal, plan_generators
 
 DTYPE = torch.float64
 
@@ -32,19 +35,23 @@ def problem(batch: int = 3, horizon: int = 4, dim: int = 3, action_dim: int = 2,
 
 
 def reference_cem_sync(model, s0, goal, actions, states, steps, samples, elites, var_scale, var_min, low, high,
-                       generators):
-    """The CEM sync written out with plain loops, one chain at a time (history 1, unweighted)."""
+                       generators, initial_var=None):
+    """The CEM sync written out with plain loops, one chain at a time (history 1, unweighted); ``initial_var``
+    (a float) replaces the variance from the states."""
     batch, horizon, action_dim = actions.shape
     dim = s0.shape[1]
     out, losses = [], []
     for b in range(batch):
-        dev = []
-        for t in range(1, horizon):
-            line = [float(states[b, 0, d]) + t / horizon * (float(states[b, -1, d]) - float(states[b, 0, d]))
-                    for d in range(dim)]
-            dev.append(sum((float(states[b, t, d]) - line[d]) ** 2 for d in range(dim)) / dim)
-        dev = [sum(dev) / len(dev)] + dev
-        var = [var_scale * v + var_min for v in dev]
+        if initial_var is not None:
+            var = [initial_var] * horizon
+        else:
+            dev = []
+            for t in range(1, horizon):
+                line = [float(states[b, 0, d]) + t / horizon * (float(states[b, -1, d]) - float(states[b, 0, d]))
+                        for d in range(dim)]
+                dev.append(sum((float(states[b, t, d]) - line[d]) ** 2 for d in range(dim)) / dim)
+            dev = [sum(dev) / len(dev)] + dev
+            var = [var_scale * v + var_min for v in dev]
         mean = [[float(actions[b, t, a]) for a in range(action_dim)] for t in range(horizon)]
 
         @torch.no_grad()
@@ -230,6 +237,82 @@ def test_goal_weight_anneals_within_each_sync_phase_on_the_noise_schedule(monkey
     assert gammas == pytest.approx([1.0] * 8)
 
 
+def test_goal_weight_schedule_across_phases_decays_over_the_whole_plan(monkeypatch):
+    import grasp_kernels.lifted as lifted_module
+
+    gammas, sigmas = [], []
+    real_energy, real_step = lifted_module.ops.lifted_energy_grads, lifted_module.ops.state_step_
+
+    def energy_spy(pred, states, gamma, **kwargs):
+        gammas.append(gamma)
+        return real_energy(pred, states, gamma, **kwargs)
+
+    def step_spy(*args, **kwargs):
+        sigmas.append(args[9])  # noise_std
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(lifted_module.ops, "lifted_energy_grads", energy_spy)
+    monkeypatch.setattr(lifted_module.ops, "state_step_", step_spy)
+    config = GraspConfig(horizon=5, iters=8, sync_every=4, sync_steps=1, goal_weight=1.0, goal_weight_final=0.2,
+                         goal_weight_schedule="plan", state_noise=0.5, anneal_noise=True, backend="reference")
+    GraspPlanner(lambda s, a: s + 0.1 * a, 2, config).plan(torch.zeros(2, 2), torch.ones(2, 2))
+    assert gammas == pytest.approx([1.0 - 0.8 * k / 8 for k in range(8)])  # no restart at the phase boundary
+    assert sigmas == pytest.approx([0.5, 0.375, 0.25, 0.125] * 2)  # the noise keeps its per-phase schedule
+
+
+def _init_problem(batch: int = 3, seed: int = 6):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, generator=g, dtype=DTYPE), torch.randn(batch, 3, generator=g, dtype=DTYPE)
+
+
+@pytest.mark.parametrize("init_noise", [0.0, 0.05])
+def test_cem_initialisation_matches_the_reference_and_starts_the_states_on_its_rollout(init_noise):
+    model = mlp(seed=2)
+    s0, goal = _init_problem()
+    config = GraspConfig(horizon=5, iters=0, init_cem_steps=3, init_cem_var=0.6, cem_sync_samples=9,
+                         cem_sync_elites=3, cem_sync_var_min=0.02, init_noise=init_noise, action_low=[-0.5, -0.7],
+                         action_high=[0.6, 0.4], seed=11, backend="reference")
+    state = GraspPlanner(model, 2, config).start(s0, goal, init_actions=torch.full((3, 5, 2), 0.1, dtype=DTYPE))
+    generators = plan_generators(11, 0, 3, torch.device("cpu"))
+    noise = per_plan_normal(generators, (4, 3), torch.device("cpu"), DTYPE) if init_noise else 0.0
+    expected, _ = reference_cem_sync(
+        model, s0, goal, torch.full((3, 5, 2), 0.1, dtype=DTYPE), None, 3, 9, 3, None, 0.02, [-0.5, -0.7], [0.6, 0.4],
+        generators, initial_var=0.6)
+    torch.testing.assert_close(state.actions, expected, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        path = rollout(model, s0, expected)
+    torch.testing.assert_close(state.states[:, 1:-1], path[:, 1:-1] + init_noise * noise, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(state.states[:, 0], s0)
+    torch.testing.assert_close(state.states[:, -1], goal)
+
+
+def test_cem_initialised_chains_differ_and_plans_are_shard_invariant():
+    model = mlp(seed=2)
+    s0, goal = _init_problem()
+    config = GraspConfig(horizon=5, iters=6, sync_every=3, sync_steps=2, particles=3, init_cem_steps=2,
+                         cem_sync_samples=8, cem_sync_elites=3, backend="reference")
+    planner = GraspPlanner(model, 2, config)
+    chains = planner.start(s0, goal).actions.view(3, 3, 5, 2)
+    assert not torch.allclose(chains[:, 0], chains[:, 1]) and not torch.allclose(chains[:, 1], chains[:, 2])
+    batch = planner.plan(s0, goal)
+    for i in range(3):
+        alone = planner.plan(s0[i : i + 1], goal[i : i + 1], plan_offset=i)
+        torch.testing.assert_close(alone.actions[0], batch.actions[i], rtol=1e-10, atol=1e-12)
+
+
+def test_cem_initialisation_lowers_the_shooting_loss_of_the_initial_actions():
+    model = mlp(seed=3)
+    s0, goal = _init_problem(batch=4, seed=2)
+    config = GraspConfig(horizon=6, iters=0, init_cem_steps=5, cem_sync_samples=64, init_noise=0.0,
+                         backend="reference")
+    state = GraspPlanner(model, 2, config).start(s0, goal)
+    plain = GraspPlanner(model, 2, config.replace(init_cem_steps=0)).start(s0, goal)
+    with torch.no_grad():
+        before = shooting_loss(model, s0, plain.actions, goal)
+        after = shooting_loss(model, s0, state.actions, goal)
+    assert bool((after < before).all()), (before, after)
+
+
 @pytest.mark.parametrize(
     "changes,kind,match",
     [
@@ -244,6 +327,9 @@ def test_goal_weight_anneals_within_each_sync_phase_on_the_noise_schedule(monkey
         (dict(goal_weight_final=-0.5), ValueError, "goal_weight_final must be a finite non-negative"),
         (dict(goal_weight_final=float("nan")), ValueError, "goal_weight_final must be a finite"),
         (dict(goal_weight_final=True), TypeError, "goal_weight_final must be a float"),
+        (dict(goal_weight_schedule="sync"), ValueError, r"goal_weight_schedule must be one of \('phase', 'plan'\)"),
+        (dict(init_cem_steps=-1), ValueError, "init_cem_steps must be >= 0"),
+        (dict(init_cem_var=0.0), ValueError, "init_cem_var must be a finite positive"),
     ],
 )
 def test_bad_config_values_name_the_field(changes, kind, match):
