@@ -491,7 +491,7 @@ def merge(paths: list[Path], args: argparse.Namespace) -> dict:
     )
     first_header = reports[0][1].get("header", "(header not recorded)")
     restricted = "".join(
-        f" H={', '.join(r['horizons'])} swept only these GRASP settings (--grasp-settings): {', '.join(r['settings']['grasp_settings'])}."
+        f" H={', '.join(r['horizons'])} swept only these GRASP settings (--grasp-settings): {'; '.join(map(repr, r['settings']['grasp_settings']))}."
         for _, r in reports if r["settings"].get("grasp_settings")
     )
     header = f"Merged from {len(reports)} runs: {sources}.{restricted} Runs' setting: {first_header}"

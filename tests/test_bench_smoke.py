@@ -360,7 +360,7 @@ def test_planning_quality_merge_names_a_restricted_grasp_sweep(tmp_path):
     proc = _merge(tmp_path, _fake_report("pointmaze-medium", [25]), restricted)
     assert proc.returncode == 0, proc.stderr[-4000:]
     text = (tmp_path / "planning_quality_pointmaze-medium_merged.md").read_text()
-    assert "H=100 swept only these GRASP settings (--grasp-settings): x8 particles, x8, sync 50 steps." in text
+    assert "H=100 swept only these GRASP settings (--grasp-settings): 'x8 particles'; 'x8, sync 50 steps'." in text
     merged = json.loads((tmp_path / "planning_quality_pointmaze-medium_merged.json").read_text())
     assert "grasp_settings" not in merged["settings"] and list(merged["horizons"]) == ["25", "100"]
 
