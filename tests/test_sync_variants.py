@@ -207,9 +207,8 @@ def test_planner_cem_sync_with_history_windows():
     assert result.info["sync_loss"].shape == (3, 2) and bool(torch.isfinite(result.info["sync_loss"]).all())
 
 
-@pytest.mark.parametrize("sync_every,expected", [(4, [1.0, 0.8, 0.6, 0.4, 1.0, 0.8, 0.6, 0.4]),
-                                                 (0, [1.0 - 0.8 * k / 8 for k in range(8)])])
-def test_goal_weight_anneals_within_each_sync_phase_on_the_noise_schedule(monkeypatch, sync_every, expected):
+def _spy_gamma_and_sigma(monkeypatch) -> tuple[list[float], list[float]]:
+    """Lists that record, per lifted iteration, the gamma the energy op and the noise std the state step get."""
     import grasp_kernels.lifted as lifted_module
 
     gammas, sigmas = [], []
@@ -225,6 +224,13 @@ def test_goal_weight_anneals_within_each_sync_phase_on_the_noise_schedule(monkey
 
     monkeypatch.setattr(lifted_module.ops, "lifted_energy_grads", energy_spy)
     monkeypatch.setattr(lifted_module.ops, "state_step_", step_spy)
+    return gammas, sigmas
+
+
+@pytest.mark.parametrize("sync_every,expected", [(4, [1.0, 0.8, 0.6, 0.4, 1.0, 0.8, 0.6, 0.4]),
+                                                 (0, [1.0 - 0.8 * k / 8 for k in range(8)])])
+def test_goal_weight_anneals_within_each_sync_phase_on_the_noise_schedule(monkeypatch, sync_every, expected):
+    gammas, sigmas = _spy_gamma_and_sigma(monkeypatch)
     config = GraspConfig(horizon=5, iters=8, sync_every=sync_every, sync_steps=1, goal_weight=1.0,
                          goal_weight_final=0.2, state_noise=0.5, anneal_noise=True, backend="reference")
     GraspPlanner(lambda s, a: s + 0.1 * a, 2, config).plan(torch.zeros(2, 2), torch.ones(2, 2))
@@ -238,21 +244,7 @@ def test_goal_weight_anneals_within_each_sync_phase_on_the_noise_schedule(monkey
 
 
 def test_goal_weight_schedule_across_phases_decays_over_the_whole_plan(monkeypatch):
-    import grasp_kernels.lifted as lifted_module
-
-    gammas, sigmas = [], []
-    real_energy, real_step = lifted_module.ops.lifted_energy_grads, lifted_module.ops.state_step_
-
-    def energy_spy(pred, states, gamma, **kwargs):
-        gammas.append(gamma)
-        return real_energy(pred, states, gamma, **kwargs)
-
-    def step_spy(*args, **kwargs):
-        sigmas.append(args[9])  # noise_std
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(lifted_module.ops, "lifted_energy_grads", energy_spy)
-    monkeypatch.setattr(lifted_module.ops, "state_step_", step_spy)
+    gammas, sigmas = _spy_gamma_and_sigma(monkeypatch)
     config = GraspConfig(horizon=5, iters=8, sync_every=4, sync_steps=1, goal_weight=1.0, goal_weight_final=0.2,
                          goal_weight_schedule="plan", state_noise=0.5, anneal_noise=True, backend="reference")
     GraspPlanner(lambda s, a: s + 0.1 * a, 2, config).plan(torch.zeros(2, 2), torch.ones(2, 2))
