@@ -57,8 +57,9 @@ class PixelTrainConfig:
     ``balance_colours``, :func:`colour_weights`). ``objective="jepa"``: ``encoder_steps`` steps of the joint
     encoder-predictor objective (:func:`jepa_loss`) on ``jepa_batch`` clips of ``window + jepa_steps`` frames,
     then the decoder alone (``decoder_steps`` steps of the reconstruction loss, encoder frozen) for the
-    pictures. Either way the encoder is then frozen and the planning predictor trained on its latents. Predictor: ``predictor_steps`` steps of the state models' loss
-    (``batch_size`` one-step pairs, ``rollout_batch`` windows of ``rollout_steps`` open-loop steps).
+    pictures. Either way the encoder is then frozen and the planning predictor trained on its latents.
+    Predictor: ``predictor_steps`` steps of the state models' loss (``batch_size`` one-step pairs,
+    ``rollout_batch`` windows of ``rollout_steps`` open-loop steps).
     """
 
     trajectories: int = 800
@@ -246,7 +247,8 @@ def jepa_loss(model: PixelWorldModel, predictor: torch.nn.Module, frames: torch.
     for k in range(steps):
         state = predictor(state, taken[:, k])
         rolled.append(state[:, -dim:])
-    prediction = (torch.mean((forced - target[:, window:]) ** 2) + torch.mean((torch.stack(rolled, 1) - target[:, window:]) ** 2)) / 2
+    future = target[:, window:]
+    prediction = (torch.mean((forced - future) ** 2) + torch.mean((torch.stack(rolled, 1) - future) ** 2)) / 2
     variance, covariance = vicreg_terms(latents.reshape(batch * length, dim))
     terms = {"prediction": prediction, "variance": variance, "covariance": covariance}
     total = sum(JEPA_WEIGHTS[name] * value for name, value in terms.items())
@@ -264,9 +266,8 @@ def _train_jepa_encoder(model: PixelWorldModel, frames: np.ndarray, actions: np.
         raise ValueError(f"trajectories of {steps_plus_one} frames are shorter than a clip (window + jepa_steps = {clip})")
     predictor = LatentDynamics(model.latent_dim, config.window, actions.shape[-1], config.hidden, config.depth)
     flat_actions = torch.as_tensor(actions, dtype=torch.float32)
+    _fit_action_stats(predictor, flat_actions)
     with torch.no_grad():
-        predictor.action_mean.copy_(flat_actions.reshape(-1, actions.shape[-1]).mean(0))
-        predictor.action_std.copy_(flat_actions.reshape(-1, actions.shape[-1]).std(0).clamp_min(1e-6))
         predictor.delta_scale.fill_(0.1)  # latents in units of JEPA_SCALE: a step moves them by about this
     offsets = np.arange(clip)
 
@@ -308,11 +309,18 @@ def _fit_latent_stats(model: PixelWorldModel, frames: np.ndarray) -> None:
     model.latent_std.fill_(float(raw.std(0).pow(2).mean().sqrt().clamp_min(1e-6)))
 
 
+@torch.no_grad()
+def _fit_action_stats(dynamics: LatentDynamics, actions: torch.Tensor) -> None:
+    """The predictor's action normalisation from the training actions ``[..., A]``."""
+    flat = actions.reshape(-1, actions.shape[-1])
+    dynamics.action_mean.copy_(flat.mean(0))
+    dynamics.action_std.copy_(flat.std(0).clamp_min(1e-6))
+
+
 def _fit_dynamics_stats(model: PixelWorldModel, latents: torch.Tensor, actions: torch.Tensor) -> None:
     dynamics = model.dynamics
+    _fit_action_stats(dynamics, actions)
     with torch.no_grad():
-        dynamics.action_mean.copy_(actions.reshape(-1, actions.shape[-1]).mean(0))
-        dynamics.action_std.copy_(actions.reshape(-1, actions.shape[-1]).std(0).clamp_min(1e-6))
         deltas = (latents[:, 1:] - latents[:, :-1]).reshape(-1, latents.shape[-1])
         dynamics.delta_scale.copy_(deltas.std(0).clamp_min(1e-6))
 
@@ -630,5 +638,6 @@ if __name__ == "__main__":
     sys.exit(main_train_pixels())
 
 
-__all__ = ["PixelTrainConfig", "evaluate_pixel_model", "jepa_loss", "vicreg_terms", "load_pixel_model", "save_pixel_model", "train_pixel_world_model"]
+__all__ = ["PixelTrainConfig", "evaluate_pixel_model", "jepa_loss", "load_pixel_model", "save_pixel_model",
+           "train_pixel_world_model", "vicreg_terms"]
 
