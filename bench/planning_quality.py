@@ -192,6 +192,14 @@ def sweep_and_hold_out(
     return chosen
 
 
+def restrict_grasp(settings: dict[str, dict[str, PlannerFactory]], names: list[str] | None) -> dict:
+    """``settings`` with its GRASP sweep cut to ``names`` (``--grasp-settings``; None: all), in the sweep's
+    order; a sweep without some of them (the state model's has no pixel-only settings) keeps those it has."""
+    if names:
+        settings["GRASP"] = {name: factory for name, factory in settings["GRASP"].items() if name in names}
+    return settings
+
+
 def run_env(env_name: str, args: argparse.Namespace, header: str) -> dict:
     """All tables of one environment, as a JSON-able dict.
 
@@ -232,9 +240,7 @@ def run_env(env_name: str, args: argparse.Namespace, header: str) -> dict:
             tune = make(env_name, args.tune_trials, TUNE_SEED, horizon)
             test = make(env_name, args.trials, TEST_SEED, horizon)
             cell: dict = {"sweep": {}, "held_out": {}, "ablations": {}, "equal_time": {}, "closed_loop": {}}
-            settings = settings_of(horizon)
-            if args.grasp_settings:
-                settings["GRASP"] = {name: settings["GRASP"][name] for name in args.grasp_settings}
+            settings = restrict_grasp(settings_of(horizon), args.grasp_settings)
             chosen = sweep_and_hold_out(evaluate, settings, args.families, tune, test, cell,
                                         hold_out=not args.closed_loop_only)
             if "GRASP" in chosen and not args.closed_loop_only:
@@ -264,11 +270,8 @@ def run_env(env_name: str, args: argparse.Namespace, header: str) -> dict:
                 # the state model beside the pixel one: the same pairs and protocol, planning from the true
                 # state, its own sweep of the state settings on the same tuning pairs
                 cell["state"] = {"sweep": {}, "held_out": {}}
-                settings = planner_settings(state_model, state_model.action_dim, horizon, quick=args.quick,
-                                            samples=args.samples)
-                if args.grasp_settings:  # the state sweep's settings among them (it has no pixel-only ones)
-                    settings["GRASP"] = {name: factory for name, factory in settings["GRASP"].items()
-                                         if name in args.grasp_settings}
+                settings = restrict_grasp(planner_settings(state_model, state_model.action_dim, horizon,
+                                                           quick=args.quick, samples=args.samples), args.grasp_settings)
                 sweep_and_hold_out(functools.partial(executed_open_loop, env_name, across_ranks=True), settings,
                                    args.families, tune, test, cell["state"], label="state model ")
             report["horizons"][str(horizon)] = cell

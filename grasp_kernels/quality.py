@@ -109,8 +109,8 @@ def scaled_iters(iters: int, scale: float) -> int:
 
 def grasp_factory(model, action_dim: int, config: GraspConfig) -> PlannerFactory:
     """A GRASP setting; scaling keeps the number of sync phases and scales the lifted iterations, the
-    rollout steps of each phase and the CEM initialisation's iterations, so that a scaled GRASP costs ``scale`` times as much (as the other
-    families' scaled iteration counts do)."""
+    rollout steps of each phase and the CEM initialisation's iterations, so that a scaled GRASP costs
+    ``scale`` times as much (as the other families' scaled iteration counts do)."""
 
     def build(scale: float = 1.0) -> GraspPlanner:
         iters = scaled_iters(config.iters, scale)
