@@ -6,7 +6,7 @@ real tasks (:func:`grasp_kernels.quality.grasp_base`: 300 iterations, a sync pha
                   and of one sync step); compilation is timed separately (first plan minus the median)
   (iii) loop      GRASP written the way public ports write it (:func:`loop_grasp_plan`): one
                   ``model(s_t, a_t)`` call per time step in a Python loop over plans, the energy summed in
-                  Python, autograd, torch.optim.Adam, the same sync phase (grasp_kernels.lifted.gd_sync)
+                  Python, autograd, torch.optim.Adam, the same sync phase (grasp_kernels.sync.gd_sync)
 
 All three draw the same noise from the same seed, so short plans agree to float rounding (the --quick
 check); over 300 iterations the rounding differences grow into different plans (the table's max |da|).
@@ -33,7 +33,8 @@ from torch._dynamo.utils import counters
 
 from _timing import device_name, versions
 from grasp_kernels import GraspConfig, GraspPlanner, compiled
-from grasp_kernels.lifted import gd_sync, rollout
+from grasp_kernels.lifted import rollout
+from grasp_kernels.sync import gd_sync
 from grasp_kernels.models.zoo import load_world_model
 from grasp_kernels.randomness import per_plan_normal, plan_generators
 from grasp_kernels.quality import grasp_base

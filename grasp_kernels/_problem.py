@@ -1,4 +1,5 @@
-"""Input handling shared by GRASP and the baseline planners: batching, checks, the final rollout."""
+"""Input handling shared by GRASP and the baseline planners: batching, input checks, the final rollout and
+the result of the best chain per problem."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
+from . import ops
 from ._checks import as_bounds, check_finite, check_tensor
 from .lifted import WorldModel, rollout, weighted_sq_norm
 from .result import PlanResult
@@ -59,6 +61,19 @@ class Problem:
     def flat(self, tensor: torch.Tensor) -> torch.Tensor:
         """``[B, *S] -> [B, D]``."""
         return tensor.reshape(tensor.shape[0], self.state_dim)
+
+    def repeat(self, particles: int) -> "Problem":
+        """Each problem repeated ``particles`` times (rows ``b*K .. b*K+K-1`` are problem ``b``): the chains."""
+        if particles == 1:
+            return self
+        history = self.history_frames
+        return Problem(
+            s0=self.s0.repeat_interleave(particles, dim=0),
+            goal=self.goal.repeat_interleave(particles, dim=0),
+            state_shape=self.state_shape,
+            single=False,
+            history_frames=None if history is None else history.repeat_interleave(particles, dim=0),
+        )
 
 
 def make_problem(
@@ -206,3 +221,123 @@ def squeeze_single(result: PlanResult, single: bool, start: float) -> PlanResult
         )
     result.wall_time = time.perf_counter() - start
     return result
+
+
+def best_chains_result(
+    problem: Problem,
+    particles: int,
+    backend: str,
+    actions: torch.Tensor,
+    states: torch.Tensor,
+    rollout: torch.Tensor,
+    distance: torch.Tensor,
+    energy_history: torch.Tensor,
+    sync_losses: torch.Tensor,
+    start_time: Optional[float] = None,
+) -> PlanResult:
+    """The :class:`PlanResult` of a finished GRASP plan: per problem the chain whose rollout ends closest
+    to the goal (``particles`` chains per problem, rows ``b*K .. b*K+K-1``).
+
+    Args:
+        actions: ``[B*K, T, A]``; ``states`` ``[B*K, T+1, D]``; ``rollout`` ``[B*K, T+1, *S]``;
+            ``distance`` ``[B*K]``; ``energy_history`` ``[iters run, B*K]``; ``sync_losses``
+            ``[syncs run, B*K]``. Shared by the planner and the time-sharded plan.
+    """
+    best = distance.view(problem.batch, particles).argmin(dim=1)
+    rows = torch.arange(problem.batch, device=best.device) * particles + best
+    result = PlanResult(
+        actions=actions[rows],
+        states=states[rows].reshape(problem.batch, states.shape[1], *problem.state_shape),
+        rollout=rollout[rows],
+        final_distance=distance[rows],
+        energy_history=energy_history[:, rows],
+        info={"backend": backend, "particle": best, "sync_loss": sync_losses[:, rows]},
+    )
+    return squeeze_single(result, problem.single, time.perf_counter() if start_time is None else start_time)
+
+
+def check_init_states(init_states: object, problem: Problem, horizon: int) -> torch.Tensor:
+    """``init_states`` as ``[B, T+1, *S]`` (a single plan's ``[T+1, *S]`` gets its batch dimension)."""
+    expected = (problem.batch, horizon + 1, *problem.state_shape)
+    check_tensor("init_states", init_states, dtypes=(problem.s0.dtype,), device=problem.s0.device)
+    if problem.single and tuple(init_states.shape) == expected[1:]:
+        init_states = init_states.unsqueeze(0)
+    if tuple(init_states.shape) != expected:
+        want = f"[T+1, *S] = {list(expected[1:])}" if problem.single else f"[B, T+1, *S] = {list(expected)}"
+        raise ValueError(f"init_states must have shape {want}, got {tuple(init_states.shape)}")
+    check_finite("init_states (rows 1..T-1)", init_states[:, 1:-1])
+    return init_states
+
+
+def check_fused_mlp(
+    world_model: WorldModel, *, stop_gradient: bool, history: int, model_dtype: Optional[str],
+    state_weights: Optional[torch.Tensor],
+) -> None:
+    """Raise ValueError if ``GraspConfig(fused_mlp=True)`` cannot apply (a world model or settings the
+    fused MLP kernel does not implement); the arguments are the config's fields of those names."""
+    reason = ops.fused_mlp_unsupported_reason(world_model)
+    if reason is None and not stop_gradient:
+        reason = "it implements the stop-gradient energy only (stop_gradient=True)"
+    if reason is None and history != 1:
+        reason = f"it implements history = 1 only, got history = {history}"
+    if reason is None and state_weights is not None:
+        reason = "it implements the unweighted energy only (no state_weights)"
+    if reason is None and model_dtype == "float16":
+        reason = "its matrix inputs are float32 or bfloat16 (model_dtype='float16' is not implemented)"
+    if reason is not None:
+        raise ValueError(f"GraspConfig(fused_mlp=True) cannot be used: {reason}")
+
+
+_HISTORY_ATTRIBUTES = ("history", "num_hist", "history_size")
+
+
+def declared_history(world_model: WorldModel) -> Optional[tuple[str, int]]:
+    """``(attribute, h)`` if the world model declares its window length (``history``, ``num_hist``
+    or ``history_size``, an int), else None."""
+    for name in _HISTORY_ATTRIBUTES:
+        value = getattr(world_model, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return name, value
+    return None
+
+
+def check_model_history(world_model: WorldModel, history: int) -> None:
+    """Raise if the world model declares a window length other than ``history``."""
+    declared = declared_history(world_model)
+    if declared is not None and declared[1] != history:
+        name, value = declared
+        raise ValueError(
+            f"history mismatch: the world model declares {name} = {value} frames per input but the planner "
+            f"uses history = {history}; set GraspConfig(history={value})"
+        )
+
+
+def check_state_weights(weights: Optional[torch.Tensor], state_shape: Optional[tuple[int, ...]]) -> Optional[torch.Tensor]:
+    """``state_weights``: None or a finite, strictly positive floating tensor (broadcastable to ``S`` if known).
+
+    A zero weight is rejected: the energy would not constrain that component (its Adam step is zero),
+    the Langevin noise would random-walk it, and the world model would be fed the drifting value."""
+    if weights is None:
+        return None
+    check_tensor("state_weights", weights)
+    if not bool(torch.isfinite(weights).all()):
+        raise ValueError("state_weights must be finite")
+    if bool((weights <= 0).any()):
+        raise ValueError(
+            f"state_weights must be > 0 (got min {float(weights.min()):g}): a zero weight leaves that state "
+            "component unconstrained by the dynamics (the noise random-walks it and the world model is fed the "
+            "drifting value); drop the component from the state or give it a small positive weight"
+        )
+    if state_shape is not None:
+        broadcast_state_weights(weights, state_shape)
+    return weights.detach()
+
+
+def broadcast_state_weights(weights: torch.Tensor, state_shape: Sequence[int]) -> torch.Tensor:
+    """``weights`` broadcast to the state shape ``S`` (a ValueError naming both if it cannot be)."""
+    try:
+        return torch.broadcast_to(weights, tuple(state_shape)).contiguous()
+    except RuntimeError:
+        raise ValueError(
+            f"state_weights of shape {tuple(weights.shape)} is not broadcastable to the state shape {tuple(state_shape)}"
+        ) from None

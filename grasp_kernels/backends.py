@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from .config import BACKENDS
+BACKENDS: tuple[str, ...] = ("auto", "reference", "triton", "cuda")
 
 ENV_VAR = "GRASP_KERNELS_BACKEND"
 _warned: set[str] = set()

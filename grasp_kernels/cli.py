@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from ._checks import check_device
-from .config import BACKENDS
+from .backends import BACKENDS
 
 DESCRIPTION = "GRASP planner engine: python -m grasp_kernels demo | train | pixels | train-pixels"
 

@@ -2,7 +2,7 @@
 
 * one lifted iteration: :func:`iteration_function`, which is :func:`grasp_kernels.lifted.lifted_iteration`
   on the reference math (the planner's iteration and the benchmark's ``compiled`` provider call it);
-* one sync step: :func:`grasp_kernels.lifted.sync_step` itself (shooting loss through the unrolled
+* one sync step: :func:`grasp_kernels.sync.sync_step` itself (shooting loss through the unrolled
   rollout, its gradient w.r.t. the actions, Adam + clamp).
 
 The per-iteration values enter as tensors: the Adam step as a 0-d float64 tensor, the noise sigma as a

@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from typing import Literal, Optional, Union
 
 from ._checks import check_int as _check_int
+from .backends import BACKENDS
+from .sync import SYNC_RULES
 
 Backend = Literal["auto", "reference", "triton", "cuda"]
-BACKENDS: tuple[str, ...] = ("auto", "reference", "triton", "cuda")
 MODEL_DTYPES: tuple[Optional[str], ...] = (None, "bfloat16", "float16")
 SyncMode = Literal["gd", "cem"]
-SYNC_MODES: tuple[str, ...] = ("gd", "cem")
 GoalWeightSchedule = Literal["phase", "plan"]
 GOAL_WEIGHT_SCHEDULES: tuple[str, ...] = ("phase", "plan")
 
@@ -43,8 +43,8 @@ class GraspConfig:
         sync_steps: Adam steps (``sync="gd"``) or CEM iterations (``sync="cem"``) on the actions through
             the full rollout per sync phase.
         sync_lr: learning rate of the sync phase's Adam (fresh moments each phase; ``sync="gd"`` only).
-        sync: "gd" (Adam on the shooting loss, :func:`grasp_kernels.lifted.gd_sync`) or "cem" (the
-            authors' released solver's CEM sync, :func:`grasp_kernels.lifted.cem_sync`): ``sync_steps``
+        sync: "gd" (Adam on the shooting loss, :func:`grasp_kernels.sync.gd_sync`) or "cem" (the
+            authors' released solver's CEM sync, :func:`grasp_kernels.sync.cem_sync`): ``sync_steps``
             CEM iterations over the actions through the full rollout, ``cem_sync_samples`` candidates
             per chain around the current actions, whose per-time-step variance is
             ``cem_sync_var_scale * dev_t + cem_sync_var_min`` with ``dev_t`` the mean squared deviation
@@ -84,7 +84,7 @@ class GraspConfig:
             phase instead of restarting each phase). The noise's ``anneal_noise`` keeps the per-phase schedule.
         init_cem_steps: 0, or initialise every chain from a short CEM before the lifted iterations: each
             chain runs ``init_cem_steps`` CEM iterations over the actions through the full rollout
-            (:func:`grasp_kernels.lifted.cem_sync` with the initial variance ``init_cem_var`` everywhere,
+            (:func:`grasp_kernels.sync.cem_sync` with the initial variance ``init_cem_var`` everywhere,
             ``cem_sync_samples`` candidates, ``cem_sync_elites`` elites, floor ``cem_sync_var_min``), drawing
             from the chain's own generator (after its initial noise), from the initial actions; the final
             mean becomes the chain's actions and its model rollout the chain's virtual states (plus
@@ -189,8 +189,8 @@ class GraspConfig:
             value = _check_float(name, getattr(self, name), positive=False)
             if not value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
-        if self.sync not in SYNC_MODES:
-            raise ValueError(f"sync must be one of {SYNC_MODES}, got {self.sync!r}")
+        if self.sync not in SYNC_RULES:
+            raise ValueError(f"sync must be one of {tuple(SYNC_RULES)}, got {self.sync!r}")
         _check_int("cem_sync_samples", self.cem_sync_samples, minimum=2)
         _check_int("cem_sync_elites", self.cem_sync_elites, minimum=2)
         if self.cem_sync_elites > self.cem_sync_samples:

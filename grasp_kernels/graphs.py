@@ -42,10 +42,10 @@ import torch
 from .backends import warn_once
 from .config import GraspConfig
 from .plan_state import PlanState
+from .sync import SyncRule
 
 StepFn = Callable[[PlanState], object]
 SyncPhaseFn = Callable[[PlanState], torch.Tensor]
-RecordSyncFn = Callable[[PlanState, Optional[torch.Tensor]], None]
 
 # Eager iterations run on a scratch copy before capturing, on the capture's stream: they compile the Triton
 # kernels and create the cuBLAS handles and the stream's workspace, which must not happen inside a capture.
@@ -110,7 +110,6 @@ class _CapturedPlan:
     lifted: list[tuple[torch.cuda.CUDAGraph, bool]]  # each run of lifted iterations; a sync phase after it?
     sync_graph: Optional[torch.cuda.CUDAGraph]
     sync_loss: Optional[torch.Tensor]  # the sync graph's output, rewritten by each replay
-    record_sync: RecordSyncFn
     state: PlanState  # the static state: its buffers are the graphs' memory
     inputs: list[Optional[torch.Tensor]]
     counters: tuple[int, int, int]  # (iteration, adam_step, syncs) at the plan's end, as the eager loop leaves them
@@ -124,7 +123,7 @@ class _CapturedPlan:
             graph.replay()
             if sync_after:
                 self.sync_graph.replay()
-                self.record_sync(self.state, self.sync_loss)
+                self.state.record_sync(self.sync_loss)
         self.state.iteration, self.state.adam_step, self.state.syncs = self.counters
         return dataclasses.replace(self.state, problem=fresh.problem)
 
@@ -146,18 +145,19 @@ class PlanGraphs:
         return sum(plan is not None for plan in self._plans.values())
 
     def run(
-        self, config: GraspConfig, fresh: PlanState, *, iteration: StepFn, sync_phase: SyncPhaseFn,
-        record_sync: RecordSyncFn,
+        self, config: GraspConfig, fresh: PlanState, sync_rule: SyncRule, *, iteration: StepFn,
+        sync_phase: SyncPhaseFn,
     ) -> Optional[PlanState]:
         """Run the plan whose initial state is ``fresh`` by graph replay (capturing it first for a new
         shape); returns the finished static state, or None (after one warning) to run it eagerly.
 
         ``iteration(state)`` runs one lifted iteration, ``sync_phase(state)`` one sync phase's launches
-        (returning its loss), ``record_sync(state, loss)`` its host bookkeeping; ``config.iters`` bounds the
-        plan. The cache key is ``config`` and the shapes of ``fresh``."""
+        (returning its loss; ``PlanState.record_sync`` is its host bookkeeping), ``sync_rule`` the rule it
+        runs (only a capturable one is captured); ``config.iters`` bounds the plan. The cache key is
+        ``config`` and the shapes of ``fresh``."""
         reason = unsupported_reason(fresh)
-        if reason is None and config.sync == "cem":
-            reason = "the CEM sync (sync='cem') draws from per-chain torch.Generators"
+        if reason is None and not sync_rule.capturable:
+            reason = sync_rule.not_capturable_because
         if reason is not None:
             warn_once(f"grasp_kernels: cuda_graph=True runs the plan eagerly: {reason}")
             return None
@@ -165,7 +165,7 @@ class PlanGraphs:
             return None  # nothing to capture
         key = _plan_key(config, fresh)
         if key not in self._plans:
-            steps = _PlanSteps(iteration, sync_phase, record_sync, config.iters)
+            steps = _PlanSteps(iteration, sync_phase, config.iters)
             self._plans[key] = _capture(fresh, steps)
         plan = self._plans[key]
         return None if plan is None else plan.replay(fresh)
@@ -179,7 +179,6 @@ class _Uncapturable(Exception):
 class _PlanSteps:
     iteration: StepFn
     sync_phase: SyncPhaseFn
-    record_sync: RecordSyncFn
     iters: int
 
 
@@ -238,11 +237,11 @@ def _record(fresh: PlanState, steps: _PlanSteps) -> _CapturedPlan:
                         sync_graph = torch.cuda.CUDAGraph()
                         with _capturing(sync_graph, side):
                             sync_loss = steps.sync_phase(static)
-                    steps.record_sync(static, None)  # the host counters the next run is captured with (no loss yet)
+                    static.record_sync(None)  # the host counters the next run is captured with (no loss yet)
                 lifted.append((graph, sync_after))
         torch.cuda.current_stream(device).wait_stream(side)
     counters = (static.iteration, static.adam_step, static.syncs)
-    return _CapturedPlan(lifted, sync_graph, sync_loss, steps.record_sync, static, inputs, counters)
+    return _CapturedPlan(lifted, sync_graph, sync_loss, static, inputs, counters)
 
 
 def _warm_up(steps: _PlanSteps, fresh: PlanState, side: torch.cuda.Stream) -> None:
@@ -257,7 +256,7 @@ def _warm_up(steps: _PlanSteps, fresh: PlanState, side: torch.cuda.Stream) -> No
             for _ in range(min(WARMUP_ITERATIONS, steps.iters)):
                 steps.iteration(warm)
             if warm.sync_every:
-                steps.record_sync(warm, steps.sync_phase(warm))
+                warm.record_sync(steps.sync_phase(warm))
         except RuntimeError as exc:
             if "synchroniz" in str(exc):
                 raise _Uncapturable(f"{type(exc).__name__}: {_first_line(exc)}") from exc
@@ -269,3 +268,9 @@ def _warm_up(steps: _PlanSteps, fresh: PlanState, side: torch.cuda.Stream) -> No
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [""])[0][:200]
+
+
+def host_sync_forbidden(device: torch.device) -> bool:
+    """A CUDA graph is being captured, or host synchronisation is an error (the capture's warm-up):
+    host syncs (the per-phase finite check) are skipped; the end of the plan checks the whole history."""
+    return device.type == "cuda" and (torch.cuda.is_current_stream_capturing() or torch.cuda.get_sync_debug_mode() == 2)

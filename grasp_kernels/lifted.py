@@ -1,5 +1,5 @@
 """The planner's math, written once: lifted predictions, one lifted iteration, the sequential rollout,
-the shooting loss, the initial virtual states and the sync phases (GD and CEM).
+the shooting loss and the initial virtual states (the sync phases are :mod:`grasp_kernels.sync`).
 
 Layout (docs/design.md): ``states [B, T+1, D]`` (row 0 = s_0, row T = goal g, rows 1..T-1 the
 virtual states), ``actions [B, T, A]``, world-model predictions ``pred [B, T, D]`` with
@@ -10,14 +10,12 @@ virtual states), ``actions [B, T, A]``, world-model predictions ``pred [B, T, D]
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Union
 
 import torch
 
 from . import ops
 from ._checks import BoundArg, check_tensor
-from .ops.action_step.reference import action_step_ref
-from .randomness import per_plan_normal
 
 WorldModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # lifted_iteration(boundary=): (pred [B, T, D], energy [B], grad_pred [B, T, D]) -> None, in place
@@ -35,11 +33,6 @@ __all__ = [
     "weighted_sq_norm",
     "shooting_loss",
     "init_states",
-    "sync_step",
-    "gd_sync",
-    "gd_sync_step",
-    "cem_sync_variance",
-    "cem_sync",
 ]
 
 
@@ -373,175 +366,3 @@ def init_states(
     states[:, 0] = s0
     states[:, -1] = goal
     return states
-
-
-SyncStep = Callable[..., torch.Tensor]
-
-
-def sync_step(
-    world_model: WorldModel,
-    s0: torch.Tensor,
-    goal: torch.Tensor,
-    actions: torch.Tensor,
-    exp_avg: torch.Tensor,
-    exp_avg_sq: torch.Tensor,
-    step: Union[int, torch.Tensor],
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    low: BoundArg,
-    high: BoundArg,
-    history: int = 1,
-    weights: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """One step of the sync phase, in place: the shooting loss through the unrolled ``T``-step rollout,
-    its gradient w.r.t. ``actions``, then Adam (moments ``exp_avg``, ``exp_avg_sq``, 1-based ``step``,
-    an int or a 0-d float64 tensor) and the clamp to ``[low, high]``.
-
-    Returns:
-        ``[B]`` shooting loss of the actions before the step (detached).
-    """
-    leaf = actions.detach().requires_grad_(True)
-    with torch.enable_grad():
-        loss = shooting_loss(world_model, s0, leaf, goal, history, weights)
-        (grad,) = torch.autograd.grad(loss.sum(), leaf)
-    with torch.no_grad():
-        action_step_ref(actions, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high)
-    return loss.detach()
-
-
-def gd_sync(
-    world_model: WorldModel,
-    s0: torch.Tensor,
-    goal: torch.Tensor,
-    actions: torch.Tensor,
-    steps: int,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    low: BoundArg,
-    high: BoundArg,
-    history: int = 1,
-    weights: Optional[torch.Tensor] = None,
-    step_fn: Optional[SyncStep] = None,
-) -> torch.Tensor:
-    """The sync phase: ``steps`` Adam steps (fresh moments) on ``actions`` through the full rollout.
-
-    ``history`` and ``weights`` as :func:`shooting_loss` (``s0`` is ``[B, h, *S]`` for ``h > 1``).
-    ``step_fn``: a stand-in for :func:`sync_step` with its signature (the planner's compiled step).
-
-    Minimises the shooting loss of every plan (plans are independent, so their sum is minimised),
-    clamps to the bounds after each step and updates ``actions`` in place (:func:`sync_step`).
-
-    Returns:
-        ``[B]`` shooting loss of the actions before the last step (detached).
-    """
-    step_fn = sync_step if step_fn is None else step_fn
-    exp_avg = torch.zeros_like(actions)
-    exp_avg_sq = torch.zeros_like(actions)
-    loss = torch.zeros(actions.shape[0], device=actions.device, dtype=actions.dtype)
-    for step in range(1, steps + 1):
-        loss = step_fn(world_model, s0, goal, actions, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high,
-                       history, weights)
-    return loss
-
-
-def cem_sync_variance(states: torch.Tensor, var_scale: float, var_min: float) -> torch.Tensor:
-    """The CEM sync's initial per-time-step sampling variance ``[B, T]`` from the virtual states.
-
-    ``dev_t = mean_d (s_t - l_t)_d^2`` for ``t = 1..T-1``, with ``l_t = s_0 + (t/T) (g - s_0)`` the
-    straight line the states start on (rows 0 and T of ``states``; without ``init_noise`` or a warm
-    start), and ``dev_0 = mean_{t=1..T-1} dev_t`` (the first action has no virtual state before it).
-    Returns ``var_t = var_scale * dev_t + var_min``; ``var_min`` everywhere for ``T = 1``. As the
-    authors' released solver: where the relaxed optimisation moved the states far from the line, the
-    search over the actions is wider. The deviation is unweighted (``state_weights`` do not enter).
-
-    Args:
-        states: ``[B, T+1, D]`` (row 0 = s_0, row T = goal, rows 1..T-1 the virtual states).
-    """
-    batch, rows, _ = states.shape
-    horizon = rows - 1
-    if horizon == 1:
-        return torch.full((batch, 1), var_min, device=states.device, dtype=states.dtype)
-    states = states.detach()
-    frac = torch.arange(1, horizon, device=states.device, dtype=states.dtype).div_(horizon).view(1, -1, 1)
-    line = states[:, :1] + frac * (states[:, -1:] - states[:, :1])
-    deviation = (states[:, 1:-1] - line).square().mean(dim=-1)  # [B, T-1]
-    deviation = torch.cat([deviation.mean(dim=1, keepdim=True), deviation], dim=1)  # [B, T]
-    return deviation * var_scale + var_min
-
-
-def cem_sync(
-    world_model: WorldModel,
-    s0: torch.Tensor,
-    goal: torch.Tensor,
-    actions: torch.Tensor,
-    states: Optional[torch.Tensor],
-    steps: int,
-    samples: int,
-    elites: int,
-    var_scale: float,
-    var_min: float,
-    low: Optional[torch.Tensor],
-    high: Optional[torch.Tensor],
-    generators: Sequence[torch.Generator],
-    history: int = 1,
-    weights: Optional[torch.Tensor] = None,
-    initial_var: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """The CEM sync phase (the authors' released solver's ``sync_mode='cem'``): ``steps`` CEM iterations
-    over the actions through the full rollout; the final mean is written to ``actions`` in place.
-
-    With ``B`` chains, horizon ``T``, action dim ``A``, ``N = samples`` and ``E = elites``:
-
-    1. ``mean [B, T, A] = actions``; ``var [B, T] =`` :func:`cem_sync_variance` ``(states)``, or
-       ``initial_var`` if given (the planner's CEM initialisation, ``GraspConfig.init_cem_steps``).
-    2. Each iteration: ``xi [B, N, T, A]``, row ``b`` drawn from ``generators[b]`` (shard-invariant);
-       candidates ``mean + sqrt(var) * xi`` clamped to ``[low, high]``; their shooting losses ``[B, N]``
-       (:func:`shooting_loss`, one rollout over ``B*N`` rows); the ``E`` lowest are the elites;
-       ``mean =`` their mean, ``var =`` their unbiased variance averaged over ``A``, plus ``var_min``.
-       The refit mean is clamped too (a mean of in-bound values can round past a bound by an ulp); the
-       variance is the elites' before that clamp.
-    3. ``actions = mean`` (the refit mean, not the best candidate seen, as the authors' solver).
-
-    Args:
-        s0: rollout start ``[B, *S]`` (``[B, h, *S]`` for ``history = h > 1``); ``goal`` ``[B, *S]``.
-        actions: ``[B, T, A]``, overwritten.
-        states: ``[B, T+1, D]`` virtual states (only read, for the variance; unused with ``initial_var``).
-        low, high: the action bounds, None or ``[A]`` tensors (``+-inf`` allowed).
-        generators: one per chain (``len == B``).
-        weights: per-component state weights of the shooting loss (broadcastable to ``S``), or None.
-        initial_var: ``[B, T]`` initial sampling variance replacing the one from ``states``, or None.
-
-    Returns:
-        ``[B]`` shooting loss of the actions written back (one extra rollout over ``B`` rows; the GD
-        sync reports the loss before its last step instead).
-    """
-    batch, horizon, action_dim = actions.shape
-    if len(generators) != batch:
-        raise ValueError(f"cem_sync needs one generator per chain ({batch}), got {len(generators)}")
-    if initial_var is not None:
-        check_tensor("initial_var", initial_var, shape=(batch, horizon), dtypes=(actions.dtype,), device=actions.device)
-    with torch.no_grad():
-        var = cem_sync_variance(states, var_scale, var_min) if initial_var is None else initial_var
-        mean = actions.detach().clone()
-        start = s0.repeat_interleave(samples, dim=0)
-        target = goal.repeat_interleave(samples, dim=0)
-        for _ in range(steps):
-            xi = per_plan_normal(generators, (samples, horizon, action_dim), actions.device, actions.dtype)
-            candidates = mean.unsqueeze(1) + var.sqrt().view(batch, 1, horizon, 1) * xi
-            if low is not None or high is not None:
-                candidates.clamp_(min=low, max=high)
-            cost = shooting_loss(
-                world_model, start, candidates.view(batch * samples, horizon, action_dim), target, history, weights
-            ).view(batch, samples)
-            best = torch.topk(cost, elites, dim=1, largest=False).indices  # [B, E]
-            elite = torch.gather(candidates, 1, best.view(batch, elites, 1, 1).expand(-1, -1, horizon, action_dim))
-            mean = elite.mean(dim=1)
-            if low is not None or high is not None:  # a mean of in-bound values can round past a bound
-                mean.clamp_(min=low, max=high)
-            var = elite.var(dim=1).mean(dim=-1) + var_min
-        actions.copy_(mean)
-        return shooting_loss(world_model, s0, actions, goal, history, weights)

@@ -60,3 +60,18 @@ class PlanState:
     def sync_due(self) -> bool:
         """A sync phase follows the iteration just run."""
         return bool(self.sync_every) and self.iteration % self.sync_every == 0
+
+    def record_iteration(self, energy: torch.Tensor) -> None:
+        """A lifted iteration ran with Adam step ``adam_step + 1``: its energy row ``[B*K]`` (kept on the
+        device) and the counters."""
+        self.energy_history[self.iteration] = energy
+        self.adam_step += 1
+        self.iteration += 1
+
+    def record_sync(self, loss: Optional[torch.Tensor]) -> None:
+        """A sync phase ran: its loss row (unless ``loss`` is None: a graph being captured has no values
+        yet), the phase count, and the Adam step count restarting (the phase reset the moments)."""
+        if loss is not None and self.syncs < self.sync_losses.shape[0]:
+            self.sync_losses[self.syncs] = loss
+        self.syncs += 1
+        self.adam_step = 0

@@ -21,6 +21,7 @@ from grasp_kernels import backends
 from grasp_kernels import graphs as graphs_module
 from grasp_kernels.backends import BackendFallbackWarning, backend_unavailable_reason
 from grasp_kernels.models import MLPDynamics
+from grasp_kernels.plan_state import PlanState
 
 FAST = dict(horizon=6, iters=12, sync_every=4, sync_steps=3, lr_states=0.05, lr_actions=0.05, state_noise=0.02,
             goal_weight=0.3, seed=7)
@@ -171,14 +172,14 @@ def test_capture_structure_one_sync_graph_for_every_phase(monkeypatch):
     model = make_model()
     planner = GraspPlanner(model, 2, GraspConfig(**FAST, backend="reference", cuda_graph=True))
     calls = {"iteration": 0, "sync_phase": 0, "record_sync": 0}
-    for name in calls:
-        original = getattr(planner, name)
+    for owner, name in ((planner, "iteration"), (planner, "sync_phase"), (PlanState, "record_sync")):
+        original = getattr(owner, name)
 
         def counted(*args, _name=name, _original=original):
             calls[_name] += 1
             return _original(*args)
 
-        monkeypatch.setattr(planner, name, counted)
+        monkeypatch.setattr(owner, name, counted)
     s0, goal = problems(2, 3, "cpu", 2)
     result = planner.plan(s0, goal)
     graphs = [graph for graph, _ in _FakeGraph.captures]

@@ -1,5 +1,5 @@
 """The GRASP variants of the authors' released solver: the CEM sync (``GraspConfig(sync="cem")``,
-:func:`grasp_kernels.lifted.cem_sync`) and goal-weight annealing (``GraspConfig(goal_weight_final=)``); and the
+:func:`grasp_kernels.sync.cem_sync`) and goal-weight annealing (``GraspConfig(goal_weight_final=)``); and the
 two tried beside them (issue 14, item 5): chains initialised from a short CEM (``init_cem_steps``) and a goal
 weight schedule across sync phases (``goal_weight_schedule="plan"``)."""
 
@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from grasp_kernels import GraspConfig, GraspPlanner, backends
-from grasp_kernels.lifted import cem_sync, cem_sync_variance, shooting_loss
+from grasp_kernels.lifted import shooting_loss
+from grasp_kernels.sync import cem_sync, cem_sync_variance
 from grasp_kernels.models import MLPDynamics
 from grasp_kernels.lifted import rollout
 from grasp_kernels.randomness import per_plan_normal, plan_generators

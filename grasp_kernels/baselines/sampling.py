@@ -28,9 +28,10 @@ from .._problem import (
     raise_if_nonfinite,
     squeeze_single,
 )
+from ..cem import elites, sample_and_refit
 from ..config import Bound
 from ..lifted import WorldModel
-from ..randomness import per_plan_normal, plan_generators
+from ..randomness import plan_generators
 from ..result import PlanResult
 from ._common import check_config, terminal_cost, validate_fields
 
@@ -108,16 +109,18 @@ class _SamplingPlanner:
         spread = self._initial_spread(mean)
         generators = plan_generators(cfg.seed, plan_offset, problem.batch, mean.device)
         history = torch.empty(cfg.iters, problem.batch, device=mean.device, dtype=mean.dtype)
-        with torch.no_grad():
-            for it in tqdm(range(cfg.iters), desc=self.name, disable=not progress, leave=False):
-                noise = per_plan_normal(generators, (cfg.samples, *mean.shape[1:]), mean.device, mean.dtype)
-                candidates = mean.unsqueeze(1) + spread.unsqueeze(1) * noise
-                candidates[:, 0] = mean
-                clamp_(candidates, low, high)
-                cost = terminal_cost(self.world_model, problem.s0, problem.goal, candidates)
-                history[it] = cost[:, 0]
-                mean, spread = self._update(candidates, cost, spread)
-                clamp_(mean, low, high)
+        bar = tqdm(total=cfg.iters, desc=self.name, disable=not progress, leave=False)
+
+        def record(iteration: int, cost: torch.Tensor) -> None:
+            history[iteration] = cost[:, 0]  # sample 0 is the mean
+            bar.update()
+
+        with bar:
+            mean, _ = sample_and_refit(
+                mean, spread, generators, cfg.iters, cfg.samples,
+                lambda candidates: terminal_cost(self.world_model, problem.s0, problem.goal, candidates),
+                self._update, low, high, include_mean=True, record=record,
+            )
         raise_if_nonfinite(history, cfg.iters, f"the {self.name} cost")
         rollout, distance = final_rollout(self.world_model, problem, mean)
         return squeeze_single(PlanResult(mean, rollout, rollout, distance, history), problem.single, start)
@@ -145,9 +148,8 @@ class CEMPlanner(_SamplingPlanner):
         return torch.full_like(mean, self.config.var_scale)
 
     def _update(self, candidates, cost, spread):
-        elite_index = cost.topk(self.config.topk, dim=1, largest=False).indices
-        elites = candidates.gather(1, elite_index.view(*elite_index.shape, 1, 1).expand(-1, -1, *candidates.shape[2:]))
-        return elites.mean(dim=1), elites.std(dim=1, unbiased=self.config.topk > 1)
+        best = elites(candidates, cost, self.config.topk)
+        return best.mean(dim=1), best.std(dim=1, unbiased=self.config.topk > 1)
 
 
 class MPPIPlanner(_SamplingPlanner):

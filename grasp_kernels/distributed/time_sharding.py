@@ -25,7 +25,7 @@ that one row (energy and ``dE/dp``) before the action VJP and runs the owned bou
 Adam + noise step (``ops.state_step_`` on a ``[B*K, 3, D]`` buffer whose middle row is ``s_{t1}``).
 The world model is called ONCE per iteration on the chunk's ``B*K*n`` transitions.
 
-The sync phase (:func:`grasp_kernels.lifted.gd_sync`: Adam on the actions of the shooting loss with
+The sync phase (:func:`grasp_kernels.sync.gd_sync`: Adam on the actions of the shooting loss with
 fresh moments, clamped) is a pipeline: state forward (rank ``r`` receives the rolled-out state at
 ``t0`` from ``r-1``, rolls its chunk under autograd, sends ``x_{t1}`` on), the last rank's loss,
 the adjoint backward (a VJP through the chunk with the received adjoint, the state-input gradient
@@ -63,15 +63,16 @@ from typing import Optional, Sequence
 import torch
 import torch.distributed as dist
 
-from .. import ops
-from .._problem import raise_if_nonfinite, NonFiniteError
+from .. import ops, schedules
+from .._problem import NonFiniteError, best_chains_result, raise_if_nonfinite
 from ..config import GraspConfig
 from ..lifted import WorldModel, call_world_model, lifted_iteration, weighted_sq_norm
 from ..ops.action_step.reference import action_step_ref
 from ..plan_state import PlanState
-from ..planner import GraspPlanner, _iteration_seed, best_chains_result
+from ..planner import GraspPlanner
 from ..randomness import per_plan_normal
 from ..result import PlanResult
+from ..sync import SYNC_RULES, adam_phase
 from ._comm import agree, group_device, guarded, shard_range, world
 
 __all__ = ["TimeShardedPlanner"]
@@ -115,7 +116,7 @@ class TimeShardedPlanner:
             unsupported.append(f"model_dtype={cfg.model_dtype!r}")
         if not cfg.stop_gradient:
             unsupported.append("stop_gradient=False")
-        if cfg.sync != "gd":  # its sync phase is the GD sync as a pipeline over the ranks
+        if not SYNC_RULES[cfg.sync].time_shardable:  # the sync phase runs as a pipeline over the ranks
             unsupported.append(f"sync={cfg.sync!r}")
         if unsupported:
             raise ValueError(
@@ -211,8 +212,8 @@ class TimeShardedPlanner:
 
         for it in range(cfg.iters):
             step = state.adam_step + 1
-            sigma = self.planner._noise_std(state)
-            gamma = self.planner._goal_weight(state)
+            sigma = schedules.noise_std(cfg, state.iteration, state.sync_every)
+            gamma = schedules.goal_weight(cfg, state.iteration, state.sync_every)
             # s_{t1} before this iteration's update goes to the rank whose first transition reads it
             _exchange_forward(edge[:, 1] if not last else None, boundary_in if rank > 0 else None, rank, size,
                               f"lifted iteration {it}: boundary state")
@@ -223,7 +224,7 @@ class TimeShardedPlanner:
             # it; the kernels draw in-kernel at the full horizon's Philox counters (grasp_kernels.randomness)
             chunk_noise, edge_noise, seed = None, None, None
             if state.backend != "reference":
-                seed = _iteration_seed(cfg.seed, it)
+                seed = schedules.iteration_seed(cfg.seed, it)
             elif sigma > 0 and horizon > 1:
                 noise = per_plan_normal(state.chain_generators, (horizon - 1, dim), device, dtype)
                 chunk_noise = noise[:, t0 : t1 - 1].contiguous()
@@ -236,19 +237,14 @@ class TimeShardedPlanner:
                 state_shape=chains.state_shape, backend=state.backend, noise=chunk_noise, seed=seed,
                 noise_base=state.noise_base + t0 * dim, noise_stride=row_counters, boundary=None if last else boundary,
             )
-            state.energy_history[it] = energy
-            state.adam_step = step
-            state.iteration = it + 1
+            state.record_iteration(energy)
             if state.sync_due:
                 if cfg.check_finite:
                     reduced = _reduce_rows(state.energy_history, energy_sum, reduced, state.iteration, size)
                     raise_if_nonfinite(energy_sum, state.iteration, "the GRASP energy")
                 loss = self._sync_phase(state, rank, size, t0, t1)
                 torch._foreach_zero_([*state.state_moments, *state.action_moments, *edge_moments])
-                if last and state.syncs < state.sync_losses.shape[0]:
-                    state.sync_losses[state.syncs] = loss
-                state.syncs += 1
-                state.adam_step = 0
+                state.record_sync(loss)  # None except on the last rank: the other rows stay zero
 
         reduced = _reduce_rows(state.energy_history, energy_sum, reduced, state.iteration, size)
         rollout_rows = self._pipeline_rollout(state, rank, size, t0, t1)
@@ -267,24 +263,25 @@ class TimeShardedPlanner:
                 raise NonFiniteError(f"the planned actions hold NaN/Inf after {state.iteration} iterations")
         distance = chains.flat(rollout[:, -1] - chains.goal).norm(dim=1)  # as grasp_kernels._problem.final_rollout
         return best_chains_result(
-            state.problem, cfg, state.backend, actions, states, rollout, distance, energy_sum[: state.iteration],
+            state.problem, cfg.particles, state.backend, actions, states, rollout, distance, energy_sum[: state.iteration],
             sync_losses, start_time,
         )
 
     def _sync_phase(self, state: PlanState, rank: int, size: int, t0: int, t1: int) -> Optional[torch.Tensor]:
-        """:func:`grasp_kernels.lifted.gd_sync` as a pipeline over the ranks: ``sync_steps`` Adam steps
-        (fresh moments) on this rank's actions ``[B*K, n, A]``. Returns the shooting loss ``[B*K]``
-        before the last step on the last rank, None elsewhere."""
+        """The GD sync (:func:`grasp_kernels.sync.gd_sync`) as a pipeline over the ranks: ``sync_steps``
+        Adam steps (:func:`grasp_kernels.sync.adam_phase`, fresh moments) on this rank's actions
+        ``[B*K, n, A]``. Returns the shooting loss ``[B*K]`` before the last step on the last rank, None
+        elsewhere."""
         cfg = self.config
         actions = state.actions
-        exp_avg, exp_avg_sq = torch.zeros_like(actions), torch.zeros_like(actions)
-        loss = None
-        for step in range(1, cfg.sync_steps + 1):
+        last = rank == size - 1
+
+        def pipelined_step(exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor, step: int) -> Optional[torch.Tensor]:
+            loss = None
             leaf = actions.detach().requires_grad_(True)
             what = f"sync phase {state.syncs} step {step}"
             x_in = self._chunk_input(state, rank, f"{what}: forward state")
             inputs = (leaf,) if rank == 0 else (leaf, x_in)
-            last = rank == size - 1
             with torch.enable_grad():
                 x = self._roll_chunk(state, x_in, leaf, t0, t1)
                 if last:
@@ -299,7 +296,10 @@ class TimeShardedPlanner:
             with torch.no_grad():
                 action_step_ref(actions, grads[0], exp_avg, exp_avg_sq, step, cfg.sync_lr, cfg.beta1, cfg.beta2,
                                 cfg.adam_eps, state.low, state.high)
-        return None if loss is None else loss.detach()
+            return None if loss is None else loss.detach()
+
+        loss = adam_phase(actions, cfg.sync_steps, pipelined_step)
+        return loss if last else None
 
     def _chunk_input(self, state: PlanState, rank: int, what: str) -> torch.Tensor:
         """The rolled-out state at this chunk's first time step ``[B*K, *S]``: ``s0`` on rank 0, else
@@ -315,7 +315,7 @@ class TimeShardedPlanner:
                     rows: Optional[list] = None) -> torch.Tensor:
         """Roll ``x [B*K, *S]`` through the chunk's actions ``[B*K, n, A]`` (the steps of
         :func:`grasp_kernels.lifted.rollout`); appends each next state to ``rows`` if given."""
-        model = self.planner._rollout_model()
+        model = self.planner.rollout_model()
         shape = tuple(x.shape)
         for t in range(t1 - t0):
             x = call_world_model(model, x, actions[:, t], shape, f"rollout step {t0 + t}")

@@ -37,7 +37,7 @@ import torch
 
 from .._checks import check_device, check_int
 from ..config import GraspConfig
-from ..planner import check_model_history, declared_history
+from .._problem import check_model_history, declared_history
 from ..result import PlanResult
 from ._common import UNSET, as_tensor, explicit_bounds, plan_from_frames
 

@@ -33,7 +33,7 @@ import torch
 from .._checks import check_device
 from .._problem import check_planner_args
 from ..config import GraspConfig
-from ..planner import check_model_history
+from .._problem import check_model_history
 from ..lifted import WorldModel
 from ..result import PlanResult
 from ._common import UNSET, as_tensor, explicit_bounds, plan_from_frames

@@ -1,6 +1,6 @@
 """``fused_mlp_sync_step_`` (grasp_kernels/ops/fused_mlp_sync): one Triton kernel per sync-phase step for
 MLPDynamics, against its specification :func:`grasp_kernels.reference.fused_mlp_sync_step_ref` (one step of
-:func:`grasp_kernels.lifted.gd_sync`) evaluated in float64 (CPU: TRITON_INTERPRET=1 set by conftest; GPU:
+:func:`grasp_kernels.sync.gd_sync`) evaluated in float64 (CPU: TRITON_INTERPRET=1 set by conftest; GPU:
 ``-m gpu``); the planner's sync phase with ``GraspConfig(fused_mlp=True)``; the op's opcheck and errors.
 
 Fresh random inputs (normalisation statistics, delta scale, moments: never identity or zeros), the loss
@@ -19,7 +19,8 @@ from torch import nn
 import grasp_kernels.ops as ops
 from grasp_kernels import GraspConfig
 from grasp_kernels.backends import backend_unavailable_reason
-from grasp_kernels.lifted import gd_sync, rollout
+from grasp_kernels.lifted import rollout
+from grasp_kernels.sync import gd_sync
 from grasp_kernels.reference import fused_mlp_sync_step_ref
 
 from _fused_mlp import ACTS, DEVICE, make_model, plan_pair, rel

@@ -2,7 +2,7 @@
 for :mod:`..fused_mlp_iteration`).
 
 Its specification (``reference.py``) is one step of the planner's sync phase,
-:func:`grasp_kernels.lifted.sync_step`.
+:func:`grasp_kernels.sync.sync_step`.
 """
 
 from .op import fused_mlp_sync_step_

@@ -107,7 +107,7 @@ def fused_mlp_sync_step_(
     ``T``-step rollout, then Adam (step ``step``) and the clamp on the actions: on the triton backend ONE
     kernel (:mod:`.triton_kernel`), on the reference backend
     :func:`~grasp_kernels.reference.fused_mlp_sync_step_ref` (one step of
-    :func:`grasp_kernels.lifted.gd_sync`). ``gd_sync``'s phase is ``steps`` calls with ``step = 1..steps``
+    :func:`grasp_kernels.sync.gd_sync`). ``gd_sync``'s phase is ``steps`` calls with ``step = 1..steps``
     on moments that start at zero.
 
     Args:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..._checks import BoundArg
-from ...lifted import WorldModel, sync_step
+from ...lifted import WorldModel
+from ...sync import sync_step
 
 
 def fused_mlp_sync_step_ref(
@@ -23,8 +24,8 @@ def fused_mlp_sync_step_ref(
     low: BoundArg,
     high: BoundArg,
 ) -> torch.Tensor:
-    """Reference of the fused MLP sync step: one step of :func:`grasp_kernels.lifted.gd_sync`
-    (:func:`~grasp_kernels.lifted.sync_step`, ``history = 1``, no state weights), in place.
+    """Reference of the fused MLP sync step: one step of :func:`grasp_kernels.sync.gd_sync`
+    (:func:`~grasp_kernels.sync.sync_step`, ``history = 1``, no state weights), in place.
 
     ``s0``, ``goal``: ``[B, D]``; ``actions``, ``exp_avg``, ``exp_avg_sq``: ``[B, T, A]``, updated in
     place (Adam step ``step``, then the clamp to ``[low, high]``).
