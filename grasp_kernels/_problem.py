@@ -11,6 +11,7 @@ import torch
 
 from . import ops
 from ._checks import as_bounds, check_finite, check_tensor
+from .backends import triton_interpreter_active, warn_once
 from .lifted import WorldModel, rollout, weighted_sq_norm
 from .result import PlanResult
 
@@ -341,3 +342,22 @@ def broadcast_state_weights(weights: torch.Tensor, state_shape: Sequence[int]) -
         raise ValueError(
             f"state_weights of shape {tuple(weights.shape)} is not broadcastable to the state shape {tuple(state_shape)}"
         ) from None
+
+
+def fused_mlp_backend_for(backend: str, device: torch.device, dtype: torch.dtype, model_dtype: Optional[str]) -> Optional[str]:
+    """The backend of the fused MLP kernel for a plan on ``backend`` with states of ``dtype`` on ``device``,
+    or None (one warning) to run the normal iteration: the fused kernel is Triton-only and float32-only."""
+    if backend == "reference":
+        reason = "the planner runs on the reference backend"
+    elif dtype != torch.float32:
+        reason = f"the states are {dtype}"
+    elif model_dtype is not None and device.type != "cuda" and triton_interpreter_active():
+        reason = "the Triton interpreter has no bfloat16 tl.dot"
+    else:
+        name = ops.fused_mlp_backend(backend, device)
+        if name == "triton":
+            return name
+        reason = "the Triton kernels cannot run here"
+    warn_once(f"grasp_kernels: fused_mlp=True runs the normal iteration: {reason} (the fused MLP "
+              "kernel needs the triton or cuda backend and float32 states)")
+    return None

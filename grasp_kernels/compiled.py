@@ -25,6 +25,7 @@ import torch
 from .backends import warn_once
 from .config import GraspConfig
 from .lifted import WorldModel, lifted_iteration
+from .plan_state import PlanState
 
 # The torch.compile backend of every CompiledFunction built after a change: "inductor" generates fused
 # kernels (the fast one); "aot_eager" compiles in a fraction of the time and needs no C++ compiler.
@@ -33,7 +34,7 @@ COMPILE_BACKEND: str = "inductor"
 # dtype of the Adam step tensor: its bias corrections 1 - beta**step need more than float32 at step 1
 STEP_DTYPE = torch.float64
 
-__all__ = ["COMPILE_BACKEND", "CompiledFunction", "Fallback", "iteration_function", "step_tensor"]
+__all__ = ["COMPILE_BACKEND", "CompiledFunction", "Fallback", "compiled_iteration", "iteration_function", "step_tensor"]
 
 
 def step_tensor(step: int, device: torch.device) -> torch.Tensor:
@@ -68,6 +69,24 @@ def iteration_function(world_model: WorldModel, config: GraspConfig) -> Callable
         return energy
 
     return iteration
+
+
+def compiled_iteration(
+    iteration: "CompiledFunction", state: PlanState, step: int, sigma: float, noise: Optional[torch.Tensor]
+) -> torch.Tensor:
+    """One lifted iteration of ``state`` through the compiled :func:`iteration_function`: the Adam step
+    and sigma as 0-d tensors and ``noise [B*K, T-1, D]`` drawn by the caller from the chains' generators,
+    exactly as the eager reference draws it (None: the eager reference draws nothing, zeros go in), so
+    that one graph serves every iteration. Returns the energy ``[B*K]``."""
+    states = state.states
+    batch, rows, dim = states.shape
+    if noise is None:
+        noise = states.new_zeros((batch, rows - 2, dim))
+    return iteration(
+        states, state.actions, *state.state_moments, *state.action_moments, step_tensor(step, states.device),
+        torch.full((), sigma, dtype=states.dtype, device=states.device), noise, state.frames, state.low,
+        state.high, state.sqrt_weights, state.chains.state_shape,
+    )
 
 
 class CompiledFunction:

@@ -13,6 +13,7 @@ from typing import Literal, Optional, Union
 
 from ._checks import check_int as _check_int
 from .backends import BACKENDS
+from .presets import preset_fields
 from .sync import SYNC_RULES
 
 Backend = Literal["auto", "reference", "triton", "cuda"]
@@ -162,11 +163,9 @@ class GraspConfig:
 
     @classmethod
     def preset(cls, env: str, horizon: int, **changes: object) -> "GraspConfig":
-        """The setting the quality sweep chose for a shipped task (:func:`grasp_kernels.presets.preset`),
-        e.g. ``GraspConfig.preset("pointmaze-medium", horizon=50)``."""
-        from .presets import preset
-
-        return preset(env, horizon, **changes)
+        """The setting the quality sweep chose for a shipped task (:func:`grasp_kernels.presets.preset_fields`),
+        e.g. ``GraspConfig.preset("pointmaze-medium", horizon=50)``; ``changes`` override any field."""
+        return cls(**preset_fields(env, horizon, **changes))
 
     def replace(self, **changes: object) -> "GraspConfig":
         """A copy with ``changes`` applied (validated)."""

@@ -19,6 +19,12 @@ from .config import GraspConfig
 from .envs import NavigationTask, make_task
 from .planner import GraspPlanner
 from .result import PlanResult
+from .envs.sim import make_env
+from .envs.tasks import goal_error, make_pairs, reached
+from .models.zoo import load_world_model
+from .pixel_tasks import PixelObservation, pixel_grasp_config, pixel_pairs
+from .plotting import PixelPlanRows, plot_maze, plot_navigation, plot_pixel_plans
+from .quality import closed_loop, executed_open_loop, grasp_factory, planner_settings, scaled_iters
 
 
 class Planner(Protocol):
@@ -138,8 +144,6 @@ def run_demo(
     )
     table = format_table(rows, title)
     if out is not None:
-        from .plotting import plot_navigation
-
         plot_navigation(task, results, goal, Path(out))
     return table, results
 
@@ -188,11 +192,6 @@ def run_maze_demo(
     previous plan, run ``replan_iters_scale`` of them (both families alike; the quality benchmark's closed
     loop uses 0.25), which keeps the demo within about three minutes on two CPU cores.
     """
-    from .envs.sim import make_env
-    from .envs.tasks import make_pairs, reached
-    from .models.zoo import load_world_model
-    from .quality import closed_loop, grasp_factory, scaled_iters
-
     started = time.perf_counter()
     model = load_world_model(env_name, device=device)
     pairs = make_pairs(env_name, problems, seed)
@@ -227,8 +226,6 @@ def run_maze_demo(
         "|---|---|---|---|---|---|",
     ] + [row.format() for row in rows]
     if out is not None:
-        from .plotting import plot_maze
-
         env = make_env(env_name)
         try:
             plot_maze(env, first_plans, {n: r.executed for n, r in results.items()},
@@ -307,9 +304,6 @@ def run_pixel_demo(
         FileNotFoundError: no weights file (the message names it and the ``train-pixels`` command).
     """
     from .models.pixel_training import load_pixel_model
-    from .pixel_tasks import PixelObservation, pixel_grasp_config, pixel_pairs
-    from .quality import closed_loop, executed_open_loop, grasp_factory, planner_settings
-
     started = time.perf_counter()
     if not iters_scale > 0:
         raise ValueError(f"iters_scale must be > 0, got {iters_scale}")
@@ -343,8 +337,6 @@ def run_pixel_demo(
                 pictures[name] = _pixel_rows(env_name, model, observation, results[name], pairs,
                                              isinstance(planner, GraspPlanner), steps, results.get(f"{name} MPC"))
     if out is not None:
-        from .plotting import plot_pixel_plans
-
         plot_pixel_plans(env_name, start_frames, goal_frames, pairs.goals, pictures, steps, Path(out))
     device_name = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "CPU"
     units = "block px; success: within 20 px and 20 deg" if env_name == "pusht" else "maze units; success: 0.45"
@@ -375,9 +367,6 @@ def run_pixel_demo(
 def _pixel_rows(env_name: str, model, observation, result, pairs, virtual: bool, steps: list[int], mpc_result):
     """The picture's rows of one planner: the plan's frames decoded at ``steps`` from GRASP's virtual states
     (``virtual``) or else the predicted rollout, the executed path and the final frame."""
-    from .envs.tasks import goal_error, reached
-    from .plotting import PixelPlanRows
-
     plan = result.first_plan
     states = (plan.states if virtual else plan.rollout).detach()[:, steps]
     final = result.executed[:, -1]

@@ -4,12 +4,21 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Optional, Protocol
 
 import torch
 
 from ._problem import Problem
 from .ops import PackedMLP
+
+
+class _PlanConfig(Protocol):
+    """The GraspConfig fields a plan's buffers are sized by."""
+
+    iters: int
+    horizon: int
+    sync_every: int
+    sync_steps: int
 
 
 @dataclasses.dataclass
@@ -55,6 +64,54 @@ class PlanState:
     spare_states: Optional[torch.Tensor] = None
     fused_backend: Optional[str] = None
     noise_base: int = 0
+
+    @classmethod
+    def allocate(
+        cls, config: "_PlanConfig", problem: Problem, chains: Problem, backend: str, states: torch.Tensor,
+        actions: torch.Tensor, low: Optional[torch.Tensor], high: Optional[torch.Tensor],
+        chain_generators: list[torch.Generator], *, noise_base: int, weights: Optional[torch.Tensor],
+        fused_mlp: Optional[PackedMLP], fused_backend: Optional[str],
+    ) -> "PlanState":
+        """The state of a plan whose initial ``states [B*K, T+1, D]`` and ``actions [B*K, T, A]`` are drawn:
+        zero moments, NaN-filled histories (``config.iters`` rows; one per sync phase), the history frame
+        buffer, the bounds in the kernels' form on a kernel backend, and the fused kernel's spare buffer."""
+        device, dtype, batch = states.device, states.dtype, chains.batch
+        num_syncs = config.iters // config.sync_every if config.sync_every and config.sync_steps else 0
+        frames = None
+        if chains.history_frames is not None:
+            # [B*K, h-1+T, D]: the h-1 older observed frames (fixed), then a copy of the rows s_0..s_{T-1}
+            # refreshed before each lifted model call; the B*T windows are a strided view of it
+            lead = chains.history - 1
+            frames = torch.empty(batch, lead + config.horizon, chains.state_dim, device=device, dtype=dtype)
+            frames[:, :lead] = chains.history_frames.reshape(batch, lead, chains.state_dim)
+        if backend != "reference":  # the kernels' form (+-inf where unbounded), built once: no per-step sync
+            inf = torch.tensor(float("inf"), device=device, dtype=dtype)
+            action_dim = actions.shape[-1]
+            low = (-inf).expand(action_dim).contiguous() if low is None else low.contiguous()
+            high = inf.expand(action_dim).contiguous() if high is None else high.contiguous()
+        return cls(
+            problem=problem,
+            chains=chains,
+            backend=backend,
+            states=states,
+            actions=actions,
+            state_moments=(torch.zeros_like(states), torch.zeros_like(states)),
+            action_moments=(torch.zeros_like(actions), torch.zeros_like(actions)),
+            low=low,
+            high=high,
+            chain_generators=chain_generators,
+            noise_base=noise_base,
+            energy_history=torch.full((config.iters, batch), float("nan"), device=device, dtype=dtype),
+            sync_losses=torch.full((num_syncs, batch), float("nan"), device=device, dtype=dtype),
+            sync_every=config.sync_every if num_syncs else 0,
+            frames=frames,
+            weights=weights,
+            sqrt_weights=None if weights is None else weights.reshape(-1).sqrt().contiguous(),
+            fused_mlp=fused_mlp,
+            # the second state buffer of the fused kernel (it writes every row)
+            spare_states=None if fused_mlp is None else torch.empty_like(states),
+            fused_backend=fused_backend,
+        )
 
     @property
     def sync_due(self) -> bool:

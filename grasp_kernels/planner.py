@@ -19,7 +19,6 @@ from . import lifted, ops, schedules
 from ._checks import check_int
 from ._problem import (
     NonFiniteError,
-    Problem,
     action_bounds,
     best_chains_result,
     broadcast_state_weights,
@@ -30,19 +29,20 @@ from ._problem import (
     check_state_weights,
     clamp_,
     final_rollout,
+    fused_mlp_backend_for,
     initial_actions,
     make_problem,
     raise_if_nonfinite,
 )
-from .backends import BackendFallbackWarning, resolve_backend, triton_interpreter_active, warn_once
-from .compiled import CompiledFunction, iteration_function, step_tensor
+from .backends import BackendFallbackWarning, resolve_backend, warn_once
+from .compiled import CompiledFunction, compiled_iteration, iteration_function, step_tensor
 from .config import GraspConfig
 from .graphs import PlanGraphs, host_sync_forbidden
 from .lifted import WorldModel, lifted_iteration
 from .plan_state import PlanState
 from .randomness import per_plan_normal, plan_generators
 from .result import PlanResult
-from .sync import SYNC_RULES, SyncRule, SyncStep, cem_sync, rule_for, sync_step
+from .sync import SYNC_RULES, SyncRule, SyncStep, cem_start, rule_for, sync_step
 
 
 class GraspPlanner:
@@ -230,87 +230,20 @@ class GraspPlanner:
         if self.state_weights is not None:
             weights = broadcast_state_weights(self.state_weights, problem.state_shape).to(device=device, dtype=dtype)
         if cfg.init_cem_steps:
-            guess = self._cem_initialisation(chains, actions, low, high, chain_generators, weights)
+            guess = cem_start(self, chains, actions, low, high, chain_generators, weights)
         states = lifted.init_states(chains.flat(chains.s0), chains.flat(chains.goal), cfg.horizon, cfg.init_noise,
                                     guess=guess, noise=init_noise)
-        num_syncs = cfg.iters // cfg.sync_every if cfg.sync_every and cfg.sync_steps else 0
-        frames = None
-        if chains.history_frames is not None:
-            # [B*K, h-1+T, D]: the h-1 older observed frames (fixed), then a copy of the rows s_0..s_{T-1}
-            # refreshed before each lifted model call; the B*T windows are a strided view of it
-            lead = chains.history - 1
-            frames = torch.empty(chains.batch, lead + cfg.horizon, chains.state_dim, device=device, dtype=dtype)
-            frames[:, :lead] = chains.history_frames.reshape(chains.batch, lead, chains.state_dim)
         backend = self.backend_for(device, dtype)
-        if backend != "reference":  # the kernels' form (+-inf where unbounded), built once: no per-step sync
-            inf = torch.tensor(float("inf"), device=device, dtype=dtype)
-            low = (-inf).expand(self.action_dim).contiguous() if low is None else low.contiguous()
-            high = inf.expand(self.action_dim).contiguous() if high is None else high.contiguous()
-        packed, spare, fused_backend = None, None, None
-        if cfg.fused_mlp:
-            fused_backend = self._fused_mlp_backend(backend, device, dtype)
-            if fused_backend is not None:
-                matmul_dtype = torch.bfloat16 if cfg.model_dtype == "bfloat16" else None
-                packed = ops.pack_mlp(self.world_model, matmul_dtype=matmul_dtype, device=device)
-                spare = torch.empty_like(states)  # the second state buffer (the kernel writes every row)
-        return PlanState(
-            problem=problem,
-            chains=chains,
-            backend=backend,
-            states=states,
-            actions=actions,
-            state_moments=(torch.zeros_like(states), torch.zeros_like(states)),
-            action_moments=(torch.zeros_like(actions), torch.zeros_like(actions)),
-            low=low,
-            high=high,
-            chain_generators=chain_generators,
-            noise_base=first_chain * max(cfg.horizon - 1, 0) * chains.state_dim,
-            energy_history=torch.full((cfg.iters, chains.batch), float("nan"), device=device, dtype=dtype),
-            sync_losses=torch.full((num_syncs, chains.batch), float("nan"), device=device, dtype=dtype),
-            sync_every=cfg.sync_every if num_syncs else 0,
-            frames=frames,
-            weights=weights,
-            sqrt_weights=None if weights is None else weights.reshape(-1).sqrt().contiguous(),
-            fused_mlp=packed,
-            spare_states=spare,
+        fused_backend = fused_mlp_backend_for(backend, device, dtype, cfg.model_dtype) if cfg.fused_mlp else None
+        packed = None
+        if fused_backend is not None:
+            matmul_dtype = torch.bfloat16 if cfg.model_dtype == "bfloat16" else None
+            packed = ops.pack_mlp(self.world_model, matmul_dtype=matmul_dtype, device=device)
+        return PlanState.allocate(
+            cfg, problem, chains, backend, states, actions, low, high, chain_generators,
+            noise_base=first_chain * max(cfg.horizon - 1, 0) * chains.state_dim, weights=weights, fused_mlp=packed,
             fused_backend=fused_backend,
         )
-
-    def _cem_initialisation(
-        self, chains: Problem, actions: torch.Tensor, low: Optional[torch.Tensor], high: Optional[torch.Tensor],
-        generators: Sequence[torch.Generator], weights: Optional[torch.Tensor],
-    ) -> torch.Tensor:
-        """``config.init_cem_steps`` CEM iterations per chain from ``actions [B*K, T, A]`` (overwritten with the
-        final means), each chain drawing from its own generator; returns the model rollout of those actions
-        ``[B*K, T+1, D]``, the chains' initial virtual states."""
-        cfg = self.config
-        initial_var = torch.full(actions.shape[:2], cfg.init_cem_var, device=actions.device, dtype=actions.dtype)
-        with self.model_precision(actions.device), torch.no_grad():
-            cem_sync(
-                self.rollout_model(), chains.frames(), chains.goal, actions, None, cfg.init_cem_steps,
-                cfg.cem_sync_samples, cfg.cem_sync_elites, cfg.cem_sync_var_scale, cfg.cem_sync_var_min,
-                low, high, generators, chains.history, weights, initial_var=initial_var,
-            )
-            trajectory = lifted.rollout(self.rollout_model(), chains.frames(), actions, chains.history)
-        return trajectory.to(actions.dtype).reshape(chains.batch, cfg.horizon + 1, chains.state_dim)
-
-    def _fused_mlp_backend(self, backend: str, device: torch.device, dtype: torch.dtype) -> Optional[str]:
-        """The backend of the fused MLP kernel for this plan, or None (one warning) to run the normal
-        iteration: the fused kernel is Triton-only and float32-only."""
-        if backend == "reference":
-            reason = "the planner runs on the reference backend"
-        elif dtype != torch.float32:
-            reason = f"the states are {dtype}"
-        elif self.config.model_dtype is not None and device.type != "cuda" and triton_interpreter_active():
-            reason = "the Triton interpreter has no bfloat16 tl.dot"
-        else:
-            name = ops.fused_mlp_backend(backend, device)
-            if name == "triton":
-                return name
-            reason = "the Triton kernels cannot run here"
-        warn_once(f"grasp_kernels: fused_mlp=True runs the normal iteration: {reason} (the fused MLP "
-                             "kernel needs the triton or cuda backend and float32 states)")
-        return None
 
     def iteration(self, state: PlanState, per_timestep: bool = False) -> torch.Tensor:
         """One lifted GRASP iteration in place on ``state`` (:func:`grasp_kernels.lifted.lifted_iteration`);
@@ -332,7 +265,8 @@ class GraspPlanner:
         if state.fused_mlp is not None and not per_timestep:
             energy = self._fused_mlp_iteration(state, it, step)
         elif compiled and state.backend == "reference":
-            energy = self._compiled_lifted_iteration(state, step)
+            energy = compiled_iteration(self._compiled_iteration, state, step, self._noise_std(state),
+                                        self._reference_noise(state))
         else:
             if compiled:
                 warn_once(f"grasp_kernels: compile=True compiles the lifted iteration on the reference backend only; "
@@ -359,23 +293,6 @@ class GraspPlanner:
         if state.backend != "reference" or rows <= 2 or not self._noise_std(state) > 0:
             return None
         return per_plan_normal(state.chain_generators, (rows - 2, dim), states.device, states.dtype)
-
-    def _compiled_lifted_iteration(self, state: PlanState, step: int) -> torch.Tensor:
-        """The iteration through ``torch.compile`` (:mod:`grasp_kernels.compiled`): the step and sigma as
-        0-d tensors and the noise drawn here from the chains' generators, exactly as the eager reference
-        draws it, so that one graph serves every iteration."""
-        states = state.states
-        batch, rows, dim = states.shape
-        sigma = self._noise_std(state)
-        noise = self._reference_noise(state)
-        if noise is None:  # the eager reference draws nothing then
-            noise = states.new_zeros((batch, rows - 2, dim))
-        energy = self._compiled_iteration(
-            states, state.actions, *state.state_moments, *state.action_moments, step_tensor(step, states.device),
-            torch.full((), sigma, dtype=states.dtype, device=states.device), noise, state.frames, state.low,
-            state.high, state.sqrt_weights, state.chains.state_shape,
-        )
-        return energy
 
     def _fused_mlp_iteration(self, state: PlanState, it: int, step: int) -> torch.Tensor:
         """The whole iteration as one fused kernel; the new states land in the spare buffer, which

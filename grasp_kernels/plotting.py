@@ -12,6 +12,8 @@ import torch
 
 from .envs.navigation import NavigationTask
 from .result import PlanResult
+from .envs.pixels import PUSHT_CANVAS, pointmaze_world_to_pixel
+from .envs.sim import POINTMAZE_SUCCESS_RADIUS, PUSHT_POSITION_SCALE, check_env_name
 
 
 def pyplot():
@@ -109,8 +111,6 @@ def plot_maze(
     from matplotlib.lines import Line2D
     from matplotlib.patches import Circle, Rectangle
 
-    from .envs.sim import POINTMAZE_SUCCESS_RADIUS
-
     plt = pyplot()
     panels = len(first_plans)
     fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 5.6), squeeze=False)
@@ -185,9 +185,6 @@ def frame_xy(env_name: str, xy: np.ndarray, size: int) -> np.ndarray:
     """Positions of a real task -> continuous pixel ``(col, row) [..., 2]`` of its ``size`` frames, pixel
     edges at integers (``imshow(..., extent=(0, size, size, 0))``). PointMaze: world ``(x, y)`` of the ball;
     Push-T: a position in planning-state units (agent columns 0-1, block columns 2-3)."""
-    from .envs.pixels import PUSHT_CANVAS, pointmaze_world_to_pixel
-    from .envs.sim import PUSHT_POSITION_SCALE, check_env_name
-
     xy = np.asarray(xy, dtype=np.float64)
     if check_env_name(env_name) == "pusht":  # gym-pusht draws its 512 px world 1:1, x right, y down
         return xy * PUSHT_POSITION_SCALE * size / PUSHT_CANVAS
@@ -215,8 +212,6 @@ def plot_pixel_plans(
     ``path``.
     """
     from matplotlib.lines import Line2D
-
-    from .envs.sim import POINTMAZE_SUCCESS_RADIUS, check_env_name
 
     plt = pyplot()
     pusht = check_env_name(env_name) == "pusht"
@@ -273,8 +268,6 @@ def _draw_executed(ax, env_name: str, b: int, row: PixelPlanRows, start_frame: n
                    goal: np.ndarray, size: int) -> None:
     """The executed-path panel of problem ``b`` (see :func:`plot_pixel_plans`)."""
     from matplotlib.patches import Circle
-
-    from .envs.sim import POINTMAZE_SUCCESS_RADIUS, check_env_name
 
     extent = (0, size, size, 0)
     mark = "\u2713" if row.success[b] else "\u2717"

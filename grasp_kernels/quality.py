@@ -20,7 +20,11 @@ from .baselines import ABLATIONS, CEMConfig, CEMPlanner, GDConfig, GDPlanner, MP
 from .config import GraspConfig
 from .envs.tasks import PairSet, goal_error, reached
 from .planner import GraspPlanner
+from .presets import GRASP_SWEEP, PIXEL_GRASP_SWEEP, grasp_base_fields
 from .result import PlanResult
+from .distributed import gather_shards, max_over_ranks, plan_across_ranks, shard_range, world
+from .envs.sim import SimBatch
+from .mpc import MPCConfig, run_mpc
 
 PlannerFactory = Callable[[int], object]
 """``iters_scale -> planner``: a planner of one setting, its iteration count scaled by ``iters_scale``."""
@@ -63,40 +67,10 @@ class Score:
 
 
 def grasp_base(horizon: int, seed: int = 0, backend: str = "auto") -> GraspConfig:
-    """GRASP on the real tasks: states move up to ~0.5 per model step, so the virtual states take Adam
-    steps of 0.02 (the authors' 0.1 is sized for latent features and makes the chain oscillate here);
-    the dense goal term is weighted 0.1 (gamma 1 pulls the chain off feasible paths: docs/design.md, section 6),
-    small noise, a sync phase every 50 iterations with rate 0.1 (probed on the PointMaze tuning pairs)."""
-    return GraspConfig(
-        horizon=horizon, iters=300, lr_states=0.02, lr_actions=0.05, state_noise=0.01, init_noise=0.01,
-        goal_weight=0.1, sync_every=50, sync_steps=10, sync_lr=0.1, seed=seed, backend=backend,
-    )
+    """GRASP on the real tasks (:func:`grasp_kernels.presets.grasp_base_fields`)."""
+    return GraspConfig(**grasp_base_fields(horizon, seed, backend))
 
 
-GRASP_SWEEP: dict[str, dict[str, object]] = {
-    # One chain never won a sweep cell (first CPU run): the sweep spends its budget on 8-chain settings; the
-    # one-chain GRASP and its ablations are still measured on the held-out pairs at the chosen setting.
-    "x8 particles": {"particles": 8},
-    "x8, sync 50 steps": {"particles": 8, "sync_steps": 50},
-    "x8, noise 0.05 annealed": {"particles": 8, "state_noise": 0.05, "anneal_noise": True},
-    # the paper group's solver's two variants (issue 14, item 5): kept in the sweep to show whether they help
-    "x8, CEM sync": {"particles": 8, "sync": "cem"},
-    "x8, goal weight annealed to 0.01": {"particles": 8, "goal_weight_final": 0.01},
-}
-PIXEL_GRASP_SWEEP: dict[str, dict[str, object]] = {
-    # The sweep of GRASP in a pixel model's latent, on :func:`grasp_kernels.pixel_tasks.pixel_grasp_config`
-    # (``planner_settings(..., base=pixel_grasp_config(H), grasp_sweep=PIXEL_GRASP_SWEEP)``): the state tasks'
-    # settings, plus the paper's state step size and goal weight, which were sized for latent features and so
-    # may suit the latent better than the physical states they were dropped for (grasp_base's docstring).
-    **GRASP_SWEEP,
-    "x8, lr_states 0.1 (paper)": {"particles": 8, "lr_states": 0.1},
-    "x8, goal weight 1.0 (paper)": {"particles": 8, "goal_weight": 1.0},
-    # tried beside the solver's variants (issue 14, item 5), on the best state-task setting: every chain
-    # starts from its own 5-step CEM; gamma decays over the whole plan rather than restarting each phase
-    "x8, sync 50 steps, chains from a 5-step CEM": {"particles": 8, "sync_steps": 50, "init_cem_steps": 5},
-    "x8, sync 50 steps, goal weight to 0.01 across phases": {
-        "particles": 8, "sync_steps": 50, "goal_weight_final": 0.01, "goal_weight_schedule": "plan"},
-}
 GD_SWEEP = {f"lr {lr}": {"lr": lr} for lr in (0.02, 0.1)}
 CEM_SWEEP = {f"var {v}": {"var_scale": v} for v in (0.5, 1.0)}
 MPPI_SWEEP = {f"std {s}, temp {t}": {"noise_std": s, "temperature": t} for s, t in ((0.5, 0.05), (0.3, 0.01))}
@@ -197,8 +171,6 @@ def open_loop(
     goal = torch.as_tensor(pairs.goals, device=device)
     start = time.perf_counter()
     if across_ranks:
-        from .distributed import max_over_ranks, plan_across_ranks
-
         result = plan_across_ranks(planner, s0, goal)
     else:
         result = planner.plan(s0, goal)
@@ -229,8 +201,6 @@ def closed_loop(
     every rank gets the Score of all pairs (wall time: the slowest rank's) and the :class:`MPCResult`
     of its own slice (None for an empty slice). Without a process group, the single-process run.
     """
-    from .mpc import MPCConfig
-
     config = MPCConfig(replan_every=replan_every, max_steps=max_steps, warm_start_states=warm_start_states)
     return _simulate(env_name, planner, pairs, config, device, progress, across_ranks, observation, final_only=False)
 
@@ -243,8 +213,6 @@ def executed_open_loop(
     planning states if given, e.g. encoded frames), execute all ``H`` planned actions, success = the final
     executed state lies in the goal region (:func:`grasp_kernels.envs.tasks.reached`). Wall time: the
     planning alone. ``across_ranks`` as in :func:`closed_loop`."""
-    from .mpc import MPCConfig
-
     horizon = planner.config.horizon
     config = MPCConfig(replan_every=horizon, max_steps=horizon, warm_start=False, stop_on_success=False)
     return _simulate(env_name, planner, pairs, config, device, progress, across_ranks, observation, final_only=True)
@@ -253,13 +221,8 @@ def executed_open_loop(
 def _simulate(env_name, planner, pairs, config, device, progress, across_ranks, observation, final_only):
     """Run ``config``'s episodes of every pair in simulators; success: sticky by the environment's criterion,
     or (``final_only``) :func:`reached` at the last executed state."""
-    from .envs.sim import SimBatch
-    from .mpc import run_mpc
-
     start, stop = 0, len(pairs)
     if across_ranks:
-        from .distributed import shard_range, world
-
         start, stop = shard_range(len(pairs), *world())
     result, wall = None, 0.0
     success, errors = np.zeros(0, dtype=bool), np.zeros(0, dtype=np.float64)
@@ -278,8 +241,6 @@ def _simulate(env_name, planner, pairs, config, device, progress, across_ranks, 
         errors = np.asarray(goal_error(env_name, final, goals), dtype=np.float64)
         wall = result.planning_time if final_only else result.wall_time
     if across_ranks:
-        from .distributed import gather_shards, max_over_ranks
-
         success = gather_shards(torch.from_numpy(success), len(pairs)).numpy()
         errors = gather_shards(torch.from_numpy(errors), len(pairs)).numpy()
         wall = max_over_ranks(wall)

@@ -27,7 +27,8 @@ import torch
 from . import ops
 from ._checks import BoundArg, check_tensor
 from .cem import elites, sample_and_refit
-from .lifted import WorldModel, shooting_loss
+from ._problem import Problem
+from .lifted import WorldModel, rollout, shooting_loss
 from .ops.action_step.reference import action_step_ref
 from .plan_state import PlanState
 
@@ -41,6 +42,7 @@ __all__ = [
     "SyncRule",
     "SyncStep",
     "adam_phase",
+    "cem_start",
     "cem_sync",
     "cem_sync_variance",
     "gd_sync",
@@ -332,6 +334,26 @@ class CEMSync(SyncRule):
                 cfg.cem_sync_samples, cfg.cem_sync_elites, cfg.cem_sync_var_scale, cfg.cem_sync_var_min,
                 state.low, state.high, state.chain_generators, chains.history, state.weights,
             )
+
+
+def cem_start(
+    context: SyncContext, chains: Problem, actions: torch.Tensor, low: Optional[torch.Tensor],
+    high: Optional[torch.Tensor], generators: Sequence[torch.Generator], weights: Optional[torch.Tensor],
+) -> torch.Tensor:
+    """The chains' CEM start (``GraspConfig.init_cem_steps``): :func:`cem_sync` from ``actions [B*K, T, A]``
+    (overwritten with the final means) with the initial variance ``init_cem_var`` everywhere, each chain
+    drawing from its own generator; returns the model rollout of those actions ``[B*K, T+1, D]``, the
+    chains' initial virtual states."""
+    cfg = context.config
+    initial_var = torch.full(actions.shape[:2], cfg.init_cem_var, device=actions.device, dtype=actions.dtype)
+    with context.model_precision(actions.device), torch.no_grad():
+        cem_sync(
+            context.rollout_model(), chains.frames(), chains.goal, actions, None, cfg.init_cem_steps,
+            cfg.cem_sync_samples, cfg.cem_sync_elites, cfg.cem_sync_var_scale, cfg.cem_sync_var_min,
+            low, high, generators, chains.history, weights, initial_var=initial_var,
+        )
+        trajectory = rollout(context.rollout_model(), chains.frames(), actions, chains.history)
+    return trajectory.to(actions.dtype).reshape(chains.batch, cfg.horizon + 1, chains.state_dim)
 
 
 SYNC_RULES: dict[str, type[SyncRule]] = {rule.name: rule for rule in (GDSync, CEMSync)}

@@ -229,7 +229,7 @@ def test_planning_quality_pixels_quick(tmp_path):
     pairs and protocol, the model and its card in the report, and the markdown agreeing with the JSON."""
     import hashlib
 
-    from grasp_kernels.quality import GRASP_SWEEP, PIXEL_GRASP_SWEEP
+    from grasp_kernels.presets import GRASP_SWEEP, PIXEL_GRASP_SWEEP
 
     weights, env = _tiny_pixel_model(tmp_path)
     out = tmp_path / "out"

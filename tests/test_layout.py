@@ -1,16 +1,19 @@
-"""The package's module graph has no import cycle.
+"""The package's layers hold: no import cycle, no import of a higher layer, and imports inside functions
+only of optional third-party packages and the modules that wrap them.
 
 Edges are the imports a module runs when it is imported: every ``import`` / ``from ... import`` at module
 level, including those under ``if TYPE_CHECKING:`` and ``try:`` (a type-only import of a module that
-imports this one is still a cycle in the design), but not the imports inside functions, which run on
-first use (optional backends: Triton and the compiled CUDA module load that way). Importing
-``a.b.c`` also runs ``a/__init__`` and ``a/b/__init__``; those implicit parent edges are left out, as
-import linters do, since every submodule would otherwise depend on the package that re-exports it.
+imports this one is still a cycle in the design). Importing ``a.b.c`` also runs ``a/__init__`` and
+``a/b/__init__``; those implicit parent edges are left out, as import linters do, since every submodule
+would otherwise depend on the package that re-exports it. Imports inside functions (deferred: they run on
+first use) are checked separately against :data:`LATE_PACKAGES` and :data:`LATE_MODULES`: everything else
+is imported at the top, where the layer check sees it.
 """
 
 from __future__ import annotations
 
 import ast
+import fnmatch
 from pathlib import Path
 from typing import Optional
 
@@ -23,6 +26,42 @@ def module_name(path: Path) -> str:
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
+
+
+# The layers, lowest first: a module may import its own layer and the layers below it. A module belongs
+# to the layer of its longest matching prefix.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("foundations", ("_checks", "result", "randomness", "backends", "actions", "_cuda", "models.mlp",
+                     "models.transformer", "envs")),
+    ("ops", ("ops",)),
+    ("lifted math", ("lifted", "reference", "_problem", "cem")),
+    ("planner", ("plan_state", "sync", "presets", "config", "schedules", "compiled", "graphs", "planner")),
+    ("planners, world-model training", ("baselines", "distributed", "mpc", "integrations", "models")),
+    ("quality", ("quality", "pixel_tasks", "plotting")),
+    ("applications", ("demo", "cli", "__main__", "")),
+]
+
+# Third-party packages that may be imported inside a function: optional at install (Triton, simulators,
+# plotting, progress bars) or seconds to import (torch._dynamo, only for compile=True).
+LATE_PACKAGES = frozenset({"triton", "mujoco", "gymnasium", "gymnasium_robotics", "gym_pusht", "pymunk", "pygame",
+                           "cv2", "matplotlib", "tqdm", "torch._dynamo", "safetensors"})
+# Package modules that exist to wrap an optional dependency (Triton, the compiled CUDA module), imported on
+# first use so that the package imports without them.
+LATE_MODULES = ("ops._triton_common", "ops._mlp_triton", "ops.*.triton_kernel", "ops.*.cuda_launch", "_cuda")
+
+
+def layer_of(module: str) -> int:
+    """The index in :data:`LAYERS` of ``module`` (``grasp_kernels.x.y``): its longest matching prefix."""
+    name = module[len(PACKAGE) + 1:] if module != PACKAGE else ""
+    best, best_len = None, -1
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            matches = name == prefix or (prefix and name.startswith(prefix + "."))
+            if matches and len(prefix) > best_len:
+                best, best_len = index, len(prefix)
+    if best is None:
+        raise AssertionError(f"{module} is in no layer of tests/test_layout.py LAYERS: add it where it belongs")
+    return best
 
 
 def module_level_imports(tree: ast.Module) -> list[ast.stmt]:
@@ -55,9 +94,13 @@ def resolve(module: str, is_package: bool, node: ast.stmt, known: set[str]) -> s
     return {t for t in targets if t in known}
 
 
+# the compiled CUDA module (grasp_kernels/_cuda*.so, built where nvcc exists) is a module too
+COMPILED_MODULES = (f"{PACKAGE}._cuda",)
+
+
 def import_graph(root: Path = ROOT / PACKAGE) -> dict[str, set[str]]:
     paths = sorted(root.rglob("*.py"))
-    known = {module_name(p) for p in paths}
+    known = {module_name(p) for p in paths} | set(COMPILED_MODULES)
     graph = {}
     for path in paths:
         name = module_name(path)
@@ -67,6 +110,44 @@ def import_graph(root: Path = ROOT / PACKAGE) -> dict[str, set[str]]:
             edges |= resolve(name, path.name == "__init__.py", node, known)
         graph[name] = edges - {name}
     return graph
+
+
+def deferred_imports(root: Path = ROOT / PACKAGE) -> list[tuple[str, int, str]]:
+    """``(module, line, imported name)`` of every import inside a function of the package (relative imports
+    resolved to absolute names)."""
+    paths = sorted(root.rglob("*.py"))
+    found = []
+    for path in paths:
+        name = module_name(path)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for function in ast.walk(tree):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.Import):
+                    found += [(name, node.lineno, alias.name) for alias in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    base = node.module or ""
+                    if node.level:
+                        anchor = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+                        anchor = anchor[: len(anchor) - (node.level - 1)]
+                        base = ".".join(anchor + ([base] if base else []))
+                    found += [(name, node.lineno, f"{base}.{alias.name}" if base.startswith(PACKAGE) and
+                               f"{base}.{alias.name}".replace(".", "/") in _module_paths(root) else base)
+                              for alias in node.names]
+    return found
+
+
+def _module_paths(root: Path) -> set[str]:
+    return {name.replace(".", "/") for name in {module_name(p) for p in root.rglob("*.py")} | set(COMPILED_MODULES)}
+
+
+def late_import_allowed(target: str) -> bool:
+    """An import inside a function is allowed for :data:`LATE_PACKAGES` and :data:`LATE_MODULES` only."""
+    if target == PACKAGE or target.startswith(PACKAGE + "."):
+        name = target[len(PACKAGE) + 1:]
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in LATE_MODULES)
+    return any(target == package or target.startswith(package + ".") for package in LATE_PACKAGES)
 
 
 def find_cycle(graph: dict[str, set[str]]) -> Optional[list[str]]:
@@ -101,6 +182,32 @@ def test_no_import_cycle_in_the_package():
     assert len(graph) > 40 and f"{PACKAGE}.planner" in graph[PACKAGE]
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_no_module_imports_a_higher_layer():
+    graph = import_graph()
+    upward = [f"{a} ({LAYERS[layer_of(a)][0]}) imports {b} ({LAYERS[layer_of(b)][0]})"
+              for a, targets in sorted(graph.items()) for b in sorted(targets) if layer_of(b) > layer_of(a)]
+    assert not upward, "imports of a higher layer:\n" + "\n".join(upward)
+
+
+def test_imports_inside_functions_are_optional_dependencies_only():
+    found = deferred_imports()
+    late = [f"{module}:{line} imports {target} inside a function" for module, line, target in found
+            if not late_import_allowed(target)]
+    print(f"{len(found)} imports inside functions, all of optional dependencies")
+    assert not late, ("import these at the top (or add an optional dependency to LATE_PACKAGES / LATE_MODULES):\n"
+                      + "\n".join(late))
+
+
+def test_layer_checks_catch_what_they_should():
+    """The checkers themselves: a deferred import of a package module or of a required dependency is caught,
+    one of an optional backend is not; layers rank by the longest prefix."""
+    assert late_import_allowed("triton.language") and late_import_allowed(f"{PACKAGE}.ops.state_step.triton_kernel")
+    assert not late_import_allowed(f"{PACKAGE}.quality") and not late_import_allowed("numpy")
+    assert layer_of(f"{PACKAGE}.models.mlp") < layer_of(f"{PACKAGE}.ops.lifted_energy.op")
+    assert layer_of(f"{PACKAGE}.models.training") > layer_of(f"{PACKAGE}.planner") > layer_of(f"{PACKAGE}.lifted")
+    assert layer_of(f"{PACKAGE}.demo") > layer_of(f"{PACKAGE}.quality")
 
 
 def test_cycle_finder_finds_cycles(tmp_path):

@@ -9,7 +9,8 @@ import pytest
 
 from grasp_kernels import GraspConfig
 from grasp_kernels.presets import CHOSEN
-from grasp_kernels.quality import GRASP_SWEEP, grasp_base
+from grasp_kernels.presets import GRASP_SWEEP
+from grasp_kernels.quality import grasp_base
 
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 
@@ -38,3 +39,10 @@ def test_preset_takes_the_nearest_swept_horizon_and_changes():
 def test_preset_rejects_bad_arguments(env, horizon, error, word):
     with pytest.raises(error, match=word):
         GraspConfig.preset(env, horizon)
+
+
+def test_preset_changes_override_the_settings_fields():
+    """A change may name a field the chosen setting sets too (particles is 8 in every setting)."""
+    config = GraspConfig.preset("pointmaze-medium", 25, particles=4, sync_steps=7)
+    assert (config.particles, config.sync_steps, config.horizon) == (4, 7, 25)
+    assert config.replace(particles=8, sync_steps=50) == GraspConfig.preset("pointmaze-medium", 25)

@@ -67,7 +67,8 @@ def test_demo_rejects_unknown_options(capsys):
 
 
 def test_planner_settings_default_is_the_state_sweep_on_grasp_base():
-    from grasp_kernels.quality import GRASP_SWEEP, grasp_base, planner_settings
+    from grasp_kernels.presets import GRASP_SWEEP
+    from grasp_kernels.quality import grasp_base, planner_settings
 
     model = MLPDynamics(4, 2, hidden=8, depth=1)
     grasp = planner_settings(model, 2, 20)["GRASP"]
@@ -81,7 +82,8 @@ def test_planner_settings_takes_the_pixel_base_and_sweep():
     """The pixel sweep: at least 6 GRASP settings on pixel_grasp_config; quick shrinks the given base's budget;
     the other families are the state settings."""
     from grasp_kernels.pixel_tasks import pixel_grasp_config
-    from grasp_kernels.quality import PIXEL_GRASP_SWEEP, planner_settings
+    from grasp_kernels.presets import PIXEL_GRASP_SWEEP
+    from grasp_kernels.quality import planner_settings
 
     model = MLPDynamics(48, 2, hidden=8, depth=1)
     base = pixel_grasp_config(25)

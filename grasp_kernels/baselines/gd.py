@@ -22,7 +22,7 @@ from .._problem import (
 )
 from ..config import Bound
 from ..lifted import WorldModel, shooting_loss
-from ..reference import action_step_ref
+from ..ops.action_step.reference import action_step_ref
 from ..result import PlanResult
 from ._common import check_config, validate_fields
 

@@ -38,6 +38,7 @@ import importlib
 import importlib.util
 import math
 import os
+import platform
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,8 +123,6 @@ def _gl_context_class() -> type:
     display, unless the user chose a backend other than EGL, take the EGL context directly so that rendering does
     not depend on import order; otherwise use MuJoCo's own choice.
     """
-    import platform
-
     chosen = os.environ.get("MUJOCO_GL", "").strip().lower()
     headless = platform.system() == "Linux" and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")
     if chosen == "egl" or (headless and chosen == ""):

@@ -17,6 +17,7 @@ Requires the ``envs`` extra: ``pip install -e ".[envs]"``.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import platform
@@ -57,8 +58,6 @@ def default_mujoco_gl() -> None:
 
 
 def _require(module: str) -> object:
-    import importlib
-
     # gymnasium_robotics imports mujoco: the GL backend has to be chosen before that (see default_mujoco_gl).
     default_mujoco_gl()
     try:

@@ -20,6 +20,7 @@ from .sim import (
     make_env,
     pusht_pose,
 )
+from .exploration import collect
 
 # Pairs at least this many cells apart along the maze's shortest path ("across the maze").
 MIN_CELLS = {"pointmaze-umaze": 4, "pointmaze-medium": 8, "pointmaze-large": 12}
@@ -63,8 +64,6 @@ def pusht_pairs(n: int, seed: int, horizon: int) -> PairSet:
     """``n`` Push-T pairs: the goal is the state an exploratory pushing policy reaches in ``horizon`` model
     steps in the simulator (so a plan of that horizon exists); of ``PUSHT_CANDIDATES_PER_PAIR * n`` such
     rollouts the ``n`` that moved and turned the block the most are kept (the hard, non-greedy pushes)."""
-    from .exploration import collect
-
     states, _ = collect("pusht", n * PUSHT_CANDIDATES_PER_PAIR, horizon, seed)
     start_pose, goal_pose = pusht_pose(states[:, 0]), pusht_pose(states[:, -1])
     moved = np.linalg.norm(goal_pose[:, :2] - start_pose[:, :2], axis=1) / PUSHT_POSITION_TOLERANCE

@@ -32,6 +32,7 @@ from typing import Sequence, Union
 import numpy as np
 import torch
 from torch import nn
+from ..envs.sim import check_env_name
 
 FRAME_SIZE = 64
 LATENT_DIM = 16
@@ -179,8 +180,6 @@ class PixelWorldModel(nn.Module):
         frame_size: int = FRAME_SIZE,
     ) -> None:
         super().__init__()
-        from ..envs.sim import check_env_name
-
         self.env_name = check_env_name(env_name)
         _check_positive("frame_size", frame_size)
         _check_positive("latent_dim", latent_dim)

@@ -26,6 +26,7 @@ import torch
 
 from .._checks import BoundArg, as_bounds, check_int, check_tensor
 from ..backends import resolve_backend
+from ..randomness import noise_counters as counters_of, philox_normal
 
 SEED_HIGH = 2**62
 T = TypeVar("T")
@@ -89,8 +90,6 @@ def reference_noise(
     ``noise`` as given (None: the reference draws from its generator)."""
     if noise is not None or seed is None or isinstance(noise_std, torch.Tensor) or not noise_std > 0:
         return noise
-    from ..randomness import noise_counters as counters_of, philox_normal
-
     batch, rows, dim = states.shape
     if rows <= 2:
         return None

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..._checks import check_same_device, check_tensor
+from ...models.mlp import MLPDynamics
 
 __all__ = ["ACTIVATIONS", "MAX_DEPTH", "PackedMLP", "check_packed_params", "check_supported", "fused_mlp_unsupported_reason",
            "pack_mlp", "packed_for"]
@@ -60,8 +61,6 @@ def _layers(model: nn.Module) -> tuple[list[nn.Linear], list[nn.Module]]:
 
 def fused_mlp_unsupported_reason(model: object) -> Optional[str]:
     """None if the fused MLP kernel can evaluate ``model``, else why not (a sentence)."""
-    from ...models.mlp import MLPDynamics
-
     if not isinstance(model, MLPDynamics):
         return f"the world model must be a grasp_kernels.models.MLPDynamics, got {type(model).__name__}"
     linears, acts = _layers(model)
