@@ -50,6 +50,20 @@ LATE_PACKAGES = frozenset({"triton", "mujoco", "gymnasium", "gymnasium_robotics"
 LATE_MODULES = ("ops._triton_common", "ops._mlp_triton", "ops.*.triton_kernel", "ops.*.cuda_launch", "_cuda")
 
 
+# Owed (issue 25): the fused MLP ops' specifications are one planner iteration / sync step, so they import the
+# planner's math; they move to the tests with the op table. Each entry must still be a violation (checked), so
+# the list can only shrink.
+KNOWN_UPWARD = frozenset({
+    ("grasp_kernels.ops.fused_mlp_iteration.reference", "grasp_kernels.lifted"),
+    ("grasp_kernels.ops.fused_mlp_sync.reference", "grasp_kernels.lifted"),
+    ("grasp_kernels.ops.fused_mlp_sync.reference", "grasp_kernels.sync"),
+})
+KNOWN_LATE = frozenset({
+    ("grasp_kernels.ops.fused_mlp_iteration.op", "grasp_kernels.ops.fused_mlp_iteration.reference"),
+    ("grasp_kernels.ops.fused_mlp_sync.op", "grasp_kernels.ops.fused_mlp_sync.reference"),
+})
+
+
 def layer_of(module: str) -> int:
     """The index in :data:`LAYERS` of ``module`` (``grasp_kernels.x.y``): its longest matching prefix."""
     name = module[len(PACKAGE) + 1:] if module != PACKAGE else ""
@@ -186,15 +200,18 @@ def test_no_import_cycle_in_the_package():
 
 def test_no_module_imports_a_higher_layer():
     graph = import_graph()
+    edges = {(a, b) for a, targets in graph.items() for b in targets if layer_of(b) > layer_of(a)}
     upward = [f"{a} ({LAYERS[layer_of(a)][0]}) imports {b} ({LAYERS[layer_of(b)][0]})"
-              for a, targets in sorted(graph.items()) for b in sorted(targets) if layer_of(b) > layer_of(a)]
+              for a, b in sorted(edges - KNOWN_UPWARD)]
     assert not upward, "imports of a higher layer:\n" + "\n".join(upward)
+    assert KNOWN_UPWARD <= edges, f"fixed, remove from KNOWN_UPWARD: {sorted(KNOWN_UPWARD - edges)}"
 
 
 def test_imports_inside_functions_are_optional_dependencies_only():
     found = deferred_imports()
     late = [f"{module}:{line} imports {target} inside a function" for module, line, target in found
-            if not late_import_allowed(target)]
+            if not late_import_allowed(target) and (module, target) not in KNOWN_LATE]
+    assert KNOWN_LATE <= {(module, target) for module, _, target in found}, "fixed: shrink KNOWN_LATE"
     print(f"{len(found)} imports inside functions, all of optional dependencies")
     assert not late, ("import these at the top (or add an optional dependency to LATE_PACKAGES / LATE_MODULES):\n"
                       + "\n".join(late))
