@@ -134,7 +134,7 @@ def report_name(report: dict, tag: str) -> str:
 
 def pixel_model_file(env_name: str, args: argparse.Namespace) -> Path:
     """The pixel world model ``--pixels`` reads: ``<--pixel-weights>/<env>-pixels.safetensors``, or the shipped one."""
-    from grasp_kernels.models.pixel_training import default_path
+    from grasp_kernels.models.pixel_zoo import default_path
 
     shipped = default_path(env_name)
     return shipped if args.pixel_weights is None else args.pixel_weights / shipped.name
@@ -143,7 +143,7 @@ def pixel_model_file(env_name: str, args: argparse.Namespace) -> Path:
 def load_pixels(env_name: str, args: argparse.Namespace):
     """``(model, file)``: the pixel world model of ``env_name``; a missing or unreadable file exits with one line
     naming the flag, the file and the command that builds it."""
-    from grasp_kernels.models.pixel_training import load_pixel_model
+    from grasp_kernels.models.pixel_zoo import load_pixel_model
 
     path = pixel_model_file(env_name, args)
     flag = "--pixels" if args.pixel_weights is None else "--pixel-weights"
@@ -155,8 +155,8 @@ def load_pixels(env_name: str, args: argparse.Namespace):
 
 def model_record(path: Path) -> dict:
     """What a pixels report says about its model: the file, its sha256 (so that --merge joins runs of one
-    model only) and its model card (``zoo.card_path``: the JSON beside the weights) if there is one."""
-    from grasp_kernels.models.zoo import card_path
+    model only) and its model card (``model_files.card_path``: the JSON beside the weights) if there is one."""
+    from grasp_kernels.models.model_files import card_path
 
     record: dict = {"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     try:

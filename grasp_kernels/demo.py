@@ -261,7 +261,7 @@ def pixel_horizon(env_name: str) -> int:
 
 def pixel_weights_path(env_name: str, weights_dir: Optional[Path] = None) -> Path:
     """``<weights_dir>/<env>-pixels.safetensors`` (default: the package's weights folder)."""
-    from .models.pixel_training import default_path
+    from .models.pixel_zoo import default_path
 
     path = default_path(env_name)
     return path if weights_dir is None else Path(weights_dir) / path.name
@@ -306,7 +306,7 @@ def run_pixel_demo(
     Raises:
         FileNotFoundError: no weights file (the message names it and the ``train-pixels`` command).
     """
-    from .models.pixel_training import load_pixel_model
+    from .models.pixel_zoo import load_pixel_model
     from .pixel_tasks import PixelObservation, pixel_grasp_config, pixel_pairs
     from .quality import closed_loop, executed_open_loop, grasp_factory, planner_settings
 

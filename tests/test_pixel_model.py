@@ -1,5 +1,5 @@
-"""The pixel world model (grasp_kernels.models.pixel, .pixel_training): the windowed latent predictor against a
-reference, windows, encoding, saving/loading, bad inputs, a tiny training run, and planning through an
+"""The pixel world model (grasp_kernels.models.pixel, .pixel_training, .pixel_zoo): the windowed latent predictor
+against a reference, windows, encoding, saving/loading, bad inputs, a tiny training run, and planning through an
 Observation in the MPC loop (grasp_kernels.mpc, grasp_kernels.quality.executed_open_loop)."""
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ from grasp_kernels.models.pixel_training import (
     JEPA_WEIGHTS,
     PixelTrainConfig,
     jepa_loss,
-    load_pixel_model,
-    save_pixel_model,
     train_pixel_world_model,
     vicreg_terms,
 )
+from grasp_kernels.models.pixel_zoo import load_pixel_model, save_pixel_model
 
 MAZE = "pointmaze-medium"
 

@@ -1,4 +1,5 @@
-"""Training, measuring, saving and loading :class:`~grasp_kernels.models.pixel.PixelWorldModel` (pixel world models).
+"""Training and measuring :class:`~grasp_kernels.models.pixel.PixelWorldModel` (pixel world models; saving and
+loading: :mod:`grasp_kernels.models.pixel_zoo`).
 
 ``train_pixel_world_model`` renders exploratory trajectories (:func:`grasp_kernels.envs.pixels.collect_pixels`,
 cached), trains the encoder with its reconstruction objective, freezes it, trains the latent predictor on the
@@ -22,29 +23,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
-from .._checks import check_device
 from ..envs.sim import check_env_name
 from ..lifted import rollout
 from .pixel import CHANNELS, LatentDynamics, PixelWorldModel, latent_windows
 from .training import HELDOUT_SEED_OFFSET, TrainConfig, _group_errors, rollout_loss
-from .zoo import WEIGHTS_DIR, _int_field, card_path, check_tensors, read_weights
+from .model_files import WEIGHTS_DIR
+from .pixel_zoo import default_path, reproduce_command, save_pixel_model
 
-FORMAT = "grasp_kernels.pixel_world_model"
-FORMAT_VERSION = 1
 PIXEL_ENVS = ("pointmaze-umaze", "pointmaze-medium", "pointmaze-large", "pusht")
-PathLike = Union[str, os.PathLike]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,16 +101,6 @@ COLOUR_LEVELS = 4
 MIN_COLOUR_SHARE = 0.02
 # a frame may differ from the empty scene by this factor more than the most different training frame
 SCENE_MARGIN = 1.5
-
-
-def default_path(env_name: str) -> Path:
-    """The shipped pixel model of ``env_name``: ``grasp_kernels/weights/<env>-pixels.safetensors``."""
-    return WEIGHTS_DIR / f"{check_env_name(env_name)}-pixels.safetensors"
-
-
-def reproduce_command(env_name: str, seed: int = 0, out: Optional[PathLike] = None) -> str:
-    command = f"python -m grasp_kernels train-pixels --env {check_env_name(env_name)} --seed {seed}"
-    return command if out is None else f"{command} --out {out}"
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -480,112 +465,6 @@ def train_pixel_world_model(
     return model, metrics
 
 
-# -------------------------------------------------------------------------------------------- save / load
-
-
-def _metadata(model: PixelWorldModel) -> dict[str, str]:
-    return {
-        "format": FORMAT, "format_version": str(FORMAT_VERSION), "env": model.env_name,
-        "frame_size": str(model.frame_size), "latent_dim": str(model.latent_dim), "window": str(model.window),
-        "action_dim": str(model.action_dim), "channels": ",".join(map(str, model.channels)),
-        "hidden": str(model.dynamics.net[0].out_features),
-        "depth": str(sum(isinstance(m, torch.nn.Linear) for m in model.dynamics.net) - 1),
-    }
-
-
-OBJECTIVE_WORDS = {
-    "reconstruction": "encoder+decoder: foreground-weighted reconstruction, then frozen; predictor: teacher-forced "
-                      "next latent + open-loop rollout loss on the frozen latents",
-    "jepa": "encoder: trained jointly with a predictor (JEPA: teacher-forced and open-loop next-latent prediction "
-            "against stop-gradient targets, VICReg variance and covariance terms), then frozen; decoder: "
-            "reconstruction on the frozen keypoints; predictor: teacher-forced next latent + open-loop rollout "
-            "loss on the frozen latents",
-}
-
-
-def save_pixel_model(model: PixelWorldModel, path: PathLike, metrics: dict, reproduce: Optional[str] = None) -> Path:
-    """Write ``model`` (safetensors, float32, architecture in the metadata) and its JSON model card beside it."""
-    from safetensors.torch import save_file
-
-    if not isinstance(model, PixelWorldModel):
-        raise TypeError(f"model must be a PixelWorldModel, got {type(model).__name__}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
-    metadata = _metadata(model)
-    save_file(tensors, str(path), metadata=metadata)
-    os.chmod(path, 0o644)
-    card = {
-        "env": model.env_name,
-        "file": path.name,
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "architecture": {
-            "class": "grasp_kernels.models.PixelWorldModel",
-            **{k: v for k, v in metadata.items() if k not in ("format", "format_version", "env")},
-            "parameters": {part: int(sum(p.numel() for p in getattr(model, part).parameters()))
-                           for part in ("encoder", "decoder", "dynamics")},
-            "planning_state": "window of the last `window` standardised latents, flattened: [window * latent_dim]",
-            "objective": OBJECTIVE_WORDS[metrics.get("config", {}).get("objective", "reconstruction")],
-        },
-        "data": metrics.get("data", {}),
-        "training": {"config": metrics.get("config", {}), "seed": metrics.get("seed"), "seconds": metrics.get("seconds"),
-                     "final_loss": metrics.get("final_loss"), "threads": torch.get_num_threads()},
-        "reproduce": reproduce or reproduce_command(model.env_name, metrics.get("seed", 0), path.parent),
-        "metrics": {k: v for k, v in metrics.items()
-                    if k in ("one_step", "reconstruction_psnr", "probe") or k.startswith("h") or k.startswith("probe_h")},
-        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "library": {"torch": torch.__version__},
-    }
-    card_path(path).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    return path
-
-
-def load_pixel_model(
-    env_name: str, path: Optional[PathLike] = None, device: Union[str, torch.device] = "cpu"
-) -> PixelWorldModel:
-    """Load the pixel world model of ``env_name`` (eval mode, on ``device``, no gradients).
-
-    Args:
-        env_name: ``pointmaze-umaze|medium|large`` or ``pusht``.
-        path: a file written by :func:`save_pixel_model`; default the shipped
-            ``grasp_kernels/weights/<env>-pixels.safetensors``.
-        device: where to put the model.
-
-    Raises:
-        ValueError: unknown env; a corrupt file; a file of another model format or another environment;
-            tensors that do not fit the architecture in its metadata.
-        FileNotFoundError: no such file (the message says how to build it).
-    """
-    name = check_env_name(env_name)
-    device = check_device("device", device)
-    path = default_path(name) if path is None else Path(path)
-    hint = reproduce_command(name, 0, None if path == default_path(name) else path.parent)
-    metadata, tensors = read_weights(path, default_path(name).name, hint)
-    if metadata.get("format") != FORMAT:
-        raise ValueError(
-            f"path: {path} is not a pixel world model ({FORMAT}) file (metadata format={metadata.get('format')!r})"
-        )
-    if metadata.get("format_version") != str(FORMAT_VERSION):
-        raise ValueError(f"path: {path} has format_version {metadata.get('format_version')!r}; this library reads {FORMAT_VERSION}")
-    if metadata.get("env") != name:
-        raise ValueError(f"path: {path} was trained for env {metadata.get('env')!r}, not for the requested env {name!r}")
-    try:
-        channels = tuple(int(c) for c in metadata.get("channels", "").split(","))
-    except ValueError:
-        raise ValueError(f"pixel world model file {path}: metadata field 'channels' is not a list of ints") from None
-    sizes = {key: _int_field(metadata, key, path) for key in ("frame_size", "latent_dim", "window", "action_dim", "hidden", "depth")}
-    try:
-        model = PixelWorldModel(name, sizes["latent_dim"], sizes["window"], sizes["action_dim"], channels,
-                                sizes["hidden"], sizes["depth"], sizes["frame_size"])
-    except ValueError as error:
-        raise ValueError(f"pixel world model file {path}: its metadata describes no valid model ({error})") from None
-    check_tensors(model, tensors, path, ", ".join(f"{k}={v}" for k, v in sizes.items()) + f", channels={channels}")
-    model.load_state_dict({k: v.float() for k, v in tensors.items()})
-    model.requires_grad_(False)
-    return model.to(device).eval()
-
-
 # -------------------------------------------------------------------------------------------------- CLI
 
 
@@ -638,6 +517,5 @@ if __name__ == "__main__":
     sys.exit(main_train_pixels())
 
 
-__all__ = ["PixelTrainConfig", "evaluate_pixel_model", "jepa_loss", "load_pixel_model", "save_pixel_model",
-           "train_pixel_world_model", "vicreg_terms"]
+__all__ = ["PixelTrainConfig", "evaluate_pixel_model", "jepa_loss", "train_pixel_world_model", "vicreg_terms"]
 
