@@ -355,7 +355,7 @@ def markdown(report: dict, args: argparse.Namespace, header: str, plot_name: str
 
 def pixel_preamble(report: dict, unit: str, plot_name: str | None) -> list[str]:
     """A pixels report's protocol, model (file, hash, card metrics) and plot link, as markdown lines."""
-    from grasp_kernels.models.pixel_training import format_metrics
+    from grasp_kernels.models.pixel_probes import format_metrics
 
     env, model = report["env"], report.get("model", {})
     card = model.get("card")

@@ -155,6 +155,29 @@ def evaluate(
 # ----------------------------------------------------------------------------------------------- training
 
 
+def adam_steps(params, loss_fn, steps: int, lr: float, desc: str, progress: bool) -> float:
+    """``steps`` Adam steps on ``loss_fn()`` with the learning rate decayed from ``lr`` to 0 on a cosine; returns
+    the running (exponential moving average) loss. A tqdm bar named ``desc`` with ``progress``."""
+    from tqdm.auto import tqdm
+
+    optimizer = torch.optim.Adam(params, lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+    )
+    running = None
+    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, mininterval=1.0)
+    for step in bar:
+        loss = loss_fn()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{running:.5f}")
+    return float(running)
+
+
 def rollout_loss(
     model: torch.nn.Module,
     states: torch.Tensor,
