@@ -324,7 +324,7 @@ def test_tiny_training_run(simulators, tmp_path):
 
 
 def test_tiny_jepa_training_run_through_the_cli(simulators, tmp_path):
-    from grasp_kernels.models.pixel_training import main_train_pixels
+    from grasp_kernels.cli import main_train_pixels
 
     flags = ["--env", MAZE, "--objective", "jepa", "--trajectories", "3", "--heldout-trajectories", "2", "--length", "10",
              "--encoder-steps", "6", "--jepa-batch", "4", "--jepa-steps", "2", "--decoder-steps", "4",
@@ -453,7 +453,7 @@ def test_colour_weights_give_every_object_colour_the_same_total_weight():
 
 
 def test_train_pixels_cli_writes_a_model_whose_card_reproduces_it(simulators, tmp_path):
-    from grasp_kernels.models.pixel_training import main_train_pixels
+    from grasp_kernels.cli import main_train_pixels
 
     flags = ["--env", MAZE, "--trajectories", "3", "--heldout-trajectories", "2", "--length", "10", "--encoder-steps", "5",
              "--encoder-batch", "8", "--predictor-steps", "5", "--batch-size", "16", "--probe-steps", "5",

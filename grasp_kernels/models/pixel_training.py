@@ -13,12 +13,9 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
 import time
-from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
@@ -26,9 +23,7 @@ import torch
 from ..envs.sim import check_env_name
 from .pixel import CHANNELS, LatentDynamics, PixelWorldModel, latent_windows
 from .pixel_losses import colour_weights, foreground_loss, jepa_loss
-from .model_files import WEIGHTS_DIR
-from .pixel_probes import batches, encode_all, evaluate_pixel_model, format_metrics, train_probe
-from .pixel_zoo import default_path, reproduce_command, save_pixel_model
+from .pixel_probes import batches, encode_all, evaluate_pixel_model, train_probe
 from .training import HELDOUT_SEED_OFFSET, TrainConfig, adam_steps, rollout_loss
 
 PIXEL_ENVS = ("pointmaze-umaze", "pointmaze-medium", "pointmaze-large", "pusht")
@@ -264,48 +259,6 @@ def train_pixel_world_model(
         final_loss={"encoder": encoder_loss, "predictor": predictor_loss},
     )
     return model, metrics
-
-
-# -------------------------------------------------------------------------------------------------- CLI
-
-
-def main_train_pixels(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m grasp_kernels train-pixels --env NAME --seed S --out DIR``: train, save, print metrics."""
-    from ..cli import int_at_least
-
-    parser = argparse.ArgumentParser(prog="python -m grasp_kernels train-pixels",
-                                     description="Train a pixel world model (encoder, decoder, latent predictor).")
-    parser.add_argument("--env", required=True, choices=PIXEL_ENVS)
-    parser.add_argument("--seed", type=int_at_least(0), default=0)
-    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="output directory (default: the package's weights/)")
-    defaults = PixelTrainConfig()
-    # every integer hyper-parameter is a flag (the model card's reproduce command names the changed ones)
-    int_fields = [f.name for f in dataclasses.fields(PixelTrainConfig)
-                  if isinstance(getattr(defaults, f.name), int) and not isinstance(getattr(defaults, f.name), bool)]
-    for field in int_fields:
-        parser.add_argument(f"--{field.replace('_', '-')}", type=int_at_least(1), default=getattr(defaults, field))
-    parser.add_argument("--no-balance-colours", dest="balance_colours", action="store_false",
-                        help="plain foreground weights (every foreground pixel alike)")
-    parser.add_argument("--objective", choices=OBJECTIVES, default=defaults.objective,
-                        help="the encoder's objective: reconstruction (default) or jepa (trained jointly with a predictor)")
-    parser.add_argument("--threads", type=int_at_least(1), default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    overrides = {f: getattr(args, f) for f in int_fields}
-    config = dataclasses.replace(defaults, balance_colours=args.balance_colours, objective=args.objective, **overrides)
-    model, metrics = train_pixel_world_model(args.env, args.seed, config, progress=not args.no_progress)
-    command = [reproduce_command(args.env, args.seed, args.out)]
-    command += [f"--{k.replace('_', '-')} {v}" for k, v in overrides.items() if v != getattr(defaults, k)]
-    command += [] if config.balance_colours else ["--no-balance-colours"]
-    command += [] if config.objective == defaults.objective else [f"--objective {config.objective}"]
-    path = save_pixel_model(model, args.out / default_path(args.env).name, metrics, reproduce=" ".join(command))
-    print(format_metrics(args.env, metrics), f"-> {path} ({path.stat().st_size / 1e6:.2f} MB)", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main_train_pixels())
 
 
 __all__ = ["OBJECTIVES", "PIXEL_ENVS", "PixelTrainConfig", "train_pixel_world_model"]
