@@ -150,6 +150,16 @@ def evaluate(
     return result
 
 
+def format_metrics(name: str, metrics: dict) -> str:
+    """One line of :func:`train_world_model`'s held-out errors for ``name``."""
+    parts = []
+    for key in ("one_step", "h10", "h50"):
+        if key in metrics:
+            values = ", ".join(f"{k}={v:.4g}" for k, v in metrics[key].items() if k != "constant")
+            parts.append(f"{key}: {values}")
+    return f"{name}: " + "; ".join(parts) + f" (train {metrics['train_seconds']} s)"
+
+
 # ----------------------------------------------------------------------------------------------- training
 
 
@@ -315,16 +325,6 @@ def train_world_model(
         final_loss=running,
     )
     return model, metrics
-
-
-def format_metrics(name: str, metrics: dict) -> str:
-    """One line of :func:`train_world_model`'s held-out errors for ``name``."""
-    parts = []
-    for key in ("one_step", "h10", "h50"):
-        if key in metrics:
-            values = ", ".join(f"{k}={v:.4g}" for k, v in metrics[key].items() if k != "constant")
-            parts.append(f"{key}: {values}")
-    return f"{name}: " + "; ".join(parts) + f" (train {metrics['train_seconds']} s)"
 
 
 if __name__ == "__main__":  # the command the shipped state models' cards name: the CLI's train command
