@@ -1,14 +1,27 @@
-"""Command line: ``python -m grasp_kernels demo`` (also the console script ``grasp-kernels``)."""
+"""Command line: ``python -m grasp_kernels demo | train | pixels | train-pixels`` (also the console script
+``grasp-kernels``): the argument parsers; the work is done by the functions they call with the parsed values."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+import torch
+
 from ._checks import check_device
 from .backends import BACKENDS
+from .demo import run_demo, run_maze_demo, run_pixel_demo
+from .envs.pixels import cache_path, collect_pixels
+from .envs.sim import ENV_NAMES, check_env_name
+from .models.model_files import WEIGHTS_DIR
+from .models import pixel_probes
+from .models.pixel_training import OBJECTIVES, PIXEL_ENVS, PixelTrainConfig, train_pixel_world_model
+from .models.pixel_zoo import default_path, reproduce_command, save_pixel_model
+from .models.training import format_metrics, train_world_model
+from .models.zoo import save_world_model
 
 DESCRIPTION = "GRASP planner engine: python -m grasp_kernels demo | train | pixels | train-pixels"
 
@@ -47,6 +60,83 @@ def device_arg(text: str) -> str:
     except (TypeError, ValueError) as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return text
+
+
+def main_train(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m grasp_kernels train --env NAME|all --seed S --out DIR``: train, save, print metrics."""
+    parser = argparse.ArgumentParser(
+        prog="python -m grasp_kernels train", description="Train MLP world models on simulator data."
+    )
+    parser.add_argument("--env", required=True, help=f"one of {list(ENV_NAMES)} or 'all'")
+    parser.add_argument("--seed", type=int_at_least(0), default=0)
+    parser.add_argument("--out", default=str(WEIGHTS_DIR),
+                        help="output directory (default: the package's weights/)")
+    positive = int_at_least(1)
+    for flag, kind in (("trajectories", positive), ("length", positive), ("hidden", positive), ("depth", positive),
+                       ("steps", positive), ("batch-size", positive), ("lr", float), ("rollout-steps", positive),
+                       ("heldout-trajectories", positive)):
+        parser.add_argument(f"--{flag}", type=kind, default=None, help="default: per environment")
+    parser.add_argument("--threads", type=int_at_least(1), default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    if args.env.strip().lower() == "all":
+        names = list(ENV_NAMES)
+    else:
+        try:
+            names = [check_env_name(args.env)]
+        except ValueError as error:
+            parser.error(str(error))
+    torch.set_num_threads(max(1, args.threads))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    overrides = {
+        "trajectories": args.trajectories, "length": args.length, "hidden": args.hidden, "depth": args.depth,
+        "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "rollout_steps": args.rollout_steps,
+        "heldout_trajectories": args.heldout_trajectories,
+    }
+    for name in names:
+        model, metrics = train_world_model(name, seed=args.seed, progress=not args.no_progress, **overrides)
+        # The reproduce command names every non-default flag so that the card alone rebuilds the file.
+        command = ["python -m grasp_kernels.models.training", f"--env {name}", f"--seed {args.seed}", f"--out {out}"]
+        command += [f"--{k.replace('_', '-')} {v}" for k, v in overrides.items() if v is not None]
+        path = out / f"{name}.safetensors"
+        save_world_model(model, path, name, metrics, reproduce=" ".join(command))
+        print(format_metrics(name, metrics), f"-> {path} ({path.stat().st_size / 1e6:.2f} MB)", flush=True)
+    return 0
+
+
+def main_train_pixels(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m grasp_kernels train-pixels --env NAME --seed S --out DIR``: train, save, print metrics."""
+    parser = argparse.ArgumentParser(prog="python -m grasp_kernels train-pixels",
+                                     description="Train a pixel world model (encoder, decoder, latent predictor).")
+    parser.add_argument("--env", required=True, choices=PIXEL_ENVS)
+    parser.add_argument("--seed", type=int_at_least(0), default=0)
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="output directory (default: the package's weights/)")
+    defaults = PixelTrainConfig()
+    # every integer hyper-parameter is a flag (the model card's reproduce command names the changed ones)
+    int_fields = [f.name for f in dataclasses.fields(PixelTrainConfig)
+                  if isinstance(getattr(defaults, f.name), int) and not isinstance(getattr(defaults, f.name), bool)]
+    for field in int_fields:
+        parser.add_argument(f"--{field.replace('_', '-')}", type=int_at_least(1), default=getattr(defaults, field))
+    parser.add_argument("--no-balance-colours", dest="balance_colours", action="store_false",
+                        help="plain foreground weights (every foreground pixel alike)")
+    parser.add_argument("--objective", choices=OBJECTIVES, default=defaults.objective,
+                        help="the encoder's objective: reconstruction (default) or jepa (trained jointly with a predictor)")
+    parser.add_argument("--threads", type=int_at_least(1), default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    overrides = {f: getattr(args, f) for f in int_fields}
+    config = dataclasses.replace(defaults, balance_colours=args.balance_colours, objective=args.objective, **overrides)
+    model, metrics = train_pixel_world_model(args.env, args.seed, config, progress=not args.no_progress)
+    command = [reproduce_command(args.env, args.seed, args.out)]
+    command += [f"--{k.replace('_', '-')} {v}" for k, v in overrides.items() if v != getattr(defaults, k)]
+    command += [] if config.balance_colours else ["--no-balance-colours"]
+    command += [] if config.objective == defaults.objective else [f"--objective {config.objective}"]
+    path = save_pixel_model(model, args.out / default_path(args.env).name, metrics, reproduce=" ".join(command))
+    print(pixel_probes.format_metrics(args.env, metrics), f"-> {path} ({path.stat().st_size / 1e6:.2f} MB)", flush=True)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,18 +212,12 @@ def _run(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> int:
     # leading "--flag" after a subcommand), so they are collected as unknown arguments and handed over.
     args, rest = parser.parse_known_args(argv)
     if args.command == "train":
-        from .models.training import main_train
-
         return main_train(rest)
     if args.command == "train-pixels":
-        from .models.pixel_training import main_train_pixels
-
         return main_train_pixels(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "pixels":
-        from .envs.pixels import cache_path, collect_pixels
-
         out = args.out or cache_path(args.env, args.trajectories, args.length, args.seed, args.size)
         data = collect_pixels(args.env, args.trajectories, args.length, args.seed, size=args.size, path=out,
                               progress=not args.no_progress)
@@ -149,19 +233,13 @@ def _run(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> int:
         out = args.out or Path("out/pixel_demo.png" if args.pixels else "out/demo.png")
         common = dict(seed=args.seed, device=args.device, backend=args.backend, out=out, progress=not args.no_progress)
         if args.pixels:
-            from .demo import run_pixel_demo
-
             table, _ = run_pixel_demo(env_name=args.task, horizon=args.horizon, problems=args.problems or 4,
                                       weights_dir=args.pixel_weights, mpc=args.mpc, replan_every=args.replan_every,
                                       replan_iters_scale=args.replan_iters, **common)
         elif args.task.startswith("pointmaze"):
-            from .demo import run_maze_demo
-
             table, _ = run_maze_demo(env_name=args.task, horizon=50 if args.horizon is None else args.horizon, problems=8 if args.problems is None else args.problems,
                                      replan_every=args.replan_every, replan_iters_scale=args.replan_iters, **common)
         else:
-            from .demo import run_demo
-
             table, _ = run_demo(task_name=args.task, horizon=60 if args.horizon is None else args.horizon, problems=16 if args.problems is None else args.problems,
                                 particles=args.particles, **common)
         print(table)

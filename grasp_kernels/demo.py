@@ -25,6 +25,7 @@ from .models.zoo import load_world_model
 from .pixel_tasks import PixelObservation, pixel_grasp_config, pixel_pairs
 from .plotting import PixelPlanRows, plot_maze, plot_navigation, plot_pixel_plans
 from .quality import closed_loop, executed_open_loop, grasp_factory, planner_settings, scaled_iters
+from .models.pixel_zoo import default_path, load_pixel_model
 
 
 class Planner(Protocol):
@@ -258,8 +259,6 @@ def pixel_horizon(env_name: str) -> int:
 
 def pixel_weights_path(env_name: str, weights_dir: Optional[Path] = None) -> Path:
     """``<weights_dir>/<env>-pixels.safetensors`` (default: the package's weights folder)."""
-    from .models.pixel_training import default_path
-
     path = default_path(env_name)
     return path if weights_dir is None else Path(weights_dir) / path.name
 
@@ -303,7 +302,6 @@ def run_pixel_demo(
     Raises:
         FileNotFoundError: no weights file (the message names it and the ``train-pixels`` command).
     """
-    from .models.pixel_training import load_pixel_model
     started = time.perf_counter()
     if not iters_scale > 0:
         raise ValueError(f"iters_scale must be > 0, got {iters_scale}")

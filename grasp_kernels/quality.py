@@ -20,7 +20,7 @@ from .baselines import ABLATIONS, CEMConfig, CEMPlanner, GDConfig, GDPlanner, MP
 from .config import GraspConfig
 from .envs.tasks import PairSet, goal_error, reached
 from .planner import GraspPlanner
-from .presets import GRASP_SWEEP, PIXEL_GRASP_SWEEP, grasp_base_fields
+from .presets import GRASP_SWEEP, grasp_base_fields
 from .result import PlanResult
 from .distributed import gather_shards, max_over_ranks, plan_across_ranks, shard_range, world
 from .envs.sim import SimBatch

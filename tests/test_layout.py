@@ -78,13 +78,25 @@ def layer_of(module: str) -> int:
     return best
 
 
+def is_main_guard(node: ast.stmt) -> bool:
+    """``if __name__ == "__main__":``: runs only when the module is the program (``python -m``), never on import,
+    so its imports are the entry point's, not the module's."""
+    test = getattr(node, "test", None)
+    return (isinstance(node, ast.If) and isinstance(test, ast.Compare) and isinstance(test.left, ast.Name)
+            and test.left.id == "__name__" and any(isinstance(c, ast.Constant) and c.value == "__main__"
+                                                  for c in test.comparators))
+
+
 def module_level_imports(tree: ast.Module) -> list[ast.stmt]:
-    """Import statements executed at import time (module body, if/try blocks; not function bodies)."""
+    """Import statements executed at import time (module body, if/try blocks; not function bodies, not the
+    ``__main__`` entry point)."""
     found, todo = [], list(tree.body)
     while todo:
         node = todo.pop()
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             found.append(node)
+        elif is_main_guard(node):
+            continue
         elif isinstance(node, (ast.If, ast.Try)):
             todo += node.body + node.orelse + getattr(node, "finalbody", [])
             todo += [stmt for handler in getattr(node, "handlers", []) for stmt in handler.body]
@@ -235,7 +247,8 @@ def test_cycle_finder_finds_cycles(tmp_path):
     (pkg / "a.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .b import B\nA = 1\n")
     (pkg / "b.py").write_text("from . import a\nB = 2\n")
     (pkg / "sub" / "__init__.py").write_text("")
-    (pkg / "sub" / "c.py").write_text("def f():\n    from .. import b  # on first use: not an edge\n")
+    (pkg / "sub" / "c.py").write_text("def f():\n    from .. import b  # on first use: not an edge\n"
+                                     "if __name__ == '__main__':\n    from .. import a  # the entry point: not an edge\n")
     global ROOT
     saved, ROOT = ROOT, tmp_path
     try:

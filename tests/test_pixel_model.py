@@ -1,6 +1,6 @@
-"""The pixel world model (grasp_kernels.models.pixel, .pixel_training): the windowed latent predictor against a
-reference, windows, encoding, saving/loading, bad inputs, a tiny training run, and planning through an
-Observation in the MPC loop (grasp_kernels.mpc, grasp_kernels.quality.executed_open_loop)."""
+"""The pixel world model (grasp_kernels.models.pixel, .pixel_losses, .pixel_training, .pixel_zoo): the windowed
+latent predictor against a reference, windows, encoding, saving/loading, bad inputs, a tiny training run, and
+planning through an Observation in the MPC loop (grasp_kernels.mpc, grasp_kernels.quality.executed_open_loop)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,9 @@ from _render import skip_without_offscreen_gl
 import torch
 
 from grasp_kernels.models.pixel import LatentDynamics, PixelWorldModel, latent_windows
-from grasp_kernels.models.pixel_training import (
-    JEPA_SCALE,
-    JEPA_WEIGHTS,
-    PixelTrainConfig,
-    jepa_loss,
-    load_pixel_model,
-    save_pixel_model,
-    train_pixel_world_model,
-    vicreg_terms,
-)
+from grasp_kernels.models.pixel_losses import JEPA_SCALE, JEPA_WEIGHTS, jepa_loss, vicreg_terms
+from grasp_kernels.models.pixel_training import PixelTrainConfig, train_pixel_world_model
+from grasp_kernels.models.pixel_zoo import load_pixel_model, save_pixel_model
 
 MAZE = "pointmaze-medium"
 
@@ -312,7 +305,7 @@ def test_tiny_training_run(simulators, tmp_path):
     assert set(metrics["probe"]) == {"position", "velocity"} and np.isfinite(metrics["reconstruction_psnr"])
     # the encoder was frozen before the predictor trained; the latents are standardised on the training frames
     from grasp_kernels.envs.pixels import collect_pixels
-    from grasp_kernels.models.pixel_training import encode_all
+    from grasp_kernels.models.pixel_probes import encode_all
 
     data = collect_pixels(MAZE, TINY.trajectories, TINY.length, 1)
     latents = encode_all(model, data.frames).reshape(-1, 4)
@@ -331,7 +324,7 @@ def test_tiny_training_run(simulators, tmp_path):
 
 
 def test_tiny_jepa_training_run_through_the_cli(simulators, tmp_path):
-    from grasp_kernels.models.pixel_training import main_train_pixels
+    from grasp_kernels.cli import main_train_pixels
 
     flags = ["--env", MAZE, "--objective", "jepa", "--trajectories", "3", "--heldout-trajectories", "2", "--length", "10",
              "--encoder-steps", "6", "--jepa-batch", "4", "--jepa-steps", "2", "--decoder-steps", "4",
@@ -438,7 +431,7 @@ def test_pixel_observation_renders_encodes_and_windows(simulators):
 
 
 def test_colour_weights_give_every_object_colour_the_same_total_weight():
-    from grasp_kernels.models.pixel_training import MIN_COLOUR_SHARE, _colour_bins, colour_weights
+    from grasp_kernels.models.pixel_losses import MIN_COLOUR_SHARE, _colour_bins, colour_weights
 
     model = _model()  # 16x16 frames
     with torch.no_grad():
@@ -460,7 +453,7 @@ def test_colour_weights_give_every_object_colour_the_same_total_weight():
 
 
 def test_train_pixels_cli_writes_a_model_whose_card_reproduces_it(simulators, tmp_path):
-    from grasp_kernels.models.pixel_training import main_train_pixels
+    from grasp_kernels.cli import main_train_pixels
 
     flags = ["--env", MAZE, "--trajectories", "3", "--heldout-trajectories", "2", "--length", "10", "--encoder-steps", "5",
              "--encoder-batch", "8", "--predictor-steps", "5", "--batch-size", "16", "--probe-steps", "5",

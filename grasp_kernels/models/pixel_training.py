@@ -1,17 +1,10 @@
-"""Training, measuring, saving and loading :class:`~grasp_kernels.models.pixel.PixelWorldModel` (pixel world models).
+"""Training a :class:`~grasp_kernels.models.pixel.PixelWorldModel` (a pixel world model).
 
 ``train_pixel_world_model`` renders exploratory trajectories (:func:`grasp_kernels.envs.pixels.collect_pixels`,
-cached), trains the encoder with its reconstruction objective, freezes it, trains the latent predictor on the
-frozen latents (teacher-forced next-latent error plus an open-loop rollout term), and measures on held-out
-trajectories (another seed):
-
-* ``one_step`` / ``h10``: RMSE of the predicted newest latent after 1 and 10 open-loop steps from the true
-  window, in standardised latent units (1.0 = one latent standard deviation), beside the constant model's;
-* ``probe``: how much of the true state the latents hold: a small MLP (latent window -> planning state)
-  fitted on the training latents, its held-out errors in physical units (PointMaze position and velocity in
-  maze units; Push-T agent/block px and block angle), and the same probe read off the predictor's 10-step
-  open-loop windows (``probe_h10``: the model's 10-step error in physical units);
-* ``reconstruction_psnr``: the decoder's held-out PSNR (dB).
+cached), trains the encoder with its objective (:mod:`grasp_kernels.models.pixel_losses`: reconstruction, or
+JEPA then the decoder alone), freezes it, trains the latent predictor on the frozen latents (teacher-forced
+next-latent error plus an open-loop rollout term), and measures on held-out trajectories (another seed;
+:mod:`grasp_kernels.models.pixel_probes`). Saving and loading: :mod:`grasp_kernels.models.pixel_zoo`.
 
 Command line::
 
@@ -20,31 +13,21 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import datetime
-import json
-import math
-import os
-import sys
 import time
-from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional
 
 import numpy as np
 import torch
 
-from .._checks import check_device
 from ..envs.sim import check_env_name
-from ..lifted import rollout
 from .pixel import CHANNELS, LatentDynamics, PixelWorldModel, latent_windows
-from .training import HELDOUT_SEED_OFFSET, TrainConfig, _group_errors, rollout_loss
-from .zoo import WEIGHTS_DIR, _int_field, card_path, check_tensors, read_weights
+from .pixel_losses import colour_weights, foreground_loss, jepa_loss
+from .pixel_probes import batches, encode_all, evaluate_pixel_model, train_probe
+from .training import HELDOUT_SEED_OFFSET, TrainConfig, adam_steps, rollout_loss
+from ..envs.pixels import collect_pixels
 
-FORMAT = "grasp_kernels.pixel_world_model"
-FORMAT_VERSION = 1
 PIXEL_ENVS = ("pointmaze-umaze", "pointmaze-medium", "pointmaze-large", "pusht")
-PathLike = Union[str, os.PathLike]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,110 +76,16 @@ class PixelTrainConfig:
 
 
 OBJECTIVES = ("reconstruction", "jepa")
-# the joint (JEPA) objective's VICReg constants: keypoint coordinates (in [-1, 1]) are divided by JEPA_SCALE
-# so that the variance hinge asks each for a standard deviation of at least JEPA_SCALE; weights as VICReg's
-JEPA_SCALE = 0.2
-JEPA_WEIGHTS = {"prediction": 25.0, "variance": 25.0, "covariance": 1.0}
-
-# pixels that differ from the empty scene by more than this (0-255, any channel) are foreground
-FOREGROUND_THRESHOLD = 8
-# foreground colours are binned on a grid of this many levels per channel (colour_weights)
-COLOUR_LEVELS = 4
-# a foreground colour covering less than this share of the foreground pixels is an edge blend, not an object
-MIN_COLOUR_SHARE = 0.02
 # a frame may differ from the empty scene by this factor more than the most different training frame
 SCENE_MARGIN = 1.5
-
-
-def default_path(env_name: str) -> Path:
-    """The shipped pixel model of ``env_name``: ``grasp_kernels/weights/<env>-pixels.safetensors``."""
-    return WEIGHTS_DIR / f"{check_env_name(env_name)}-pixels.safetensors"
-
-
-def reproduce_command(env_name: str, seed: int = 0, out: Optional[PathLike] = None) -> str:
-    command = f"python -m grasp_kernels train-pixels --env {check_env_name(env_name)} --seed {seed}"
-    return command if out is None else f"{command} --out {out}"
 
 
 # ---------------------------------------------------------------------------------------------- training
 
 
-def _batches(count: int, size: int):
-    for start in range(0, count, size):
-        yield slice(start, min(count, start + size))
-
-
-@torch.no_grad()
-def encode_all(model: PixelWorldModel, frames: np.ndarray, batch: int = 1024) -> torch.Tensor:
-    """``frames [..., S, S, 3]`` uint8 -> standardised latents ``[..., E]`` in batches (no gradients)."""
-    flat = frames.reshape(-1, *frames.shape[-3:])
-    out = torch.cat([model.encode(flat[part]) for part in _batches(len(flat), batch)])
-    return out.reshape(*frames.shape[:-3], model.latent_dim)
-
-
-def _colour_bins(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[..., 3]`` -> the index of each pixel's colour in a ``COLOUR_LEVELS**3`` grid."""
-    levels = (frames.long() * COLOUR_LEVELS) // 256
-    return (levels[..., 0] * COLOUR_LEVELS + levels[..., 1]) * COLOUR_LEVELS + levels[..., 2]
-
-
-def colour_weights(model: PixelWorldModel, frames: np.ndarray, generator: torch.Generator) -> torch.Tensor:
-    """``[COLOUR_LEVELS**3]``: per colour bin, the weight of a foreground pixel of that colour. The colours that
-    cover at least :data:`MIN_COLOUR_SHARE` of the foreground pixels (the objects' colours) share the weight
-    equally, however few pixels each covers (a 2-px Push-T agent against the T: with plain weights every
-    keypoint went to the T and the agent was lost); rarer colours (anti-aliased edges) weigh 1 before the
-    weights are normalised to mean 1 over the foreground pixels."""
-    flat = frames.reshape(-1, *frames.shape[-3:])
-    sample = torch.from_numpy(flat[torch.randperm(len(flat), generator=generator)[:4000].numpy()])
-    foreground = (sample.float() - model.background).abs().amax(dim=-1) > FOREGROUND_THRESHOLD
-    counts = torch.bincount(_colour_bins(sample)[foreground], minlength=COLOUR_LEVELS**3).double()
-    share = counts / counts.sum().clamp_min(1.0)
-    common = share >= MIN_COLOUR_SHARE
-    weights = torch.ones_like(share)
-    weights[common] = 1.0 / (int(common.sum()) * share[common])
-    weights = weights / (weights * share).sum().clamp_min(1e-12)  # mean 1 over the foreground pixels
-    return weights.float()
-
-
-def _foreground_loss(model: PixelWorldModel, frames: torch.Tensor, config: PixelTrainConfig,
-                     colours: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Reconstruction MSE of uint8 ``frames [N, S, S, 3]``, foreground pixels weighted ``1 + foreground_weight``
-    (times their colour's weight, :func:`colour_weights`, if given)."""
-    residual = model.frames_to_input(frames)  # the frame minus the empty scene: the input and the target
-    foreground = ((frames.float() - model.background).abs().amax(dim=-1) > FOREGROUND_THRESHOLD).float()  # [N, S, S]
-    if colours is not None:
-        foreground = foreground * colours[_colour_bins(frames)]
-    weight = 1.0 + config.foreground_weight * foreground.unsqueeze(1)
-    error = (model.decoder(model.encoder(residual)) - residual) ** 2
-    return (weight * error).sum() / (weight.sum() * 3)
-
-
-def _adam_steps(params, loss_fn, steps: int, lr: float, desc: str, progress: bool) -> float:
-    """``steps`` Adam steps on ``loss_fn()`` with the learning rate decayed from ``lr`` to 0 on a cosine; returns
-    the running (exponential moving average) loss. A tqdm bar named ``desc`` with ``progress``."""
-    from tqdm.auto import tqdm
-
-    optimizer = torch.optim.Adam(params, lr=lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
-    )
-    running = None
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, mininterval=1.0)
-    for step in bar:
-        loss = loss_fn()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{running:.5f}")
-    return float(running)
-
-
 def _train_reconstruction(model: PixelWorldModel, frames: np.ndarray, config: PixelTrainConfig,
                           generator: torch.Generator, progress: bool, decoder_only: bool = False) -> float:
-    """The reconstruction objective (:func:`_foreground_loss`) on random frames: encoder and decoder for
+    """The reconstruction objective (:func:`foreground_loss`) on random frames: encoder and decoder for
     ``encoder_steps`` steps, or (``decoder_only``, after the JEPA objective: the decoder draws plans) the decoder
     alone for ``decoder_steps`` steps."""
     flat = torch.from_numpy(frames.reshape(-1, *frames.shape[-3:]))
@@ -204,55 +93,13 @@ def _train_reconstruction(model: PixelWorldModel, frames: np.ndarray, config: Pi
 
     def loss() -> torch.Tensor:
         index = torch.randint(0, len(flat), (config.encoder_batch,), generator=generator)
-        return _foreground_loss(model, flat[index], config, colours)
+        return foreground_loss(model, flat[index], config.foreground_weight, colours)
 
     if decoder_only:
-        return _adam_steps(model.decoder.parameters(), loss, config.decoder_steps, config.encoder_lr,
-                           f"decoder {model.env_name}", progress)
+        return adam_steps(model.decoder.parameters(), loss, config.decoder_steps, config.encoder_lr,
+                          f"decoder {model.env_name}", progress)
     params = [*model.encoder.parameters(), *model.decoder.parameters()]
-    return _adam_steps(params, loss, config.encoder_steps, config.encoder_lr, f"encoder {model.env_name}", progress)
-
-
-def vicreg_terms(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """VICReg's anti-collapse terms of ``latents [N, E]`` (Bardes et al. 2022): the variance hinge
-    ``mean_e relu(1 - std_e)`` and the covariance penalty ``sum_{e != f} cov_ef^2 / E``."""
-    n, dim = latents.shape
-    std = torch.sqrt(latents.var(dim=0) + 1e-4)
-    centred = latents - latents.mean(dim=0)
-    cov = centred.T @ centred / max(n - 1, 1)
-    off_diagonal = cov - torch.diag(torch.diagonal(cov))
-    return torch.relu(1.0 - std).mean(), off_diagonal.pow(2).sum() / dim
-
-
-def jepa_loss(model: PixelWorldModel, predictor: torch.nn.Module, frames: torch.Tensor, actions: torch.Tensor,
-              window: int) -> tuple[torch.Tensor, dict[str, float]]:
-    """The joint objective of encoder and predictor on clips ``frames [B, L, S, S, 3]`` uint8, ``actions
-    [B, L-1, A]`` (``actions[:, j]`` leads from frame ``j`` to ``j + 1``), in a JEPA's form: every frame is
-    encoded (``z = encoder / JEPA_SCALE``); the predictor (a :class:`LatentDynamics` over windows of ``window``
-    latents) predicts each next latent from the true window (teacher forcing) and, open loop, the clip's
-    latents after the first window; both are compared with the encoded frames under a stop-gradient; VICReg's
-    variance and covariance terms (:func:`vicreg_terms`) over all encoded frames keep the encoder from
-    collapsing to a constant, which predicts itself perfectly. Returns the weighted sum
-    (:data:`JEPA_WEIGHTS`) and its terms."""
-    batch, length = frames.shape[:2]
-    latents = model.encoder(model.frames_to_input(frames)).reshape(batch, length, -1) / JEPA_SCALE
-    dim = latents.shape[-1]
-    target = latents.detach()
-    windows = latent_windows(latents, window)[:, window - 1 : -1]  # windows ending at frames window-1 .. L-2
-    steps = windows.shape[1]
-    taken = actions[:, window - 1 :]
-    forced = predictor(windows.reshape(batch * steps, -1), taken.reshape(batch * steps, -1))
-    forced = forced.reshape(batch, steps, -1)[..., -dim:]
-    state, rolled = windows[:, 0], []
-    for k in range(steps):
-        state = predictor(state, taken[:, k])
-        rolled.append(state[:, -dim:])
-    future = target[:, window:]
-    prediction = (torch.mean((forced - future) ** 2) + torch.mean((torch.stack(rolled, 1) - future) ** 2)) / 2
-    variance, covariance = vicreg_terms(latents.reshape(batch * length, dim))
-    terms = {"prediction": prediction, "variance": variance, "covariance": covariance}
-    total = sum(JEPA_WEIGHTS[name] * value for name, value in terms.items())
-    return total, {name: float(value.detach()) for name, value in terms.items()}
+    return adam_steps(params, loss, config.encoder_steps, config.encoder_lr, f"encoder {model.env_name}", progress)
 
 
 def _train_jepa_encoder(model: PixelWorldModel, frames: np.ndarray, actions: np.ndarray, config: PixelTrainConfig,
@@ -280,7 +127,7 @@ def _train_jepa_encoder(model: PixelWorldModel, frames: np.ndarray, actions: np.
         return jepa_loss(model, predictor, clip_frames, clip_actions, config.window)[0]
 
     params = [*model.encoder.parameters(), *predictor.parameters()]
-    return _adam_steps(params, loss, config.encoder_steps, config.encoder_lr, f"JEPA encoder {model.env_name}", progress)
+    return adam_steps(params, loss, config.encoder_steps, config.encoder_lr, f"JEPA encoder {model.env_name}", progress)
 
 
 def _fit_scene(model: PixelWorldModel, frames: np.ndarray, generator: torch.Generator) -> None:
@@ -291,7 +138,7 @@ def _fit_scene(model: PixelWorldModel, frames: np.ndarray, generator: torch.Gene
     background = torch.from_numpy(flat[sample.numpy()]).float().median(dim=0).values
     distances = [
         (torch.from_numpy(flat[part]).float() - background).abs().mean(dim=(1, 2, 3)).max()
-        for part in _batches(len(flat), 4096)
+        for part in batches(len(flat), 4096)
     ]
     with torch.no_grad():
         model.background.copy_(background)
@@ -337,73 +184,8 @@ def _train_predictor(model: PixelWorldModel, windows: torch.Tensor, actions: tor
     def loss() -> torch.Tensor:
         return rollout_loss(dynamics, windows, actions, loss_config, generator, scale=scale)
 
-    return _adam_steps(dynamics.parameters(), loss, config.predictor_steps, config.lr, f"predictor {model.env_name}",
-                       progress)
-
-
-def _train_probe(windows: torch.Tensor, states: torch.Tensor, steps: int, generator: torch.Generator) -> torch.nn.Module:
-    """A 2x128 MLP ``window [h*E] -> standardised state [D]`` (the measurement of what the latents hold)."""
-    x = windows.reshape(-1, windows.shape[-1])
-    y = states.reshape(-1, states.shape[-1])
-    mean, std = y.mean(0), y.std(0).clamp_min(1e-6)
-    net = torch.nn.Sequential(torch.nn.Linear(x.shape[-1], 128), torch.nn.SiLU(), torch.nn.Linear(128, 128),
-                              torch.nn.SiLU(), torch.nn.Linear(128, y.shape[-1]))
-
-    def loss() -> torch.Tensor:
-        index = torch.randint(0, len(x), (512,), generator=generator)
-        return torch.mean((net(x[index]) - (y[index] - mean) / std) ** 2)
-
-    _adam_steps(net.parameters(), loss, steps, 1e-3, "probe", progress=False)
-    net.eval()
-
-    class Probe(torch.nn.Module):
-        def forward(self, w: torch.Tensor) -> torch.Tensor:
-            return net(w) * std + mean
-
-    return Probe().eval()
-
-
-@torch.no_grad()
-def evaluate_pixel_model(
-    model: PixelWorldModel, frames: np.ndarray, states: np.ndarray, actions: np.ndarray,
-    probe: Optional[torch.nn.Module] = None, horizon: int = 10,
-) -> dict:
-    """Held-out metrics of ``model`` on trajectories ``frames [N, L+1, S, S, 3]``, ``states [N, L+1, D]``,
-    ``actions [N, L, A]`` (see the module docstring); ``probe``: a fitted latent-window -> state probe."""
-    model = model.eval()
-    latents = encode_all(model, frames)
-    windows = latent_windows(latents, model.window)
-    a = torch.as_tensor(actions, dtype=torch.float32)
-    n, length = a.shape[:2]
-    dim, e = model.state_dim, model.latent_dim
-
-    def newest(w: torch.Tensor) -> torch.Tensor:
-        return w[..., dim - e :]
-
-    def rmse(x: torch.Tensor, y: torch.Tensor) -> float:
-        return float(torch.sqrt(torch.mean((x - y) ** 2)))
-
-    pred = model.dynamics(windows[:, :-1].reshape(-1, dim), a.reshape(n * length, -1)).reshape(n, length, dim)
-    metrics: dict = {
-        "one_step": {"latent_rmse": rmse(newest(pred), latents[:, 1:]),
-                     "constant": rmse(latents[:, :-1], latents[:, 1:])},
-    }
-    starts = list(range(0, length - horizon + 1, horizon))
-    if starts:
-        start = torch.cat([windows[:, t] for t in starts])
-        acts = torch.cat([a[:, t : t + horizon] for t in starts])
-        target = torch.cat([latents[:, t + horizon] for t in starts])
-        final = rollout(model.dynamics, start, acts)[:, -1]
-        metrics[f"h{horizon}"] = {"latent_rmse": rmse(newest(final), target), "constant": rmse(newest(start), target)}
-    recon = [model.decode(latents.reshape(-1, e)[part]) for part in _batches(n * (length + 1), 2048)]
-    mse = float(np.mean((np.concatenate(recon).astype(np.float64) - frames.reshape(-1, *frames.shape[-3:])) ** 2))
-    metrics["reconstruction_psnr"] = float(10 * np.log10(255.0**2 / max(mse, 1e-12)))
-    if probe is not None:
-        metrics["probe"] = _group_errors(model.env_name, probe(windows).numpy(), states)
-        if starts:
-            true = np.concatenate([states[:, t + horizon] for t in starts])
-            metrics[f"probe_h{horizon}"] = _group_errors(model.env_name, probe(final).numpy(), true)
-    return metrics
+    return adam_steps(dynamics.parameters(), loss, config.predictor_steps, config.lr, f"predictor {model.env_name}",
+                      progress)
 
 
 def train_pixel_world_model(
@@ -422,8 +204,6 @@ def train_pixel_world_model(
         The model (CPU, eval mode) and its metrics (:func:`evaluate_pixel_model`) with ``"config"``,
         ``"seed"``, ``"data"`` and the seconds of each stage.
     """
-    from ..envs.pixels import collect_pixels
-
     name = check_env_name(env_name)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
@@ -466,7 +246,7 @@ def train_pixel_world_model(
     seconds["predictor"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    probe = _train_probe(windows, torch.as_tensor(train.states), config.probe_steps, generator)
+    probe = train_probe(windows, torch.as_tensor(train.states), config.probe_steps, generator)
     metrics = evaluate_pixel_model(model, held.frames, held.states, held.actions, probe)
     seconds["evaluation"] = time.perf_counter() - clock
     metrics.update(
@@ -480,164 +260,4 @@ def train_pixel_world_model(
     return model, metrics
 
 
-# -------------------------------------------------------------------------------------------- save / load
-
-
-def _metadata(model: PixelWorldModel) -> dict[str, str]:
-    return {
-        "format": FORMAT, "format_version": str(FORMAT_VERSION), "env": model.env_name,
-        "frame_size": str(model.frame_size), "latent_dim": str(model.latent_dim), "window": str(model.window),
-        "action_dim": str(model.action_dim), "channels": ",".join(map(str, model.channels)),
-        "hidden": str(model.dynamics.net[0].out_features),
-        "depth": str(sum(isinstance(m, torch.nn.Linear) for m in model.dynamics.net) - 1),
-    }
-
-
-OBJECTIVE_WORDS = {
-    "reconstruction": "encoder+decoder: foreground-weighted reconstruction, then frozen; predictor: teacher-forced "
-                      "next latent + open-loop rollout loss on the frozen latents",
-    "jepa": "encoder: trained jointly with a predictor (JEPA: teacher-forced and open-loop next-latent prediction "
-            "against stop-gradient targets, VICReg variance and covariance terms), then frozen; decoder: "
-            "reconstruction on the frozen keypoints; predictor: teacher-forced next latent + open-loop rollout "
-            "loss on the frozen latents",
-}
-
-
-def save_pixel_model(model: PixelWorldModel, path: PathLike, metrics: dict, reproduce: Optional[str] = None) -> Path:
-    """Write ``model`` (safetensors, float32, architecture in the metadata) and its JSON model card beside it."""
-    from safetensors.torch import save_file
-
-    if not isinstance(model, PixelWorldModel):
-        raise TypeError(f"model must be a PixelWorldModel, got {type(model).__name__}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
-    metadata = _metadata(model)
-    save_file(tensors, str(path), metadata=metadata)
-    os.chmod(path, 0o644)
-    card = {
-        "env": model.env_name,
-        "file": path.name,
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "architecture": {
-            "class": "grasp_kernels.models.PixelWorldModel",
-            **{k: v for k, v in metadata.items() if k not in ("format", "format_version", "env")},
-            "parameters": {part: int(sum(p.numel() for p in getattr(model, part).parameters()))
-                           for part in ("encoder", "decoder", "dynamics")},
-            "planning_state": "window of the last `window` standardised latents, flattened: [window * latent_dim]",
-            "objective": OBJECTIVE_WORDS[metrics.get("config", {}).get("objective", "reconstruction")],
-        },
-        "data": metrics.get("data", {}),
-        "training": {"config": metrics.get("config", {}), "seed": metrics.get("seed"), "seconds": metrics.get("seconds"),
-                     "final_loss": metrics.get("final_loss"), "threads": torch.get_num_threads()},
-        "reproduce": reproduce or reproduce_command(model.env_name, metrics.get("seed", 0), path.parent),
-        "metrics": {k: v for k, v in metrics.items()
-                    if k in ("one_step", "reconstruction_psnr", "probe") or k.startswith("h") or k.startswith("probe_h")},
-        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "library": {"torch": torch.__version__},
-    }
-    card_path(path).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    return path
-
-
-def load_pixel_model(
-    env_name: str, path: Optional[PathLike] = None, device: Union[str, torch.device] = "cpu"
-) -> PixelWorldModel:
-    """Load the pixel world model of ``env_name`` (eval mode, on ``device``, no gradients).
-
-    Args:
-        env_name: ``pointmaze-umaze|medium|large`` or ``pusht``.
-        path: a file written by :func:`save_pixel_model`; default the shipped
-            ``grasp_kernels/weights/<env>-pixels.safetensors``.
-        device: where to put the model.
-
-    Raises:
-        ValueError: unknown env; a corrupt file; a file of another model format or another environment;
-            tensors that do not fit the architecture in its metadata.
-        FileNotFoundError: no such file (the message says how to build it).
-    """
-    name = check_env_name(env_name)
-    device = check_device("device", device)
-    path = default_path(name) if path is None else Path(path)
-    hint = reproduce_command(name, 0, None if path == default_path(name) else path.parent)
-    metadata, tensors = read_weights(path, default_path(name).name, hint)
-    if metadata.get("format") != FORMAT:
-        raise ValueError(
-            f"path: {path} is not a pixel world model ({FORMAT}) file (metadata format={metadata.get('format')!r})"
-        )
-    if metadata.get("format_version") != str(FORMAT_VERSION):
-        raise ValueError(f"path: {path} has format_version {metadata.get('format_version')!r}; this library reads {FORMAT_VERSION}")
-    if metadata.get("env") != name:
-        raise ValueError(f"path: {path} was trained for env {metadata.get('env')!r}, not for the requested env {name!r}")
-    try:
-        channels = tuple(int(c) for c in metadata.get("channels", "").split(","))
-    except ValueError:
-        raise ValueError(f"pixel world model file {path}: metadata field 'channels' is not a list of ints") from None
-    sizes = {key: _int_field(metadata, key, path) for key in ("frame_size", "latent_dim", "window", "action_dim", "hidden", "depth")}
-    try:
-        model = PixelWorldModel(name, sizes["latent_dim"], sizes["window"], sizes["action_dim"], channels,
-                                sizes["hidden"], sizes["depth"], sizes["frame_size"])
-    except ValueError as error:
-        raise ValueError(f"pixel world model file {path}: its metadata describes no valid model ({error})") from None
-    check_tensors(model, tensors, path, ", ".join(f"{k}={v}" for k, v in sizes.items()) + f", channels={channels}")
-    model.load_state_dict({k: v.float() for k, v in tensors.items()})
-    model.requires_grad_(False)
-    return model.to(device).eval()
-
-
-# -------------------------------------------------------------------------------------------------- CLI
-
-
-def format_metrics(name: str, metrics: dict) -> str:
-    parts = [f"{key}: latent RMSE {metrics[key]['latent_rmse']:.3f} (constant {metrics[key]['constant']:.3f})"
-             for key in ("one_step", "h10") if key in metrics]
-    for key in ("probe", "probe_h10"):
-        if key in metrics:
-            parts.append(f"{key}: " + ", ".join(f"{k}={v:.3g}" for k, v in metrics[key].items()))
-    parts.append(f"PSNR {metrics['reconstruction_psnr']:.1f} dB")
-    return f"{name}: " + "; ".join(parts)
-
-
-def main_train_pixels(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m grasp_kernels train-pixels --env NAME --seed S --out DIR``: train, save, print metrics."""
-    from ..cli import int_at_least
-
-    parser = argparse.ArgumentParser(prog="python -m grasp_kernels train-pixels",
-                                     description="Train a pixel world model (encoder, decoder, latent predictor).")
-    parser.add_argument("--env", required=True, choices=PIXEL_ENVS)
-    parser.add_argument("--seed", type=int_at_least(0), default=0)
-    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="output directory (default: the package's weights/)")
-    defaults = PixelTrainConfig()
-    # every integer hyper-parameter is a flag (the model card's reproduce command names the changed ones)
-    int_fields = [f.name for f in dataclasses.fields(PixelTrainConfig)
-                  if isinstance(getattr(defaults, f.name), int) and not isinstance(getattr(defaults, f.name), bool)]
-    for field in int_fields:
-        parser.add_argument(f"--{field.replace('_', '-')}", type=int_at_least(1), default=getattr(defaults, field))
-    parser.add_argument("--no-balance-colours", dest="balance_colours", action="store_false",
-                        help="plain foreground weights (every foreground pixel alike)")
-    parser.add_argument("--objective", choices=OBJECTIVES, default=defaults.objective,
-                        help="the encoder's objective: reconstruction (default) or jepa (trained jointly with a predictor)")
-    parser.add_argument("--threads", type=int_at_least(1), default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    overrides = {f: getattr(args, f) for f in int_fields}
-    config = dataclasses.replace(defaults, balance_colours=args.balance_colours, objective=args.objective, **overrides)
-    model, metrics = train_pixel_world_model(args.env, args.seed, config, progress=not args.no_progress)
-    command = [reproduce_command(args.env, args.seed, args.out)]
-    command += [f"--{k.replace('_', '-')} {v}" for k, v in overrides.items() if v != getattr(defaults, k)]
-    command += [] if config.balance_colours else ["--no-balance-colours"]
-    command += [] if config.objective == defaults.objective else [f"--objective {config.objective}"]
-    path = save_pixel_model(model, args.out / default_path(args.env).name, metrics, reproduce=" ".join(command))
-    print(format_metrics(args.env, metrics), f"-> {path} ({path.stat().st_size / 1e6:.2f} MB)", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main_train_pixels())
-
-
-__all__ = ["PixelTrainConfig", "evaluate_pixel_model", "jepa_loss", "load_pixel_model", "save_pixel_model",
-           "train_pixel_world_model", "vicreg_terms"]
-
+__all__ = ["OBJECTIVES", "PIXEL_ENVS", "PixelTrainConfig", "train_pixel_world_model"]

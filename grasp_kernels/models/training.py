@@ -13,20 +13,19 @@ Command line (``--env all`` trains the four environments)::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import sys
 import time
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
-from ..envs.sim import ENV_NAMES, PUSHT_POSITION_SCALE, angle_difference, check_env_name, pusht_pose
+from ..envs.sim import PUSHT_POSITION_SCALE, angle_difference, check_env_name, pusht_pose
 from ..lifted import rollout
 from .mlp import MLPDynamics
+from ..envs.exploration import collect, contact_fraction
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +151,40 @@ def evaluate(
     return result
 
 
+def format_metrics(name: str, metrics: dict) -> str:
+    """One line of :func:`train_world_model`'s held-out errors for ``name``."""
+    parts = []
+    for key in ("one_step", "h10", "h50"):
+        if key in metrics:
+            values = ", ".join(f"{k}={v:.4g}" for k, v in metrics[key].items() if k != "constant")
+            parts.append(f"{key}: {values}")
+    return f"{name}: " + "; ".join(parts) + f" (train {metrics['train_seconds']} s)"
+
+
 # ----------------------------------------------------------------------------------------------- training
+
+
+def adam_steps(params, loss_fn, steps: int, lr: float, desc: str, progress: bool) -> float:
+    """``steps`` Adam steps on ``loss_fn()`` with the learning rate decayed from ``lr`` to 0 on a cosine; returns
+    the running (exponential moving average) loss. A tqdm bar named ``desc`` with ``progress``."""
+    from tqdm.auto import tqdm
+
+    optimizer = torch.optim.Adam(params, lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+    )
+    running = None
+    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, mininterval=1.0)
+    for step in bar:
+        loss = loss_fn()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{running:.5f}")
+    return float(running)
 
 
 def rollout_loss(
@@ -222,8 +254,6 @@ def train_world_model(
         ``"collect_seconds"`` and ``"final_loss"``.
     """
     from tqdm.auto import tqdm
-
-    from ..envs.exploration import collect, contact_fraction
 
     name = check_env_name(env_name)
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -296,64 +326,7 @@ def train_world_model(
     return model, metrics
 
 
-# -------------------------------------------------------------------------------------------------- CLI
+if __name__ == "__main__":  # the command the shipped state models' cards name: the CLI's train command
+    from ..cli import main_train
 
-
-def _format_metrics(name: str, metrics: dict) -> str:
-    parts = []
-    for key in ("one_step", "h10", "h50"):
-        if key in metrics:
-            values = ", ".join(f"{k}={v:.4g}" for k, v in metrics[key].items() if k != "constant")
-            parts.append(f"{key}: {values}")
-    return f"{name}: " + "; ".join(parts) + f" (train {metrics['train_seconds']} s)"
-
-
-def main_train(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m grasp_kernels train --env NAME|all --seed S --out DIR``: train, save, print metrics."""
-    from ..cli import int_at_least
-    from .zoo import save_world_model
-
-    parser = argparse.ArgumentParser(
-        prog="python -m grasp_kernels train", description="Train MLP world models on simulator data."
-    )
-    parser.add_argument("--env", required=True, help=f"one of {list(ENV_NAMES)} or 'all'")
-    parser.add_argument("--seed", type=int_at_least(0), default=0)
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "weights"),
-                        help="output directory (default: the package's weights/)")
-    positive = int_at_least(1)
-    for flag, kind in (("trajectories", positive), ("length", positive), ("hidden", positive), ("depth", positive),
-                       ("steps", positive), ("batch-size", positive), ("lr", float), ("rollout-steps", positive),
-                       ("heldout-trajectories", positive)):
-        parser.add_argument(f"--{flag}", type=kind, default=None, help="default: per environment")
-    parser.add_argument("--threads", type=int_at_least(1), default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-
-    if args.env.strip().lower() == "all":
-        names = list(ENV_NAMES)
-    else:
-        try:
-            names = [check_env_name(args.env)]
-        except ValueError as error:
-            parser.error(str(error))
-    torch.set_num_threads(max(1, args.threads))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    overrides = {
-        "trajectories": args.trajectories, "length": args.length, "hidden": args.hidden, "depth": args.depth,
-        "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "rollout_steps": args.rollout_steps,
-        "heldout_trajectories": args.heldout_trajectories,
-    }
-    for name in names:
-        model, metrics = train_world_model(name, seed=args.seed, progress=not args.no_progress, **overrides)
-        # The reproduce command names every non-default flag so that the card alone rebuilds the file.
-        command = ["python -m grasp_kernels.models.training", f"--env {name}", f"--seed {args.seed}", f"--out {out}"]
-        command += [f"--{k.replace('_', '-')} {v}" for k, v in overrides.items() if v is not None]
-        path = out / f"{name}.safetensors"
-        save_world_model(model, path, name, metrics, reproduce=" ".join(command))
-        print(_format_metrics(name, metrics), f"-> {path} ({path.stat().st_size / 1e6:.2f} MB)", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main_train())

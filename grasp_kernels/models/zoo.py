@@ -2,15 +2,14 @@
 
 A model file ``<stem>.safetensors`` holds the float32 weights and normalisation buffers with metadata
 (format version, environment, dimensions, architecture); a JSON model card ``<stem>.json`` beside it
-records the data, seed, exact reproduce command and held-out metrics. The package ships one model per
-environment in ``grasp_kernels/weights/<env>.safetensors``.
+records the data, seed, exact reproduce command and held-out metrics (the file format:
+:mod:`grasp_kernels.models.model_files`). The package ships one model per environment in
+``grasp_kernels/weights/<env>.safetensors``.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
-import os
 from pathlib import Path
 from typing import Optional, Union
 
@@ -20,13 +19,11 @@ from torch import nn
 from .._checks import check_device
 from ..envs.sim import PointMazeEnv, PushTEnv, check_env_name
 from .mlp import MLPDynamics
+from .model_files import WEIGHTS_DIR, PathLike, card_path, check_tensors, int_field, read_weights, write_model_files
 
 FORMAT = "grasp_kernels.mlp_dynamics"
 FORMAT_VERSION = 1
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 ACTIVATIONS: dict[str, type[nn.Module]] = {"SiLU": nn.SiLU, "ReLU": nn.ReLU, "Tanh": nn.Tanh, "GELU": nn.GELU}
-
-PathLike = Union[str, os.PathLike]
 
 
 def env_dims(env_name: str) -> tuple[int, int]:
@@ -39,11 +36,6 @@ def env_dims(env_name: str) -> tuple[int, int]:
 def default_path(env_name: str) -> Path:
     """The shipped model file of ``env_name``: ``grasp_kernels/weights/<env>.safetensors``."""
     return WEIGHTS_DIR / f"{check_env_name(env_name)}.safetensors"
-
-
-def card_path(path: PathLike) -> Path:
-    """The model card beside a model file: ``<stem>.json``."""
-    return Path(path).with_suffix(".json")
 
 
 def _reproduce_hint(env_name: str) -> str:
@@ -74,8 +66,6 @@ def save_world_model(
     Returns:
         The path written.
     """
-    from safetensors.torch import save_file
-
     name = check_env_name(env_name)
     if not isinstance(model, MLPDynamics):
         raise TypeError(f"model must be an MLPDynamics, got {type(model).__name__}")
@@ -86,8 +76,6 @@ def save_world_model(
         )
     hidden, depth, activation = _architecture(model)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
     metadata = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
@@ -98,46 +86,25 @@ def save_world_model(
         "depth": str(depth),
         "activation": activation,
     }
-    save_file(tensors, str(path), metadata=metadata)
-    # safetensors creates the file owner-only (0600); shipped package data must be readable by everyone.
-    os.chmod(path, 0o644)
     seed = metrics.get("seed", 0)
-    card = {
-        "env": name,
-        "file": path.name,
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "architecture": {
-            "class": "grasp_kernels.models.MLPDynamics",
-            "state_dim": model.state_dim,
-            "action_dim": model.action_dim,
-            "hidden": hidden,
-            "depth": depth,
-            "activation": activation,
-            "parameters": int(sum(p.numel() for p in model.parameters())),
-            "residual": "s' = s + delta_scale * net([(s - state_mean) / state_std, (a - action_mean) / action_std])",
-        },
-        "data": metrics.get("data", {}),
-        "training": {"config": metrics.get("config", {}), "seed": seed, "train_seconds": metrics.get("train_seconds"),
-                     "collect_seconds": metrics.get("collect_seconds"), "final_loss": metrics.get("final_loss")},
-        "reproduce": reproduce or f"python -m grasp_kernels.models.training --env {name} --seed {seed} --out {path.parent}",
-        "metrics": {k: v for k, v in metrics.items() if k in ("one_step", "one_step_normalised_rmse")
-                    or (k.startswith("h") and k[1:].isdigit())},
-        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "library": {"torch": torch.__version__},
+    architecture = {
+        "class": "grasp_kernels.models.MLPDynamics",
+        "state_dim": model.state_dim,
+        "action_dim": model.action_dim,
+        "hidden": hidden,
+        "depth": depth,
+        "activation": activation,
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "residual": "s' = s + delta_scale * net([(s - state_mean) / state_std, (a - action_mean) / action_std])",
     }
-    card_path(path).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    return path
-
-
-def _int_field(metadata: dict, key: str, path: Path) -> int:
-    try:
-        value = int(metadata[key])
-    except (KeyError, ValueError):
-        raise ValueError(f"world model file {path}: metadata field {key!r} is missing or not an integer") from None
-    if value < 1:
-        raise ValueError(f"world model file {path}: metadata field {key!r} must be >= 1, got {value}")
-    return value
+    training = {"config": metrics.get("config", {}), "seed": seed, "train_seconds": metrics.get("train_seconds"),
+                "collect_seconds": metrics.get("collect_seconds"), "final_loss": metrics.get("final_loss")}
+    return write_model_files(
+        model, path, metadata, architecture, metrics.get("data", {}), training,
+        reproduce or f"python -m grasp_kernels.models.training --env {name} --seed {seed} --out {path.parent}",
+        {k: v for k, v in metrics.items() if k in ("one_step", "one_step_normalised_rmse")
+         or (k.startswith("h") and k[1:].isdigit())},
+    )
 
 
 def load_world_model(env_name: str, path: Optional[PathLike] = None, device: Union[str, torch.device] = "cpu") -> MLPDynamics:
@@ -168,12 +135,12 @@ def load_world_model(env_name: str, path: Optional[PathLike] = None, device: Uni
     file_env = metadata.get("env")
     if file_env != name:
         raise ValueError(f"world model file {path} was trained for env {file_env!r}, not for the requested env {name!r}")
-    dims = (_int_field(metadata, "state_dim", path), _int_field(metadata, "action_dim", path))
+    dims = (int_field(metadata, "state_dim", path), int_field(metadata, "action_dim", path))
     if dims != env_dims(name):
         raise ValueError(
             f"world model file {path} has (state_dim, action_dim) = {dims} but env {name!r} has {env_dims(name)}"
         )
-    hidden, depth = _int_field(metadata, "hidden", path), _int_field(metadata, "depth", path)
+    hidden, depth = int_field(metadata, "hidden", path), int_field(metadata, "depth", path)
     activation = metadata.get("activation")
     if activation not in ACTIVATIONS:
         raise ValueError(f"world model file {path}: unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
@@ -182,53 +149,6 @@ def load_world_model(env_name: str, path: Optional[PathLike] = None, device: Uni
     check_tensors(model, tensors, path, f"hidden={hidden}, depth={depth}")
     model.load_state_dict({k: v.float() for k, v in tensors.items()})
     return model.to(device).eval()
-
-
-def read_weights(path: Path, file_name: str, reproduce: str) -> tuple[dict, dict]:
-    """``(metadata, tensors)`` of a safetensors file (never pickle), with clear errors.
-
-    Args:
-        path: the file.
-        file_name: the usual file name, for the message when ``path`` is a directory.
-        reproduce: the command that rebuilds the file, for the messages.
-
-    Raises:
-        ValueError: a directory, or a corrupt/truncated/non-safetensors file.
-        FileNotFoundError: no such file.
-    """
-    from safetensors import safe_open
-
-    if path.is_dir():
-        raise ValueError(f"path must be a .safetensors file, got the directory {path} (e.g. {path / file_name})")
-    if not path.is_file():
-        raise FileNotFoundError(f"world model file {path} not found; build it with: {reproduce}")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except Exception as error:  # safetensors raises SafetensorError, OSError or others on damaged files
-        raise ValueError(
-            f"world model file {path} is corrupt or not a safetensors file ({type(error).__name__}: {error}); "
-            f"rebuild it with: {reproduce}"
-        ) from error
-    return metadata, tensors
-
-
-def check_tensors(model: nn.Module, tensors: dict, path: Path, architecture: str) -> None:
-    """Raise ``ValueError`` unless ``tensors`` are exactly ``model``'s state dict in names and shapes, all finite."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in tensors.items()}
-    if expected != found:
-        missing = sorted(set(expected) - set(found))
-        extra = sorted(set(found) - set(expected))
-        wrong = sorted(f"{k}: {found[k]} != {expected[k]}" for k in set(found) & set(expected) if found[k] != expected[k])
-        raise ValueError(
-            f"world model file {path}: tensors do not fit the architecture in its metadata "
-            f"({architecture}): missing {missing}, unexpected {extra}, wrong shapes {wrong}"
-        )
-    bad = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
-    if bad:
-        raise ValueError(f"world model file {path}: non-finite values in {bad}")
 
 
 def recorded_metrics(env_name: str, path: Optional[PathLike] = None) -> dict:

@@ -1,0 +1,126 @@
+"""Saving and loading :class:`~grasp_kernels.models.pixel.PixelWorldModel` (pixel world models).
+
+A model file ``<env>-pixels.safetensors`` holds the float32 weights and buffers with the architecture in its
+metadata; the JSON model card beside it records the objective, data, training, exact reproduce command and
+held-out metrics (the file format: :mod:`grasp_kernels.models.model_files`). The package ships
+``grasp_kernels/weights/<env>-pixels.safetensors`` for PointMaze-Medium and Push-T.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+from .._checks import check_device
+from ..envs.sim import check_env_name
+from .model_files import WEIGHTS_DIR, PathLike, check_tensors, int_field, read_weights, write_model_files
+from .pixel import PixelWorldModel
+
+FORMAT = "grasp_kernels.pixel_world_model"
+FORMAT_VERSION = 1
+
+
+def default_path(env_name: str) -> Path:
+    """The shipped pixel model of ``env_name``: ``grasp_kernels/weights/<env>-pixels.safetensors``."""
+    return WEIGHTS_DIR / f"{check_env_name(env_name)}-pixels.safetensors"
+
+
+def reproduce_command(env_name: str, seed: int = 0, out: Optional[PathLike] = None) -> str:
+    """The command that trains ``env_name``'s pixel model with ``seed`` (into ``out``, if given)."""
+    command = f"python -m grasp_kernels train-pixels --env {check_env_name(env_name)} --seed {seed}"
+    return command if out is None else f"{command} --out {out}"
+
+
+def _metadata(model: PixelWorldModel) -> dict[str, str]:
+    """The file's metadata: format, environment and every architecture size :func:`load_pixel_model` rebuilds."""
+    return {
+        "format": FORMAT, "format_version": str(FORMAT_VERSION), "env": model.env_name,
+        "frame_size": str(model.frame_size), "latent_dim": str(model.latent_dim), "window": str(model.window),
+        "action_dim": str(model.action_dim), "channels": ",".join(map(str, model.channels)),
+        "hidden": str(model.dynamics.net[0].out_features),
+        "depth": str(sum(isinstance(m, torch.nn.Linear) for m in model.dynamics.net) - 1),
+    }
+
+
+OBJECTIVE_WORDS = {
+    "reconstruction": "encoder+decoder: foreground-weighted reconstruction, then frozen; predictor: teacher-forced "
+                      "next latent + open-loop rollout loss on the frozen latents",
+    "jepa": "encoder: trained jointly with a predictor (JEPA: teacher-forced and open-loop next-latent prediction "
+            "against stop-gradient targets, VICReg variance and covariance terms), then frozen; decoder: "
+            "reconstruction on the frozen keypoints; predictor: teacher-forced next latent + open-loop rollout "
+            "loss on the frozen latents",
+}
+
+
+def save_pixel_model(model: PixelWorldModel, path: PathLike, metrics: dict, reproduce: Optional[str] = None) -> Path:
+    """Write ``model`` (safetensors, float32, architecture in the metadata) and its JSON model card beside it."""
+    if not isinstance(model, PixelWorldModel):
+        raise TypeError(f"model must be a PixelWorldModel, got {type(model).__name__}")
+    path = Path(path)
+    metadata = _metadata(model)
+    architecture = {
+        "class": "grasp_kernels.models.PixelWorldModel",
+        **{k: v for k, v in metadata.items() if k not in ("format", "format_version", "env")},
+        "parameters": {part: int(sum(p.numel() for p in getattr(model, part).parameters()))
+                       for part in ("encoder", "decoder", "dynamics")},
+        "planning_state": "window of the last `window` standardised latents, flattened: [window * latent_dim]",
+        "objective": OBJECTIVE_WORDS[metrics.get("config", {}).get("objective", "reconstruction")],
+    }
+    training = {"config": metrics.get("config", {}), "seed": metrics.get("seed"), "seconds": metrics.get("seconds"),
+                "final_loss": metrics.get("final_loss"), "threads": torch.get_num_threads()}
+    return write_model_files(
+        model, path, metadata, architecture, metrics.get("data", {}), training,
+        reproduce or reproduce_command(model.env_name, metrics.get("seed", 0), path.parent),
+        {k: v for k, v in metrics.items()
+         if k in ("one_step", "reconstruction_psnr", "probe") or k.startswith("h") or k.startswith("probe_h")},
+    )
+
+
+def load_pixel_model(
+    env_name: str, path: Optional[PathLike] = None, device: Union[str, torch.device] = "cpu"
+) -> PixelWorldModel:
+    """Load the pixel world model of ``env_name`` (eval mode, on ``device``, no gradients).
+
+    Args:
+        env_name: ``pointmaze-umaze|medium|large`` or ``pusht``.
+        path: a file written by :func:`save_pixel_model`; default the shipped
+            ``grasp_kernels/weights/<env>-pixels.safetensors``.
+        device: where to put the model.
+
+    Raises:
+        ValueError: unknown env; a corrupt file; a file of another model format or another environment;
+            tensors that do not fit the architecture in its metadata.
+        FileNotFoundError: no such file (the message says how to build it).
+    """
+    name = check_env_name(env_name)
+    device = check_device("device", device)
+    path = default_path(name) if path is None else Path(path)
+    hint = reproduce_command(name, 0, None if path == default_path(name) else path.parent)
+    metadata, tensors = read_weights(path, default_path(name).name, hint)
+    if metadata.get("format") != FORMAT:
+        raise ValueError(
+            f"path: {path} is not a pixel world model ({FORMAT}) file (metadata format={metadata.get('format')!r})"
+        )
+    if metadata.get("format_version") != str(FORMAT_VERSION):
+        raise ValueError(f"path: {path} has format_version {metadata.get('format_version')!r}; this library reads {FORMAT_VERSION}")
+    if metadata.get("env") != name:
+        raise ValueError(f"path: {path} was trained for env {metadata.get('env')!r}, not for the requested env {name!r}")
+    try:
+        channels = tuple(int(c) for c in metadata.get("channels", "").split(","))
+    except ValueError:
+        raise ValueError(f"pixel world model file {path}: metadata field 'channels' is not a list of ints") from None
+    sizes = {key: int_field(metadata, key, path) for key in ("frame_size", "latent_dim", "window", "action_dim", "hidden", "depth")}
+    try:
+        model = PixelWorldModel(name, sizes["latent_dim"], sizes["window"], sizes["action_dim"], channels,
+                                sizes["hidden"], sizes["depth"], sizes["frame_size"])
+    except ValueError as error:
+        raise ValueError(f"pixel world model file {path}: its metadata describes no valid model ({error})") from None
+    check_tensors(model, tensors, path, ", ".join(f"{k}={v}" for k, v in sizes.items()) + f", channels={channels}")
+    model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    model.requires_grad_(False)
+    return model.to(device).eval()
+
+
+__all__ = ["default_path", "load_pixel_model", "reproduce_command", "save_pixel_model"]
