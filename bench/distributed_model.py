@@ -1,6 +1,6 @@
 """The GPU case of time sharding, on paper: bytes exchanged per lifted iteration and per sync step against
 NVLink and InfiniBand, next to the compute and activation memory of a DINO-WM-sized world model, at
-T = 64 .. 512 (issue 16, item 5). Nothing here runs on a GPU: the model's FLOPs and saved activations
+T = 64 .. 512. Nothing here runs on a GPU: the model's FLOPs and saved activations
 are MEASURED on the CPU (``torch.utils.flop_counter`` and autograd's saved-tensor hooks on one forward +
 action VJP of the project's DINO-WM-shaped ``PatchTransformerDynamics``); the hardware figures are
 vendor peak numbers with the utilisation stated below, so every time in the tables is an estimate.

@@ -1,4 +1,4 @@
-"""Wall time per plan vs the number of ranks on the CPU, for both shardings (issue 16, item 5).
+"""Wall time per plan vs the number of ranks on the CPU, for both shardings.
 
 Each world size runs under ``torchrun`` (gloo, one process per rank, one thread each); the driver
 launches them in turn and renders one table. Both shardings plan the same problem as one process

@@ -1,4 +1,4 @@
-"""Shard-invariant randomness (issue 16, item 1): a plan's random numbers depend on the seed and its
+"""Shard-invariant randomness: a plan's random numbers depend on the seed and its
 own index in the global batch, never on how plans are batched or split.
 
 - ``randomness.philox_normal`` is Triton's ``tl.randn`` stream (the kernels' noise specification);

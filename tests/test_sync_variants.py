@@ -1,6 +1,6 @@
 """The GRASP variants of the authors' released solver: the CEM sync (``GraspConfig(sync="cem")``,
 :func:`grasp_kernels.sync.cem_sync`) and goal-weight annealing (``GraspConfig(goal_weight_final=)``); and the
-two tried beside them (issue 14, item 5): chains initialised from a short CEM (``init_cem_steps``) and a goal
+two tried beside them: chains initialised from a short CEM (``init_cem_steps``) and a goal
 weight schedule across sync phases (``goal_weight_schedule="plan"``)."""
 
 from __future__ import annotations
