@@ -134,6 +134,9 @@ def planner_settings(
         return lambda scale=1.0: MPPIPlanner(model, action_dim, MPPIConfig(
             horizon=horizon, samples=samples, iters=scaled_iters(sample_iters, scale), seed=seed, **bounds, **changes))
 
+    if quick:  # the smoke run's budget holds for every setting (one that sets its own iterations too)
+        grasp_sweep = {name: {k: v for k, v in ch.items() if k not in ("iters", "sync_every", "sync_steps")}
+                       for name, ch in grasp_sweep.items()}
     return {
         "GRASP": {name: grasp_factory(model, action_dim, base.replace(**ch)) for name, ch in grasp_sweep.items()},
         "GD": {name: gd(ch) for name, ch in GD_SWEEP.items()},
