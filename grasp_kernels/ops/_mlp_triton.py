@@ -21,9 +21,9 @@ Two variants, chosen by the padded hidden width ``HP``:
   looping over tiles), so the scratch stays ``programs x DEPTH x BM x HP x 4`` bytes.
 
 ``NARROW_MAX_HIDDEN`` and ``WIDE_BLOCK`` are set from the sm_90 lowering check (``ptxas -v``,
-tests/test_lowering.py): the register variant spills from padded width 48-64 on (1.2-26 KB per thread
-at 16-64 rows), the blocked one with 32-wide blocks stays at 0-28 B from H = 32 to 1024 (64-wide
-blocks: 36-1440 B).
+tests/test_lowering.py, with triton 3.9 and 3.6): the register variant spills from padded width 48-64 on
+(1.2-26 KB per thread at 16-64 rows), the blocked one with 32-wide blocks stays at 0-100 B from H = 32
+to 1024 (64-wide blocks: 36-1440 B).
 """
 
 from __future__ import annotations
