@@ -50,3 +50,17 @@ def plan_pair(config: GraspConfig, model, batch=3, D=3, A=2, seed=5, reachable=F
         with torch.no_grad():
             goal = rollout(model, s0, torch.rand(batch, config.horizon, A, generator=g) * 1.6 - 0.8)[:, -1]
     return {fused: GraspPlanner(model, A, config.replace(fused_mlp=fused)).plan(s0, goal) for fused in (False, True)}
+
+
+def recorded_programs(monkeypatch, module) -> list[int]:
+    """The program count of each wide launch of ``module`` (a fused kernel's triton_kernel module), as its
+    scratch is allocated."""
+    counts: list[int] = []
+    allocate = module.wide_scratch
+
+    def recording(n_programs: int, *args):
+        counts.append(n_programs)
+        return allocate(n_programs, *args)
+
+    monkeypatch.setattr(module, "wide_scratch", recording)
+    return counts

@@ -22,7 +22,7 @@ from grasp_kernels.backends import backend_unavailable_reason
 from grasp_kernels.lifted import gd_sync, rollout
 from grasp_kernels.reference import fused_mlp_sync_step_ref
 
-from _fused_mlp import ACTS, DEVICE, make_model, plan_pair, rel
+from _fused_mlp import ACTS, DEVICE, make_model, plan_pair, recorded_programs, rel
 from _kernels import fused_rel_tol
 
 CPU_TRITON_REASON = backend_unavailable_reason("triton", DEVICE)
@@ -149,6 +149,19 @@ def test_sync_step_several_programs(monkeypatch, hidden):
     monkeypatch.setattr(fs, "INTERPRET_ROWS", 16)
     assert fs.sync_rows(37) == 16 and mt.wide_programs(3, DEVICE) == 2
     check_sync_step(37, 3, 3, 2, hidden, 2, nn.Tanh)
+
+
+def test_sync_step_forced_programs_loop_over_the_blocks(monkeypatch):
+    """force_wide_programs sets the wide grid (the GPU tests' way into the persistent loop): 5 blocks of
+    16 plans over 3 programs (2, 2 and 1 blocks), 3 blocks over 1, then the interpreter's default (2)."""
+    monkeypatch.setattr(fs, "INTERPRET_ROWS", 16)
+    counts = recorded_programs(monkeypatch, fs)
+    with mt.force_wide_programs(3):
+        check_sync_step(70, 4, 5, 3, 40, 2, nn.ReLU)
+    with mt.force_wide_programs(1):
+        check_sync_step(37, 3, 3, 2, 40, 1, nn.SiLU)
+    check_sync_step(70, 2, 3, 2, 40, 1, nn.Tanh)
+    assert counts == [3, 1, mt.INTERPRET_WIDE_PROGRAMS] and mt.INTERPRET_WIDE_PROGRAMS == 2
 
 
 @pytest.mark.parametrize("hidden", [16, 40])
@@ -298,3 +311,38 @@ def test_gpu_native_matches_reference(B, T, D, A, hidden, depth):
 @pytest.mark.parametrize("hidden", [24, 256])
 def test_gpu_bf16_matrix_inputs(hidden):
     check_sync_step(64, 50, 4, 2, hidden, 3, device=torch.device("cuda"), matmul_dtype=torch.bfloat16)
+
+
+# The wide variant's persistent loop on a GPU: at the default grid, min(blocks, SMs) programs, every
+# program runs one block of 16 plans at the shapes above; forced to 2 programs, each loops over 2-3 blocks
+# with one scratch, through the T-step rollout and adjoint of every block (tests/ops/test_fused_mlp_iteration.py
+# says why the interpreter cannot test this).
+SYNC_LOOP_CASES = [  # (B, T, D, A, hidden, depth, act, matrix dtype): 4, 3, 5, 3 and 4 blocks
+    (64, 50, 4, 2, 256, 3, nn.SiLU, None),
+    (40, 20, 16, 4, 512, 2, nn.Tanh, None),
+    (70, 8, 5, 3, 40, 2, nn.ReLU, None),
+    (40, 16, 64, 8, 1024, 3, nn.Tanh, None),
+    (64, 50, 4, 2, 256, 3, nn.SiLU, torch.bfloat16),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("B,T,D,A,hidden,depth,act,matmul_dtype", SYNC_LOOP_CASES,
+                         ids=lambda v: getattr(v, "__name__", str(v)))
+def test_gpu_wide_programs_loop_over_their_blocks(monkeypatch, B, T, D, A, hidden, depth, act, matmul_dtype):
+    counts = recorded_programs(monkeypatch, fs)
+    assert -(-B // fs.sync_rows(B)) >= 3
+    with mt.force_wide_programs(2):
+        check_sync_step(B, T, D, A, hidden, depth, act, device=torch.device("cuda"), matmul_dtype=matmul_dtype)
+    assert counts == [2]
+
+
+@pytest.mark.gpu
+def test_gpu_large_batch_loops_at_the_default_grid(monkeypatch):
+    """B = 4096 plans, H = 256 (the shipped world models' width): 256 blocks over min(blocks, SMs)
+    programs, about 2 blocks each on an H100."""
+    cuda = torch.device("cuda")
+    counts = recorded_programs(monkeypatch, fs)
+    n_blocks = -(-4096 // fs.sync_rows(4096))
+    check_sync_step(4096, 16, 4, 2, 256, 3, nn.SiLU, device=cuda)
+    assert counts == [mt.wide_programs(n_blocks, cuda)] and counts[0] < n_blocks
