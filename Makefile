@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 INTEGRATION_PINS ?= stable-worldmodel==0.1.1 torchrl==0.14.1 tensordict==0.14.3 hoptorch==0.1.4 pyvers==0.2.3 \
 	gymnasium==1.4.0 farama-notifications==0.0.6 loguru==0.7.3 einops==0.8.2
 
-.PHONY: setup integrations demo test bench clean
+.PHONY: setup integrations demo test bench lowering-triton36 clean
 
 setup:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q $(TORCH_INSTALL_ARGS) "$(TORCH_PIN)"
@@ -37,6 +37,14 @@ test: setup
 
 bench: setup
 	$(PYTHON) bench/planner_speed.py
+
+# The lowering check (tests/test_lowering.py) under the lent GPU machines' Triton 3.6.0 (ptxas 12.8), whose
+# register allocation differs from 3.9's: an extra check in its own environment, not part of `make test`.
+VENV_TRITON36 ?= build/venv-triton36
+lowering-triton36:
+	@test -x $(VENV_TRITON36)/bin/python || { $(PYTHON) -m venv $(VENV_TRITON36) && \
+	  $(VENV_TRITON36)/bin/pip install -q $(TORCH_INSTALL_ARGS) "$(TORCH_PIN)" triton==3.6.0 numpy pytest tqdm safetensors; }
+	PYTHONPATH=$(CURDIR) $(VENV_TRITON36)/bin/python -m pytest -q -s tests/test_lowering.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .benchmarks out

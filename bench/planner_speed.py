@@ -119,17 +119,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     shapes = make_shapes(args, device)
     rates = measure_rates(device, DTYPES[args.model_dtype], args.quick)
     rows, floors = [], {}
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
     for index, shape in enumerate(shapes, 1):
         row = Row(shape, index)
         measure_row(row, args, device)
         rows.append(row)
         floors[index] = shape_floor(shape, args.action_dim, rates)
         print(f"# measured #{index} {shape.text} B={shape.batch} T={shape.horizon}", file=sys.stderr, flush=True)
+        if args.out:  # the rows so far: a run cut off (the device check's budget) keeps what it measured
+            args.out.write_text(render(rows, floors, args, device, rates, describe_model(args, shapes)) + "\n")
     table = render(rows, floors, args, device, rates, describe_model(args, shapes))
     print(table)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table + "\n")
     failed = [f"#{row.index} {key}: {why}" for row in rows for key, why in row.reasons.items() if why.startswith("failed")]
     if args.strict and failed:
         print("providers failed: " + "; ".join(failed), file=sys.stderr)

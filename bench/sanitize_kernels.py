@@ -2,7 +2,8 @@
 the compute-sanitizer step of ``bench/device_check.sh`` (memcheck, initcheck, ...), where each launch
 should touch only its own tensors. It covers each Triton kernel (the four ops, the multi-chunk energy
 sum, the fused MLP iteration in its register and blocked variants with tensor and in-kernel noise and
-one or several time chunks, the fused sync step in both variants with one or several plan blocks) and
+one or several time chunks, the fused sync step in both variants with one or several plan blocks; the
+blocked variants also forced to 2 persistent programs, each looping over several tiles) and
 each CUDA kernel (the four ops, on the scalar path (D, A odd) and the 16-byte vector path (D, A
 multiples of 4), one and several chunks per plan); a few seconds on a GPU, so the sanitizer's slowdown
 stays affordable.
@@ -15,8 +16,9 @@ stays affordable.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from typing import Callable
+from typing import Callable, ContextManager, Optional
 
 import _bench_env  # noqa: F401  (first: puts the repository on sys.path)
 import torch
@@ -96,10 +98,20 @@ def _step_case(backend: str, device: torch.device, g: torch.Generator, batch: in
     ops.lifted_energy_state_step_(pred, states, 0.3, m, v, noise_std=0.01, seed=5, backend=backend, **ADAM)
 
 
+def wide_grid(programs: Optional[int]) -> ContextManager[None]:
+    """The wide launches' default grid (``None``: min(tiles, SMs) programs, one tile each at these shapes)
+    or ``programs`` persistent programs, each looping over several tiles with one scratch."""
+    from grasp_kernels.ops._mlp_triton import force_wide_programs
+
+    return contextlib.nullcontext() if programs is None else force_wide_programs(programs)
+
+
 def fused_mlp_cases(device: torch.device, g: torch.Generator) -> None:
     # H = 16: the register variant; H = 40: the blocked variant with its per-program scratch; T = 150: several
-    # time chunks per plan (the energy summed by the second pass); in-kernel noise after the tensor noise
-    for hidden, depth, horizon in ((16, 2, 9), (40, 3, 9), (16, 1, 150), (40, 2, 150)):
+    # time chunks per plan (the energy summed by the second pass; 9 tiles), once more over 2 programs that
+    # loop; in-kernel noise after the tensor noise
+    for hidden, depth, horizon, programs in ((16, 2, 9, None), (40, 3, 9, None), (16, 1, 150, None), (40, 2, 150, None),
+                                             (40, 2, 150, 2)):
         torch.manual_seed(hidden)
         model = MLPDynamics(5, 3, hidden=hidden, depth=depth).to(device)
         batch = 3
@@ -110,19 +122,23 @@ def fused_mlp_cases(device: torch.device, g: torch.Generator) -> None:
         want = [t.clone() for t in (states, actions, *moments)]
         scalars = dict(step=1, lr_states=0.01, lr_actions=0.01, beta1=0.9, beta2=0.999, eps=1e-8, noise_std=0.01,
                        low=-1.0, high=1.0, noise=noise)
-        energy, new_states = ops.fused_mlp_iteration_(model, states, actions, 0.3, *moments, backend="triton", **scalars)
+        name = f"fused_mlp_iteration H={hidden} T={horizon}" + (f" {programs} programs" if programs else "")
+        with wide_grid(programs):
+            energy, new_states = ops.fused_mlp_iteration_(model, states, actions, 0.3, *moments, backend="triton",
+                                                          **scalars)
         want_energy, _, _ = fused_mlp_iteration_ref(model, want[0], want[1], 0.3, *want[2:], **scalars)
-        _close(f"fused_mlp_iteration H={hidden}", energy, want_energy, 1e-4)
-        _close(f"fused_mlp_iteration H={hidden} states", new_states, want[0])
-        _close(f"fused_mlp_iteration H={hidden} actions", actions, want[1])
+        _close(name, energy, want_energy, 1e-4)
+        _close(f"{name} states", new_states, want[0])
+        _close(f"{name} actions", actions, want[1])
         scalars.update(noise=None, step=2)
-        ops.fused_mlp_iteration_(model, new_states, actions, 0.3, *moments, seed=9, backend="triton", **scalars)
+        with wide_grid(programs):
+            ops.fused_mlp_iteration_(model, new_states, actions, 0.3, *moments, seed=9, backend="triton", **scalars)
 
 
 def fused_sync_cases(device: torch.device, g: torch.Generator) -> None:
     # the fused sync step: register (H = 16) and blocked (H = 40) variants, one plan block and several
-    # (B = 19 > 16 plans per program), its workspace of T+1 states
-    for hidden, depth, batch in ((16, 2, 3), (40, 3, 19)):
+    # (B = 19 > 16 plans per program), 5 blocks over 2 programs that loop; its workspace of T+1 states
+    for hidden, depth, batch, programs in ((16, 2, 3, None), (40, 3, 19, None), (40, 3, 70, 2)):
         torch.manual_seed(hidden)
         model = MLPDynamics(5, 3, hidden=hidden, depth=depth).to(device)
         horizon = 7
@@ -131,10 +147,12 @@ def fused_sync_cases(device: torch.device, g: torch.Generator) -> None:
         m, v = torch.zeros_like(actions), torch.zeros_like(actions)
         want = [t.clone() for t in (actions, m, v)]
         adam = dict(step=1, lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8, low=-1.0, high=1.0)
-        loss = ops.fused_mlp_sync_step_(model, s0, goal, actions, m, v, backend="triton", **adam)
+        with wide_grid(programs):
+            loss = ops.fused_mlp_sync_step_(model, s0, goal, actions, m, v, backend="triton", **adam)
         want_loss = fused_mlp_sync_step_ref(model, s0, goal, *want, **adam)
-        _close(f"fused_mlp_sync H={hidden} B={batch} loss", loss, want_loss, 1e-4)
-        _close(f"fused_mlp_sync H={hidden} B={batch} actions", actions, want[0])
+        name = f"fused_mlp_sync H={hidden} B={batch}" + (f" {programs} programs" if programs else "")
+        _close(f"{name} loss", loss, want_loss, 1e-4)
+        _close(f"{name} actions", actions, want[0])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -102,3 +102,41 @@ def adam_inputs(shape, g, device=DEVICE):
 
 def poisoned(*shape, device=DEVICE) -> torch.Tensor:
     return torch.full(shape, float("nan"), device=device, dtype=torch.float32)
+
+
+# ------------------------------------------------------------------ tolerances by precision, each with its argument
+# NaN never passes: rel() asserts finite values, and torch.testing.assert_close keeps equal_nan=False. No
+# tolerance for tf32: no product here runs in it (the Triton kernels' float32 tl.dot is IEEE,
+# input_precision="ieee", and torch leaves cuBLAS at float32 by default).
+
+
+def fused_rel_tol(device: torch.device | str, matmul_dtype: torch.dtype | None = None) -> float:
+    """Bound on ``rel(out, ref)`` of the fused MLP kernels (one iteration, or one sync step through its
+    T-step adjoint) against their float32 / float64 references, every output and moment.
+
+    - float32 under the CPU interpreter: numpy's float32 ``exp`` and division are correctly rounded; only
+      the order of the sums differs (measured <= 1e-6, up to T = 50 adjoint steps): 1e-5, as tight as ever.
+    - float32 on a GPU: ``tl.exp`` is ``ex2.approx`` of ``x * log2(e)`` (2^-22 relative, plus |x| 2^-24
+      from the product) and float32 division is approximate (``div.full``, 2 ulp): a few ulp more per
+      element and step, ~1e-6 over a 50-step adjoint whose rollout stays bounded (tests/_fused_mlp.py's
+      ``gain``), so 1e-4 keeps two orders of margin and is still far below a wrong tile's error.
+    - bfloat16 matrix operands (float32 accumulation): each operand rounded to 8 bits, 2^-9 = 2e-3 relative.
+      Measured under the interpreter, whose bf16 products are the GPU's (the same rounded operands, float32
+      sums): states, energy and loss 1e-4..5e-3; the gradients, sums over H saturated units with
+      cancellation, 1.2-1.8e-2 (one iteration, and sync steps of T = 5..50), their squares (the second
+      moments) 2.4e-2. Hence 5e-2 on any device.
+    """
+    if matmul_dtype == torch.bfloat16:
+        return 5e-2
+    return 1e-4 if torch.device(device).type == "cuda" else 1e-5
+
+
+def plan_close_tol(model_dtype: torch.dtype) -> dict[str, float]:
+    """``rtol``/``atol`` for two plans that run the same kernels on the same inputs (a CUDA-graph replay
+    against the eager loop), for ``torch.testing.assert_close``. float32: 1e-5 (the same launches; only
+    a library's choice of algorithm may change the rounding). bfloat16 model: one such change flips a
+    bf16 rounding of the prediction, 2^-8 = 3.9e-3 at magnitude 1, above any float32 bound; the plan's
+    Adam steps (lr 0.05, normalised) carry it on without growth: 1e-2."""
+    if model_dtype == torch.bfloat16:
+        return {"rtol": 1e-2, "atol": 1e-2}
+    return {"rtol": 1e-5, "atol": 1e-5}

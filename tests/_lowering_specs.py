@@ -5,8 +5,9 @@ TRITON_INTERPRET: under the interpreter ``@triton.jit`` yields functions that ca
 ``kernel_specs()`` covers the four ops' kernels and ``sum_partials``; ``fused_mlp_specs()`` the fused MLP
 iteration kernel. Each returns dicts with ``name``, ``fn``, ``signature``, ``constexprs``, ``attrs``
 (``tt.divisibility`` hints as the JIT would give them: pointers always 16-aligned, sizes when
-``D % 16 == 0``) and ``num_warps``; compile with ``triton.compile(ASTSource(fn, signature, constexprs,
-attrs), target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})``.
+``D % 16 == 0``) and ``options`` (``num_warps``, and ``maxnreg`` where the launcher sets it); compile
+with ``triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", 90, 32),
+options=options)``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def kernel_specs() -> list[dict]:
             if kind.startswith("*") or (aligned and arg in size_names):
                 attrs[(i,)] = [["tt.divisibility", 16]]
         return {"name": name, "fn": fn, "signature": signature, "constexprs": constexprs, "attrs": attrs,
-                "num_warps": num_warps}
+                "options": {"num_warps": num_warps}}
 
     def energy_sig(pred_t, idx):
         return {"pred_ptr": pred_t, "states_ptr": "*fp32", "energy_ptr": "*fp32", "grad_pred_ptr": "*fp32",
@@ -86,10 +87,13 @@ def kernel_specs() -> list[dict]:
     return specs
 
 
-def _mlp_spec(kernel: str, fn, ptrs: list[str], mdt: str, scalars: dict, constexprs: dict, tag: str, num_warps: int,
+def _mlp_spec(kernel: str, fn, ptrs: list[str], mdt: str, scalars: dict, constexprs: dict, tag: str, launch_options,
               hidden: int) -> dict:
     """A fused MLP kernel's spec: the pointers ``ptrs``, the packed model (matrices ``*mdt``, vectors
-    float32), the scratch, ``scalars`` and ``constexprs`` in the kernel's argument order."""
+    float32), the scratch, ``scalars`` and ``constexprs`` in the kernel's argument order, compiled with
+    the launcher's ``launch_options(hidden, matrix_dtype)``."""
+    import torch
+
     from grasp_kernels.ops._mlp_triton import is_wide, wide_block
 
     signature = {f"{n}_ptr": "*fp32" for n in ptrs}
@@ -100,8 +104,9 @@ def _mlp_spec(kernel: str, fn, ptrs: list[str], mdt: str, scalars: dict, constex
     signature.update({name: "constexpr" for name in constexprs})
     attrs = {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(signature.values()) if kind.startswith("*")}
     variant = f"wide BH={wide_block(hidden)}" if is_wide(hidden) else "register"
+    options = launch_options(hidden, torch.bfloat16 if mdt == "bf16" else torch.float32)
     return {"name": f"{kernel} {variant} {tag}", "fn": fn, "signature": signature, "constexprs": constexprs,
-            "attrs": attrs, "num_warps": num_warps}
+            "attrs": attrs, "options": options}
 
 
 def fused_mlp_specs() -> list[dict]:
@@ -111,8 +116,8 @@ def fused_mlp_specs() -> list[dict]:
     from grasp_kernels.ops.fused_mlp_iteration.triton_kernel import (
         _fused_mlp_iteration_kernel,
         gpu_rows,
+        launch_options,
         mlp_tile_config,
-        num_warps_for,
     )
 
     i32, i64, f32 = "i32", "i64", "fp32"
@@ -121,6 +126,7 @@ def fused_mlp_specs() -> list[dict]:
     configs = [  # (label, D, A, H, depth, act, matrix dtype, noise)
         ("D=16 A=4 H=16 depth2 SiLU f32 philox", 16, 4, 16, 2, 0, "fp32", NOISE_PHILOX32),
         ("D=16 A=4 H=32 depth3 SiLU bf16 philox", 16, 4, 32, 3, 0, "bf16", NOISE_PHILOX32),
+        ("D=3 A=2 H=24 depth2 Tanh f32 noise-tensor", 3, 2, 24, 2, 2, "fp32", NOISE_TENSOR),
         ("D=17 A=5 H=48 depth1 ReLU f32 noise-tensor", 17, 5, 48, 1, 1, "fp32", NOISE_TENSOR),
         ("D=16 A=4 H=64 depth2 SiLU f32 philox", 16, 4, 64, 2, 0, "fp32", NOISE_PHILOX32),
         ("D=16 A=4 H=64 depth2 SiLU bf16 philox", 16, 4, 64, 2, 0, "bf16", NOISE_PHILOX32),
@@ -140,14 +146,14 @@ def fused_mlp_specs() -> list[dict]:
         constexprs = {"BP": bp, "BT": bt, "DP": pad_dim(dim), "AP": pad_dim(action_dim), "HP": padded_hidden(hidden),
                       "DEPTH": depth, "ACT": act, "NOISE": noise, "WIDE": is_wide(hidden), "BH": wide_block(hidden)}
         specs.append(_mlp_spec("fused_mlp_iteration", _fused_mlp_iteration_kernel, ptrs, mdt, scalars, constexprs,
-                               f"{label} BM={bp * bt}", num_warps_for(hidden), hidden))
+                               f"{label} BM={bp * bt}", launch_options, hidden))
     return specs
 
 
 def fused_mlp_sync_specs() -> list[dict]:
     """The fused MLP sync-step kernel (same dict format as :func:`kernel_specs`), at the launcher's tiles."""
     from grasp_kernels.ops._mlp_triton import is_wide, pad_dim, padded_hidden, wide_block
-    from grasp_kernels.ops.fused_mlp_sync.triton_kernel import SYNC_ROWS, _fused_mlp_sync_kernel, num_warps_for
+    from grasp_kernels.ops.fused_mlp_sync.triton_kernel import SYNC_ROWS, _fused_mlp_sync_kernel, launch_options
 
     i32, f32 = "i32", "fp32"
     configs = [  # (label, D, A, H, depth, act, matrix dtype): both variants, f32 and bf16, up to H = 1024
@@ -170,5 +176,5 @@ def fused_mlp_sync_specs() -> list[dict]:
         constexprs = {"BP": SYNC_ROWS, "DP": pad_dim(dim), "AP": pad_dim(action_dim), "HP": padded_hidden(hidden),
                       "DEPTH": depth, "ACT": act, "WIDE": is_wide(hidden), "BH": wide_block(hidden)}
         specs.append(_mlp_spec("fused_mlp_sync", _fused_mlp_sync_kernel, ptrs, mdt, scalars, constexprs,
-                               f"{label} BP={SYNC_ROWS}", num_warps_for(hidden), hidden))
+                               f"{label} BP={SYNC_ROWS}", launch_options, hidden))
     return specs

@@ -2,7 +2,16 @@
 
 Catches what the CPU interpreter cannot (types, layouts, shared memory, register pressure). Runs in a
 subprocess without TRITON_INTERPRET (under the interpreter ``@triton.jit`` yields interpreted
-functions that cannot be compiled). The kernel configurations are tests/_lowering_specs.py. Registers and spills come from ``ptxas -v`` and are printed.
+functions that cannot be compiled). The kernel configurations are tests/_lowering_specs.py. Registers and
+spills come from ``ptxas -v`` (the ptxas that the installed Triton uses) and are printed.
+
+The budgets must hold for the Triton of this machine (3.9, ptxas 13.4) and for the lent GPU machines'
+(3.6.0, ptxas 12.8), whose ptxas allocates registers differently. The suite runs the first; the second
+is an extra check in its own environment (not needed by the suite): ``make lowering-triton36``, i.e.
+
+    python -m venv build/venv-triton36
+    build/venv-triton36/bin/pip install torch==2.13.0 triton==3.6.0 numpy pytest tqdm safetensors
+    PYTHONPATH=$PWD build/venv-triton36/bin/python -m pytest -q -s tests/test_lowering.py
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import tempfile
 
 import pytest
 
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
@@ -43,8 +52,8 @@ module_name, function_name = sys.argv[1].split(":")
 for spec in getattr(importlib.import_module(module_name), function_name)():
     start = time.time()
     src = ASTSource(fn=spec["fn"], signature=spec["signature"], constexprs=spec["constexprs"], attrs=spec["attrs"])
-    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": spec["num_warps"]})
-    row = {"name": spec["name"], "num_warps": spec["num_warps"], "shared": kernel.metadata.shared,
+    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=spec["options"])
+    row = {"name": spec["name"], "options": spec["options"], "shared": kernel.metadata.shared,
            "has_cubin": bool(kernel.asm.get("cubin")), "vectorized": ".v4." in kernel.asm["ptx"] or ".v2." in kernel.asm["ptx"],
            "regs": None, "spill_stores": None, "spill_loads": None, "seconds": round(time.time() - start, 2)}
     if ptxas:
@@ -82,11 +91,13 @@ def lower(module: str, capsys) -> list[dict]:
     line = next(l for l in proc.stdout.splitlines() if l.startswith("LOWERING-JSON "))
     rows = json.loads(line[len("LOWERING-JSON "):])
     with capsys.disabled():
-        print(f"\nsm_90 lowering of {module} (ptxas -v): kernel | warps | registers | spill stores/loads | stack B "
-              "| shared B | vectorized | compile s")
+        print(f"\nsm_90 lowering of {module} with triton {triton.__version__} (ptxas -v): kernel | warps | maxnreg "
+              "| registers | spill stores/loads | stack B | shared B | vectorized | compile s")
         for r in rows:
-            print(f"  {r['name']:<60} | {r['num_warps']} | {r['regs']} | {r['spill_stores']}/{r['spill_loads']} "
-                  f"| {r.get('stack')} | {r['shared']} | {r['vectorized']} | {r['seconds']}")
+            options = r["options"]
+            print(f"  {r['name']:<60} | {options['num_warps']} | {options.get('maxnreg', '-')} | {r['regs']} "
+                  f"| {r['spill_stores']}/{r['spill_loads']} | {r.get('stack')} | {r['shared']} | {r['vectorized']} "
+                  f"| {r['seconds']}")
     return rows
 
 
@@ -107,11 +118,13 @@ def test_kernels_lower_for_sm90(capsys):
             assert r["vectorized"], f"aligned variant should use vector loads: {r}"
 
 
-# Budget of the fused MLP kernel per thread on sm_90, every variant the tests and benchmarks run. Every
-# variant at the chosen tiles sits at 0-28 B of spills and <= 64 B of stack (32-row tiles above H = 512);
-# the failures this guards against are kilobytes: the register variant at H = 48-64 spilled 1.2-26 KB with
-# a 17 KB stack frame (local memory on every thread of the grid) and compiled for 18 s+. 128 B leaves room
-# for another ptxas version (the GPU machine's triton 3.6 spills a few words more than 3.9's).
+# Budget of the fused MLP kernel per thread on sm_90, every variant the tests and benchmarks run. At the
+# chosen tiles and launch options the variants spill 0 B except the wide iteration at H = 256 float32
+# (28/44 B with triton 3.9, 44/72 B with 3.6) and at H = 1024 (8/8 and 92/100 B float32, 0 and 64 B
+# bfloat16) and the wide sync step at H = 1024 float32 (8/8 and 28/32 B); stack <= 128 B. The failures this
+# guards against are kilobytes: the register variant at H = 48-64 spilled 1.2-26 KB with a 17 KB stack
+# frame (local memory on every thread of the grid) and compiled for 18 s+. 128 B leaves room for the
+# ptxas versions' differences.
 FUSED_SPILL_BYTES = 128
 FUSED_STACK_BYTES = 256
 # 2-10 s per variant on a 2-core CPU; the pathological tiles took 18-127 s

@@ -21,15 +21,17 @@ Two variants, chosen by the padded hidden width ``HP``:
   looping over tiles), so the scratch stays ``programs x DEPTH x BM x HP x 4`` bytes.
 
 ``NARROW_MAX_HIDDEN`` and ``WIDE_BLOCK`` are set from the sm_90 lowering check (``ptxas -v``,
-tests/test_lowering.py): the register variant spills from padded width 48-64 on (1.2-26 KB per thread
-at 16-64 rows), the blocked one with 32-wide blocks stays at 0-28 B from H = 32 to 1024 (64-wide
-blocks: 36-1440 B).
+tests/test_lowering.py, with triton 3.9 and 3.6): the register variant spills from padded width 48-64 on
+(1.2-26 KB per thread at 16-64 rows), the blocked one with 32-wide blocks stays at 0-100 B from H = 32
+to 1024 (64-wide blocks: 36-1440 B).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-from typing import Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 import triton
@@ -343,8 +345,30 @@ def padded_hidden(hidden: int) -> int:
     return pad_dim(hidden)
 
 
+# set by force_wide_programs: the program count of every wide launch in the block (tests, sanitizer)
+_FORCED_WIDE_PROGRAMS: contextvars.ContextVar[Optional[int]] = contextvars.ContextVar("forced_wide_programs",
+                                                                                      default=None)
+
+
+@contextlib.contextmanager
+def force_wide_programs(programs: int) -> Iterator[None]:
+    """Launch the wide variant with ``min(tiles, programs)`` persistent programs inside the block, whatever
+    the device's SM count: with fewer programs than tiles every program loops, so the scratch is reused
+    from tile to tile behind the CTA barriers (a GPU check; the launchers' public ops need no argument)."""
+    if not isinstance(programs, int) or programs < 1:
+        raise ValueError(f"force_wide_programs: programs must be an int >= 1, got {programs!r}")
+    token = _FORCED_WIDE_PROGRAMS.set(programs)
+    try:
+        yield
+    finally:
+        _FORCED_WIDE_PROGRAMS.reset(token)
+
+
 def wide_programs(n_tiles: int, device: torch.device) -> int:
     """Programs of a wide launch: persistent, so that the scratch (one per program) stays small."""
+    forced = _FORCED_WIDE_PROGRAMS.get()
+    if forced is not None:
+        return min(n_tiles, forced)
     if INTERPRET or device.type != "cuda":
         return min(n_tiles, INTERPRET_WIDE_PROGRAMS)
     index = device.index if device.index is not None else torch.cuda.current_device()

@@ -53,6 +53,7 @@ import triton
 import triton.language as tl
 
 from .._mlp_triton import (
+    MIN_DOT,
     is_wide,
     kernel_params,
     load_vec,
@@ -203,9 +204,13 @@ def mlp_tile_config(n_plans: int, horizon: int, hidden: int, rows: Optional[int]
     return bp, bt, triton.cdiv(horizon, bt)
 
 
-def num_warps_for(hidden: int) -> int:
-    # wide: 8 warps (with 4, 48-wide layers spill 32 B); the register variant's tiles are small
-    return 8 if is_wide(hidden) else 4
+def launch_options(hidden: int, matrix_dtype: torch.dtype) -> dict[str, int]:
+    """The compile options of a launch (``num_warps``), shared with the lowering check
+    (tests/_lowering_specs.py) so that it compiles what runs. ``matrix_dtype``: the packed matrices'."""
+    # wide: 8 warps (with 4, 48-wide layers spill 32 B). Register variant: 4 warps at padded width 16;
+    # at 32 (bf16) 4 warps spill 64 B with triton 3.9's ptxas and 84 B with 3.6's, 8 warps none
+    del matrix_dtype  # the same warps for float32 and bfloat16 matrices
+    return {"num_warps": 8 if is_wide(hidden) or pad_dim(hidden) > MIN_DOT else 4}
 
 
 def launch(
@@ -268,7 +273,7 @@ def launch(
         float(gamma), n_plans, horizon, dim, action_dim, hidden, n_chunks, n_tiles,
         lerp_w, b2_, omb2, sqrt_bc2, eps_, neg_step_s, neg_step_a, float(noise_std), int(seed), int(noise_base), int(noise_stride),
         BP=bp, BT=bt, DP=pad_dim(dim), AP=pad_dim(action_dim), HP=padded_hidden(hidden), DEPTH=depth, ACT=activation,
-        NOISE=mode, WIDE=wide, BH=wide_block(hidden), num_warps=num_warps_for(hidden),
+        NOISE=mode, WIDE=wide, BH=wide_block(hidden), **launch_options(hidden, params[5].dtype),
     )
     if n_chunks > 1:
         reduce_into(out, energy, n_plans, n_chunks)

@@ -143,9 +143,19 @@ def sync_rows(n_plans: int) -> int:
     return SYNC_ROWS
 
 
-def num_warps_for(hidden: int) -> int:
-    # wide: 8 warps (with 4, H = 1024 at D = 64 spilled 1-2 KB); the register variant's tiles are small
-    return 8 if is_wide(hidden) else 4
+def launch_options(hidden: int, matrix_dtype: torch.dtype) -> dict[str, int]:
+    """The compile options of a launch (``num_warps``, ``maxnreg``), shared with the lowering check
+    (tests/_lowering_specs.py) so that it compiles what runs. ``matrix_dtype``: the packed matrices'."""
+    if not is_wide(hidden):
+        return {"num_warps": 4}  # the register variant's tiles are small
+    # wide: 8 warps (with 4, H = 1024 at D = 64 spilled 1-2 KB). With bfloat16 matrices, triton 3.6's ptxas
+    # (12.8) aims at two programs per SM, i.e. 128 registers, and spills 120-156 B at H = 256-512; the
+    # persistent grid has one program per SM (WIDE_PROGRAMS_PER_SM), so .maxnreg 255 says what runs: 0 B
+    # with both ptxas versions. Not for float32: there .maxnreg makes ptxas schedule for more registers
+    # and H = 1024 spills 72-84 B instead of 8-32 B.
+    if matrix_dtype == torch.bfloat16:
+        return {"num_warps": 8, "maxnreg": 255}
+    return {"num_warps": 8}
 
 
 def launch(
@@ -193,5 +203,5 @@ def launch(
         n_plans, horizon, dim, action_dim, hidden, n_blocks,
         lerp_w, b2_, omb2, sqrt_bc2, eps_, neg_step,
         BP=bp, DP=pad_dim(dim), AP=pad_dim(action_dim), HP=padded_hidden(hidden), DEPTH=depth, ACT=activation,
-        WIDE=wide, BH=wide_block(hidden), num_warps=num_warps_for(hidden),
+        WIDE=wide, BH=wide_block(hidden), **launch_options(hidden, params[5].dtype),
     )
