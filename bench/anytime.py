@@ -6,7 +6,8 @@ default setting, ``var 1.0``, and DINO-WM's 30 iterations, timed on the same pai
 table holds on any machine. A budget is reached by scaling the setting's work (:func:`grasp_kernels.quality.
 grasp_factory`: GRASP's lifted iterations, sync steps and CEM start; the others' iterations): each setting's
 time per unit of work is first timed on a few calibration pairs, and the scale for budget ``b`` is
-``b / (its time / CEM's time)``. Every point records the wall time it really took.
+``b / (its time / CEM's time)``; after each budget the estimate is replaced by the time that budget's run took
+(budgets run smallest first). Every point records the wall time it really took.
 
 A family's frontier at budget ``b`` is its best success among the points that took at most ``b`` times CEM's
 time (``--slack`` allows for timing noise); GRASP leads from the smallest budget from which its frontier is
@@ -118,6 +119,9 @@ def profile(evaluate, settings: dict, pairs, calibration, budgets: tuple[float, 
                 point = Point(family, name, budget, scale, score.wall_time / cem_time, score.successes, score.trials,
                               score.wall_time, score.iters)
                 points.append(point)
+                # the time per unit of work on these pairs, as measured: the next budget's scale follows it (the
+                # calibration pairs' estimate is off where a planner's time is not linear in the batch)
+                unit = max(point.ratio / scale, 1e-9)
                 log(f"  {family:5s} {name:40s} b={budget:<5g} x{scale:.3g} ({point.iters} iters): "
                     f"{score.cell()} in {point.ratio:.2f} CEM times")
     return points, cem_time
