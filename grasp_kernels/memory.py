@@ -271,32 +271,34 @@ class MemoryPlan:
         }
 
 
-def largest_fitting(measure: Callable[[int], int], available: int, total: int, start: int = 1,
-                    attempts: int = 4) -> tuple[int, int, float]:
+def largest_fitting(measure: Callable[[int], int], available: int, total: int,
+                    realized: Callable[[int], int] = lambda n: n, attempts: int = 4,
+                    margin: float = 0.98) -> tuple[int, int, float]:
     """The largest chunk size ``n <= total`` whose measured peak ``measure(n)`` fits ``available`` bytes.
 
-    Measures ``n = start`` and ``2 start`` (a line ``peak = a + b n`` through both), predicts the largest
-    fitting ``n``, and measures it; if it does not fit, scales ``n`` down by the overshoot and measures
-    again (``attempts`` times). Returns ``(n, its measured peak, b)``; ``n = 0`` when one transition does
-    not fit (its peak is then the second value).
+    ``realized(n)`` is the size of the largest chunk a limit of ``n`` makes (whole chains round it down).
+    Measures ``n = 1``; while the peak is ``a + b r`` in the realized size ``r`` with ``a, b >= 0``,
+    ``measure(1)`` bounds ``b`` from above, so the next size, ``available / measure(1)``, fits for sure.
+    Two measurements give the slope ``b``; the next size is where the line reaches ``margin * available``;
+    a size that does not fit (the peak is not quite linear) steepens the line and is tried again,
+    ``attempts`` measurements in all. Returns ``(n, its measured peak, b)``; ``n = 0`` when one transition
+    does not fit (its peak is then the second value).
     """
-    small = min(start, total)
-    p1 = measure(small)
-    if p1 > available or small == total:
-        return (small if p1 <= available else 0), p1, float(p1) / small
-    large = min(2 * small, total)
-    p2 = measure(large)
-    slope = max((p2 - p1) / (large - small), 1.0)
-    if p2 > available:
-        return small, p1, slope
-    guess = min(total, int((available - p1) / slope) + small)
-    best, best_peak = large, p2
+    first = measure(1)
+    if first > available:
+        return 0, first, float(first)
+    best, best_size, best_peak, slope = 1, realized(1), first, float(max(first, 1))
     for _ in range(attempts):
-        if guess <= best:
+        if best >= total:
+            break
+        guess = min(total, best_size + int((margin * available - best_peak) / slope))
+        size = realized(guess)
+        if size <= best_size:
             break
         peak = measure(guess)
         if peak <= available:
-            best, best_peak = guess, peak
-            break
-        guess = max(best, int(guess * available / peak * 0.98))
+            slope = max((peak - best_peak) / (size - best_size), 1.0)
+            best, best_size, best_peak = guess, size, peak
+        else:  # past the budget: a steeper line through the last fitting point and this one
+            slope = max((peak - best_peak) / (size - best_size), slope * 1.01)
     return best, best_peak, slope
