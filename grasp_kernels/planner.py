@@ -40,7 +40,7 @@ from .compiled import CompiledFunction, compiled_iteration, iteration_function, 
 from .config import GraspConfig
 from .graphs import PlanGraphs, host_sync_forbidden
 from .lifted import WorldModel, lifted_iteration
-from .memory import MemoryPlan
+from .memory import MemoryPlan, sync_chunking
 from .plan_state import PlanState
 from .randomness import per_plan_normal, plan_generators
 from .result import PlanResult
@@ -303,7 +303,8 @@ class GraspPlanner:
     def _retry_out_of_memory(self, state: PlanState, run: Callable[[Optional[int]], torch.Tensor]) -> torch.Tensor:
         """``run(max_transitions)`` at the plan's chunk size; on ``torch.OutOfMemoryError`` (raised before the
         iteration wrote anything, :func:`~grasp_kernels.lifted.lifted_iteration`) once more at half of it, with
-        a warning, and the plan keeps the halved size. Not inside a CUDA graph capture (the capture fails)."""
+        a warning, and the plan keeps the halved size (the sync's and rollouts' chunks follow it). Not inside a
+        CUDA graph capture (the capture fails)."""
         memory = state.memory
         current = None if memory is None else memory.max_transitions
         try:
@@ -324,6 +325,7 @@ class GraspPlanner:
                 memory = state.memory = MemoryPlan(None, batch * horizon, state_bytes=state.nbytes)
             memory.max_transitions = halved
             memory.rollout_rows = halved if memory.rollout_rows is None else min(memory.rollout_rows, halved)
+            memory.sync_chains, memory.checkpoint = sync_chunking(halved, horizon, self.config.activation_checkpointing)
             memory.retries += 1
             if memory.budget is not None:
                 self._memory_plans[memory_key(state)] = dataclasses.replace(memory)

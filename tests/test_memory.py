@@ -140,16 +140,23 @@ def test_chunk_gradient_is_the_reference_energy_ops_bitwise(dtype, gamma, weight
         assert torch.equal(got, want[chunk.b0:chunk.b1, chunk.t0:chunk.t1])
 
 
+class Counting(nn.Module):
+    """The navigation model, recording the rows of every call."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner, self.calls = _navigation(), []
+
+    def forward(self, states, actions):
+        self.calls.append(states.shape[0])
+        return self.inner(states, actions)
+
+
 def test_chunked_iteration_calls_the_model_on_chunks_only():
-    calls = []
-
-    class Counting(nn.Module):
-        def forward(self, states, actions):
-            calls.append(states.shape[0])
-            return _navigation()(states, actions)
-
+    model = Counting()
+    calls = model.calls
     s0, goal = _problem()
-    _plan(Counting(), _config(sync_every=0, iters=2, max_transitions=10), s0, goal)
+    _plan(model, _config(sync_every=0, iters=2, max_transitions=10), s0, goal)
     lifted = calls[: 2 * 6]
     assert lifted == [7] * 12  # 6 chains of 7 transitions: one chain per chunk (10 // 7)
     assert max(calls) <= 10
@@ -347,18 +354,13 @@ def test_baselines_chunked_are_bitwise(most):
 
 
 def test_baselines_chunk_their_model_calls():
-    calls = []
-
-    class Counting(nn.Module):
-        def forward(self, states, actions):
-            calls.append(states.shape[0])
-            return _navigation()(states, actions)
-
+    model = Counting()
+    calls = model.calls
     s0, goal = _problem()
-    CEMPlanner(Counting(), 2, CEMConfig(horizon=4, iters=2, samples=10, topk=3, max_transitions=7)).plan(s0, goal)
+    CEMPlanner(model, 2, CEMConfig(horizon=4, iters=2, samples=10, topk=3, max_transitions=7)).plan(s0, goal)
     assert max(calls) == 6  # 30 candidates, at most 7 rows a call: 5 balanced chunks of 6
     calls.clear()
-    GDPlanner(Counting(), 2, GDConfig(horizon=4, iters=2, max_transitions=8)).plan(s0, goal)
+    GDPlanner(model, 2, GDConfig(horizon=4, iters=2, max_transitions=8)).plan(s0, goal)
     differentiated, final = calls[:-4], calls[-4:]
     assert max(differentiated) == 2  # 8 // 4 = 2 plans per chunk through the 4 steps
     assert final == [3] * 4  # the forward-only final rollout: at most 8 rows a call
