@@ -96,21 +96,6 @@ def _inputs(case: Case, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return s0.to(device), goal.to(device)
 
 
-def _timed(fn: Callable[[], object], reps: int, device: torch.device) -> float:
-    """Median milliseconds of ``fn`` after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(reps):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
 def _config(case: Case, **changes: object) -> GraspConfig:
     return GraspConfig(horizon=case.horizon, iters=10_000, particles=case.particles, history=case.history,
                        sync_every=0, backend="reference", state_noise=0.01, init_noise=0.05, goal_weight=0.1,
@@ -124,30 +109,54 @@ def _started(case: Case, max_transitions: Optional[int]):
     return planner, state
 
 
-def iteration_row(case: Case, max_transitions: Optional[int]) -> dict:
-    """Time and peaks of one lifted iteration at ``max_transitions``."""
-    planner, state = _started(case, max_transitions)
-    device = state.states.device
-    ms = _timed(lambda: planner.iteration(state), case.reps, device)
-    tensors, _ = measure_peak(lambda: planner.iteration(state), device)
-    rss = rss_peak(lambda: planner.iteration(state)) if device.type == "cpu" else 0
-    return {"ms": ms, "tensors": tensors, "rss": rss, "state": state.nbytes,
-            "chunks": 1 if state.memory is None else state.memory.chunks_per_iteration}
+def _interleaved_ms(steps: list[Callable[[], object]], reps: int, device: torch.device) -> list[float]:
+    """Median milliseconds of each of ``steps``, timed in interleaved rounds (one call of each per round,
+    after one warm-up call of each), so that a changing background load shifts every column alike."""
+    for step in steps:
+        step()
+    samples: list[list[float]] = [[] for _ in steps]
+    for _ in range(reps):
+        for i, step in enumerate(steps):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            samples[i].append(time.perf_counter() - start)
+    return [1e3 * statistics.median(times) for times in samples]
 
 
-def sync_row(case: Case, chains: Optional[int], checkpoint: bool) -> dict:
-    """Time and tensor peak of one GD sync step (the differentiated ``T``-step rollout) over all chains."""
-    planner, state = _started(case, None)
+def iteration_rows(case: Case) -> list[dict]:
+    """Time and peaks of one lifted iteration at each of ``case.chunks``."""
+    started = [_started(case, chunk) for chunk in case.chunks]
+    steps = [lambda planner=planner, state=state: planner.iteration(state) for planner, state in started]
+    device = started[0][1].states.device
+    rows = []
+    for ms, step, (_, state) in zip(_interleaved_ms(steps, case.reps, device), steps, started):
+        tensors, _ = measure_peak(step, device)
+        rss = rss_peak(step) if device.type == "cpu" else 0
+        rows.append({"ms": ms, "tensors": tensors, "rss": rss, "state": state.nbytes,
+                     "chunks": 1 if state.memory is None else state.memory.chunks_per_iteration})
+    return rows
+
+
+def sync_rows(case: Case, settings: list[tuple[Optional[int], bool]]) -> list[dict]:
+    """Time and tensor peak of one GD sync step (the differentiated ``T``-step rollout) over all chains, for
+    each ``(chains a chunk, checkpoint)`` of ``settings``."""
+    _, state = _started(case, None)
     problem = state.chains
-    actions = state.actions.clone()
-    moments = (torch.zeros_like(actions), torch.zeros_like(actions))
     start_frames = problem.frames()
-
-    def step() -> None:
-        sync_step(case.model, start_frames, problem.goal, actions, *moments, 1, 0.05, 0.9, 0.999, 1e-8, None, None,
-                  problem.history, None, chains, checkpoint)
-
-    return {"ms": _timed(step, case.reps, actions.device), "tensors": measure_peak(step, actions.device)[0]}
+    steps = []
+    for chains, checkpoint in settings:
+        actions = state.actions.clone()
+        moments = (torch.zeros_like(actions), torch.zeros_like(actions))
+        steps.append(lambda actions=actions, moments=moments, chains=chains, checkpoint=checkpoint: sync_step(
+            case.model, start_frames, problem.goal, actions, *moments, 1, 0.05, 0.9, 0.999, 1e-8, None, None,
+            problem.history, None, chains, checkpoint))
+    device = state.states.device
+    return [{"ms": ms, "tensors": measure_peak(step, device)[0]}
+            for ms, step in zip(_interleaved_ms(steps, case.reps, device), steps)]
 
 
 def budget_plan(case: Case, iters: int, factor: int) -> dict:
@@ -183,7 +192,7 @@ def _mlp_case(env: str, quick: bool, device: torch.device) -> Case:
     total = batch * particles * horizon
     chunks = [None, total // 2, total // 4, total // 8, total // 16, horizon, horizon // 2]
     return Case(f"MLP {env} (shipped)", model, (model.state_dim,), model.action_dim, batch, particles, horizon, 1,
-                [c for c in chunks if c is None or c >= 1], 3 if quick else 10)
+                [c for c in chunks if c is None or c >= 1], 3 if quick else 15)
 
 
 def _transformer(tokens: int, dim: int, width: int, depth: int, heads: int,
@@ -209,9 +218,9 @@ def cases(quick: bool, device: torch.device) -> list[Case]:
         _mlp_case("pointmaze-medium", quick, device),
         _mlp_case("pusht", quick, device),
         Case("transformer 49 x 96, width 96, depth 2 (reduced)", reduced, (49, 96), 2, 2, 2, 16, 3,
-             [None, 32, 16, 8, 4, 2], 3),
+             [None, 32, 16, 8, 4, 2], 7),
         Case("transformer 196 x 384, width 384, depth 6 (DINO-WM-shaped)", full, (196, 384), 2, 1, 2, 4, 3,
-             [None, 4, 2, 1], 1),
+             [None, 4, 2, 1], 3),
     ]
 
 
@@ -244,8 +253,7 @@ def render(device: torch.device, quick: bool) -> str:
             "|---|---|---|---|---|---|---|---|---|",
         ]
         base = None
-        for chunk in case.chunks:
-            row = iteration_row(case, chunk)
+        for chunk, row in zip(case.chunks, iteration_rows(case)):
             base = row if chunk is None else base
             share = "all" if chunk is None else f"1/{total / chunk:.3g}"
             over = "—" if chunk is None else f"{100 * (row['ms'] / base['ms'] - 1):+.1f} %"
@@ -275,11 +283,10 @@ def _checkpoint_section(quick: bool, device: torch.device) -> list[str]:
     chosen = cases(quick, device)
     for case in (chosen[0], chosen[2] if len(chosen) > 2 else chosen[1]):
         chains = case.batch * case.particles
-        base = None
-        for per_chunk, checkpoint in ((None, False), (max(1, chains // 8), False), (None, True),
-                                      (max(1, chains // 8), True)):
-            row = sync_row(case, per_chunk, checkpoint)
-            base = row if base is None else base
+        settings = [(None, False), (max(1, chains // 8), False), (None, True), (max(1, chains // 8), True)]
+        rows = sync_rows(case, settings)
+        base = rows[0]
+        for (per_chunk, checkpoint), row in zip(settings, rows):
             over = "—" if row is base else f"{100 * (row['ms'] / base['ms'] - 1):+.1f} %"
             out.append(f"| {case.name} | {chains} | {per_chunk or chains} | {'yes' if checkpoint else 'no'} | "
                        f"{row['ms']:.1f} | {over} | {_mb(row['tensors'])} |")
@@ -298,10 +305,12 @@ def _budget_section(quick: bool, device: torch.device) -> list[str]:
         f"{format_bytes(result['unchunked'])} of tensors; `GraspConfig(memory_budget={result['budget']})` "
         f"({format_bytes(result['budget'])}, a quarter) sized the chunks by measuring ({memory['method']}):",
         "",
-        "| budget | max_transitions | chunks / iteration | sync chains a chunk | checkpoint | sizing's measured peak | "
+        "| budget | max_transitions (largest chunk) | chunks / iteration | sync chains a chunk | checkpoint | "
+        "sizing's measured peak | "
         "whole plan's peak (tensors) | peak / budget | whole plan's RSS growth | plan time (s) | max diff to unchunked |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
-        f"| {format_bytes(result['budget'])} | {memory['max_transitions']} | {memory['chunks_per_iteration']} | "
+        f"| {format_bytes(result['budget'])} | {memory['max_transitions']} ({memory['largest_chunk']}) | "
+        f"{memory['chunks_per_iteration']} | "
         f"{memory['sync_chains_per_chunk']} | {'yes' if memory['activation_checkpointing'] else 'no'} | "
         f"{format_bytes(memory['measured_peak'])} | {format_bytes(result['plan_peak'])} | "
         f"{result['plan_peak'] / result['budget']:.2f} | {format_bytes(result['rss'])} | {result['seconds']:.1f} | "

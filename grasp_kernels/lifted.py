@@ -38,6 +38,7 @@ __all__ = [
     "weighted_sq_norm",
     "shooting_loss",
     "shooting_grad",
+    "chunked_vjp",
     "StateUpdateOutOfMemory",
     "init_states",
 ]
@@ -258,7 +259,7 @@ def lifted_iteration(
                          "last transition leads to")
     chunks = transition_chunks(actions.shape[0], horizon, max_transitions)
     if len(chunks) > 1 and not per_timestep:
-        pred, action_grad, input_grad = _chunked_vjp(
+        pred, action_grad, input_grad = chunked_vjp(
             world_model, states, actions, chunks, gamma, backend, state_shape, stop_gradient, history, frames,
             sqrt_weights, model_precision, last_next,
         )
@@ -414,7 +415,7 @@ def _reference_grad_pred(
     return grad if sqrt_weights is None else grad.mul_(sqrt_weights)
 
 
-def _chunked_vjp(
+def chunked_vjp(
     world_model: WorldModel, states: torch.Tensor, actions: torch.Tensor, chunks: list[Chunk], gamma: float,
     backend: str, state_shape: tuple[int, ...], stop_gradient: bool, history: int, frames: Optional[torch.Tensor],
     sqrt_weights: Optional[torch.Tensor], model_precision: Optional[contextlib.AbstractContextManager],

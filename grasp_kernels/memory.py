@@ -254,10 +254,13 @@ class MemoryPlan:
         return -(-self.transitions // self.max_transitions) if self.max_transitions else 1
 
     def report(self, batch: int, horizon: int) -> dict[str, Any]:
-        """The plain-value summary for ``PlanResult.info["memory"]``."""
+        """The plain-value summary for ``PlanResult.info["memory"]`` (``largest_chunk``: the transitions of the
+        largest chunk the limit makes, whole chains or equal windows of one chain)."""
+        chunks = transition_chunks(batch, horizon, self.max_transitions)
         return {
             "max_transitions": self.max_transitions,
-            "chunks_per_iteration": len(transition_chunks(batch, horizon, self.max_transitions)),
+            "largest_chunk": max(chunk.size for chunk in chunks),
+            "chunks_per_iteration": len(chunks),
             "transitions": self.transitions,
             "sync_chains_per_chunk": self.sync_chains,
             "activation_checkpointing": self.checkpoint,
@@ -271,34 +274,40 @@ class MemoryPlan:
         }
 
 
-def largest_fitting(measure: Callable[[int], int], available: int, total: int,
-                    realized: Callable[[int], int] = lambda n: n, attempts: int = 4,
-                    margin: float = 0.98) -> tuple[int, int, float]:
-    """The largest chunk size ``n <= total`` whose measured peak ``measure(n)`` fits ``available`` bytes.
+def largest_fitting(iteration_peak: Callable[[int], int], chunk_peak: Callable[[int], int], available: int,
+                    total: int, realized: Callable[[int], int] = lambda n: n, attempts: int = 4,
+                    margin: float = 0.97) -> tuple[int, int, float]:
+    """The largest chunk size ``n <= total`` whose iteration peak ``iteration_peak(n)`` fits ``available``.
 
-    ``realized(n)`` is the size of the largest chunk a limit of ``n`` makes (whole chains round it down).
-    Measures ``n = 1``; while the peak is ``a + b r`` in the realized size ``r`` with ``a, b >= 0``,
-    ``measure(1)`` bounds ``b`` from above, so the next size, ``available / measure(1)``, fits for sure.
-    Two measurements give the slope ``b``; the next size is where the line reaches ``margin * available``;
-    a size that does not fit (the peak is not quite linear) steepens the line and is tried again,
-    ``attempts`` measurements in all. Returns ``(n, its measured peak, b)``; ``n = 0`` when one transition
-    does not fit (its peak is then the second value).
+    ``realized(n)`` is the size ``r`` of the largest chunk a limit of ``n`` makes (whole chains round it
+    down). An iteration's peak is ``max(F, a + b r)``: the full-size work after the chunk loop (the energy
+    op and the Adam steps on all ``B*K*T`` rows), or the chunk loop, whose peak is linear in the chunk
+    (its full-size buffers plus one chunk's activations). ``chunk_peak(n)`` measures ONE chunk of the loop
+    (cheap), at one transition and the next realized size, which gives ``a`` and ``b``; the guess is where
+    ``a + b r`` reaches ``margin * available``, checked with one whole iteration and shrunk by the
+    overshoot while it does not fit (``attempts`` iterations at most). No measurement is expected to pass
+    the budget (the second chunk is measured only where ``b <= a + b`` guarantees it fits). Returns ``(n,
+    its measured iteration peak, b)``; ``n = 0`` when one transition does not fit (the second value is then
+    its peak).
     """
-    first = measure(1)
-    if first > available:
-        return 0, first, float(first)
-    best, best_size, best_peak, slope = 1, realized(1), first, float(max(first, 1))
+    first = iteration_peak(1)
+    if first > available or total == 1:
+        return (0 if first > available else 1), first, float(first)
+    small, large = 1, next((n for n in range(2, total + 1) if realized(n) > realized(1)), 1)
+    loop_small = chunk_peak(small)
+    # the second chunk measured fits for sure when b <= loop_small (a >= 0) does: else one transition it is
+    if large == 1 or loop_small * realized(large) / realized(small) > available:
+        return 1, first, float(loop_small)
+    loop_large = chunk_peak(large)
+    slope = max((loop_large - loop_small) / (realized(large) - realized(small)), 1.0)
+    best, best_peak = 1, first
+    guess = min(total, realized(small) + int((margin * available - loop_small) / slope))
     for _ in range(attempts):
-        if best >= total:
+        if guess <= best or realized(guess) <= realized(best):
             break
-        guess = min(total, best_size + int((margin * available - best_peak) / slope))
-        size = realized(guess)
-        if size <= best_size:
-            break
-        peak = measure(guess)
+        peak = iteration_peak(guess)
         if peak <= available:
-            slope = max((peak - best_peak) / (size - best_size), 1.0)
-            best, best_size, best_peak = guess, size, peak
-        else:  # past the budget: a steeper line through the last fitting point and this one
-            slope = max((peak - best_peak) / (size - best_size), slope * 1.01)
+            best, best_peak = guess, peak
+            break
+        guess = int(realized(guess) * available / peak * margin)  # not linear after all: shrink by the overshoot
     return best, best_peak, slope

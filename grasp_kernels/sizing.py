@@ -17,7 +17,7 @@ from typing import Any, Optional, Protocol
 
 import torch
 
-from .lifted import StateUpdateOutOfMemory, WorldModel, lifted_iteration
+from .lifted import StateUpdateOutOfMemory, WorldModel, chunked_vjp, lifted_iteration
 from .memory import (
     MemoryPlan,
     format_bytes,
@@ -90,6 +90,9 @@ def _measured_plan(context: SizingContext, state: PlanState, budget: int) -> Mem
     def iteration_peak(n: int) -> int:
         return _iteration_peak(context, state, n)
 
+    def chunk_peak(n: int) -> int:
+        return _chunk_peak(context, state, n)
+
     if cfg.max_transitions is not None:
         chunk = min(cfg.max_transitions, total)
         peak = iteration_peak(chunk)
@@ -103,7 +106,7 @@ def _measured_plan(context: SizingContext, state: PlanState, budget: int) -> Mem
                 "or leave it out to size the chunks from the budget"
             )
     else:
-        chunk, peak, slope = largest_fitting(iteration_peak, available, total, realized=lambda n: max(
+        chunk, peak, slope = largest_fitting(iteration_peak, chunk_peak, available, total, realized=lambda n: max(
             c.size for c in transition_chunks(batch, horizon, n)))
         if chunk == 0:
             raise ValueError(
@@ -170,6 +173,25 @@ def _iteration_peak(context: SizingContext, state: PlanState, max_transitions: i
         return DOES_NOT_FIT
     finally:
         torch._foreach_zero_([*state.state_moments, *state.action_moments])
+
+
+def _chunk_peak(context: SizingContext, state: PlanState, max_transitions: int) -> int:
+    """The peak bytes of the first chunk alone of an iteration with chunks of ``max_transitions``
+    (:func:`grasp_kernels.lifted.chunked_vjp` on one chunk: the loop's full-size buffers and one chunk's
+    model, gradient and VJP); writes nothing but the frame buffer's copy of the rows."""
+    cfg = context.config
+    batch, horizon = state.actions.shape[:2]
+    first = transition_chunks(batch, horizon, max_transitions)[:1]
+
+    def run() -> None:
+        chunked_vjp(context.world_model, state.states, state.actions, first, cfg.goal_weight, state.backend,
+                    state.chains.state_shape, cfg.stop_gradient, cfg.history, state.frames, state.sqrt_weights,
+                    context.model_precision(state.states.device), None)
+
+    try:
+        return measure_peak(run, state.states.device)[0]
+    except torch.OutOfMemoryError:
+        return DOES_NOT_FIT
 
 
 def _sync_peak(context: SizingContext, state: PlanState, chains: Optional[int], checkpoint: bool) -> int:

@@ -23,6 +23,7 @@ from grasp_kernels.lifted import _chunk_grad_pred, _energy_grads, lifted_iterati
 from grasp_kernels.memory import (
     LiveTensorPeak,
     format_bytes,
+    largest_fitting,
     measure_peak,
     parse_memory_budget,
     sync_chunking,
@@ -472,6 +473,30 @@ def test_budget_and_max_transitions_that_contradict_are_rejected():
         _plan(Wide(), _budget_config(memory_budget="200KiB", max_transitions=64), s0, goal)
     ok = _plan(Wide(), _budget_config(memory_budget="64MiB", max_transitions=5), s0, goal)
     assert ok.info["memory"]["max_transitions"] == 5
+
+
+@pytest.mark.parametrize("fixed, a, b", [(100, 0, 10), (700, 20, 10), (0, 300, 7), (900, 0, 1), (990, 5, 1)])
+@pytest.mark.parametrize("chain", [1, 8])
+def test_largest_fitting_finds_the_largest_chunk(fixed, a, b, chain):
+    """An iteration peak of max(F, a + b r) in the realized chunk size r (whole chains of ``chain``
+    transitions above one chain), the chunk loop's a + b r: the size found is the largest that fits, and
+    every whole iteration measured fits."""
+    def realized(n):
+        return n if n < chain else n - n % chain
+
+    seen = []
+
+    def iteration(n):
+        seen.append(max(fixed, a + b * realized(n)))
+        return seen[-1]
+
+    available, total = 1000, 400
+    n, peak, slope = largest_fitting(iteration, lambda n: a + b * realized(n), available, total, realized)
+    best = max(r for r in range(1, total + 1) if a + b * realized(r) <= 0.97 * available)  # F <= available here
+    assert all(p <= available for p in seen) and peak == iteration(n) <= available
+    assert realized(n) == realized(best), (n, best)
+    assert slope == b
+    assert largest_fitting(iteration, lambda n: a + b * realized(n), 50, total, realized)[0] == 0
 
 
 def test_live_tensor_peak_counts_new_storages_until_freed():
