@@ -514,9 +514,11 @@ def checkpointed_call(
     world_model: WorldModel, states: torch.Tensor, actions: torch.Tensor, expected_shape: tuple[int, ...], where: str
 ) -> torch.Tensor:
     """:func:`call_world_model` under activation checkpointing: the backward recomputes the call's forward
-    instead of keeping its activations (``torch.utils.checkpoint``, non-reentrant)."""
+    instead of keeping its activations (``torch.utils.checkpoint``, non-reentrant). The world model must be
+    deterministic (as everywhere in planning: ``eval()`` mode, no dropout): the random-number state is not
+    stashed and restored for the recomputation, which would also not be allowed inside a CUDA graph capture."""
     return recompute_in_backward(call_world_model, world_model, states, actions, expected_shape, where,
-                                 use_reentrant=False)
+                                 use_reentrant=False, preserve_rng_state=False)
 
 
 def weighted_sq_norm(diff: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
