@@ -220,7 +220,7 @@ def cases(quick: bool, device: torch.device) -> list[Case]:
         Case("transformer 49 x 96, width 96, depth 2 (reduced)", reduced, (49, 96), 2, 2, 2, 16, 3,
              [None, 32, 16, 8, 4, 2], 7),
         Case("transformer 196 x 384, width 384, depth 6 (DINO-WM-shaped)", full, (196, 384), 2, 1, 2, 4, 3,
-             [None, 4, 2, 1], 3),
+             [None, 4, 2, 1], 5),
     ]
 
 

@@ -131,9 +131,10 @@ class GraspConfig:
             ``max_transitions`` rows at a time. docs/design.md, "Bounded memory".
         memory_budget: None, or the memory a plan may use, in bytes (an int) or a string such as
             ``"8GiB"``, ``"512MiB"``, ``"2GB"``: the planner measures one lifted iteration's peak at a few
-            chunk sizes (CUDA: ``torch.cuda.max_memory_allocated``; CPU: the tensor storages alive at once),
-            once per input shape, and plans with the largest ``max_transitions`` whose peak plus the plan's
-            own tensors fits (``PlanResult.info["memory"]`` reports it). A budget below one transition is a
+            chunk sizes (CUDA: ``torch.cuda.max_memory_allocated``; CPU: the tensor storages alive at once,
+            which the process's resident set exceeds by 1.4-3.4x in ``bench/memory.py``), once per input
+            shape, and plans with the largest ``max_transitions`` whose peak plus the plan's own tensors
+            fits (``PlanResult.info["memory"]`` reports it). A budget below one transition is a
             ValueError naming the bytes one transition needs. With ``max_transitions`` also given, that
             chunk size is used and checked against the budget (a ValueError if it does not fit).
             The world model's weights are not part of the budget.

@@ -24,8 +24,6 @@ WorldModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 BoundaryHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
 _KERNEL_PRED_DTYPES = (torch.float32, torch.bfloat16)
 
-
-
 __all__ = [
     "WorldModel",
     "call_world_model",
@@ -235,8 +233,8 @@ def lifted_iteration(
         max_transitions: evaluate the world model and its VJP over chunks of at most this many transitions
             (:func:`grasp_kernels.memory.transition_chunks`: whole chains, or time windows of one chain),
             one at a time, so that only one chunk's activations are alive; None: one call over all
-            ``B*T``. Each chunk's ``dE/dp`` is the energy op on the chunk's own rows, then its VJP; the
-            energy, the state gradient and both Adam steps run once on the full tensors after the loop
+            ``B*T``. Each chunk's ``dE/dp`` comes from the chunk's own rows (:func:`chunked_vjp`), then its
+            VJP; the energy, the state gradient and both Adam steps run once on the full tensors after the loop
             (the same noise, counters and moments as unchunked). Equal to the unchunked iteration bitwise
             on the reference backend for a world model whose rows do not depend on the batch, to rounding
             otherwise. ``per_timestep`` ignores it. A ``torch.OutOfMemoryError`` of the chunk loop leaves
