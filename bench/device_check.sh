@@ -15,6 +15,7 @@
 #                                           #   torch.compile providers: over an hour; split with STEPS=...
 #   bash bench/device_check.sh --dry-run    # CPU: control flow, timeouts and files, nothing launched
 #   STEPS=build,gpu_tests bash bench/device_check.sh   # a subset (op_speed: the op tables, in no default run)
+#   STEPS=env,memory bash bench/device_check.sh         # bench/memory.py on the GPU (in no default run)
 #
 # Steps, in order, with the default timeout and the estimate behind it (16-core host, one H100/H200); the
 # timeouts add up to the 480 s budget:
@@ -74,7 +75,8 @@ DEFAULT_STEPS="env build gpu_tests planner_speed memcheck"
 STEPS=${STEPS:-$DEFAULT_STEPS}
 STEPS=${STEPS//,/ }
 declare -A TIMEOUT=([env]=30 [build]=60 [gpu_tests]=180 [planner_speed]=130 [memcheck]=80 [op_speed]=90
-                    [racecheck]=300 [initcheck]=300 [synccheck]=300 [planner_speed_full]=3000 [op_speed_full]=1200)
+                    [racecheck]=300 [initcheck]=300 [synccheck]=300 [planner_speed_full]=3000 [op_speed_full]=1200
+                    [memory]=300)
 for known in $STEPS; do
   [ -n "${TIMEOUT[$known]:-}" ] || { echo "device_check.sh: unknown step '$known' (known: ${!TIMEOUT[*]})" >&2; exit 2; }
 done
@@ -246,6 +248,9 @@ for tool in racecheck initcheck synccheck; do
 done
 if selected planner_speed_full; then
   step planner_speed_full plain bash -c "'$PY' bench/planner_speed.py --device cuda --out '$OUT/planner_speed_full_mlp.md' && '$PY' bench/planner_speed.py --device cuda --model transformer --out '$OUT/planner_speed_full_transformer.md'"
+fi
+if selected memory; then  # in no default run: STEPS=memory (the GPU rows of bench/results/memory_cpu_*.md)
+  step memory plain "$PY" bench/memory.py --out "$OUT/memory.md"
 fi
 if selected op_speed_full; then
   step op_speed_full plain "$PY" bench/op_speed.py --out "$OUT/op_speed_full.md"

@@ -164,11 +164,13 @@ def clamp_(actions: torch.Tensor, low: Optional[torch.Tensor], high: Optional[to
 
 @torch.no_grad()
 def final_rollout(
-    world_model: WorldModel, problem: Problem, actions: torch.Tensor, weights: Optional[torch.Tensor] = None
+    world_model: WorldModel, problem: Problem, actions: torch.Tensor, weights: Optional[torch.Tensor] = None,
+    max_rows: Optional[int] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The true rollout ``[B, T+1, *S]`` of ``actions`` (through history windows for ``h > 1``) and
-    its final distance ``[B]`` to the goal (weighted by ``weights``, broadcastable to ``S``, if given)."""
-    trajectory = rollout(world_model, problem.frames(), actions, problem.history)
+    its final distance ``[B]`` to the goal (weighted by ``weights``, broadcastable to ``S``, if given);
+    ``max_rows``: roll at most that many rows at a time (bounded memory)."""
+    trajectory = rollout(world_model, problem.frames(), actions, problem.history, max_rows=max_rows)
     if weights is None:
         distance = problem.flat(trajectory[:, -1] - problem.goal).norm(dim=1)
     else:

@@ -46,10 +46,11 @@ def iteration_function(world_model: WorldModel, config: GraspConfig) -> Callable
     """One lifted GRASP iteration on the reference math as a function of tensors only, for torch.compile.
 
     The returned ``iteration(states, actions, m_s, v_s, m_a, v_a, step, noise_std, noise, frames, low,
-    high, sqrt_weights, state_shape)`` updates its tensors in place like :func:`lifted_iteration` and
-    returns the energy ``[B]``; ``step`` and ``noise_std`` are 0-d tensors and ``noise [B, T-1, D]`` is
-    explicit, so every iteration of a plan runs the same graph. ``config.model_dtype`` is applied as
-    ``torch.autocast`` inside it.
+    high, sqrt_weights, state_shape, max_transitions=None)`` updates its tensors in place like
+    :func:`lifted_iteration` and returns the energy ``[B]``; ``step`` and ``noise_std`` are 0-d tensors and
+    ``noise [B, T-1, D]`` is explicit, so every iteration of a plan runs the same graph (``max_transitions``,
+    the chunk size of bounded memory, is a constant of the graph: its chunk loop is unrolled).
+    ``config.model_dtype`` is applied as ``torch.autocast`` inside it.
     """
     gamma, lr_states, lr_actions = config.goal_weight, config.lr_states, config.lr_actions
     beta1, beta2, eps = config.beta1, config.beta2, config.adam_eps
@@ -57,14 +58,14 @@ def iteration_function(world_model: WorldModel, config: GraspConfig) -> Callable
     model_dtype = None if config.model_dtype is None else getattr(torch, config.model_dtype)
 
     def iteration(states, actions, m_s, v_s, m_a, v_a, step, noise_std, noise, frames, low, high, sqrt_weights,
-                  state_shape):
+                  state_shape, max_transitions=None):
         precision = (contextlib.nullcontext() if model_dtype is None
                      else torch.autocast(states.device.type, dtype=model_dtype))
         energy, _, _ = lifted_iteration(
             world_model, states, actions, (m_s, v_s), (m_a, v_a), step=step, gamma=gamma, lr_states=lr_states,
             lr_actions=lr_actions, beta1=beta1, beta2=beta2, eps=eps, noise_std=noise_std, low=low, high=high,
             state_shape=state_shape, backend="reference", stop_gradient=stop_gradient, history=history, frames=frames,
-            sqrt_weights=sqrt_weights, noise=noise, model_precision=precision,
+            sqrt_weights=sqrt_weights, noise=noise, model_precision=precision, max_transitions=max_transitions,
         )
         return energy
 
@@ -72,12 +73,14 @@ def iteration_function(world_model: WorldModel, config: GraspConfig) -> Callable
 
 
 def compiled_iteration(
-    iteration: "CompiledFunction", state: PlanState, step: int, sigma: float, noise: Optional[torch.Tensor]
+    iteration: "CompiledFunction", state: PlanState, step: int, sigma: float, noise: Optional[torch.Tensor],
+    max_transitions: Optional[int] = None,
 ) -> torch.Tensor:
     """One lifted iteration of ``state`` through the compiled :func:`iteration_function`: the Adam step
     and sigma as 0-d tensors and ``noise [B*K, T-1, D]`` drawn by the caller from the chains' generators,
     exactly as the eager reference draws it (None: the eager reference draws nothing, zeros go in), so
-    that one graph serves every iteration. Returns the energy ``[B*K]``."""
+    that one graph serves every iteration; ``max_transitions``: the chunk size (bounded memory).
+    Returns the energy ``[B*K]``."""
     states = state.states
     batch, rows, dim = states.shape
     if noise is None:
@@ -85,7 +88,7 @@ def compiled_iteration(
     return iteration(
         states, state.actions, *state.state_moments, *state.action_moments, step_tensor(step, states.device),
         torch.full((), sigma, dtype=states.dtype, device=states.device), noise, state.frames, state.low,
-        state.high, state.sqrt_weights, state.chains.state_shape,
+        state.high, state.sqrt_weights, state.chains.state_shape, max_transitions,
     )
 
 

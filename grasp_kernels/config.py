@@ -13,6 +13,7 @@ from typing import Literal, Optional, Union
 
 from ._checks import check_int as _check_int
 from .backends import BACKENDS
+from .memory import MemoryBudget, check_max_transitions, parse_memory_budget
 from .presets import preset_fields
 from .sync import SYNC_RULES
 
@@ -120,6 +121,27 @@ class GraspConfig:
             model dynamo cannot trace) the plan runs eagerly after one warning. With a kernel backend the
             iteration stays the kernels' (one warning), with ``cuda_graph`` nothing is compiled (one
             warning); the fused MLP kernel, when it runs, replaces the compiled iteration.
+        max_transitions: None, or evaluate the world model and its VJP over chunks of at most this many
+            transitions of the ``B*K*T`` lifted batch (whole chains, or time windows of one chain), one
+            chunk's activations alive at a time; the Adam steps, noise and counters are the unchunked ones,
+            so the plan is the same (bitwise on the reference backend for a world model whose rows do not
+            depend on the batch size, to rounding otherwise). The GD sync then differentiates
+            ``max_transitions // T`` chains at a time (with ``activation_checkpointing``, ``max_transitions``
+            chains), and the forward-only rollouts (final rollout, CEM sync, CEM start) roll at most
+            ``max_transitions`` rows at a time. docs/design.md, "Bounded memory".
+        memory_budget: None, or the memory a plan may use, in bytes (an int) or a string such as
+            ``"8GiB"``, ``"512MiB"``, ``"2GB"``: the planner measures one lifted iteration's peak at a few
+            chunk sizes (CUDA: ``torch.cuda.max_memory_allocated``; CPU: the tensor storages alive at once,
+            which the process's resident set exceeds by 1.4-3.4x in ``bench/memory.py``), once per input
+            shape, and plans with the largest ``max_transitions`` whose peak plus the plan's own tensors
+            fits (``PlanResult.info["memory"]`` reports it). A budget below one transition is a
+            ValueError naming the bytes one transition needs. With ``max_transitions`` also given, that
+            chunk size is used and checked against the budget (a ValueError if it does not fit).
+            The world model's weights are not part of the budget.
+        activation_checkpointing: None (automatic: when one chain's ``T`` rollout steps exceed
+            ``max_transitions``), True or False: the GD sync's backward through the ``T``-step rollout
+            recomputes each step's forward instead of keeping its activations (``torch.utils.checkpoint``;
+            about one more forward per step).
     """
 
     horizon: int = 50
@@ -157,6 +179,9 @@ class GraspConfig:
     goal_weight_schedule: GoalWeightSchedule = "phase"
     init_cem_steps: int = 0
     init_cem_var: float = 1.0
+    max_transitions: Optional[int] = None
+    memory_budget: Optional[MemoryBudget] = None
+    activation_checkpointing: Optional[bool] = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -215,6 +240,12 @@ class GraspConfig:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         for name in ("action_low", "action_high"):
             _check_bound(name, getattr(self, name))
+        check_max_transitions(self.max_transitions)
+        if self.memory_budget is not None:
+            parse_memory_budget(self.memory_budget)
+        if self.activation_checkpointing is not None and not isinstance(self.activation_checkpointing, bool):
+            raise TypeError(f"activation_checkpointing must be None or a bool, got "
+                            f"{type(self.activation_checkpointing).__name__}")
 
 
 def _check_float(name: str, value: object, positive: bool) -> float:

@@ -13,9 +13,11 @@ import contextlib
 from typing import Callable, Optional, Union
 
 import torch
+from torch.utils.checkpoint import checkpoint as recompute_in_backward
 
 from . import ops
 from ._checks import BoundArg, check_tensor
+from .memory import Chunk, row_chunks, transition_chunks
 
 WorldModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # lifted_iteration(boundary=): (pred [B, T, D], energy [B], grad_pred [B, T, D]) -> None, in place
@@ -25,6 +27,7 @@ _KERNEL_PRED_DTYPES = (torch.float32, torch.bfloat16)
 __all__ = [
     "WorldModel",
     "call_world_model",
+    "checkpointed_call",
     "check_world_model_output",
     "history_windows",
     "lifted_predictions",
@@ -32,8 +35,17 @@ __all__ = [
     "rollout",
     "weighted_sq_norm",
     "shooting_loss",
+    "shooting_grad",
+    "chunked_vjp",
+    "StateUpdateOutOfMemory",
     "init_states",
 ]
+
+
+class StateUpdateOutOfMemory(RuntimeError):
+    """Out of memory after a lifted iteration began to update its tensors in place: unlike an out-of-memory
+    error in the chunk loop (a ``torch.OutOfMemoryError``, raised with every tensor as it was), the
+    iteration cannot be retried."""
 
 
 def check_world_model_output(out: object, expected_shape: tuple[int, ...], where: str) -> torch.Tensor:
@@ -182,6 +194,8 @@ def lifted_iteration(
     per_timestep: bool = False,
     model_precision: Optional[contextlib.AbstractContextManager] = None,
     boundary: Optional[BoundaryHook] = None,
+    max_transitions: Optional[int] = None,
+    last_next: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One lifted GRASP iteration, in place: the planner's iteration, the fused-MLP kernel's
     specification and the benchmark's compiled iteration are this function.
@@ -216,6 +230,18 @@ def lifted_iteration(
             after the energy and the state step and before the action VJP, it corrects the last
             transition's terms of ``energy [B]`` and ``grad_pred [B, T, D]`` in place. Stop-gradient
             and unweighted only (the state-input VJP and the weights would need the neighbour's row too).
+        max_transitions: evaluate the world model and its VJP over chunks of at most this many transitions
+            (:func:`grasp_kernels.memory.transition_chunks`: whole chains, or time windows of one chain),
+            one at a time, so that only one chunk's activations are alive; None: one call over all
+            ``B*T``. Each chunk's ``dE/dp`` comes from the chunk's own rows (:func:`chunked_vjp`), then its
+            VJP; the energy, the state gradient and both Adam steps run once on the full tensors after the loop
+            (the same noise, counters and moments as unchunked). Equal to the unchunked iteration bitwise
+            on the reference backend for a world model whose rows do not depend on the batch, to rounding
+            otherwise. ``per_timestep`` ignores it. A ``torch.OutOfMemoryError`` of the chunk loop leaves
+            every tensor as it was (the caller may retry with smaller chunks); out of memory during the
+            in-place updates raises :class:`StateUpdateOutOfMemory`.
+        last_next: with ``boundary`` and ``max_transitions``: ``[B, D]``, the state the last transition
+            leads to (the neighbour's row), for the chunks' ``dE/dp`` (the hook still corrects the energy).
 
     Returns:
         ``(energy [B], grad_pred [B, T, D], action_grad [B, T, A])``, detached.
@@ -225,6 +251,36 @@ def lifted_iteration(
     if boundary is not None and (weighted or not stop_gradient):
         raise ValueError("lifted_iteration(boundary=...) needs stop_gradient=True and no sqrt_weights")
     fused = stop_gradient and backend != "reference" and not weighted
+    adam = (step, lr_states, beta1, beta2, eps, noise_std)
+    if boundary is not None and max_transitions is not None and last_next is None:
+        raise ValueError("lifted_iteration(boundary=..., max_transitions=...) needs last_next, the state the "
+                         "last transition leads to")
+    chunks = transition_chunks(actions.shape[0], horizon, max_transitions)
+    if len(chunks) > 1 and not per_timestep:
+        pred, action_grad, input_grad = chunked_vjp(
+            world_model, states, actions, chunks, gamma, backend, state_shape, stop_gradient, history, frames,
+            sqrt_weights, model_precision, last_next,
+        )
+        energy_pred = _energy_pred(pred, backend)
+        with torch.no_grad(), _updating():
+            if fused:
+                energy, grad_pred = ops.lifted_energy_state_step_(
+                    energy_pred, states, gamma, *state_moments, *adam, noise, seed=seed, generator=generator,
+                    noise_base=noise_base, noise_stride=noise_stride, backend=backend,
+                )
+                if boundary is not None:
+                    boundary(energy_pred, energy, grad_pred)
+            else:
+                energy, grad_pred, state_grad = _energy_grads(energy_pred, states, gamma, backend, sqrt_weights)
+                if boundary is not None:
+                    boundary(energy_pred, energy, grad_pred)
+                if input_grad is not None:  # the ablation: the world model's state-input gradient too
+                    state_grad[:, :horizon] += input_grad
+                ops.state_step_(states, state_grad, *state_moments, *adam, noise, generator, seed=seed,
+                                noise_base=noise_base, noise_stride=noise_stride, backend=backend)
+            ops.action_step_(actions, action_grad, *action_moments, step, lr_actions, beta1, beta2, eps, low, high,
+                             backend=backend)
+        return energy, grad_pred, action_grad
     state_input = states[:, :horizon].detach()
     if fused and frames is None:
         # the fused op updates the states in place before the action VJP runs: a world model that
@@ -243,71 +299,224 @@ def lifted_iteration(
             else:  # the ablation: the gradient flows through the windows into the state rows
                 model_input = torch.cat([frames[:, :lead], state_input], dim=1)
         pred = lifted_predictions(world_model, model_input, action_leaf, state_shape, stop_gradient, per_timestep, history)
-    # kernels read float32 or bfloat16 predictions; other low precisions are widened first
-    energy_pred = pred if pred.dtype in _KERNEL_PRED_DTYPES or backend == "reference" else pred.float()
-    adam = (step, lr_states, beta1, beta2, eps, noise_std)
+    energy_pred = _energy_pred(pred, backend)
     with torch.no_grad():
         if fused:
-            energy, grad_pred = ops.lifted_energy_state_step_(
-                energy_pred, states, gamma, *state_moments, *adam, noise, seed=seed, generator=generator,
-                noise_base=noise_base, noise_stride=noise_stride, backend=backend,
-            )
-            if boundary is not None:
-                boundary(energy_pred.detach(), energy, grad_pred)
-            (action_grad,) = torch.autograd.grad(pred, action_leaf, grad_pred.to(pred.dtype))
-        else:
-            if weighted:  # ||x||_w^2 = ||sqrt(w) x||^2: the plain energy of scaled copies
-                energy, grad_pred, state_grad = ops.lifted_energy_grads(
-                    energy_pred.detach().to(states.dtype) * sqrt_weights, states * sqrt_weights, gamma, backend=backend
+            with _updating():  # the fused op updates the states before the VJP
+                energy, grad_pred = ops.lifted_energy_state_step_(
+                    energy_pred, states, gamma, *state_moments, *adam, noise, seed=seed, generator=generator,
+                    noise_base=noise_base, noise_stride=noise_stride, backend=backend,
                 )
-                grad_pred.mul_(sqrt_weights)
-                state_grad.mul_(sqrt_weights)
-            else:
-                energy, grad_pred, state_grad = ops.lifted_energy_grads(energy_pred, states, gamma, backend=backend)
                 if boundary is not None:
                     boundary(energy_pred.detach(), energy, grad_pred)
+                (action_grad,) = torch.autograd.grad(pred, action_leaf, grad_pred.to(pred.dtype))
+        else:
+            energy, grad_pred, state_grad = _energy_grads(energy_pred, states, gamma, backend, sqrt_weights)
+            if boundary is not None:
+                boundary(energy_pred.detach(), energy, grad_pred)
             inputs = (action_leaf,) if stop_gradient else (action_leaf, state_input)
             grads = torch.autograd.grad(pred, inputs, grad_pred.to(pred.dtype))
             action_grad = grads[0]
             if not stop_gradient:  # the ablation: the world model's state-input gradient too
                 state_grad[:, :horizon] += grads[1]
-            ops.state_step_(states, state_grad, *state_moments, *adam, noise, generator, seed=seed,
-                            noise_base=noise_base, noise_stride=noise_stride, backend=backend)
-        ops.action_step_(  # autograd may hand back a strided view (e.g. through torch.cat)
-            actions, action_grad.contiguous(), *action_moments, step, lr_actions, beta1, beta2, eps, low, high,
-            backend=backend,
-        )
+            with _updating():
+                ops.state_step_(states, state_grad, *state_moments, *adam, noise, generator, seed=seed,
+                                noise_base=noise_base, noise_stride=noise_stride, backend=backend)
+        with _updating():
+            ops.action_step_(  # autograd may hand back a strided view (e.g. through torch.cat)
+                actions, action_grad.contiguous(), *action_moments, step, lr_actions, beta1, beta2, eps, low, high,
+                backend=backend,
+            )
     return energy, grad_pred, action_grad.detach()
 
 
-def rollout(world_model: WorldModel, s0: torch.Tensor, actions: torch.Tensor, history: int = 1) -> torch.Tensor:
+def _energy_pred(pred: torch.Tensor, backend: str) -> torch.Tensor:
+    """The predictions the energy op reads: kernels read float32 or bfloat16, other low precisions are
+    widened first (the reference reads any)."""
+    return pred if pred.dtype in _KERNEL_PRED_DTYPES or backend == "reference" else pred.float()
+
+
+def _energy_grads(
+    energy_pred: torch.Tensor, states: torch.Tensor, gamma: float, backend: str, sqrt_weights: Optional[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(energy [B], dE/dpred [B, T, D], dE/dstates [B, T+1, D])`` on the unfused energy op; with
+    ``sqrt_weights`` (``||x||_w^2 = ||sqrt(w) x||^2``) the plain energy of scaled copies, the gradients
+    scaled back."""
+    if sqrt_weights is None:
+        return ops.lifted_energy_grads(energy_pred, states, gamma, backend=backend)
+    energy, grad_pred, state_grad = ops.lifted_energy_grads(
+        energy_pred.detach().to(states.dtype) * sqrt_weights, states * sqrt_weights, gamma, backend=backend
+    )
+    grad_pred.mul_(sqrt_weights)
+    state_grad.mul_(sqrt_weights)
+    return energy, grad_pred, state_grad
+
+
+@contextlib.contextmanager
+def _updating():
+    """Around in-place updates of a plan's tensors: out of memory there cannot be retried."""
+    try:
+        yield
+    except torch.OutOfMemoryError as error:
+        raise StateUpdateOutOfMemory(
+            f"out of memory while a lifted iteration updated the plan's tensors in place (they are partly "
+            f"updated, the iteration cannot be retried): {error}. Bound the model's memory with "
+            "GraspConfig(max_transitions=...) or GraspConfig(memory_budget=...)"
+        ) from error
+
+
+def _chunk_grad_pred(
+    energy_pred: torch.Tensor, states: torch.Tensor, chunk: Chunk, gamma: float, backend: str,
+    sqrt_weights: Optional[torch.Tensor], last_next: Optional[torch.Tensor],
+) -> torch.Tensor:
+    """``dE/dp`` of one chunk's predictions ``energy_pred [b1-b0, t1-t0, D]``. On a kernel backend: the energy
+    kernel on the chunk's own rows (``s_{t0} .. s_{t1}``, then the goal); where the chunk's last transition
+    does not lead to the goal row (a window ending before ``T``, or ``last_next``), a dummy transition is
+    appended whose gradient is dropped. On the reference backend: :func:`_reference_grad_pred`."""
+    if backend == "reference":
+        return _reference_grad_pred(energy_pred, states, chunk, gamma, sqrt_weights, last_next)
+    horizon = states.shape[1] - 1
+    rows = slice(chunk.b0, chunk.b1)
+    goal = states[rows, horizon:]
+    if chunk.t1 < horizon:
+        chunk_states = torch.cat([states[rows, chunk.t0 : chunk.t1 + 1], goal], dim=1)
+    elif last_next is not None:
+        chunk_states = torch.cat([states[rows, chunk.t0 : horizon], last_next[rows].unsqueeze(1), goal], dim=1)
+    else:
+        chunk_states = states[rows, chunk.t0 :].contiguous()
+    width = chunk.t1 - chunk.t0
+    if chunk_states.shape[1] > width + 1:
+        energy_pred = torch.cat([energy_pred, goal.to(energy_pred.dtype)], dim=1)
+    _, grad_pred, _ = _energy_grads(energy_pred, chunk_states, gamma, backend, sqrt_weights)
+    return grad_pred[:, :width]
+
+
+def _reference_grad_pred(
+    pred: torch.Tensor, states: torch.Tensor, chunk: Chunk, gamma: float, sqrt_weights: Optional[torch.Tensor],
+    last_next: Optional[torch.Tensor],
+) -> torch.Tensor:
+    """``dE/dp`` of one chunk on the reference backend, elementwise on the chunk's rows: the values the
+    reference energy op's autograd computes (``ops/lifted_energy/reference.py``: ``1 * 2 (p - s_next)``
+    plus ``gamma * 2 (p - g)``, each rounded once, then their sum; with weights, of the ``sqrt(w)``-scaled
+    copies, scaled back), without building its graph per chunk. ``tests/test_memory.py`` holds it to the
+    op bitwise."""
+    horizon = states.shape[1] - 1
+    rows = slice(chunk.b0, chunk.b1)
+    pred = pred.to(states.dtype)
+    following = states[rows, chunk.t0 + 1 : chunk.t1 + 1]  # s_{t+1}; the goal row for t = T-1
+    goal = states[rows, horizon:]
+    if last_next is not None and chunk.t1 == horizon:
+        following = torch.cat([following[:, :-1], last_next[rows].unsqueeze(1)], dim=1)
+    if sqrt_weights is not None:
+        pred, following, goal = pred * sqrt_weights, following * sqrt_weights, goal * sqrt_weights
+    grad = (pred - following).mul_(2).add_((pred - goal).mul_(2).mul_(gamma))
+    return grad if sqrt_weights is None else grad.mul_(sqrt_weights)
+
+
+def chunked_vjp(
+    world_model: WorldModel, states: torch.Tensor, actions: torch.Tensor, chunks: list[Chunk], gamma: float,
+    backend: str, state_shape: tuple[int, ...], stop_gradient: bool, history: int, frames: Optional[torch.Tensor],
+    sqrt_weights: Optional[torch.Tensor], model_precision: Optional[contextlib.AbstractContextManager],
+    last_next: Optional[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """The world model and its VJP over ``chunks``, one at a time (only one chunk's graph is alive): each
+    chunk's predictions, its ``dE/dp`` (:func:`_chunk_grad_pred`) and its VJP to its actions (and, for the
+    ``stop_gradient=False`` ablation, to its model inputs). Writes nothing but ``frames``' copy of the rows.
+
+    Returns:
+        ``(pred [B, T, D] detached, action_grad [B, T, A], input_grad [B, T, D] or None)``; ``input_grad``
+        is the model's state-input gradient of the rows ``s_0 .. s_{T-1}`` (ablation only).
+    """
+    batch, horizon, _ = actions.shape
+    lead = history - 1
+    rows = states[:, :horizon].detach()
+    if stop_gradient and frames is not None:
+        frames[:, lead:].copy_(rows)
+        source = frames  # every window is a strided view of the frame buffer
+    elif frames is not None:
+        source = torch.cat([frames[:, :lead], rows], dim=1)
+    else:
+        source = rows
+    input_grad = None if stop_gradient else torch.zeros_like(source)
+    action_grad = torch.empty_like(actions)
+    pred: Optional[torch.Tensor] = None
+    for chunk in chunks:
+        b, t = slice(chunk.b0, chunk.b1), slice(chunk.t0, chunk.t1)
+        action_leaf = actions[b, t].detach().requires_grad_(True)
+        model_input = source[b, chunk.t0 : chunk.t1 + lead].detach()
+        model_input.requires_grad_(not stop_gradient)
+        with torch.enable_grad(), model_precision or contextlib.nullcontext():
+            chunk_pred = lifted_predictions(world_model, model_input, action_leaf, state_shape, stop_gradient, False,
+                                            history)
+        with torch.no_grad():
+            chunk_grad = _chunk_grad_pred(_energy_pred(chunk_pred.detach(), backend), states, chunk, gamma, backend,
+                                          sqrt_weights, last_next)
+        inputs = (action_leaf,) if stop_gradient else (action_leaf, model_input)
+        grads = torch.autograd.grad(chunk_pred, inputs, chunk_grad.to(chunk_pred.dtype))
+        with torch.no_grad():
+            action_grad[b, t] = grads[0]
+            if input_grad is not None:
+                input_grad[b, chunk.t0 : chunk.t1 + lead] += grads[1]
+            if pred is None:
+                pred = chunk_pred.new_empty((batch, horizon, chunk_pred.shape[-1]))
+            pred[b, t] = chunk_pred.detach()
+        del chunk_pred, chunk_grad, grads, action_leaf, model_input
+    assert pred is not None
+    return pred, action_grad, None if input_grad is None else input_grad[:, lead:]
+
+
+def rollout(
+    world_model: WorldModel, s0: torch.Tensor, actions: torch.Tensor, history: int = 1, *, checkpoint: bool = False,
+    max_rows: Optional[int] = None,
+) -> torch.Tensor:
     """Roll ``actions [B, T, A]`` out from ``s0``: returns ``[B, T+1, *S]`` (row 0 = the current state).
 
     ``s0`` is ``[B, *S]`` for ``history = 1``; for ``history = h > 1`` it carries the last ``h``
     frames ``[B, h, *S]`` (oldest first, ``s0[:, -1]`` the current one) and every step calls the
     model on the window of the last ``h`` frames ``[B, h, *S]``.
     The only sequential part of GRASP (used by the sync phase and for the result).
+
+    Bounded memory (:mod:`grasp_kernels.memory`): ``checkpoint`` recomputes each step's forward during
+    the backward (activation checkpointing; under autograd only): a backward through the ``T`` steps then
+    keeps each step's input instead of its activations. ``max_rows`` rolls at most that many rows at a
+    time (for forward-only rollouts: under autograd every chunk's graph stays alive until the backward).
     """
     check_tensor("actions", actions, ndim=3)
     check_tensor("s0", s0, device=actions.device)
     batch, horizon, _ = actions.shape
     if s0.dim() == 0 or s0.shape[0] != batch:
         raise ValueError(f"s0 must be [B, *S] with B = {batch} (the batch of actions), got shape {tuple(s0.shape)}")
+    if history > 1 and (s0.dim() < 2 or s0.shape[1] != history):
+        raise ValueError(f"s0 must carry the last history = {history} frames [B, {history}, *S], got shape {tuple(s0.shape)}")
+    ranges = row_chunks(batch, max_rows)
+    if len(ranges) > 1:
+        return torch.cat([rollout(world_model, s0[a:b], actions[a:b], history, checkpoint=checkpoint)
+                          for a, b in ranges])
+    step = checkpointed_call if checkpoint and torch.is_grad_enabled() else call_world_model
     if history == 1:
         current = s0
         trajectory = [s0]
         for t in range(horizon):
-            current = call_world_model(world_model, current, actions[:, t], tuple(s0.shape), f"rollout step {t}")
+            current = step(world_model, current, actions[:, t], tuple(s0.shape), f"rollout step {t}")
             trajectory.append(current)
         return torch.stack(trajectory, dim=1)
-    if s0.dim() < 2 or s0.shape[1] != history:
-        raise ValueError(f"s0 must carry the last history = {history} frames [B, {history}, *S], got shape {tuple(s0.shape)}")
     frame_shape = tuple(s0.shape[2:])
     frames = list(s0.unbind(1))
     for t in range(horizon):
         window = torch.stack(frames[-history:], dim=1)
-        frames.append(call_world_model(world_model, window, actions[:, t], (batch, *frame_shape), f"rollout step {t}"))
+        frames.append(step(world_model, window, actions[:, t], (batch, *frame_shape), f"rollout step {t}"))
     return torch.stack(frames[history - 1 :], dim=1)
+
+
+def checkpointed_call(
+    world_model: WorldModel, states: torch.Tensor, actions: torch.Tensor, expected_shape: tuple[int, ...], where: str
+) -> torch.Tensor:
+    """:func:`call_world_model` under activation checkpointing: the backward recomputes the call's forward
+    instead of keeping its activations (``torch.utils.checkpoint``, non-reentrant). The world model must be
+    deterministic (as everywhere in planning: ``eval()`` mode, no dropout): the random-number state is not
+    stashed and restored for the recomputation, which would also not be allowed inside a CUDA graph capture."""
+    return recompute_in_backward(call_world_model, world_model, states, actions, expected_shape, where,
+                                 use_reentrant=False, preserve_rng_state=False)
 
 
 def weighted_sq_norm(diff: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -325,14 +534,48 @@ def shooting_loss(
     goal: torch.Tensor,
     history: int = 1,
     weights: Optional[torch.Tensor] = None,
+    *,
+    checkpoint: bool = False,
+    max_rows: Optional[int] = None,
 ) -> torch.Tensor:
     """``||rollout(s0, actions)_T - goal||_w^2`` per plan: ``[B]`` (differentiable in ``actions``).
 
     ``s0`` as :func:`rollout` (``[B, h, *S]`` for ``history = h > 1``); ``weights``: optional
-    per-component weights broadcastable to ``S`` (plain squared norm without).
+    per-component weights broadcastable to ``S`` (plain squared norm without); ``checkpoint`` and
+    ``max_rows`` as :func:`rollout`.
     """
-    final = rollout(world_model, s0, actions, history)[:, -1]
+    final = rollout(world_model, s0, actions, history, checkpoint=checkpoint, max_rows=max_rows)[:, -1]
     return weighted_sq_norm(final - goal, weights)
+
+
+def shooting_grad(
+    world_model: WorldModel,
+    s0: torch.Tensor,
+    actions: torch.Tensor,
+    goal: torch.Tensor,
+    history: int = 1,
+    weights: Optional[torch.Tensor] = None,
+    *,
+    chains_per_chunk: Optional[int] = None,
+    checkpoint: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The shooting loss ``[B]`` (:func:`shooting_loss`, detached) and its gradient w.r.t. ``actions [B, T, A]``.
+
+    Plans are independent, so the gradient of the summed loss is each plan's own; ``chains_per_chunk``
+    differentiates at most that many plans at a time (one chunk's graph alive), ``checkpoint`` recomputes
+    each step's forward in the backward (:func:`rollout`). The same values as one pass over all plans
+    (bitwise for a world model whose rows do not depend on the batch).
+    """
+    ranges = row_chunks(actions.shape[0], chains_per_chunk)
+    if len(ranges) > 1:
+        parts = [shooting_grad(world_model, s0[a:b], actions[a:b], goal[a:b], history, weights, checkpoint=checkpoint)
+                 for a, b in ranges]
+        return torch.cat([loss for loss, _ in parts]), torch.cat([grad for _, grad in parts])
+    leaf = actions.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = shooting_loss(world_model, s0, leaf, goal, history, weights, checkpoint=checkpoint)
+        (grad,) = torch.autograd.grad(loss.sum(), leaf)
+    return loss.detach(), grad
 
 
 def init_states(

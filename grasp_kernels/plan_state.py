@@ -9,6 +9,7 @@ from typing import Optional, Protocol
 import torch
 
 from ._problem import Problem
+from .memory import MemoryPlan
 from .ops import PackedMLP
 
 
@@ -37,6 +38,9 @@ class PlanState:
     the kernels draw chain ``c``'s noise at Philox counters ``noise_base + c * (T-1)*D + ...``, where
     ``noise_base`` places the batch's first chain in the global batch.
 
+    ``memory`` (:class:`~grasp_kernels.memory.MemoryPlan`): the chunk sizes of the plan's world-model calls
+    (``GraspConfig.max_transitions`` / ``memory_budget``), or None (unchunked).
+
     Built by :meth:`GraspPlanner.start`; advanced by :meth:`GraspPlanner.iteration` and
     :meth:`GraspPlanner.sync`; turned into a result by :meth:`GraspPlanner.finish`.
     """
@@ -64,6 +68,7 @@ class PlanState:
     spare_states: Optional[torch.Tensor] = None
     fused_backend: Optional[str] = None
     noise_base: int = 0
+    memory: Optional[MemoryPlan] = None
 
     @classmethod
     def allocate(
@@ -112,6 +117,18 @@ class PlanState:
             spare_states=None if fused_mlp is None else torch.empty_like(states),
             fused_backend=fused_backend,
         )
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the plan's own tensors (states, actions, moments, buffers, histories, the chains' inputs):
+        what a ``memory_budget`` holds besides the world model's activations."""
+        chains = self.chains
+        tensors = [self.states, self.actions, *self.state_moments, *self.action_moments, self.low, self.high,
+                   self.energy_history, self.sync_losses, self.frames, self.weights, self.sqrt_weights,
+                   self.spare_states, chains.s0, chains.goal, chains.history_frames]
+        if self.fused_mlp is not None:
+            tensors += list(self.fused_mlp.tensors)
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
     @property
     def sync_due(self) -> bool:

@@ -8,9 +8,10 @@ The sync phase (full-rollout gradient steps on the actions) is the only sequenti
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 import warnings
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -39,9 +40,11 @@ from .compiled import CompiledFunction, compiled_iteration, iteration_function, 
 from .config import GraspConfig
 from .graphs import PlanGraphs, host_sync_forbidden
 from .lifted import WorldModel, lifted_iteration
+from .memory import MemoryPlan, sync_chunking
 from .plan_state import PlanState
 from .randomness import per_plan_normal, plan_generators
 from .result import PlanResult
+from .sizing import memory_key, memory_plan
 from .sync import SYNC_RULES, SyncRule, SyncStep, cem_start, rule_for, sync_step
 
 
@@ -102,6 +105,7 @@ class GraspPlanner:
         self._rollout = self.world_model if config.model_dtype is None else self._cast_rollout
         self._compiled_iteration: Optional[CompiledFunction] = None
         self._compiled_sync: Optional[CompiledFunction] = None
+        self._memory_plans: dict[tuple, MemoryPlan] = {}  # memory_budget: the measured chunk sizes per shape
         if config.compile and config.cuda_graph:
             warn_once("grasp_kernels: compile=True is not combined with cuda_graph=True: nothing is compiled "
                       "(the captured plan, or the eager loop where capture cannot run, uses the eager functions)")
@@ -229,21 +233,27 @@ class GraspPlanner:
         weights = None
         if self.state_weights is not None:
             weights = broadcast_state_weights(self.state_weights, problem.state_shape).to(device=device, dtype=dtype)
-        if cfg.init_cem_steps:
-            guess = cem_start(self, chains, actions, low, high, chain_generators, weights)
-        states = lifted.init_states(chains.flat(chains.s0), chains.flat(chains.goal), cfg.horizon, cfg.init_noise,
-                                    guess=guess, noise=init_noise)
+        s0_rows, goal_rows = chains.flat(chains.s0), chains.flat(chains.goal)
+        states = lifted.init_states(s0_rows, goal_rows, cfg.horizon, cfg.init_noise, guess=guess, noise=init_noise)
         backend = self.backend_for(device, dtype)
         fused_backend = fused_mlp_backend_for(backend, device, dtype, cfg.model_dtype) if cfg.fused_mlp else None
         packed = None
         if fused_backend is not None:
             matmul_dtype = torch.bfloat16 if cfg.model_dtype == "bfloat16" else None
             packed = ops.pack_mlp(self.world_model, matmul_dtype=matmul_dtype, device=device)
-        return PlanState.allocate(
+        state = PlanState.allocate(
             cfg, problem, chains, backend, states, actions, low, high, chain_generators,
             noise_base=first_chain * max(cfg.horizon - 1, 0) * chains.state_dim, weights=weights, fused_mlp=packed,
             fused_backend=fused_backend,
         )
+        # the chunk sizes (with a memory_budget measured on this state at zero learning rates: no draw, no change)
+        state.memory = memory_plan(self, state, self._memory_plans)
+        if cfg.init_cem_steps:  # the chains' CEM start replaces the line (same draws: after the initial noise)
+            guess = cem_start(self, chains, actions, low, high, chain_generators, weights,
+                              max_rows=None if state.memory is None else state.memory.rollout_rows)
+            state.states.copy_(lifted.init_states(s0_rows, goal_rows, cfg.horizon, cfg.init_noise, guess=guess,
+                                                  noise=init_noise))
+        return state
 
     def iteration(self, state: PlanState, per_timestep: bool = False) -> torch.Tensor:
         """One lifted GRASP iteration in place on ``state`` (:func:`grasp_kernels.lifted.lifted_iteration`);
@@ -264,26 +274,64 @@ class GraspPlanner:
                     and cfg.goal_weight_final is None)
         if state.fused_mlp is not None and not per_timestep:
             energy = self._fused_mlp_iteration(state, it, step)
-        elif compiled and state.backend == "reference":
-            energy = compiled_iteration(self._compiled_iteration, state, step, self._noise_std(state),
-                                        self._reference_noise(state))
         else:
-            if compiled:
-                warn_once(f"grasp_kernels: compile=True compiles the lifted iteration on the reference backend only; "
-                          f"backend {state.backend!r} runs its kernels eagerly (the sync step is compiled)")
-            energy, _, _ = lifted_iteration(
-                self.world_model, state.states, state.actions, state.state_moments, state.action_moments,
-                step=step, gamma=self._goal_weight(state), lr_states=cfg.lr_states, lr_actions=cfg.lr_actions,
-                beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.adam_eps, noise_std=self._noise_std(state), low=state.low,
-                high=state.high, state_shape=state.chains.state_shape, backend=state.backend,
-                stop_gradient=cfg.stop_gradient, history=cfg.history, frames=state.frames,
-                sqrt_weights=state.sqrt_weights, noise=self._reference_noise(state),
-                seed=None if state.backend == "reference" else schedules.iteration_seed(cfg.seed, it),
-                noise_base=state.noise_base, per_timestep=per_timestep,
-                model_precision=self.model_precision(state.states.device),
-            )
+            noise = self._reference_noise(state)  # drawn once: an out-of-memory retry reuses it
+
+            def run(max_transitions: Optional[int]) -> torch.Tensor:
+                if compiled and state.backend == "reference":
+                    return compiled_iteration(self._compiled_iteration, state, step, self._noise_std(state), noise,
+                                              max_transitions)
+                if compiled:
+                    warn_once(f"grasp_kernels: compile=True compiles the lifted iteration on the reference backend "
+                              f"only; backend {state.backend!r} runs its kernels eagerly (the sync step is compiled)")
+                return lifted_iteration(
+                    self.world_model, state.states, state.actions, state.state_moments, state.action_moments,
+                    step=step, gamma=self._goal_weight(state), lr_states=cfg.lr_states, lr_actions=cfg.lr_actions,
+                    beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.adam_eps, noise_std=self._noise_std(state),
+                    low=state.low, high=state.high, state_shape=state.chains.state_shape, backend=state.backend,
+                    stop_gradient=cfg.stop_gradient, history=cfg.history, frames=state.frames,
+                    sqrt_weights=state.sqrt_weights, noise=noise,
+                    seed=None if state.backend == "reference" else schedules.iteration_seed(cfg.seed, it),
+                    noise_base=state.noise_base, per_timestep=per_timestep,
+                    model_precision=self.model_precision(state.states.device), max_transitions=max_transitions,
+                )[0]
+
+            energy = self._retry_out_of_memory(state, run)
         state.record_iteration(energy)
         return energy
+
+    def _retry_out_of_memory(self, state: PlanState, run: Callable[[Optional[int]], torch.Tensor]) -> torch.Tensor:
+        """``run(max_transitions)`` at the plan's chunk size; on ``torch.OutOfMemoryError`` (raised before the
+        iteration wrote anything, :func:`~grasp_kernels.lifted.lifted_iteration`) once more at half of it, with
+        a warning, and the plan keeps the halved size (the sync's and rollouts' chunks follow it). Not inside a
+        CUDA graph capture (the capture fails)."""
+        memory = state.memory
+        current = None if memory is None else memory.max_transitions
+        try:
+            return run(current)
+        except torch.OutOfMemoryError as error:
+            batch, horizon = state.actions.shape[:2]
+            size = min(current or batch * horizon, batch * horizon)
+            if size <= 1 or host_sync_forbidden(state.states.device):
+                raise
+            halved = size // 2
+            warnings.warn(
+                f"grasp_kernels: out of memory in lifted iteration {state.iteration} with chunks of {size} "
+                f"transitions ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                f"retrying it once with max_transitions = {halved} (the plan keeps it; set GraspConfig("
+                "max_transitions=...) or memory_budget=... to choose it)", ResourceWarning, stacklevel=4,
+            )
+            if memory is None:
+                memory = state.memory = MemoryPlan(None, batch * horizon, state_bytes=state.nbytes)
+            memory.max_transitions = halved
+            memory.rollout_rows = halved if memory.rollout_rows is None else min(memory.rollout_rows, halved)
+            memory.sync_chains, memory.checkpoint = sync_chunking(halved, horizon, self.config.activation_checkpointing)
+            memory.retries += 1
+            if memory.budget is not None:
+                self._memory_plans[memory_key(state)] = dataclasses.replace(memory)
+            if torch.cuda.is_available() and state.states.device.type == "cuda":
+                torch.cuda.empty_cache()
+            return run(halved)
 
     def _reference_noise(self, state: PlanState) -> Optional[torch.Tensor]:
         """The reference backend's state noise of this iteration ``[B*K, T-1, D]``, one draw from each
@@ -376,9 +424,14 @@ class GraspPlanner:
             raise_if_nonfinite(state.energy_history, state.iteration, "the GRASP energy")
             if not bool(torch.isfinite(state.actions).all()):
                 raise NonFiniteError(f"the planned actions hold NaN/Inf after {state.iteration} iterations")
+        memory = state.memory
         with self.model_precision(state.states.device):
-            rollout, distance = final_rollout(self.rollout_model(), state.chains, state.actions, state.weights)
-        return best_chains_result(
+            rollout, distance = final_rollout(self.rollout_model(), state.chains, state.actions, state.weights,
+                                              max_rows=None if memory is None else memory.rollout_rows)
+        result = best_chains_result(
             state.problem, cfg.particles, state.backend, state.actions, state.states, rollout, distance,
             state.energy_history[: state.iteration], state.sync_losses[: state.syncs], start_time,
         )
+        if memory is not None:
+            result.info["memory"] = memory.report(*state.actions.shape[:2])
+        return result

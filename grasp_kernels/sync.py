@@ -26,9 +26,10 @@ import torch
 
 from . import ops
 from ._checks import BoundArg, check_tensor
+from .backends import warn_once
 from .cem import elites, sample_and_refit
 from ._problem import Problem
-from .lifted import WorldModel, rollout, shooting_loss
+from .lifted import WorldModel, rollout, shooting_grad, shooting_loss
 from .ops.action_step.reference import action_step_ref
 from .plan_state import PlanState
 
@@ -69,21 +70,25 @@ def sync_step(
     high: BoundArg,
     history: int = 1,
     weights: Optional[torch.Tensor] = None,
+    chains_per_chunk: Optional[int] = None,
+    checkpoint: bool = False,
 ) -> torch.Tensor:
     """One GD sync step, in place: the shooting loss through the unrolled ``T``-step rollout, its
     gradient w.r.t. ``actions``, then Adam (moments ``exp_avg``, ``exp_avg_sq``, 1-based ``step``, an int
     or a 0-d float64 tensor) and the clamp to ``[low, high]``.
 
+    Bounded memory: ``chains_per_chunk`` differentiates at most that many chains at a time and
+    ``checkpoint`` recomputes each rollout step in the backward (:func:`~grasp_kernels.lifted.shooting_grad`);
+    the Adam step runs once on all chains.
+
     Returns:
         ``[B]`` shooting loss of the actions before the step (detached).
     """
-    leaf = actions.detach().requires_grad_(True)
-    with torch.enable_grad():
-        loss = shooting_loss(world_model, s0, leaf, goal, history, weights)
-        (grad,) = torch.autograd.grad(loss.sum(), leaf)
+    loss, grad = shooting_grad(world_model, s0, actions, goal, history, weights, chains_per_chunk=chains_per_chunk,
+                               checkpoint=checkpoint)
     with torch.no_grad():
         action_step_ref(actions, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high)
-    return loss.detach()
+    return loss
 
 
 def adam_phase(
@@ -115,20 +120,25 @@ def gd_sync(
     history: int = 1,
     weights: Optional[torch.Tensor] = None,
     step_fn: Optional[SyncStep] = None,
+    chains_per_chunk: Optional[int] = None,
+    checkpoint: bool = False,
 ) -> torch.Tensor:
     """The GD sync phase: ``steps`` Adam steps (fresh moments) on ``actions`` through the full rollout.
 
     ``s0`` is ``[B, *S]`` (``[B, h, *S]`` for ``history = h > 1``), ``goal`` ``[B, *S]``; ``weights``
     as :func:`~grasp_kernels.lifted.shooting_loss`; ``step_fn``: a stand-in for :func:`sync_step` with
-    its signature (the compiled step). Plans are independent, so minimising the sum of their shooting
-    losses minimises each. Updates ``actions`` in place, clamped after each step.
+    its signature (the compiled step); ``chains_per_chunk`` and ``checkpoint``: bounded memory, as
+    :func:`sync_step`. Plans are independent, so minimising the sum of their shooting losses minimises
+    each. Updates ``actions`` in place, clamped after each step.
 
     Returns:
         ``[B]`` shooting loss of the actions before the last step (detached).
     """
     step_fn = sync_step if step_fn is None else step_fn
+    chunking = () if chains_per_chunk is None and not checkpoint else (chains_per_chunk, checkpoint)
     return adam_phase(actions, steps, lambda exp_avg, exp_avg_sq, step: step_fn(
-        world_model, s0, goal, actions, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high, history, weights))
+        world_model, s0, goal, actions, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high, history, weights,
+        *chunking))
 
 
 def cem_sync_variance(states: torch.Tensor, var_scale: float, var_min: float) -> torch.Tensor:
@@ -172,6 +182,7 @@ def cem_sync(
     history: int = 1,
     weights: Optional[torch.Tensor] = None,
     initial_var: Optional[torch.Tensor] = None,
+    max_rows: Optional[int] = None,
 ) -> torch.Tensor:
     """The CEM sync phase: ``steps`` CEM iterations over the actions through the full rollout (the
     sampling core :func:`grasp_kernels.cem.sample_and_refit`); the final mean is written to ``actions``.
@@ -194,6 +205,7 @@ def cem_sync(
         generators: one per chain (``len == B``).
         weights: per-component state weights of the shooting loss (broadcastable to ``S``), or None.
         initial_var: ``[B, T]`` initial sampling variance replacing the one from ``states``, or None.
+        max_rows: roll at most this many candidates out at a time (bounded memory; None: all ``B*N``).
 
     Returns:
         ``[B]`` shooting loss of the actions written back (one extra rollout over ``B`` rows; the GD
@@ -211,7 +223,8 @@ def cem_sync(
 
         def score(candidates: torch.Tensor) -> torch.Tensor:
             flat = candidates.view(batch * samples, horizon, action_dim)
-            return shooting_loss(world_model, start, flat, target, history, weights).view(batch, samples)
+            return shooting_loss(world_model, start, flat, target, history, weights, max_rows=max_rows).view(
+                batch, samples)
 
         def refit(candidates: torch.Tensor, cost: torch.Tensor, spread: torch.Tensor):
             elite = elites(candidates, cost, elite_count)
@@ -222,7 +235,7 @@ def cem_sync(
         mean, _ = sample_and_refit(actions.detach().clone(), spread, generators, steps, samples, score, refit,
                                    low, high)
         actions.copy_(mean)
-        return shooting_loss(world_model, s0, actions, goal, history, weights)
+        return shooting_loss(world_model, s0, actions, goal, history, weights, max_rows=max_rows)
 
 
 class SyncContext(Protocol):
@@ -278,23 +291,31 @@ class GDSync(SyncRule):
     time_shardable = True
 
     def run(self, context: SyncContext, state: PlanState) -> torch.Tensor:
-        cfg, chains = context.config, state.chains
+        cfg, chains, memory = context.config, state.chains, state.memory
         with context.model_precision(state.states.device):
             return gd_sync(
                 context.rollout_model(), chains.frames(), chains.goal, state.actions, cfg.sync_steps, cfg.sync_lr,
                 cfg.beta1, cfg.beta2, cfg.adam_eps, state.low, state.high, chains.history, state.weights,
-                step_fn=self.step_fn(context),
+                step_fn=self.step_fn(context, state), chains_per_chunk=None if memory is None else memory.sync_chains,
+                checkpoint=memory is not None and memory.checkpoint,
             )
 
-    def step_fn(self, context: SyncContext) -> Optional[SyncStep]:
+    def step_fn(self, context: SyncContext, state: PlanState) -> Optional[SyncStep]:
         """The step :func:`gd_sync` takes (None: :func:`sync_step`)."""
         return None
 
 
 class CompiledGDSync(GDSync):
-    """The GD sync on the ``torch.compile``d :func:`sync_step` (``compile=True``); eager if compiling failed."""
+    """The GD sync on the ``torch.compile``d :func:`sync_step` (``compile=True``); eager if compiling failed,
+    and with activation checkpointing over several chunks of chains (bounded memory), which torch.compile
+    does not take (one recomputed backward region per graph)."""
 
-    def step_fn(self, context: SyncContext) -> Optional[SyncStep]:
+    def step_fn(self, context: SyncContext, state: PlanState) -> Optional[SyncStep]:
+        memory = state.memory
+        if memory is not None and memory.checkpoint and (memory.sync_chains or 0) < state.actions.shape[0]:
+            warn_once("grasp_kernels: compile=True runs the GD sync step eagerly with activation checkpointing over "
+                      "several chunks of chains (torch.compile takes one recomputed backward region per graph)")
+            return None
         return context.compiled_sync_step()
 
 
@@ -333,26 +354,28 @@ class CEMSync(SyncRule):
                 context.rollout_model(), chains.frames(), chains.goal, state.actions, state.states, cfg.sync_steps,
                 cfg.cem_sync_samples, cfg.cem_sync_elites, cfg.cem_sync_var_scale, cfg.cem_sync_var_min,
                 state.low, state.high, state.chain_generators, chains.history, state.weights,
+                max_rows=None if state.memory is None else state.memory.rollout_rows,
             )
 
 
 def cem_start(
     context: SyncContext, chains: Problem, actions: torch.Tensor, low: Optional[torch.Tensor],
     high: Optional[torch.Tensor], generators: Sequence[torch.Generator], weights: Optional[torch.Tensor],
+    max_rows: Optional[int] = None,
 ) -> torch.Tensor:
     """The chains' CEM start (``GraspConfig.init_cem_steps``): :func:`cem_sync` from ``actions [B*K, T, A]``
     (overwritten with the final means) with the initial variance ``init_cem_var`` everywhere, each chain
     drawing from its own generator; returns the model rollout of those actions ``[B*K, T+1, D]``, the
-    chains' initial virtual states."""
+    chains' initial virtual states. ``max_rows``: rows per rollout call (bounded memory)."""
     cfg = context.config
     initial_var = torch.full(actions.shape[:2], cfg.init_cem_var, device=actions.device, dtype=actions.dtype)
     with context.model_precision(actions.device), torch.no_grad():
         cem_sync(
             context.rollout_model(), chains.frames(), chains.goal, actions, None, cfg.init_cem_steps,
             cfg.cem_sync_samples, cfg.cem_sync_elites, cfg.cem_sync_var_scale, cfg.cem_sync_var_min,
-            low, high, generators, chains.history, weights, initial_var=initial_var,
+            low, high, generators, chains.history, weights, initial_var=initial_var, max_rows=max_rows,
         )
-        trajectory = rollout(context.rollout_model(), chains.frames(), actions, chains.history)
+        trajectory = rollout(context.rollout_model(), chains.frames(), actions, chains.history, max_rows=max_rows)
     return trajectory.to(actions.dtype).reshape(chains.batch, cfg.horizon + 1, chains.state_dim)
 
 

@@ -472,3 +472,22 @@ def test_distributed_model_tables(tmp_path):
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[3] == "2048" and float(cells[7]) == round(64 * 196 * 384 * 4 / 1e6, 1)
     assert "nothing here ran on a GPU" in text and "8.50 GFLOP" in text
+
+
+def test_memory_quick(tmp_path):
+    """bench/memory.py --quick: peak and time per chunk size, the sync's checkpointing, and one plan in a
+    quarter of the memory it needs, within it."""
+    out = tmp_path / "memory.md"
+    proc = _bench("memory.py", "--quick", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = out.read_text()
+    for title in ("MLP pointmaze-medium (shipped)", "transformer 4 x 8 (quick)",
+                  "The sync phase: chunks of chains and activation checkpointing",
+                  "One plan in a quarter of the memory it needs"):
+        assert f"## {title}\n" in text, title
+    rows = _table(text, "MLP pointmaze-medium (shipped)")
+    chunks = [int(cells[0]) for cells in rows]
+    peaks = [float(cells[5]) for cells in rows]
+    assert chunks[0] == 32 and rows[0][4] == "—"  # unchunked first
+    assert all(p > 0 for p in peaks) and peaks[chunks.index(4)] < peaks[0]  # smaller chunks, smaller peaks
+    assert "Within the budget (peak <= 1.1 x budget): yes." in text

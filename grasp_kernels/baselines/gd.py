@@ -21,7 +21,8 @@ from .._problem import (
     squeeze_single,
 )
 from ..config import Bound
-from ..lifted import WorldModel, shooting_loss
+from ..lifted import WorldModel, shooting_grad
+from ..memory import check_max_transitions, sync_chunking
 from ..ops.action_step.reference import action_step_ref
 from ..result import PlanResult
 from ._common import check_config, validate_fields
@@ -30,7 +31,15 @@ from ._common import check_config, validate_fields
 @dataclasses.dataclass
 class GDConfig:
     """Shooting GD: ``iters`` Adam steps of rate ``lr`` on ``||rollout(s0, a)_T - g||^2`` (deterministic:
-    no seed)."""
+    no seed).
+
+    Bounded memory (as GRASP's sync phase, :func:`grasp_kernels.memory.sync_chunking`): ``max_transitions``
+    differentiates ``max_transitions // horizon`` plans at a time (the backward through ``T`` steps keeps
+    ``T`` steps' activations per plan); when not one plan fits, or with ``activation_checkpointing=True``,
+    each step's forward is recomputed in the backward and ``max_transitions`` plans go at a time. The final
+    rollout rolls at most ``max_transitions`` plans at a time. The same plan as unchunked (bitwise for a
+    world model whose rows do not depend on the batch size).
+    """
 
     horizon: int = 50
     iters: int = 300
@@ -40,9 +49,15 @@ class GDConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     adam_eps: float = 1e-8
+    max_transitions: Optional[int] = None
+    activation_checkpointing: Optional[bool] = None
 
     def __post_init__(self) -> None:
         validate_fields(self, ints=("horizon", "iters"), positive=("lr",))
+        check_max_transitions(self.max_transitions)
+        if self.activation_checkpointing is not None and not isinstance(self.activation_checkpointing, bool):
+            raise TypeError("activation_checkpointing must be None or a bool, got "
+                            f"{type(self.activation_checkpointing).__name__}")
 
 
 class GDPlanner:
@@ -83,15 +98,14 @@ class GDPlanner:
         clamp_(actions, low, high)
         exp_avg, exp_avg_sq = torch.zeros_like(actions), torch.zeros_like(actions)
         history = torch.empty(cfg.iters, problem.batch, device=actions.device, dtype=actions.dtype)
+        chains, checkpoint = sync_chunking(cfg.max_transitions, cfg.horizon, cfg.activation_checkpointing)
         for it in tqdm(range(cfg.iters), desc="GD", disable=not progress, leave=False):
-            leaf = actions.detach().requires_grad_(True)
-            with torch.enable_grad():
-                loss = shooting_loss(self.world_model, problem.s0, leaf, problem.goal)
-                (grad,) = torch.autograd.grad(loss.sum(), leaf)
-            history[it] = loss.detach()
+            loss, grad = shooting_grad(self.world_model, problem.s0, actions, problem.goal, chains_per_chunk=chains,
+                                       checkpoint=checkpoint)
+            history[it] = loss
             with torch.no_grad():
                 action_step_ref(actions, grad, exp_avg, exp_avg_sq, it + 1, cfg.lr, cfg.beta1, cfg.beta2, cfg.adam_eps, low, high)
         raise_if_nonfinite(history, cfg.iters, "the GD shooting loss")
-        rollout, distance = final_rollout(self.world_model, problem, actions)
+        rollout, distance = final_rollout(self.world_model, problem, actions, max_rows=cfg.max_transitions)
         result = PlanResult(actions, rollout, rollout, distance, history)
         return squeeze_single(result, problem.single, start)

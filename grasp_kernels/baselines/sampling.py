@@ -1,7 +1,9 @@
 """Sampling-based baselines: CEM (DINO-WM's planner defaults) and MPPI, batched over plans.
 
 Both score every candidate action sequence by the terminal cost ``||rollout(s0, a)_T - g||^2`` and
-roll all ``B * samples`` candidates out in one batch per time step.
+roll all ``B * samples`` candidates out in one batch per time step; ``max_transitions`` (bounded memory,
+stable-worldmodel's batch size) rolls at most that many candidates at a time, with the same plan
+(bitwise for a world model whose rows do not depend on the batch size).
 
 Shard-invariant: plan ``i`` of a batch draws its samples from its own generator, seeded by the config's
 seed and its global index ``plan_offset + i`` (:func:`grasp_kernels.randomness.plan_generators`), so a
@@ -48,6 +50,7 @@ class CEMConfig:
     action_low: Bound = -1.0
     action_high: Bound = 1.0
     seed: int = 0
+    max_transitions: Optional[int] = None
 
     def __post_init__(self) -> None:
         validate_fields(self, ints=("horizon", "samples", "topk", "iters", "seed"), positive=("var_scale",))
@@ -67,6 +70,7 @@ class MPPIConfig:
     action_low: Bound = -1.0
     action_high: Bound = 1.0
     seed: int = 0
+    max_transitions: Optional[int] = None
 
     def __post_init__(self) -> None:
         validate_fields(self, ints=("horizon", "samples", "iters", "seed"), positive=("noise_std", "temperature"))
@@ -118,11 +122,12 @@ class _SamplingPlanner:
         with bar:
             mean, _ = sample_and_refit(
                 mean, spread, generators, cfg.iters, cfg.samples,
-                lambda candidates: terminal_cost(self.world_model, problem.s0, problem.goal, candidates),
+                lambda candidates: terminal_cost(self.world_model, problem.s0, problem.goal, candidates,
+                                                 cfg.max_transitions),
                 self._update, low, high, include_mean=True, record=record,
             )
         raise_if_nonfinite(history, cfg.iters, f"the {self.name} cost")
-        rollout, distance = final_rollout(self.world_model, problem, mean)
+        rollout, distance = final_rollout(self.world_model, problem, mean, max_rows=cfg.max_transitions)
         return squeeze_single(PlanResult(mean, rollout, rollout, distance, history), problem.single, start)
 
     def _initial_spread(self, mean: torch.Tensor) -> torch.Tensor:

@@ -66,7 +66,8 @@ import torch.distributed as dist
 from .. import ops, schedules
 from .._problem import NonFiniteError, best_chains_result, raise_if_nonfinite
 from ..config import GraspConfig
-from ..lifted import WorldModel, call_world_model, lifted_iteration, weighted_sq_norm
+from ..lifted import WorldModel, call_world_model, checkpointed_call, lifted_iteration, weighted_sq_norm
+from ..memory import row_chunks
 from ..ops.action_step.reference import action_step_ref
 from ..plan_state import PlanState
 from ..planner import GraspPlanner
@@ -236,6 +237,8 @@ class TimeShardedPlanner:
                 beta2=cfg.beta2, eps=cfg.adam_eps, noise_std=sigma, low=state.low, high=state.high,
                 state_shape=chains.state_shape, backend=state.backend, noise=chunk_noise, seed=seed,
                 noise_base=state.noise_base + t0 * dim, noise_stride=row_counters, boundary=None if last else boundary,
+                max_transitions=None if state.memory is None else state.memory.max_transitions,
+                last_next=None if last else edge[:, 1],
             )
             state.record_iteration(energy)
             if state.sync_due:
@@ -276,49 +279,65 @@ class TimeShardedPlanner:
         actions = state.actions
         last = rank == size - 1
 
+        memory = state.memory
+        # bounded memory: the pipeline runs once per chunk of chains (the same chunks on every rank)
+        ranges = row_chunks(actions.shape[0], None if memory is None else memory.sync_chains)
+        checkpoint = memory is not None and memory.checkpoint
+
         def pipelined_step(exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor, step: int) -> Optional[torch.Tensor]:
-            loss = None
-            leaf = actions.detach().requires_grad_(True)
+            losses, action_grads = [], []
             what = f"sync phase {state.syncs} step {step}"
-            x_in = self._chunk_input(state, rank, f"{what}: forward state")
-            inputs = (leaf,) if rank == 0 else (leaf, x_in)
-            with torch.enable_grad():
-                x = self._roll_chunk(state, x_in, leaf, t0, t1)
-                if last:
-                    loss = weighted_sq_norm(x - state.chains.goal)
-                    grads = torch.autograd.grad(loss.sum(), inputs)
-                else:
-                    _send(x.detach().reshape(x.shape[0], -1), rank + 1, f"{what}: forward state")
-                    adjoint = _recv(torch.empty_like(x.detach()).reshape(x.shape[0], -1), rank + 1, f"{what}: adjoint")
-                    grads = torch.autograd.grad(x, inputs, adjoint.view_as(x))
-            if rank > 0:
-                _send(grads[1].reshape(grads[1].shape[0], -1).contiguous(), rank - 1, f"{what}: adjoint")
+            for a, b in ranges:
+                leaf = actions[a:b].detach().requires_grad_(True)
+                x_in = self._chunk_input(state, rank, f"{what}: forward state", a, b)
+                inputs = (leaf,) if rank == 0 else (leaf, x_in)
+                with torch.enable_grad():
+                    x = self._roll_chunk(state, x_in, leaf, t0, t1, checkpoint=checkpoint)
+                    if last:
+                        loss = weighted_sq_norm(x - state.chains.goal[a:b])
+                        grads = torch.autograd.grad(loss.sum(), inputs)
+                        losses.append(loss.detach())
+                    else:
+                        _send(x.detach().reshape(x.shape[0], -1), rank + 1, f"{what}: forward state")
+                        adjoint = _recv(torch.empty_like(x.detach()).reshape(x.shape[0], -1), rank + 1,
+                                        f"{what}: adjoint")
+                        grads = torch.autograd.grad(x, inputs, adjoint.view_as(x))
+                if rank > 0:
+                    _send(grads[1].reshape(grads[1].shape[0], -1).contiguous(), rank - 1, f"{what}: adjoint")
+                action_grads.append(grads[0])
+            grad = action_grads[0] if len(action_grads) == 1 else torch.cat(action_grads)
             with torch.no_grad():
-                action_step_ref(actions, grads[0], exp_avg, exp_avg_sq, step, cfg.sync_lr, cfg.beta1, cfg.beta2,
+                action_step_ref(actions, grad, exp_avg, exp_avg_sq, step, cfg.sync_lr, cfg.beta1, cfg.beta2,
                                 cfg.adam_eps, state.low, state.high)
-            return None if loss is None else loss.detach()
+            if not losses:
+                return None
+            return losses[0] if len(losses) == 1 else torch.cat(losses)
 
         loss = adam_phase(actions, cfg.sync_steps, pipelined_step)
         return loss if last else None
 
-    def _chunk_input(self, state: PlanState, rank: int, what: str) -> torch.Tensor:
-        """The rolled-out state at this chunk's first time step ``[B*K, *S]``: ``s0`` on rank 0, else
-        received from rank ``r-1``; a leaf that requires grad (the adjoint sent back is its gradient)."""
+    def _chunk_input(self, state: PlanState, rank: int, what: str, a: int = 0, b: Optional[int] = None) -> torch.Tensor:
+        """The rolled-out state at this chunk's first time step of chains ``a .. b-1`` (all by default)
+        ``[b-a, *S]``: ``s0`` on rank 0, else received from rank ``r-1``; a leaf that requires grad (the
+        adjoint sent back is its gradient)."""
         chains = state.chains
+        b = chains.batch if b is None else b
         if rank == 0:
-            return chains.s0
-        x = _recv(torch.empty((chains.batch, chains.state_dim), device=chains.s0.device, dtype=chains.s0.dtype),
+            return chains.s0[a:b]
+        x = _recv(torch.empty((b - a, chains.state_dim), device=chains.s0.device, dtype=chains.s0.dtype),
                   rank - 1, what)
-        return x.reshape(chains.s0.shape).requires_grad_(True)
+        return x.reshape(b - a, *chains.s0.shape[1:]).requires_grad_(True)
 
     def _roll_chunk(self, state: PlanState, x: torch.Tensor, actions: torch.Tensor, t0: int, t1: int,
-                    rows: Optional[list] = None) -> torch.Tensor:
+                    rows: Optional[list] = None, checkpoint: bool = False) -> torch.Tensor:
         """Roll ``x [B*K, *S]`` through the chunk's actions ``[B*K, n, A]`` (the steps of
-        :func:`grasp_kernels.lifted.rollout`); appends each next state to ``rows`` if given."""
+        :func:`grasp_kernels.lifted.rollout`); appends each next state to ``rows`` if given; ``checkpoint``:
+        recompute each step in the backward (bounded memory)."""
         model = self.planner.rollout_model()
+        call = checkpointed_call if checkpoint and torch.is_grad_enabled() else call_world_model
         shape = tuple(x.shape)
         for t in range(t1 - t0):
-            x = call_world_model(model, x, actions[:, t], shape, f"rollout step {t0 + t}")
+            x = call(model, x, actions[:, t], shape, f"rollout step {t0 + t}")
             if rows is not None:
                 rows.append(x)
         return x
