@@ -160,11 +160,8 @@ def lifted_iteration(
     *,
     step: Union[int, torch.Tensor],
     gamma: float,
-    lr_states: float,
-    lr_actions: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
+    state_adam: ops.AdamHyper,
+    action_adam: ops.AdamHyper,
     noise_std: Union[float, torch.Tensor],
     low: BoundArg,
     high: BoundArg,
@@ -175,10 +172,8 @@ def lifted_iteration(
     frames: Optional[torch.Tensor] = None,
     sqrt_weights: Optional[torch.Tensor] = None,
     noise: Optional[torch.Tensor] = None,
-    seed: Optional[int] = None,
+    counters: ops.NoiseCounters = ops.NoiseCounters(),
     generator: Optional[torch.Generator] = None,
-    noise_base: int = 0,
-    noise_stride: Optional[int] = None,
     per_timestep: bool = False,
     model_precision: Optional[contextlib.AbstractContextManager] = None,
     boundary: Optional[BoundaryHook] = None,
@@ -199,15 +194,16 @@ def lifted_iteration(
             Langevin sigma; ``low``/``high`` the action bounds (None, float or ``[A]``). On the reference
             backend ``step`` (0-d float64) and ``noise_std`` may be tensors, with an explicit ``noise``:
             then nothing here depends on a per-iteration host value (:mod:`grasp_kernels.compiled`).
+        state_adam, action_adam: Adam's constants of the state and the action steps.
         state_shape: ``S`` (``prod(S) = D``), the world model's state shape.
         backend: a concrete backend ("reference" | "triton" | "cuda").
         history, frames: ``h`` and, for ``h > 1``, the frame buffer ``[B, h-1+T, D]`` whose first
             ``h-1`` rows are the older observed frames; rows ``s_0 .. s_{T-1}`` are copied behind them.
         sqrt_weights: ``sqrt(w)`` flattened to ``[D]`` for weighted states (the plain energy of scaled
             copies, on the unfused ops), or None.
-        noise, seed, generator, noise_base, noise_stride: the noise as :func:`grasp_kernels.ops.state_step_`
-            takes it (``noise_base``: the Philox counter of the batch's first chain; ``noise_stride``: the
-            counters per chain, default ``(T-1)*D``; a time chunk passes the full horizon's).
+        noise, counters, generator: the noise as :func:`grasp_kernels.ops.state_step_` takes it (``counters``:
+            the iteration's Philox seed, the counter of the batch's first chain and the counters per chain,
+            default ``(T-1)*D``; a time chunk passes the full horizon's).
         per_timestep: call the model once per time step instead (public ports' loop; tests, benchmarks).
         model_precision: a context manager around the world-model call (e.g. ``torch.autocast``).
         boundary: for a time chunk of a sharded plan (:mod:`grasp_kernels.distributed.time_sharding`),
@@ -245,12 +241,11 @@ def lifted_iteration(
         pred = lifted_predictions(world_model, model_input, action_leaf, state_shape, stop_gradient, per_timestep, history)
     # kernels read float32 or bfloat16 predictions; other low precisions are widened first
     energy_pred = pred if pred.dtype in _KERNEL_PRED_DTYPES or backend == "reference" else pred.float()
-    adam = (step, lr_states, beta1, beta2, eps, noise_std)
     with torch.no_grad():
         if fused:
             energy, grad_pred = ops.lifted_energy_state_step_(
-                energy_pred, states, gamma, *state_moments, *adam, noise, seed=seed, generator=generator,
-                noise_base=noise_base, noise_stride=noise_stride, backend=backend,
+                energy_pred, states, gamma, *state_moments, step, state_adam, noise_std, noise, counters=counters,
+                generator=generator, backend=backend,
             )
             if boundary is not None:
                 boundary(energy_pred.detach(), energy, grad_pred)
@@ -271,11 +266,10 @@ def lifted_iteration(
             action_grad = grads[0]
             if not stop_gradient:  # the ablation: the world model's state-input gradient too
                 state_grad[:, :horizon] += grads[1]
-            ops.state_step_(states, state_grad, *state_moments, *adam, noise, generator, seed=seed,
-                            noise_base=noise_base, noise_stride=noise_stride, backend=backend)
+            ops.state_step_(states, state_grad, *state_moments, step, state_adam, noise_std, noise, generator,
+                            counters=counters, backend=backend)
         ops.action_step_(  # autograd may hand back a strided view (e.g. through torch.cat)
-            actions, action_grad.contiguous(), *action_moments, step, lr_actions, beta1, beta2, eps, low, high,
-            backend=backend,
+            actions, action_grad.contiguous(), *action_moments, step, action_adam, low, high, backend=backend,
         )
     return energy, grad_pred, action_grad.detach()
 

@@ -61,18 +61,15 @@ def sync_step(
     exp_avg: torch.Tensor,
     exp_avg_sq: torch.Tensor,
     step: Union[int, torch.Tensor],
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
+    adam: ops.AdamHyper,
     low: BoundArg,
     high: BoundArg,
     history: int = 1,
     weights: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """One GD sync step, in place: the shooting loss through the unrolled ``T``-step rollout, its
-    gradient w.r.t. ``actions``, then Adam (moments ``exp_avg``, ``exp_avg_sq``, 1-based ``step``, an int
-    or a 0-d float64 tensor) and the clamp to ``[low, high]``.
+    gradient w.r.t. ``actions [B, T, A]``, then Adam (moments ``exp_avg``, ``exp_avg_sq``, 1-based ``step``,
+    an int or a 0-d float64 tensor; constants ``adam``) and the clamp to ``[low, high]``.
 
     Returns:
         ``[B]`` shooting loss of the actions before the step (detached).
@@ -82,7 +79,7 @@ def sync_step(
         loss = shooting_loss(world_model, s0, leaf, goal, history, weights)
         (grad,) = torch.autograd.grad(loss.sum(), leaf)
     with torch.no_grad():
-        action_step_ref(actions, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high)
+        action_step_ref(actions, grad, exp_avg, exp_avg_sq, step, adam, low, high)
     return loss.detach()
 
 
@@ -106,17 +103,15 @@ def gd_sync(
     goal: torch.Tensor,
     actions: torch.Tensor,
     steps: int,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
+    adam: ops.AdamHyper,
     low: BoundArg,
     high: BoundArg,
     history: int = 1,
     weights: Optional[torch.Tensor] = None,
     step_fn: Optional[SyncStep] = None,
 ) -> torch.Tensor:
-    """The GD sync phase: ``steps`` Adam steps (fresh moments) on ``actions`` through the full rollout.
+    """The GD sync phase: ``steps`` Adam steps (fresh moments, constants ``adam``) on ``actions`` through the
+    full rollout.
 
     ``s0`` is ``[B, *S]`` (``[B, h, *S]`` for ``history = h > 1``), ``goal`` ``[B, *S]``; ``weights``
     as :func:`~grasp_kernels.lifted.shooting_loss`; ``step_fn``: a stand-in for :func:`sync_step` with
@@ -128,7 +123,7 @@ def gd_sync(
     """
     step_fn = sync_step if step_fn is None else step_fn
     return adam_phase(actions, steps, lambda exp_avg, exp_avg_sq, step: step_fn(
-        world_model, s0, goal, actions, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high, history, weights))
+        world_model, s0, goal, actions, exp_avg, exp_avg_sq, step, adam, low, high, history, weights))
 
 
 def cem_sync_variance(states: torch.Tensor, var_scale: float, var_min: float) -> torch.Tensor:
@@ -281,8 +276,8 @@ class GDSync(SyncRule):
         cfg, chains = context.config, state.chains
         with context.model_precision(state.states.device):
             return gd_sync(
-                context.rollout_model(), chains.frames(), chains.goal, state.actions, cfg.sync_steps, cfg.sync_lr,
-                cfg.beta1, cfg.beta2, cfg.adam_eps, state.low, state.high, chains.history, state.weights,
+                context.rollout_model(), chains.frames(), chains.goal, state.actions, cfg.sync_steps,
+                cfg.adam(cfg.sync_lr), state.low, state.high, chains.history, state.weights,
                 step_fn=self.step_fn(context),
             )
 
@@ -308,10 +303,11 @@ class FusedMLPSync(GDSync):
         cfg, chains, actions = context.config, state.chains, state.actions
         s0, goal = chains.flat(chains.s0).contiguous(), chains.flat(chains.goal).contiguous()
         workspace = torch.empty((chains.batch, cfg.horizon + 1, chains.state_dim), device=s0.device, dtype=torch.float32)
+        adam = cfg.adam(cfg.sync_lr)
         with torch.no_grad():
             return adam_phase(actions, cfg.sync_steps, lambda exp_avg, exp_avg_sq, step: ops.fused_mlp_sync_step_(
-                state.fused_mlp, s0, goal, actions, exp_avg, exp_avg_sq, step, cfg.sync_lr, cfg.beta1, cfg.beta2,
-                cfg.adam_eps, state.low, state.high, workspace=workspace, backend=state.fused_backend))
+                state.fused_mlp, s0, goal, actions, exp_avg, exp_avg_sq, step, adam, state.low, state.high,
+                workspace=workspace, backend=state.fused_backend))
 
 
 GDSync.fused = FusedMLPSync

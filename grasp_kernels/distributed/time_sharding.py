@@ -197,6 +197,7 @@ class TimeShardedPlanner:
         gamma = cfg.goal_weight  # the boundary hook reads it; reset each iteration (goal_weight_final)
 
         row_counters = max(horizon - 1, 1) * dim  # Philox counters per chain: the full horizon's rows 1..T-1
+        state_adam = cfg.adam(cfg.lr_states)
         # the hook reads this iteration's `step`, `sigma`, `edge_noise` and `seed`, set in the loop below
         def boundary(pred: torch.Tensor, energy: torch.Tensor, grad_pred: torch.Tensor) -> None:
             # the last transition leads to s_{t1}, not to the goal row the op used in its dynamics term
@@ -206,9 +207,9 @@ class TimeShardedPlanner:
             energy.add_(residual.square().sum(dim=1) - to_goal.square().sum(dim=1))
             grad_pred[:, -1] = 2 * residual + (2 * gamma) * to_goal  # the reference's rounding, term by term
             edge_grad[:, 1] = -(2 * residual)
-            ops.state_step_(edge, edge_grad, *edge_moments, step, cfg.lr_states, cfg.beta1, cfg.beta2, cfg.adam_eps,
-                            sigma, edge_noise, seed=seed, noise_base=state.noise_base + (t1 - 1) * dim,
-                            noise_stride=row_counters, backend=state.backend)
+            ops.state_step_(edge, edge_grad, *edge_moments, step, state_adam, sigma, edge_noise,
+                            counters=ops.NoiseCounters(seed, state.noise_base + (t1 - 1) * dim, row_counters),
+                            backend=state.backend)
 
         for it in range(cfg.iters):
             step = state.adam_step + 1
@@ -232,10 +233,10 @@ class TimeShardedPlanner:
                     edge_noise = noise[:, t1 - 1 : t1].contiguous()
             energy, _, _ = lifted_iteration(
                 self.world_model, chunk, state.actions, state.state_moments, state.action_moments,
-                step=step, gamma=gamma, lr_states=cfg.lr_states, lr_actions=cfg.lr_actions, beta1=cfg.beta1,
-                beta2=cfg.beta2, eps=cfg.adam_eps, noise_std=sigma, low=state.low, high=state.high,
-                state_shape=chains.state_shape, backend=state.backend, noise=chunk_noise, seed=seed,
-                noise_base=state.noise_base + t0 * dim, noise_stride=row_counters, boundary=None if last else boundary,
+                step=step, gamma=gamma, state_adam=state_adam, action_adam=cfg.adam(cfg.lr_actions), noise_std=sigma,
+                low=state.low, high=state.high, state_shape=chains.state_shape, backend=state.backend,
+                noise=chunk_noise, counters=ops.NoiseCounters(seed, state.noise_base + t0 * dim, row_counters),
+                boundary=None if last else boundary,
             )
             state.record_iteration(energy)
             if state.sync_due:
@@ -275,6 +276,7 @@ class TimeShardedPlanner:
         cfg = self.config
         actions = state.actions
         last = rank == size - 1
+        adam = cfg.adam(cfg.sync_lr)
 
         def pipelined_step(exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor, step: int) -> Optional[torch.Tensor]:
             loss = None
@@ -294,8 +296,7 @@ class TimeShardedPlanner:
             if rank > 0:
                 _send(grads[1].reshape(grads[1].shape[0], -1).contiguous(), rank - 1, f"{what}: adjoint")
             with torch.no_grad():
-                action_step_ref(actions, grads[0], exp_avg, exp_avg_sq, step, cfg.sync_lr, cfg.beta1, cfg.beta2,
-                                cfg.adam_eps, state.low, state.high)
+                action_step_ref(actions, grads[0], exp_avg, exp_avg_sq, step, adam, state.low, state.high)
             return None if loss is None else loss.detach()
 
         loss = adam_phase(actions, cfg.sync_steps, pipelined_step)

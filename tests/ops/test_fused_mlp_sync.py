@@ -20,6 +20,7 @@ import grasp_kernels.ops as ops
 from grasp_kernels import GraspConfig
 from grasp_kernels.backends import backend_unavailable_reason
 from grasp_kernels.lifted import rollout
+from grasp_kernels.ops import AdamHyper
 from grasp_kernels.sync import gd_sync
 from grasp_kernels.reference import fused_mlp_sync_step_ref
 
@@ -34,7 +35,7 @@ from grasp_kernels.ops import _mlp_triton as mt  # noqa: E402  (after the interp
 from grasp_kernels.ops.fused_mlp_sync import triton_kernel as fs  # noqa: E402
 
 TOL = fused_rel_tol(DEVICE)  # float32 kernel against the float64 specification, under the interpreter
-ADAM = dict(step=2, lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8)
+ADAM = dict(step=2, adam=AdamHyper(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8))
 MUTATED = ("actions", "exp_avg", "exp_avg_sq")
 
 
@@ -66,7 +67,7 @@ def run_reference(model, inp, step=ADAM["step"]):
     with torch.no_grad():
         states = rollout(model64, ref["s0"], ref["actions"])
     loss = fused_mlp_sync_step_ref(model64, ref["s0"], ref["goal"], ref["actions"], ref["exp_avg"], ref["exp_avg_sq"],
-                                   step, ADAM["lr"], ADAM["beta1"], ADAM["beta2"], ADAM["eps"], ref["low"], ref["high"])
+                                   step, ADAM["adam"], ref["low"], ref["high"])
     return loss, states, ref
 
 
@@ -79,8 +80,7 @@ def run_launcher(model, inp, matmul_dtype=None, step=ADAM["step"]):
     loss = torch.full((B,), float("nan"), device=inp["s0"].device)
     low, high = ops._dispatch.kernel_bounds(out["low"], out["high"], out["actions"])
     fs.launch(out["s0"], out["goal"], out["actions"], out["exp_avg"], out["exp_avg_sq"], workspace, loss,
-              list(packed.tensors), packed.depth, packed.activation, step, ADAM["lr"], ADAM["beta1"], ADAM["beta2"],
-              ADAM["eps"], low, high)
+              list(packed.tensors), packed.depth, packed.activation, step, ADAM["adam"], low, high)
     return loss, workspace, out
 
 
@@ -173,11 +173,11 @@ def test_consecutive_steps_equal_gd_sync(hidden):
     inp = make_inputs(B, T, D, A, "scalar")
     ref_actions = inp["actions"].double().clone()
     loss_ref = gd_sync(copy.deepcopy(model).double(), inp["s0"].double(), inp["goal"].double(), ref_actions, 3,
-                       ADAM["lr"], ADAM["beta1"], ADAM["beta2"], ADAM["eps"], -0.4, 0.4)
+                       ADAM["adam"], -0.4, 0.4)
     actions = inp["actions"].clone()
     exp_avg, exp_avg_sq = torch.zeros_like(actions), torch.zeros_like(actions)
-    losses = [ops.fused_mlp_sync_step_(model, inp["s0"], inp["goal"], actions, exp_avg, exp_avg_sq, step, ADAM["lr"],
-                                       ADAM["beta1"], ADAM["beta2"], ADAM["eps"], -0.4, 0.4, backend="triton")
+    losses = [ops.fused_mlp_sync_step_(model, inp["s0"], inp["goal"], actions, exp_avg, exp_avg_sq, step, ADAM["adam"],
+                                       -0.4, 0.4, backend="triton")
               for step in (1, 2, 3)]
     assert rel(losses[-1], loss_ref) < TOL
     assert rel(actions, ref_actions) < TOL
@@ -258,7 +258,7 @@ def test_errors():
              high=None)
     with pytest.raises(ValueError, match="step must be an int >= 1"):
         ops.fused_mlp_sync_step_(model, inp["s0"], inp["goal"], inp["actions"].clone(), inp["exp_avg"].clone(),
-                                 inp["exp_avg_sq"].clone(), 0, 0.05, 0.9, 0.999, 1e-8, None, None, backend="triton")
+                                 inp["exp_avg_sq"].clone(), 0, ADAM["adam"], None, None, backend="triton")
     with pytest.raises(ValueError, match="must be a grasp_kernels.models.MLPDynamics"):
         call(m=lambda s, a: s)
     with pytest.raises(ValueError, match="must be a grasp_kernels.models.MLPDynamics"):

@@ -8,6 +8,7 @@ import torch
 
 from ..._checks import BoundArg
 from ...lifted import WorldModel, lifted_iteration
+from .._params import AdamHyper
 
 
 def fused_mlp_iteration_ref(
@@ -20,11 +21,8 @@ def fused_mlp_iteration_ref(
     action_exp_avg: torch.Tensor,
     action_exp_avg_sq: torch.Tensor,
     step: int,
-    lr_states: float,
-    lr_actions: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
+    state_adam: AdamHyper,
+    action_adam: AdamHyper,
     noise_std: float,
     low: BoundArg,
     high: BoundArg,
@@ -42,6 +40,6 @@ def fused_mlp_iteration_ref(
     """
     return lifted_iteration(
         world_model, states, actions, (state_exp_avg, state_exp_avg_sq), (action_exp_avg, action_exp_avg_sq),
-        step=step, gamma=gamma, lr_states=lr_states, lr_actions=lr_actions, beta1=beta1, beta2=beta2, eps=eps,
-        noise_std=noise_std, low=low, high=high, state_shape=(states.shape[-1],), noise=noise, generator=generator,
+        step=step, gamma=gamma, state_adam=state_adam, action_adam=action_adam, noise_std=noise_std, low=low,
+        high=high, state_shape=(states.shape[-1],), noise=noise, generator=generator,
     )

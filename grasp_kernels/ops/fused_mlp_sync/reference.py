@@ -7,6 +7,7 @@ import torch
 from ..._checks import BoundArg
 from ...lifted import WorldModel
 from ...sync import sync_step
+from .._params import AdamHyper
 
 
 def fused_mlp_sync_step_ref(
@@ -17,10 +18,7 @@ def fused_mlp_sync_step_ref(
     exp_avg: torch.Tensor,
     exp_avg_sq: torch.Tensor,
     step: int,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
+    adam: AdamHyper,
     low: BoundArg,
     high: BoundArg,
 ) -> torch.Tensor:
@@ -33,4 +31,4 @@ def fused_mlp_sync_step_ref(
     Returns:
         ``[B]`` shooting loss ``||rollout(s0, actions)_T - goal||^2`` of the actions before the step.
     """
-    return sync_step(world_model, s0, goal, actions, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high)
+    return sync_step(world_model, s0, goal, actions, exp_avg, exp_avg_sq, step, adam, low, high)
