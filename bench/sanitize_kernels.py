@@ -27,14 +27,9 @@ from grasp_kernels import ops
 from grasp_kernels.backends import backend_unavailable_reason
 from grasp_kernels.models import MLPDynamics
 from grasp_kernels.ops import AdamHyper, NoiseCounters
-from grasp_kernels.reference import (
-    action_step_ref,
-    fused_mlp_iteration_ref,
-    fused_mlp_sync_step_ref,
-    lifted_energy_ref,
-    lifted_energy_state_step_ref,
-    state_step_ref,
-)
+from grasp_kernels.lifted import lifted_iteration
+from grasp_kernels.reference import action_step_ref, lifted_energy_ref, lifted_energy_state_step_ref, state_step_ref
+from grasp_kernels.sync import sync_step
 
 ADAM = dict(step=3, adam=AdamHyper(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8))
 
@@ -128,7 +123,8 @@ def fused_mlp_cases(device: torch.device, g: torch.Generator) -> None:
         with wide_grid(programs):
             energy, new_states = ops.fused_mlp_iteration_(model, states, actions, 0.3, *moments, backend="triton",
                                                           **scalars)
-        want_energy, _, _ = fused_mlp_iteration_ref(model, want[0], want[1], 0.3, *want[2:], **scalars)
+        want_energy, _, _ = lifted_iteration(  # the fused iteration's specification: one planner iteration
+            model, want[0], want[1], tuple(want[2:4]), tuple(want[4:]), gamma=0.3, state_shape=(5,), **scalars)
         _close(name, energy, want_energy, 1e-4)
         _close(f"{name} states", new_states, want[0])
         _close(f"{name} actions", actions, want[1])
@@ -152,7 +148,7 @@ def fused_sync_cases(device: torch.device, g: torch.Generator) -> None:
         adam = dict(step=1, adam=AdamHyper(0.05, 0.9, 0.999, 1e-8), low=-1.0, high=1.0)
         with wide_grid(programs):
             loss = ops.fused_mlp_sync_step_(model, s0, goal, actions, m, v, backend="triton", **adam)
-        want_loss = fused_mlp_sync_step_ref(model, s0, goal, *want, **adam)
+        want_loss = sync_step(model, s0, goal, *want, **adam)  # the fused sync step's specification
         name = f"fused_mlp_sync H={hidden} B={batch}" + (f" {programs} programs" if programs else "")
         _close(f"{name} loss", loss, want_loss, 1e-4)
         _close(f"{name} actions", actions, want[0])

@@ -1,6 +1,6 @@
 """``fused_mlp_iteration_`` (grasp_kernels/ops/fused_mlp_iteration): one Triton kernel per GRASP iteration
-for MLPDynamics, against its specification :func:`grasp_kernels.reference.fused_mlp_iteration_ref`,
-i.e. one planner iteration on the reference backend (CPU: TRITON_INTERPRET=1 set by conftest; GPU:
+for MLPDynamics, against its specification ``fused_mlp_iteration_ref`` (tests/_fused_mlp.py), i.e. one
+planner iteration (:func:`grasp_kernels.lifted.lifted_iteration`) on the reference backend (CPU: TRITON_INTERPRET=1 set by conftest; GPU:
 ``-m gpu``); the planner with ``GraspConfig(fused_mlp=True)``. The op's opcheck and device guard are
 here too (they need its packed-model inputs); the other ops' are in tests/ops/test_opcheck_and_compile.py
 and tests/ops/test_op_checks.py.
@@ -26,9 +26,8 @@ from grasp_kernels.backends import BackendFallbackWarning, backend_unavailable_r
 from grasp_kernels.models import MLPDynamics
 from grasp_kernels.lifted import lifted_predictions
 from grasp_kernels.ops import AdamHyper, NoiseCounters
-from grasp_kernels.reference import fused_mlp_iteration_ref
 
-from _fused_mlp import ACTS, DEVICE, make_model, plan_pair, recorded_programs, rel
+from _fused_mlp import ACTS, DEVICE, fused_mlp_iteration_ref, make_model, plan_pair, recorded_programs, rel
 from _kernels import fused_rel_tol
 
 # The CPU tests run the kernels under the interpreter (conftest sets it where there is no CUDA). On a GPU
@@ -226,25 +225,36 @@ def test_fused_mlp_seeded_noise_equals_unfused_kernels():
         assert rel(fused[name], unf[name]) < TOL, name
 
 
-def test_public_op_reference_backend_and_packed_model():
+def test_public_op_on_a_model_and_a_packed_model_and_no_reference_backend():
+    """The public op, on the module and on its PackedMLP, against the specification; the reference backend is
+    refused with an error that says where the op runs (it has no reference path: its specification is the
+    planner's iteration, which runs on the ops)."""
     B, T, D, A = 3, 7, 3, 2
     model = make_model(D, A, 16, 2, nn.Tanh)
     inp = make_inputs(B, T, D, A)
-    results = {}
-    for backend, m in (("reference", model), ("triton", model), ("packed", ops.pack_mlp(model))):
+    ref = {k: v.clone() for k, v in inp.items()}
+    e_ref, _, _ = fused_mlp_iteration_ref(
+        model, ref["states"], ref["actions"], 0.4, ref["state_exp_avg"], ref["state_exp_avg_sq"], ref["action_exp_avg"],
+        ref["action_exp_avg_sq"], **ADAM, noise_std=0.05, low=-0.8, high=0.8, noise=ref["noise"],
+    )
+    for m in (model, ops.pack_mlp(model)):
         x = {k: v.clone() for k, v in inp.items()}
         energy, new_states = ops.fused_mlp_iteration_(
             m, x["states"], x["actions"], 0.4, x["state_exp_avg"], x["state_exp_avg_sq"], x["action_exp_avg"],
-            x["action_exp_avg_sq"], *ADAM.values(), 0.05, -0.8, 0.8, x["noise"],
-            backend="triton" if backend == "packed" else backend,
+            x["action_exp_avg_sq"], *ADAM.values(), 0.05, -0.8, 0.8, x["noise"], backend="triton",
         )
         assert torch.equal(x["states"], inp["states"]) and new_states is not x["states"]
-        results[backend] = (energy, new_states, x)
-    for backend in ("triton", "packed"):
-        assert rel(results[backend][0], results["reference"][0]) < TOL
-        assert rel(results[backend][1], results["reference"][1]) < TOL
+        assert rel(energy, e_ref) < TOL
+        assert rel(new_states, ref["states"]) < TOL
         for name in MUTATED:
-            assert rel(results[backend][2][name], results["reference"][2][name]) < TOL
+            assert rel(x[name], ref[name]) < TOL, name
+    x = {k: v.clone() for k, v in inp.items()}
+    with pytest.raises(ValueError, match="fused_mlp_iteration_ runs on the triton backend only.*TRITON_INTERPRET=1"):
+        ops.fused_mlp_iteration_(
+            model, x["states"], x["actions"], 0.4, x["state_exp_avg"], x["state_exp_avg_sq"], x["action_exp_avg"],
+            x["action_exp_avg_sq"], *ADAM.values(), 0.05, -0.8, 0.8, x["noise"], backend="reference",
+        )
+    assert all(torch.equal(x[k], inp[k]) for k in inp), "a refused call must not touch its tensors"
 
 
 def test_custom_op_opcheck():

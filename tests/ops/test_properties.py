@@ -15,17 +15,12 @@ from hypothesis import strategies as st
 from torch import nn
 
 import grasp_kernels.ops as ops
+from _fused_mlp import fused_mlp_iteration_ref
 from _kernels import DEVICE, TOL, rel
 from grasp_kernels.backends import backend_unavailable_reason
 from grasp_kernels.models import MLPDynamics
 from grasp_kernels.ops import AdamHyper, NoiseCounters
-from grasp_kernels.reference import (
-    action_step_ref,
-    fused_mlp_iteration_ref,
-    lifted_energy_ref,
-    lifted_energy_state_step_ref,
-    state_step_ref,
-)
+from grasp_kernels.reference import action_step_ref, lifted_energy_ref, lifted_energy_state_step_ref, state_step_ref
 
 pytestmark = pytest.mark.skipif(
     backend_unavailable_reason("triton", DEVICE) is not None, reason=str(backend_unavailable_reason("triton", DEVICE))

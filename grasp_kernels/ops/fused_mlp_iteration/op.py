@@ -19,11 +19,11 @@ from torch import Tensor
 
 from ..._checks import BoundArg, check_same_device, check_scalar, check_tensor
 from ...backends import backend_unavailable_reason, on_device
-from .._dispatch import kernel_bounds, kernel_counters, reference_noise, resolve
+from .._dispatch import kernel_bounds, kernel_counters, resolve
 from .._params import AdamHyper, NoiseCounters
 from .._validate import check_backend_runs, check_bounds, check_float32, check_like, check_no_overlap, check_noise
 from .._validate import check_params, check_states, check_step
-from .pack import PackedMLP, check_packed_params, check_supported, packed_for
+from .pack import PackedMLP, check_packed_params, packed_for
 
 
 def _check_tensors(
@@ -191,23 +191,12 @@ def fused_mlp_iteration_(
     """
     check_shared_moments(state_adam, action_adam)
     check_params(state_adam, counters)
-    module = model.model if isinstance(model, PackedMLP) else model
     name = fused_mlp_backend(backend, states.device)
+    if name == "reference":
+        raise unsupported_backend("fused_mlp_iteration_", backend)
     if states_out is None:
         states_out = torch.empty_like(states)
-    counters = counters.for_states(states)
-    if name == "reference":
-        check_supported(module)
-        noise = reference_noise(states, noise, noise_std, counters)
-        states_out.copy_(states)
-        from .reference import fused_mlp_iteration_ref  # its spec is the planner's iteration, which runs on the ops
-
-        energy, _, _ = fused_mlp_iteration_ref(
-            module, states_out, actions, gamma, state_exp_avg, state_exp_avg_sq, action_exp_avg, action_exp_avg_sq,
-            step, state_adam, action_adam, noise_std, low, high, noise, generator,
-        )
-        return energy, states_out
-    counters = kernel_counters(counters, generator, noise, noise_std)
+    counters = kernel_counters(counters.for_states(states), generator, noise, noise_std)
     packed = packed_for(model, states, actions)
     energy = torch.ops.grasp.fused_mlp_iteration(
         states.detach(), actions, states_out, list(packed.tensors), packed.depth, packed.activation, gamma,

@@ -21,8 +21,8 @@ from .._dispatch import kernel_bounds
 from .._params import AdamHyper
 from .._validate import check_backend_runs, check_bounds, check_float32, check_like, check_no_overlap, check_params
 from .._validate import check_step
-from ..fused_mlp_iteration.op import fused_mlp_backend
-from ..fused_mlp_iteration.pack import PackedMLP, check_packed_params, check_supported, packed_for
+from ..fused_mlp_iteration.op import fused_mlp_backend, unsupported_backend
+from ..fused_mlp_iteration.pack import PackedMLP, check_packed_params, packed_for
 
 
 def _check_tensors(s0, goal, actions, exp_avg, exp_avg_sq, workspace, params, depth, activation, low, high) -> None:
@@ -132,11 +132,7 @@ def fused_mlp_sync_step_(
     check_params(adam)
     name = fused_mlp_backend(backend, s0.device)
     if name == "reference":
-        module = model.model if isinstance(model, PackedMLP) else model
-        check_supported(module)
-        from .reference import fused_mlp_sync_step_ref  # its spec is the planner's sync step
-
-        return fused_mlp_sync_step_ref(module, s0, goal, actions, exp_avg, exp_avg_sq, step, adam, low, high)
+        raise unsupported_backend("fused_mlp_sync_step_", backend)
     packed = packed_for(model, s0, actions)
     if workspace is None:
         workspace = torch.empty((s0.shape[0], actions.shape[1] + 1, s0.shape[-1]), device=s0.device,
