@@ -27,6 +27,7 @@ import torch
 import grasp_kernels.ops as ops
 import grasp_kernels.reference as reference
 from grasp_kernels.backends import backend_unavailable_reason
+from grasp_kernels.ops import AdamHyper, NoiseCounters
 
 # (B, T, D): B*T*D = 1e4 .. 1e8, horizon 50; D a multiple of 16 (vector loads) and, at 1e6 and 1e8, odd D too
 GPU_SHAPES = [(4, 50, 50), (16, 50, 128), (64, 50, 320), (64, 50, 313), (256, 50, 784), (1024, 50, 1952),
@@ -34,9 +35,9 @@ GPU_SHAPES = [(4, 50, 50), (16, 50, 128), (64, 50, 320), (64, 50, 313), (256, 50
 QUICK_SHAPES = [(2, 8, 33), (4, 25, 100)]
 KERNEL_BACKENDS = ("triton", "cuda")
 GAMMA = 0.5
-ADAM = dict(step=2, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8)
+ADAM = dict(step=2, adam=AdamHyper(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8))
 NOISE_STD = 0.01
-SEED = dict(seed=1)  # the kernels draw their noise in-kernel from a seed; the reference from its own generator
+SEED = dict(counters=NoiseCounters(seed=1))  # the kernels draw their noise in-kernel; the reference from its generator
 
 Timed = Callable[[], object]
 Randn = Callable[..., torch.Tensor]  # rn(*size, dtype=torch.float32): seeded normal samples on the device
@@ -145,10 +146,10 @@ def energy_state_step_bytes(B: int, T: int, D: int, pred_bytes: int) -> int:
     return n * pred_bytes + 4 * (n + goal) + 8 * nv + 4 * n + 4 * B + 12 * nv
 
 
-def unfused_energy_state_step(pred, states, gamma, exp_avg, exp_avg_sq, *, backend, seed, **adam):
+def unfused_energy_state_step(pred, states, gamma, exp_avg, exp_avg_sq, *, backend, counters, step, adam, noise_std):
     """What lifted_energy_state_step_ fuses: the energy's gradients, then the state step."""
     energy, grad_pred, grad_states = ops.lifted_energy_grads(pred, states, gamma, backend=backend)
-    ops.state_step_(states, grad_states, exp_avg, exp_avg_sq, backend=backend, seed=seed, **adam)
+    ops.state_step_(states, grad_states, exp_avg, exp_avg_sq, step, adam, noise_std, counters=counters, backend=backend)
     return energy, grad_pred
 
 

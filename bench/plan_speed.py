@@ -92,8 +92,8 @@ def loop_grasp_plan(model: torch.nn.Module, s0: torch.Tensor, goal: torch.Tensor
         if cfg.sync_every and cfg.sync_steps and (k + 1) % cfg.sync_every == 0:
             start = time.perf_counter()
             with torch.no_grad():
-                gd_sync(model, s0, goal, actions.data, cfg.sync_steps, cfg.sync_lr, cfg.beta1, cfg.beta2,
-                        cfg.adam_eps, cfg.action_low, cfg.action_high)
+                gd_sync(model, s0, goal, actions.data, cfg.sync_steps, cfg.adam(cfg.sync_lr), cfg.action_low,
+                        cfg.action_high)
             optimizer = adam()
             if sync_seconds is not None:
                 sync_seconds["sync"] = sync_seconds.get("sync", 0.0) + time.perf_counter() - start

@@ -26,16 +26,12 @@ import torch
 from grasp_kernels import ops
 from grasp_kernels.backends import backend_unavailable_reason
 from grasp_kernels.models import MLPDynamics
-from grasp_kernels.reference import (
-    action_step_ref,
-    fused_mlp_iteration_ref,
-    fused_mlp_sync_step_ref,
-    lifted_energy_ref,
-    lifted_energy_state_step_ref,
-    state_step_ref,
-)
+from grasp_kernels.ops import AdamHyper, NoiseCounters
+from grasp_kernels.lifted import lifted_iteration
+from grasp_kernels.reference import action_step_ref, lifted_energy_ref, lifted_energy_state_step_ref, state_step_ref
+from grasp_kernels.sync import sync_step
 
-ADAM = dict(step=3, lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8)
+ADAM = dict(step=3, adam=AdamHyper(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8))
 
 
 def _randn(*shape: int, g: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -75,7 +71,7 @@ def _step_case(backend: str, device: torch.device, g: torch.Generator, batch: in
         v = v.abs()
         noise = _randn(batch, horizon - 1, dim, g=g, device=device) if noise_kind == "tensor" else None
         want = [t.clone() for t in (states, m, v)]
-        ops.state_step_(states, grad, m, v, noise_std=0.01, noise=noise, seed=11, backend=backend, **ADAM)
+        ops.state_step_(states, grad, m, v, noise_std=0.01, noise=noise, counters=NoiseCounters(11), backend=backend, **ADAM)
         if noise is not None:
             state_step_ref(*want[:1], grad, *want[1:], noise_std=0.01, noise=noise, **ADAM)
             _close(f"{backend} state_step noise tensor", states, want[0])
@@ -95,7 +91,8 @@ def _step_case(backend: str, device: torch.device, g: torch.Generator, batch: in
     want_energy, _ = lifted_energy_state_step_ref(pred, want[0], 0.3, want[1], want[2], noise_std=0.01, noise=noise, **ADAM)
     _close(f"{backend} lifted_energy_state_step energy", energy, want_energy, 1e-5)
     _close(f"{backend} lifted_energy_state_step states", states, want[0])
-    ops.lifted_energy_state_step_(pred, states, 0.3, m, v, noise_std=0.01, seed=5, backend=backend, **ADAM)
+    ops.lifted_energy_state_step_(pred, states, 0.3, m, v, noise_std=0.01, counters=NoiseCounters(5), backend=backend,
+                                  **ADAM)
 
 
 def wide_grid(programs: Optional[int]) -> ContextManager[None]:
@@ -120,19 +117,21 @@ def fused_mlp_cases(device: torch.device, g: torch.Generator) -> None:
         moments = [torch.zeros_like(states), torch.zeros_like(states), torch.zeros_like(actions), torch.zeros_like(actions)]
         noise = _randn(batch, horizon - 1, 5, g=g, device=device)
         want = [t.clone() for t in (states, actions, *moments)]
-        scalars = dict(step=1, lr_states=0.01, lr_actions=0.01, beta1=0.9, beta2=0.999, eps=1e-8, noise_std=0.01,
+        scalars = dict(step=1, state_adam=AdamHyper(0.01), action_adam=AdamHyper(0.01), noise_std=0.01,
                        low=-1.0, high=1.0, noise=noise)
         name = f"fused_mlp_iteration H={hidden} T={horizon}" + (f" {programs} programs" if programs else "")
         with wide_grid(programs):
             energy, new_states = ops.fused_mlp_iteration_(model, states, actions, 0.3, *moments, backend="triton",
                                                           **scalars)
-        want_energy, _, _ = fused_mlp_iteration_ref(model, want[0], want[1], 0.3, *want[2:], **scalars)
+        want_energy, _, _ = lifted_iteration(  # the fused iteration's specification: one planner iteration
+            model, want[0], want[1], tuple(want[2:4]), tuple(want[4:]), gamma=0.3, state_shape=(5,), **scalars)
         _close(name, energy, want_energy, 1e-4)
         _close(f"{name} states", new_states, want[0])
         _close(f"{name} actions", actions, want[1])
         scalars.update(noise=None, step=2)
         with wide_grid(programs):
-            ops.fused_mlp_iteration_(model, new_states, actions, 0.3, *moments, seed=9, backend="triton", **scalars)
+            ops.fused_mlp_iteration_(model, new_states, actions, 0.3, *moments, counters=NoiseCounters(9), backend="triton",
+                                     **scalars)
 
 
 def fused_sync_cases(device: torch.device, g: torch.Generator) -> None:
@@ -146,10 +145,10 @@ def fused_sync_cases(device: torch.device, g: torch.Generator) -> None:
         actions = _randn(batch, horizon, 3, g=g, device=device)
         m, v = torch.zeros_like(actions), torch.zeros_like(actions)
         want = [t.clone() for t in (actions, m, v)]
-        adam = dict(step=1, lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8, low=-1.0, high=1.0)
+        adam = dict(step=1, adam=AdamHyper(0.05, 0.9, 0.999, 1e-8), low=-1.0, high=1.0)
         with wide_grid(programs):
             loss = ops.fused_mlp_sync_step_(model, s0, goal, actions, m, v, backend="triton", **adam)
-        want_loss = fused_mlp_sync_step_ref(model, s0, goal, *want, **adam)
+        want_loss = sync_step(model, s0, goal, *want, **adam)  # the fused sync step's specification
         name = f"fused_mlp_sync H={hidden} B={batch}" + (f" {programs} programs" if programs else "")
         _close(f"{name} loss", loss, want_loss, 1e-4)
         _close(f"{name} actions", actions, want[0])

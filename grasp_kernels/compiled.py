@@ -52,8 +52,7 @@ def iteration_function(world_model: WorldModel, config: GraspConfig) -> Callable
     the chunk size of bounded memory, is a constant of the graph: its chunk loop is unrolled).
     ``config.model_dtype`` is applied as ``torch.autocast`` inside it.
     """
-    gamma, lr_states, lr_actions = config.goal_weight, config.lr_states, config.lr_actions
-    beta1, beta2, eps = config.beta1, config.beta2, config.adam_eps
+    gamma, state_adam, action_adam = config.goal_weight, config.adam(config.lr_states), config.adam(config.lr_actions)
     stop_gradient, history = config.stop_gradient, config.history
     model_dtype = None if config.model_dtype is None else getattr(torch, config.model_dtype)
 
@@ -62,9 +61,9 @@ def iteration_function(world_model: WorldModel, config: GraspConfig) -> Callable
         precision = (contextlib.nullcontext() if model_dtype is None
                      else torch.autocast(states.device.type, dtype=model_dtype))
         energy, _, _ = lifted_iteration(
-            world_model, states, actions, (m_s, v_s), (m_a, v_a), step=step, gamma=gamma, lr_states=lr_states,
-            lr_actions=lr_actions, beta1=beta1, beta2=beta2, eps=eps, noise_std=noise_std, low=low, high=high,
-            state_shape=state_shape, backend="reference", stop_gradient=stop_gradient, history=history, frames=frames,
+            world_model, states, actions, (m_s, v_s), (m_a, v_a), step=step, gamma=gamma, state_adam=state_adam,
+            action_adam=action_adam, noise_std=noise_std, low=low, high=high, state_shape=state_shape,
+            backend="reference", stop_gradient=stop_gradient, history=history, frames=frames,
             sqrt_weights=sqrt_weights, noise=noise, model_precision=precision, max_transitions=max_transitions,
         )
         return energy

@@ -14,6 +14,7 @@ from typing import Literal, Optional, Union
 from ._checks import check_int as _check_int
 from .backends import BACKENDS
 from .memory import MemoryBudget, check_max_transitions, parse_memory_budget
+from .ops import AdamHyper
 from .presets import preset_fields
 from .sync import SYNC_RULES
 
@@ -191,6 +192,11 @@ class GraspConfig:
         """The setting the quality sweep chose for a shipped task (:func:`grasp_kernels.presets.preset_fields`),
         e.g. ``GraspConfig.preset("pointmaze-medium", horizon=50)``; ``changes`` override any field."""
         return cls(**preset_fields(env, horizon, **changes))
+
+    def adam(self, lr: float) -> AdamHyper:
+        """Adam's constants of this config (``beta1``, ``beta2``, ``adam_eps``) with learning rate ``lr``:
+        ``config.adam(config.lr_states)``, ``config.adam(config.lr_actions)``, ``config.adam(config.sync_lr)``."""
+        return AdamHyper(lr, self.beta1, self.beta2, self.adam_eps)
 
     def replace(self, **changes: object) -> "GraspConfig":
         """A copy with ``changes`` applied (validated)."""

@@ -172,11 +172,8 @@ def lifted_iteration(
     *,
     step: Union[int, torch.Tensor],
     gamma: float,
-    lr_states: float,
-    lr_actions: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
+    state_adam: ops.AdamHyper,
+    action_adam: ops.AdamHyper,
     noise_std: Union[float, torch.Tensor],
     low: BoundArg,
     high: BoundArg,
@@ -187,10 +184,8 @@ def lifted_iteration(
     frames: Optional[torch.Tensor] = None,
     sqrt_weights: Optional[torch.Tensor] = None,
     noise: Optional[torch.Tensor] = None,
-    seed: Optional[int] = None,
+    counters: ops.NoiseCounters = ops.NoiseCounters(),
     generator: Optional[torch.Generator] = None,
-    noise_base: int = 0,
-    noise_stride: Optional[int] = None,
     per_timestep: bool = False,
     model_precision: Optional[contextlib.AbstractContextManager] = None,
     boundary: Optional[BoundaryHook] = None,
@@ -213,15 +208,16 @@ def lifted_iteration(
             Langevin sigma; ``low``/``high`` the action bounds (None, float or ``[A]``). On the reference
             backend ``step`` (0-d float64) and ``noise_std`` may be tensors, with an explicit ``noise``:
             then nothing here depends on a per-iteration host value (:mod:`grasp_kernels.compiled`).
+        state_adam, action_adam: Adam's constants of the state and the action steps.
         state_shape: ``S`` (``prod(S) = D``), the world model's state shape.
         backend: a concrete backend ("reference" | "triton" | "cuda").
         history, frames: ``h`` and, for ``h > 1``, the frame buffer ``[B, h-1+T, D]`` whose first
             ``h-1`` rows are the older observed frames; rows ``s_0 .. s_{T-1}`` are copied behind them.
         sqrt_weights: ``sqrt(w)`` flattened to ``[D]`` for weighted states (the plain energy of scaled
             copies, on the unfused ops), or None.
-        noise, seed, generator, noise_base, noise_stride: the noise as :func:`grasp_kernels.ops.state_step_`
-            takes it (``noise_base``: the Philox counter of the batch's first chain; ``noise_stride``: the
-            counters per chain, default ``(T-1)*D``; a time chunk passes the full horizon's).
+        noise, counters, generator: the noise as :func:`grasp_kernels.ops.state_step_` takes it (``counters``:
+            the iteration's Philox seed, the counter of the batch's first chain and the counters per chain,
+            default ``(T-1)*D``; a time chunk passes the full horizon's).
         per_timestep: call the model once per time step instead (public ports' loop; tests, benchmarks).
         model_precision: a context manager around the world-model call (e.g. ``torch.autocast``).
         boundary: for a time chunk of a sharded plan (:mod:`grasp_kernels.distributed.time_sharding`),
@@ -251,7 +247,6 @@ def lifted_iteration(
     if boundary is not None and (weighted or not stop_gradient):
         raise ValueError("lifted_iteration(boundary=...) needs stop_gradient=True and no sqrt_weights")
     fused = stop_gradient and backend != "reference" and not weighted
-    adam = (step, lr_states, beta1, beta2, eps, noise_std)
     if boundary is not None and max_transitions is not None and last_next is None:
         raise ValueError("lifted_iteration(boundary=..., max_transitions=...) needs last_next, the state the "
                          "last transition leads to")
@@ -265,8 +260,8 @@ def lifted_iteration(
         with torch.no_grad(), _updating():
             if fused:
                 energy, grad_pred = ops.lifted_energy_state_step_(
-                    energy_pred, states, gamma, *state_moments, *adam, noise, seed=seed, generator=generator,
-                    noise_base=noise_base, noise_stride=noise_stride, backend=backend,
+                    energy_pred, states, gamma, *state_moments, step, state_adam, noise_std, noise, counters=counters,
+                    generator=generator, backend=backend,
                 )
                 if boundary is not None:
                     boundary(energy_pred, energy, grad_pred)
@@ -276,10 +271,9 @@ def lifted_iteration(
                     boundary(energy_pred, energy, grad_pred)
                 if input_grad is not None:  # the ablation: the world model's state-input gradient too
                     state_grad[:, :horizon] += input_grad
-                ops.state_step_(states, state_grad, *state_moments, *adam, noise, generator, seed=seed,
-                                noise_base=noise_base, noise_stride=noise_stride, backend=backend)
-            ops.action_step_(actions, action_grad, *action_moments, step, lr_actions, beta1, beta2, eps, low, high,
-                             backend=backend)
+                ops.state_step_(states, state_grad, *state_moments, step, state_adam, noise_std, noise, generator,
+                                counters=counters, backend=backend)
+            ops.action_step_(actions, action_grad, *action_moments, step, action_adam, low, high, backend=backend)
         return energy, grad_pred, action_grad
     state_input = states[:, :horizon].detach()
     if fused and frames is None:
@@ -304,8 +298,8 @@ def lifted_iteration(
         if fused:
             with _updating():  # the fused op updates the states before the VJP
                 energy, grad_pred = ops.lifted_energy_state_step_(
-                    energy_pred, states, gamma, *state_moments, *adam, noise, seed=seed, generator=generator,
-                    noise_base=noise_base, noise_stride=noise_stride, backend=backend,
+                    energy_pred, states, gamma, *state_moments, step, state_adam, noise_std, noise, counters=counters,
+                    generator=generator, backend=backend,
                 )
                 if boundary is not None:
                     boundary(energy_pred.detach(), energy, grad_pred)
@@ -320,12 +314,11 @@ def lifted_iteration(
             if not stop_gradient:  # the ablation: the world model's state-input gradient too
                 state_grad[:, :horizon] += grads[1]
             with _updating():
-                ops.state_step_(states, state_grad, *state_moments, *adam, noise, generator, seed=seed,
-                                noise_base=noise_base, noise_stride=noise_stride, backend=backend)
+                ops.state_step_(states, state_grad, *state_moments, step, state_adam, noise_std, noise, generator,
+                                counters=counters, backend=backend)
         with _updating():
             ops.action_step_(  # autograd may hand back a strided view (e.g. through torch.cat)
-                actions, action_grad.contiguous(), *action_moments, step, lr_actions, beta1, beta2, eps, low, high,
-                backend=backend,
+                actions, action_grad.contiguous(), *action_moments, step, action_adam, low, high, backend=backend,
             )
     return energy, grad_pred, action_grad.detach()
 

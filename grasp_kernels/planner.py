@@ -286,13 +286,15 @@ class GraspPlanner:
                               f"only; backend {state.backend!r} runs its kernels eagerly (the sync step is compiled)")
                 return lifted_iteration(
                     self.world_model, state.states, state.actions, state.state_moments, state.action_moments,
-                    step=step, gamma=self._goal_weight(state), lr_states=cfg.lr_states, lr_actions=cfg.lr_actions,
-                    beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.adam_eps, noise_std=self._noise_std(state),
+                    step=step, gamma=self._goal_weight(state), state_adam=cfg.adam(cfg.lr_states),
+                    action_adam=cfg.adam(cfg.lr_actions), noise_std=self._noise_std(state),
                     low=state.low, high=state.high, state_shape=state.chains.state_shape, backend=state.backend,
                     stop_gradient=cfg.stop_gradient, history=cfg.history, frames=state.frames,
                     sqrt_weights=state.sqrt_weights, noise=noise,
-                    seed=None if state.backend == "reference" else schedules.iteration_seed(cfg.seed, it),
-                    noise_base=state.noise_base, per_timestep=per_timestep,
+                    counters=ops.NoiseCounters(
+                        None if state.backend == "reference" else schedules.iteration_seed(cfg.seed, it),
+                        state.noise_base),
+                    per_timestep=per_timestep,
                     model_precision=self.model_precision(state.states.device), max_transitions=max_transitions,
                 )[0]
 
@@ -350,9 +352,9 @@ class GraspPlanner:
         with torch.no_grad():
             energy, new_states = ops.fused_mlp_iteration_(
                 state.fused_mlp, state.states, state.actions, self._goal_weight(state), *state.state_moments,
-                *state.action_moments, step, cfg.lr_states, cfg.lr_actions, cfg.beta1, cfg.beta2, cfg.adam_eps,
-                self._noise_std(state), state.low, state.high, states_out=state.spare_states, seed=seed,
-                noise_base=state.noise_base, backend=state.fused_backend,
+                *state.action_moments, step, cfg.adam(cfg.lr_states), cfg.adam(cfg.lr_actions), self._noise_std(state),
+                state.low, state.high, states_out=state.spare_states,
+                counters=ops.NoiseCounters(seed, state.noise_base), backend=state.fused_backend,
             )
         state.states, state.spare_states = new_states, state.states
         return energy

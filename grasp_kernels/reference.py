@@ -6,15 +6,16 @@ states), ``actions [B, T, A]``, world-model predictions ``pred [B, T, D]``.
 
 The contract functions ``lifted_energy_ref``, ``state_step_ref`` and ``action_step_ref`` have the
 signatures of the ops ``grasp_kernels.ops.lifted_energy``, ``state_step_`` and ``action_step_``. The
-planner's own math (predictions, rollout, shooting loss, initialisation, sync) is :mod:`grasp_kernels.lifted`.
+planner's own math (predictions, rollout, shooting loss, initialisation, sync) is :mod:`grasp_kernels.lifted`
+and :mod:`grasp_kernels.sync`; it is also the specification of the fused MLP ops (``fused_mlp_iteration_``:
+``lifted.lifted_iteration``, ``fused_mlp_sync_step_``: ``sync.sync_step``), which the tests compare against
+(tests/_fused_mlp.py).
 """
 
 from __future__ import annotations
 
 from .ops._adam import adam_update_ref
 from .ops.action_step.reference import action_step_ref
-from .ops.fused_mlp_iteration.reference import fused_mlp_iteration_ref
-from .ops.fused_mlp_sync.reference import fused_mlp_sync_step_ref
 from .ops.lifted_energy.reference import lifted_energy_ref
 from .ops.lifted_energy_state_step.reference import lifted_energy_state_step_ref
 from .ops.state_step.reference import state_step_ref
@@ -25,6 +26,4 @@ __all__ = [
     "action_step_ref",
     "adam_update_ref",
     "lifted_energy_state_step_ref",
-    "fused_mlp_iteration_ref",
-    "fused_mlp_sync_step_ref",
 ]

@@ -160,8 +160,7 @@ def _iteration_peak(context: SizingContext, state: PlanState, max_transitions: i
     def run() -> None:
         lifted_iteration(
             context.world_model, state.states, state.actions, state.state_moments, state.action_moments, step=1,
-            gamma=cfg.goal_weight, lr_states=0.0, lr_actions=0.0, beta1=cfg.beta1, beta2=cfg.beta2,
-            eps=cfg.adam_eps, noise_std=0.0, low=state.low, high=state.high, state_shape=state.chains.state_shape,
+            gamma=cfg.goal_weight, state_adam=cfg.adam(0.0), action_adam=cfg.adam(0.0), noise_std=0.0, low=state.low, high=state.high, state_shape=state.chains.state_shape,
             backend=state.backend, stop_gradient=cfg.stop_gradient, history=cfg.history, frames=state.frames,
             sqrt_weights=state.sqrt_weights, model_precision=context.model_precision(state.states.device),
             max_transitions=max_transitions,
@@ -204,9 +203,8 @@ def _sync_peak(context: SizingContext, state: PlanState, chains: Optional[int], 
     def run() -> None:
         exp_avg, exp_avg_sq = torch.zeros_like(actions), torch.zeros_like(actions)  # as adam_phase allocates them
         with context.model_precision(actions.device):
-            sync_step(context.rollout_model(), start, problem.goal, actions, exp_avg, exp_avg_sq, 1, 0.0,
-                      cfg.beta1, cfg.beta2, cfg.adam_eps, state.low, state.high, problem.history, state.weights,
-                      chains, checkpoint)
+            sync_step(context.rollout_model(), start, problem.goal, actions, exp_avg, exp_avg_sq, 1, cfg.adam(0.0),
+                      state.low, state.high, problem.history, state.weights, chains, checkpoint)
 
     try:
         return measure_peak(run, actions.device)[0]

@@ -62,10 +62,7 @@ def sync_step(
     exp_avg: torch.Tensor,
     exp_avg_sq: torch.Tensor,
     step: Union[int, torch.Tensor],
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
+    adam: ops.AdamHyper,
     low: BoundArg,
     high: BoundArg,
     history: int = 1,
@@ -74,8 +71,8 @@ def sync_step(
     checkpoint: bool = False,
 ) -> torch.Tensor:
     """One GD sync step, in place: the shooting loss through the unrolled ``T``-step rollout, its
-    gradient w.r.t. ``actions``, then Adam (moments ``exp_avg``, ``exp_avg_sq``, 1-based ``step``, an int
-    or a 0-d float64 tensor) and the clamp to ``[low, high]``.
+    gradient w.r.t. ``actions [B, T, A]``, then Adam (moments ``exp_avg``, ``exp_avg_sq``, 1-based ``step``,
+    an int or a 0-d float64 tensor; constants ``adam``) and the clamp to ``[low, high]``.
 
     Bounded memory: ``chains_per_chunk`` differentiates at most that many chains at a time and
     ``checkpoint`` recomputes each rollout step in the backward (:func:`~grasp_kernels.lifted.shooting_grad`);
@@ -87,7 +84,7 @@ def sync_step(
     loss, grad = shooting_grad(world_model, s0, actions, goal, history, weights, chains_per_chunk=chains_per_chunk,
                                checkpoint=checkpoint)
     with torch.no_grad():
-        action_step_ref(actions, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high)
+        action_step_ref(actions, grad, exp_avg, exp_avg_sq, step, adam, low, high)
     return loss
 
 
@@ -111,10 +108,7 @@ def gd_sync(
     goal: torch.Tensor,
     actions: torch.Tensor,
     steps: int,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
+    adam: ops.AdamHyper,
     low: BoundArg,
     high: BoundArg,
     history: int = 1,
@@ -123,7 +117,8 @@ def gd_sync(
     chains_per_chunk: Optional[int] = None,
     checkpoint: bool = False,
 ) -> torch.Tensor:
-    """The GD sync phase: ``steps`` Adam steps (fresh moments) on ``actions`` through the full rollout.
+    """The GD sync phase: ``steps`` Adam steps (fresh moments, constants ``adam``) on ``actions`` through the
+    full rollout.
 
     ``s0`` is ``[B, *S]`` (``[B, h, *S]`` for ``history = h > 1``), ``goal`` ``[B, *S]``; ``weights``
     as :func:`~grasp_kernels.lifted.shooting_loss`; ``step_fn``: a stand-in for :func:`sync_step` with
@@ -137,8 +132,7 @@ def gd_sync(
     step_fn = sync_step if step_fn is None else step_fn
     chunking = () if chains_per_chunk is None and not checkpoint else (chains_per_chunk, checkpoint)
     return adam_phase(actions, steps, lambda exp_avg, exp_avg_sq, step: step_fn(
-        world_model, s0, goal, actions, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high, history, weights,
-        *chunking))
+        world_model, s0, goal, actions, exp_avg, exp_avg_sq, step, adam, low, high, history, weights, *chunking))
 
 
 def cem_sync_variance(states: torch.Tensor, var_scale: float, var_min: float) -> torch.Tensor:
@@ -294,8 +288,8 @@ class GDSync(SyncRule):
         cfg, chains, memory = context.config, state.chains, state.memory
         with context.model_precision(state.states.device):
             return gd_sync(
-                context.rollout_model(), chains.frames(), chains.goal, state.actions, cfg.sync_steps, cfg.sync_lr,
-                cfg.beta1, cfg.beta2, cfg.adam_eps, state.low, state.high, chains.history, state.weights,
+                context.rollout_model(), chains.frames(), chains.goal, state.actions, cfg.sync_steps,
+                cfg.adam(cfg.sync_lr), state.low, state.high, chains.history, state.weights,
                 step_fn=self.step_fn(context, state), chains_per_chunk=None if memory is None else memory.sync_chains,
                 checkpoint=memory is not None and memory.checkpoint,
             )
@@ -329,10 +323,11 @@ class FusedMLPSync(GDSync):
         cfg, chains, actions = context.config, state.chains, state.actions
         s0, goal = chains.flat(chains.s0).contiguous(), chains.flat(chains.goal).contiguous()
         workspace = torch.empty((chains.batch, cfg.horizon + 1, chains.state_dim), device=s0.device, dtype=torch.float32)
+        adam = cfg.adam(cfg.sync_lr)
         with torch.no_grad():
             return adam_phase(actions, cfg.sync_steps, lambda exp_avg, exp_avg_sq, step: ops.fused_mlp_sync_step_(
-                state.fused_mlp, s0, goal, actions, exp_avg, exp_avg_sq, step, cfg.sync_lr, cfg.beta1, cfg.beta2,
-                cfg.adam_eps, state.low, state.high, workspace=workspace, backend=state.fused_backend))
+                state.fused_mlp, s0, goal, actions, exp_avg, exp_avg_sq, step, adam, state.low, state.high,
+                workspace=workspace, backend=state.fused_backend))
 
 
 GDSync.fused = FusedMLPSync

@@ -19,6 +19,7 @@ import zlib
 import pytest
 import torch
 
+from grasp_kernels.ops import AdamHyper, NoiseCounters
 from grasp_kernels.reference import lifted_energy_ref
 
 QUICK = os.environ.get("GRASP_CUDA_TESTS_QUICK", "0") == "1"
@@ -32,7 +33,7 @@ SHAPES = list(itertools.product(BS, TS, DS)) + LOOP_SHAPES
 if QUICK:
     SHAPES = [(1, 1, 1), (5, 2, 3), (1, 7, 129), (5, 64, 1000), (5, 7, 4)] + LOOP_SHAPES
 TOL = 1e-5
-ADAM = dict(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8)
+ADAM = AdamHyper(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8)
 SEED_MASK = (1 << 64) - 1
 
 
@@ -171,9 +172,9 @@ def seeded_noise(ck, B, T, D, seed, fused=False):
     if fused:
         pred = randn((B, T, D), gen("fused-pred", B, T, D))
         ck.lifted_energy_state_step(pred, states, 1.0, poison((B,)), poison((B, T, D)), m, v,
-                                    1, 0.0, 0.9, 0.999, 1e-8, 1.0, None, seed)
+                                    1, AdamHyper(0.0), 1.0, None, NoiseCounters(seed))
     else:
-        ck.state_step(states, grad, m, v, 1, 0.0, 0.9, 0.999, 1e-8, 1.0, None, seed)
+        ck.state_step(states, grad, m, v, 1, AdamHyper(0.0), 1.0, None, NoiseCounters(seed))
     return states[:, 1:T].clone()
 
 

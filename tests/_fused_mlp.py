@@ -1,18 +1,47 @@
-"""Helpers of the fused MLP op tests (tests/ops/test_fused_mlp_iteration.py, test_fused_mlp_sync.py): a
-random MLPDynamics with non-identity normalisation, the relative error, and a plan with and without the
-fused kernels."""
+"""Helpers of the fused MLP op tests (tests/ops/test_fused_mlp_iteration.py, test_fused_mlp_sync.py): the fused
+iteration's specification in the op's signature, a random MLPDynamics with non-identity normalisation, the
+relative error, and a plan with and without the fused kernels.
+
+The fused ops' specifications are the planner's own math: one iteration,
+:func:`grasp_kernels.lifted.lifted_iteration` (:func:`fused_mlp_iteration_ref` below), and one sync step,
+:func:`grasp_kernels.sync.sync_step` (the tests call it as it is). They live here, not in the package: the ops
+sit below the planner's math, which runs on them."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
 from grasp_kernels import GraspConfig, GraspPlanner, PlanResult
-from grasp_kernels.lifted import rollout
+from grasp_kernels.lifted import WorldModel, lifted_iteration, rollout
 from grasp_kernels.models import MLPDynamics
 
 DEVICE = torch.device("cpu")
 ACTS = (nn.SiLU, nn.ReLU, nn.Tanh)
+
+
+def fused_mlp_iteration_ref(
+    world_model: WorldModel, states: torch.Tensor, actions: torch.Tensor, gamma: float, *moments: torch.Tensor,
+    **scalars: Any,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The specification of ``ops.fused_mlp_iteration_``, called as the op is:
+    :func:`grasp_kernels.lifted.lifted_iteration` on the reference backend (``stop_gradient``, ``history = 1``,
+    no state weights), in place.
+
+    ``moments``: the op's four, ``state_exp_avg, state_exp_avg_sq [B, T+1, D], action_exp_avg,
+    action_exp_avg_sq [B, T, A]``; ``scalars``: the op's other arguments by name (``step``, ``state_adam``,
+    ``action_adam``, ``noise_std``, ``low``, ``high``, ``noise``, ``generator``). ``states [B, T+1, D]`` (rows
+    1..T-1), ``actions [B, T, A]`` and the moments are updated in place (the op writes the new states to
+    ``states_out`` instead).
+
+    Returns:
+        ``(energy [B], grad_pred [B, T, D], action_grad [B, T, A])``, detached.
+    """
+    state_moments, action_moments = moments[:2], moments[2:]
+    return lifted_iteration(world_model, states, actions, state_moments, action_moments, gamma=gamma,
+                            state_shape=(states.shape[-1],), **scalars)
 
 
 def rel(out: torch.Tensor, ref: torch.Tensor) -> float:

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from grasp_kernels.backends import backend_unavailable_reason
+from grasp_kernels.ops import AdamHyper
 
 OPS = ("lifted_energy", "state_step", "action_step", "lifted_energy_state_step")
 KERNEL_BACKENDS = ("triton", "cuda")
@@ -72,7 +73,7 @@ def make_inputs(device, B=3, T=5, D=7, A=2, pred_dtype=torch.float32, seed=0):
 
 DEVICE = torch.device("cpu")
 TOL = 1e-5
-ADAM = dict(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8)
+ADAM = AdamHyper(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8)
 
 
 def rel(out: torch.Tensor, ref: torch.Tensor) -> float:

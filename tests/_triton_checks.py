@@ -14,6 +14,7 @@ import torch
 
 import grasp_kernels.ops as ops
 from _kernels import ADAM, DEVICE, TOL, adam_inputs, gen, poisoned, randn, rel, triton_launches
+from grasp_kernels.ops import AdamHyper, NoiseCounters
 from grasp_kernels.reference import (
     action_step_ref,
     lifted_energy_ref,
@@ -68,11 +69,11 @@ def check_state_step(B, T, D, device=DEVICE, step=3, beta1=0.9, noise_std=0.05, 
     states = randn(B, T + 1, D, g=g, device=device)
     grad, exp_avg, exp_avg_sq = adam_inputs((B, T + 1, D), g, device)
     noise = randn(B, T - 1, D, g=g, device=device)
-    adam = dict(ADAM, beta1=beta1, eps=eps)
+    adam = AdamHyper(ADAM.lr, beta1, ADAM.beta2, eps)
     ref = [t.clone() for t in (states, exp_avg, exp_avg_sq)]
-    state_step_ref(ref[0], grad, ref[1], ref[2], step, noise_std=noise_std, noise=noise, **adam)
+    state_step_ref(ref[0], grad, ref[1], ref[2], step, adam, noise_std=noise_std, noise=noise)
     out = [t.clone() for t in (states, exp_avg, exp_avg_sq)]
-    ops.state_step_(out[0], grad, out[1], out[2], step, noise_std=noise_std, noise=noise, backend="triton", **adam)
+    ops.state_step_(out[0], grad, out[1], out[2], step, adam, noise_std=noise_std, noise=noise, backend="triton")
     for o, r, orig in zip(out, ref, (states, exp_avg, exp_avg_sq)):
         assert torch.equal(o[:, 0], orig[:, 0]) and torch.equal(o[:, T], orig[:, T]), "rows 0 / T changed"
         if T > 1:
@@ -89,11 +90,11 @@ def seeded_noise(B, T, D, seed, fused=False):
     ones = torch.ones(B, T + 1, D)
     if fused:
         pred = randn(B, T, D, g=gen(1))
-        ops.lifted_energy_state_step_(pred, states, 0.5, zeros.clone(), ones.clone(), 1, 0.0, 0.9, 0.999, 1e-8, 1.0,
-                                      seed=seed, backend="triton")
+        ops.lifted_energy_state_step_(pred, states, 0.5, zeros.clone(), ones.clone(), 1, AdamHyper(0.0), 1.0,
+                                      counters=NoiseCounters(seed), backend="triton")
     else:
-        ops.state_step_(states, zeros, zeros.clone(), ones.clone(), 1, 0.0, 0.9, 0.999, 1e-8, 1.0, seed=seed,
-                        backend="triton")
+        ops.state_step_(states, zeros, zeros.clone(), ones.clone(), 1, AdamHyper(0.0), 1.0,
+                        counters=NoiseCounters(seed), backend="triton")
     assert (states[:, 0] == 0).all() and (states[:, T] == 0).all()
     return states[:, 1:T]
 
@@ -107,9 +108,9 @@ def check_action_step(B, T, A, device=DEVICE, step=4, seed=0):
     low[::2] = float("-inf")  # unbounded on some dimensions
     high[1::3] = float("inf")
     ref = [t.clone() for t in (actions, exp_avg, exp_avg_sq)]
-    action_step_ref(ref[0], grad, ref[1], ref[2], step, low=low, high=high, **ADAM)
+    action_step_ref(ref[0], grad, ref[1], ref[2], step, ADAM, low=low, high=high)
     out = [t.clone() for t in (actions, exp_avg, exp_avg_sq)]
-    ops.action_step_(out[0], grad, out[1], out[2], step, low=low, high=high, backend="triton", **ADAM)
+    ops.action_step_(out[0], grad, out[1], out[2], step, ADAM, low=low, high=high, backend="triton")
     for o, r in zip(out, ref):
         assert rel(o, r) < TOL
     assert ((out[0] >= low) & (out[0] <= high)).all()
@@ -122,12 +123,12 @@ def check_fused(B, T, D, device=DEVICE, pred_dtype=torch.float32, noise_std=0.05
     _, exp_avg, exp_avg_sq = adam_inputs((B, T + 1, D), g, device)
     noise = randn(B, T - 1, D, g=g, device=device)
     ref = [t.clone() for t in (states, exp_avg, exp_avg_sq)]
-    e_ref, gp_ref = lifted_energy_state_step_ref(pred, ref[0], 0.4, ref[1], ref[2], 3, noise_std=noise_std,
-                                                 noise=noise, **ADAM)
+    e_ref, gp_ref = lifted_energy_state_step_ref(pred, ref[0], 0.4, ref[1], ref[2], 3, ADAM, noise_std=noise_std,
+                                                 noise=noise)
     out = [t.clone() for t in (states, exp_avg, exp_avg_sq)]
     energy, grad_pred = poisoned(B, device=device), poisoned(B, T, D, device=device)
-    triton_launches().lifted_energy_state_step(pred, out[0], 0.4, energy, grad_pred, out[1], out[2], 3, ADAM["lr"],
-                                               ADAM["beta1"], ADAM["beta2"], ADAM["eps"], noise_std, noise, 0)
+    triton_launches().lifted_energy_state_step(pred, out[0], 0.4, energy, grad_pred, out[1], out[2], 3, ADAM,
+                                               noise_std, noise, NoiseCounters(0))
     assert rel(energy, e_ref) < TOL
     assert rel(grad_pred, gp_ref) < TOL
     for o, r, orig in zip(out, ref, (states, exp_avg, exp_avg_sq)):

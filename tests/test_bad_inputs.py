@@ -22,6 +22,7 @@ from grasp_kernels.integrations.stable_worldmodel import GraspSolver
 from grasp_kernels.lifted import rollout
 from grasp_kernels.models.zoo import default_path, load_world_model
 from grasp_kernels.mpc import MPCConfig, run_mpc
+from grasp_kernels.ops import AdamHyper
 from grasp_kernels.reference import action_step_ref, lifted_energy_ref, state_step_ref
 
 CPU_ONLY = not torch.cuda.is_available()
@@ -41,11 +42,12 @@ def plan(model: Callable = linear, action_dim: int = 2, s0=None, goal=None, **pl
     return GraspPlanner(model, action_dim=action_dim, config=small()).plan(s0, goal, **plan_kwargs)
 
 
-def step_args(low=-1.0, high=1.0, **changes) -> dict:
-    """Arguments of ``action_step_`` on ``[1, 3, 2]`` actions, with ``changes`` applied."""
+def step_args(low=-1.0, high=1.0, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, **changes) -> dict:
+    """Arguments of ``action_step_`` on ``[1, 3, 2]`` actions, with ``changes`` applied (the Adam constants
+    built into the ``adam`` argument, which checks them)."""
     args = dict(
         actions=torch.zeros(1, 3, 2), grad=torch.ones(1, 3, 2), exp_avg=torch.zeros(1, 3, 2),
-        exp_avg_sq=torch.zeros(1, 3, 2), step=1, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, low=low, high=high,
+        exp_avg_sq=torch.zeros(1, 3, 2), step=1, adam=AdamHyper(lr, beta1, beta2, eps), low=low, high=high,
     )
     args.update(changes)
     return args
@@ -59,7 +61,7 @@ def action_step(backend: str = "reference", **changes) -> None:
 def state_step(**changes) -> None:
     states = torch.rand(1, 4, 3)
     args = dict(states=states, grad=torch.rand(1, 4, 3), exp_avg=torch.zeros(1, 4, 3), exp_avg_sq=torch.zeros(1, 4, 3),
-                step=1, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, noise_std=0.0)
+                step=1, adam=AdamHyper(0.1), noise_std=0.0)
     args.update(changes)
     ops.state_step_(*args.values(), backend="reference")
 
@@ -146,15 +148,15 @@ CASES: list[tuple[str, Callable, type, tuple[str, ...]]] = [
     ("op-grad-shape-triton", lambda p: action_step("triton", grad=torch.ones(1, 3, 3)), ValueError, ("grad", "shape")),
     ("op-float64-triton", lambda p: action_step("triton", actions=torch.zeros(1, 3, 2, dtype=torch.float64)),
      TypeError, ("actions", "float64")),
-    ("op-overlap-triton", lambda p: (lambda a: ops.action_step_(a, a, torch.zeros_like(a), torch.zeros_like(a), 1, 0.1,
-                                                                 0.9, 0.999, 1e-8, None, None, backend="triton"))(
+    ("op-overlap-triton", lambda p: (lambda a: ops.action_step_(a, a, torch.zeros_like(a), torch.zeros_like(a), 1,
+                                                                 AdamHyper(0.1), None, None, backend="triton"))(
         torch.zeros(1, 3, 2)), ValueError, ("actions", "grad", "overlap")),
     ("op-energy-pred-shape", lambda p: ops.lifted_energy(torch.rand(1, 3, 2), torch.rand(1, 4, 3), 0.1, backend="triton"),
      ValueError, ("pred",)),
     ("op-state-step-noise-std-negative", lambda p: state_step(noise_std=-1.0), ValueError, ("noise_std",)),
     ("ref-energy-states-1d", lambda p: lifted_energy_ref(torch.rand(1, 3, 2), torch.rand(8), 0.1), ValueError, ("states",)),
     ("ref-state-step-eps-str", lambda p: state_step_ref(torch.rand(1, 4, 3), torch.rand(1, 4, 3), torch.zeros(1, 4, 3),
-                                                        torch.zeros(1, 4, 3), 1, 0.1, 0.9, 0.999, "tiny", 0.0),
+                                                        torch.zeros(1, 4, 3), 1, AdamHyper(0.1, 0.9, 0.999, "tiny"), 0.0),
      TypeError, ("eps",)),
     # the baselines
     ("gd-lr-0", lambda p: GDConfig(lr=0.0), ValueError, ("lr",)),

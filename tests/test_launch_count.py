@@ -36,7 +36,7 @@ def test_counts_triton_launches_and_not_the_custom_op_body():
     m, v = torch.zeros_like(actions), torch.zeros_like(actions)
     low, high = torch.full((3,), -1.0), torch.full((3,), 1.0)  # the kernels' bound form: no conversion launched
     with count_launches() as launches:
-        ops.action_step_(actions, grad, m, v, 1, 0.1, 0.9, 0.999, 1e-8, low, high, backend="triton")
+        ops.action_step_(actions, grad, m, v, 1, ops.AdamHyper(0.1), low, high, backend="triton")
     assert dict(launches.triton) == {"action_step_kernel": 1} and launches.total == 1, launches
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from grasp_kernels.lifted import init_states, rollout, shooting_loss
+from grasp_kernels.ops import AdamHyper
 from grasp_kernels.sync import gd_sync
 
 
@@ -50,7 +51,7 @@ def test_gd_sync_lowers_the_shooting_loss():
     s0, goal = torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(5, 3, generator=g, dtype=torch.float64)
     actions = torch.zeros(5, 8, 2, dtype=torch.float64)
     before = shooting_loss(model, s0, actions, goal)
-    gd_sync(model, s0, goal, actions, steps=20, lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8, low=-1.0, high=1.0)
+    gd_sync(model, s0, goal, actions, steps=20, adam=AdamHyper(0.05, 0.9, 0.999, 1e-8), low=-1.0, high=1.0)
     after = shooting_loss(model, s0, actions, goal)
     assert torch.all(after < before)
     assert actions.abs().max() <= 1.0

@@ -30,6 +30,7 @@ from grasp_kernels.memory import (
     transition_chunks,
 )
 from grasp_kernels.models import MLPDynamics
+from grasp_kernels.ops import AdamHyper
 from tests._dist import run_ranks
 
 FIELDS = ("actions", "states", "rollout", "final_distance", "energy_history")
@@ -279,8 +280,8 @@ def _boundary_case(max_transitions):
         seen["pred"] = pred.clone()
 
     energy, grad_pred, action_grad = lifted_iteration(
-        _navigation(), states, actions, tuple(moments[:2]), tuple(moments[2:]), step=1, gamma=0.3, lr_states=0.1,
-        lr_actions=0.1, beta1=0.9, beta2=0.999, eps=1e-8, noise_std=0.0, low=None, high=None, state_shape=(dim,),
+        _navigation(), states, actions, tuple(moments[:2]), tuple(moments[2:]), step=1, gamma=0.3,
+        state_adam=AdamHyper(0.1), action_adam=AdamHyper(0.1), noise_std=0.0, low=None, high=None, state_shape=(dim,),
         boundary=boundary, max_transitions=max_transitions, last_next=None if max_transitions is None else neighbour,
     )
     return energy, grad_pred, action_grad, states, actions
@@ -317,7 +318,7 @@ def test_boundary_without_last_next_is_rejected():
         states, actions = torch.randn(1, 3, 2), torch.randn(1, 2, 2)
         zeros = (torch.zeros_like(states), torch.zeros_like(states))
         lifted_iteration(_navigation(), states, actions, zeros, (torch.zeros_like(actions),) * 2, step=1, gamma=0.1,
-                         lr_states=0.1, lr_actions=0.1, beta1=0.9, beta2=0.999, eps=1e-8, noise_std=0.0, low=None,
+                         state_adam=AdamHyper(0.1), action_adam=AdamHyper(0.1), noise_std=0.0, low=None,
                          high=None, state_shape=(2,), boundary=lambda *a: None, max_transitions=1)
 
 

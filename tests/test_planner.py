@@ -286,7 +286,7 @@ def test_annealed_noise_decays_within_each_sync_phase(monkeypatch, sync_every, e
     real = planner_module.ops.state_step_
 
     def spy(*args, **kwargs):
-        seen.append(args[9])  # noise_std, after states, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps
+        seen.append(args[6])  # noise_std, after states, grad, exp_avg, exp_avg_sq, step, adam
         return real(*args, **kwargs)
 
     monkeypatch.setattr(planner_module.ops, "state_step_", spy)

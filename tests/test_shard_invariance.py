@@ -2,7 +2,7 @@
 own index in the global batch, never on how plans are batched or split.
 
 - ``randomness.philox_normal`` is Triton's ``tl.randn`` stream (the kernels' noise specification);
-- the state-step kernels draw element ``(b, t, d)`` at counter ``noise_base + b * noise_stride + t*D + d``:
+- the state-step kernels draw element ``(b, t, d)`` at counter ``base + b * stride + t*D + d`` (``NoiseCounters``):
   a slice of a batch, or a chunk of rows, launched with its global counters draws exactly its share
   of the whole batch's noise; the reference op with a seed draws the same stream;
 - ``GraspPlanner.plan(..., plan_offset=i)`` of one plan equals plan ``i`` of the batch, on the reference
@@ -18,10 +18,11 @@ import grasp_kernels.ops as ops
 from _kernels import kernel_backends
 from grasp_kernels import GraspConfig, GraspPlanner
 from grasp_kernels.models import MLPDynamics
+from grasp_kernels.ops import AdamHyper, NoiseCounters
 from grasp_kernels.randomness import noise_counters, per_plan_normal, philox_normal, plan_generators, plan_seed
 
 KERNELS = kernel_backends()
-ADAM = dict(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8)
+ADAM = AdamHyper(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8)
 
 
 def test_plan_seeds_differ_and_repeat():
@@ -76,26 +77,26 @@ def _state_inputs(B, T, D, seed):
 @pytest.mark.parametrize("backend", ["reference"] + [p.values[0] for p in KERNELS if p.values[1] == "cpu"])
 @pytest.mark.parametrize("B,T,D", [(5, 6, 3), (4, 9, 8)])
 def test_state_step_slices_and_chunks_draw_their_share(backend, B, T, D):
-    """A slice of plans [b0, b1) launched with noise_base = b0 * (T-1)*D, and a chunk of rows with the
+    """A slice of plans [b0, b1) launched with counter base b0 * (T-1)*D, and a chunk of rows with the
     stride of the whole horizon, draw exactly their share of the whole batch's noise."""
     states, grad, m, v = _state_inputs(B, T, D, B * T + D)
     full = [x.clone() for x in (states, grad, m, v)]
-    ops.state_step_(full[0], full[1], full[2], full[3], 2, noise_std=0.5, seed=99, backend=backend, **ADAM)
+    ops.state_step_(full[0], full[1], full[2], full[3], 2, ADAM, noise_std=0.5, counters=NoiseCounters(99), backend=backend)
     stride = (T - 1) * D
     b0, b1 = 1, B - 1
     part = [x[b0:b1].clone() for x in (states, grad, m, v)]
-    ops.state_step_(part[0], part[1], part[2], part[3], 2, noise_std=0.5, seed=99, noise_base=b0 * stride,
-                    backend=backend, **ADAM)
+    ops.state_step_(part[0], part[1], part[2], part[3], 2, ADAM, noise_std=0.5,
+                    counters=NoiseCounters(99, base=b0 * stride), backend=backend)
     assert torch.equal(part[0], full[0][b0:b1])
     # rows r0..r1 of every plan as a chunk [B, r1-r0+1, D] whose virtual rows are global rows r0+1..r1-1
     r0, r1 = 2, T - 1
     chunk = [x[:, r0:r1 + 1].clone() for x in (states, grad, m, v)]
-    ops.state_step_(chunk[0], chunk[1], chunk[2], chunk[3], 2, noise_std=0.5, seed=99, noise_base=r0 * D,
-                    noise_stride=stride, backend=backend, **ADAM)
+    ops.state_step_(chunk[0], chunk[1], chunk[2], chunk[3], 2, ADAM, noise_std=0.5,
+                    counters=NoiseCounters(99, base=r0 * D, stride=stride), backend=backend)
     assert torch.equal(chunk[0][:, 1:-1], full[0][:, r0 + 1:r1])
     # the reference with a seed draws the Triton kernels' stream (to the last bits of log/cos)
     again = [x.clone() for x in (states, grad, m, v)]
-    ops.state_step_(again[0], again[1], again[2], again[3], 2, noise_std=0.0, backend=backend, **ADAM)
+    ops.state_step_(again[0], again[1], again[2], again[3], 2, ADAM, noise_std=0.0, backend=backend)
     noise = philox_normal(99, noise_counters(0, B, T - 1, D, stride))
     torch.testing.assert_close(full[0][:, 1:-1], again[0][:, 1:-1] + 0.5 * noise, rtol=0, atol=5e-6)
 
@@ -108,11 +109,11 @@ def test_fused_energy_state_step_slices_draw_their_share(backend):
     states, _, m, v = _state_inputs(B, T, D, 3)
     pred = torch.randn(B, T, D, generator=torch.Generator().manual_seed(4))
     full = [x.clone() for x in (states, m, v)]
-    ops.lifted_energy_state_step_(pred, full[0], 0.3, full[1], full[2], 2, noise_std=0.4, seed=5, backend=backend,
-                                  **ADAM)
+    ops.lifted_energy_state_step_(pred, full[0], 0.3, full[1], full[2], 2, ADAM, noise_std=0.4,
+                                  counters=NoiseCounters(5), backend=backend)
     part = [x[2:].clone() for x in (states, m, v)]
-    ops.lifted_energy_state_step_(pred[2:], part[0], 0.3, part[1], part[2], 2, noise_std=0.4, seed=5,
-                                  noise_base=2 * (T - 1) * D, backend=backend, **ADAM)
+    ops.lifted_energy_state_step_(pred[2:], part[0], 0.3, part[1], part[2], 2, ADAM, noise_std=0.4,
+                                  counters=NoiseCounters(5, base=2 * (T - 1) * D), backend=backend)
     assert torch.equal(part[0], full[0][2:])
 
 
@@ -164,16 +165,19 @@ def test_noise_counters_are_checked():
     """Counters that would overlap between plans (correlated noise) or pass 2**63 are errors, and bad
     states are reported as states before any counter arithmetic."""
     states, grad, m, v = _state_inputs(3, 5, 2, 0)
-    step = dict(noise_std=0.1, seed=1, backend="reference", **ADAM)
-    with pytest.raises(ValueError, match="noise_stride must be >= 8"):
-        ops.state_step_(states, grad, m, v, 1, noise_stride=4, **step)
-    with pytest.raises(ValueError, match="noise_stride must be >= 8"):
-        ops.lifted_energy_state_step_(torch.zeros(3, 5, 2), states, 0.1, m, v, 1, noise_stride=0, **step)
+    step = dict(noise_std=0.1, backend="reference")
+    with pytest.raises(ValueError, match="NoiseCounters.stride must be >= 8"):
+        ops.state_step_(states, grad, m, v, 1, ADAM, counters=NoiseCounters(1, stride=4), **step)
+    with pytest.raises(ValueError, match="NoiseCounters.stride must be >= 8"):
+        ops.lifted_energy_state_step_(torch.zeros(3, 5, 2), states, 0.1, m, v, 1, ADAM,
+                                      counters=NoiseCounters(1, stride=0), **step)
     with pytest.raises(ValueError, match="below 2\\*\\*63"):
-        ops.state_step_(states, grad, m, v, 1, noise_base=2**63 - 10, **step)
-    with pytest.raises(ValueError, match="noise_base must be >= 0"):
-        ops.state_step_(states, grad, m, v, 1, noise_base=-1, **step)
+        ops.state_step_(states, grad, m, v, 1, ADAM, counters=NoiseCounters(1, base=2**63 - 10), **step)
+    with pytest.raises(ValueError, match="NoiseCounters.base must be >= 0"):
+        NoiseCounters(1, base=-1)
+    with pytest.raises(TypeError, match="NoiseCounters.stride must be an int"):
+        NoiseCounters(1, stride=2.0)
     with pytest.raises(ValueError, match="states must be 3-D"):
-        ops.state_step_(states[0], grad[0], m[0], v[0], 1, **step)
+        ops.state_step_(states[0], grad[0], m[0], v[0], 1, ADAM, counters=NoiseCounters(1), **step)
     one = [x[:1].clone() for x in (states, grad, m, v)]
-    ops.state_step_(*one, 1, noise_stride=0, **step)  # one plan: any stride (a chunk's own rows)
+    ops.state_step_(*one, 1, ADAM, counters=NoiseCounters(1, stride=0), **step)  # one plan: any stride (its own rows)

@@ -220,7 +220,7 @@ def _spy_gamma_and_sigma(monkeypatch) -> tuple[list[float], list[float]]:
         return real_energy(pred, states, gamma, **kwargs)
 
     def step_spy(*args, **kwargs):
-        sigmas.append(args[9])  # noise_std
+        sigmas.append(args[6])  # noise_std (after states, grad, exp_avg, exp_avg_sq, step, adam)
         return real_step(*args, **kwargs)
 
     monkeypatch.setattr(lifted_module.ops, "lifted_energy_grads", energy_spy)

@@ -23,6 +23,7 @@ from .._problem import (
 from ..config import Bound
 from ..lifted import WorldModel, shooting_grad
 from ..memory import check_max_transitions, sync_chunking
+from ..ops import AdamHyper
 from ..ops.action_step.reference import action_step_ref
 from ..result import PlanResult
 from ._common import check_config, validate_fields
@@ -97,6 +98,7 @@ class GDPlanner:
         low, high = action_bounds(cfg.action_low, cfg.action_high, self.action_dim, actions.device, actions.dtype)
         clamp_(actions, low, high)
         exp_avg, exp_avg_sq = torch.zeros_like(actions), torch.zeros_like(actions)
+        adam = AdamHyper(cfg.lr, cfg.beta1, cfg.beta2, cfg.adam_eps)
         history = torch.empty(cfg.iters, problem.batch, device=actions.device, dtype=actions.dtype)
         chains, checkpoint = sync_chunking(cfg.max_transitions, cfg.horizon, cfg.activation_checkpointing)
         for it in tqdm(range(cfg.iters), desc="GD", disable=not progress, leave=False):
@@ -104,7 +106,7 @@ class GDPlanner:
                                        checkpoint=checkpoint)
             history[it] = loss
             with torch.no_grad():
-                action_step_ref(actions, grad, exp_avg, exp_avg_sq, it + 1, cfg.lr, cfg.beta1, cfg.beta2, cfg.adam_eps, low, high)
+                action_step_ref(actions, grad, exp_avg, exp_avg_sq, it + 1, adam, low, high)
         raise_if_nonfinite(history, cfg.iters, "the GD shooting loss")
         rollout, distance = final_rollout(self.world_model, problem, actions, max_rows=cfg.max_transitions)
         result = PlanResult(actions, rollout, rollout, distance, history)

@@ -198,6 +198,7 @@ class TimeShardedPlanner:
         gamma = cfg.goal_weight  # the boundary hook reads it; reset each iteration (goal_weight_final)
 
         row_counters = max(horizon - 1, 1) * dim  # Philox counters per chain: the full horizon's rows 1..T-1
+        state_adam = cfg.adam(cfg.lr_states)
         # the hook reads this iteration's `step`, `sigma`, `edge_noise` and `seed`, set in the loop below
         def boundary(pred: torch.Tensor, energy: torch.Tensor, grad_pred: torch.Tensor) -> None:
             # the last transition leads to s_{t1}, not to the goal row the op used in its dynamics term
@@ -207,9 +208,9 @@ class TimeShardedPlanner:
             energy.add_(residual.square().sum(dim=1) - to_goal.square().sum(dim=1))
             grad_pred[:, -1] = 2 * residual + (2 * gamma) * to_goal  # the reference's rounding, term by term
             edge_grad[:, 1] = -(2 * residual)
-            ops.state_step_(edge, edge_grad, *edge_moments, step, cfg.lr_states, cfg.beta1, cfg.beta2, cfg.adam_eps,
-                            sigma, edge_noise, seed=seed, noise_base=state.noise_base + (t1 - 1) * dim,
-                            noise_stride=row_counters, backend=state.backend)
+            ops.state_step_(edge, edge_grad, *edge_moments, step, state_adam, sigma, edge_noise,
+                            counters=ops.NoiseCounters(seed, state.noise_base + (t1 - 1) * dim, row_counters),
+                            backend=state.backend)
 
         for it in range(cfg.iters):
             step = state.adam_step + 1
@@ -233,10 +234,10 @@ class TimeShardedPlanner:
                     edge_noise = noise[:, t1 - 1 : t1].contiguous()
             energy, _, _ = lifted_iteration(
                 self.world_model, chunk, state.actions, state.state_moments, state.action_moments,
-                step=step, gamma=gamma, lr_states=cfg.lr_states, lr_actions=cfg.lr_actions, beta1=cfg.beta1,
-                beta2=cfg.beta2, eps=cfg.adam_eps, noise_std=sigma, low=state.low, high=state.high,
-                state_shape=chains.state_shape, backend=state.backend, noise=chunk_noise, seed=seed,
-                noise_base=state.noise_base + t0 * dim, noise_stride=row_counters, boundary=None if last else boundary,
+                step=step, gamma=gamma, state_adam=state_adam, action_adam=cfg.adam(cfg.lr_actions), noise_std=sigma,
+                low=state.low, high=state.high, state_shape=chains.state_shape, backend=state.backend,
+                noise=chunk_noise, counters=ops.NoiseCounters(seed, state.noise_base + t0 * dim, row_counters),
+                boundary=None if last else boundary,
                 max_transitions=None if state.memory is None else state.memory.max_transitions,
                 last_next=None if last else edge[:, 1],
             )
@@ -278,6 +279,7 @@ class TimeShardedPlanner:
         cfg = self.config
         actions = state.actions
         last = rank == size - 1
+        adam = cfg.adam(cfg.sync_lr)
 
         memory = state.memory
         # bounded memory: the pipeline runs once per chunk of chains (the same chunks on every rank)
@@ -307,8 +309,7 @@ class TimeShardedPlanner:
                 action_grads.append(grads[0])
             grad = action_grads[0] if len(action_grads) == 1 else torch.cat(action_grads)
             with torch.no_grad():
-                action_step_ref(actions, grad, exp_avg, exp_avg_sq, step, cfg.sync_lr, cfg.beta1, cfg.beta2,
-                                cfg.adam_eps, state.low, state.high)
+                action_step_ref(actions, grad, exp_avg, exp_avg_sq, step, adam, state.low, state.high)
             if not losses:
                 return None
             return losses[0] if len(losses) == 1 else torch.cat(losses)

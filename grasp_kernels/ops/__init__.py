@@ -7,10 +7,15 @@ Every public function takes a keyword-only ``backend`` ("auto" | "reference" | "
 (float32 states, float32 or bfloat16 ``pred``, contiguous tensors; anything else is rejected with an
 error naming the argument); the reference backend runs the op's specification. Noise seeds: see
 :mod:`grasp_kernels.ops._dispatch`.
+
+The scalars come in families, one frozen object each (:mod:`grasp_kernels.ops._params`): Adam's constants
+:class:`AdamHyper` and the in-kernel noise's Philox key and counters :class:`NoiseCounters`. Per-call
+values (the Adam ``step``, ``noise_std``) are separate arguments.
 """
 
 from __future__ import annotations
 
+from ._params import AdamHyper, NoiseCounters
 from .action_step import action_step_
 from .fused_mlp_iteration import (
     PackedMLP,
@@ -25,6 +30,8 @@ from .lifted_energy_state_step import lifted_energy_state_step_
 from .state_step import state_step_
 
 __all__ = [
+    "AdamHyper",
+    "NoiseCounters",
     "lifted_energy",
     "lifted_energy_grads",
     "state_step_",

@@ -28,6 +28,8 @@ from typing import Optional
 
 import torch
 
+from ._params import NoiseCounters
+
 try:
     from .. import _cuda
 except ImportError as _exc:  # optional: built only where nvcc exists
@@ -57,11 +59,14 @@ def launch_context(device: torch.device) -> tuple[int, int]:
     return index, torch.cuda.current_stream(index).cuda_stream
 
 
-def noise_args(noise: Optional[torch.Tensor], seed: int) -> tuple[int, int]:
-    """``(noise pointer or 0, seed as the module's uint64)``: an explicit noise tensor wins over the seed."""
+def noise_args(noise: Optional[torch.Tensor], counters: NoiseCounters, span: int) -> tuple[int, int, int, int]:
+    """``(noise pointer or 0, seed as the module's uint64, counter base, counter stride)`` of a launch whose
+    plans hold ``span = (T-1)*D`` noisy elements (``counters.stride`` None: ``span``): an explicit noise
+    tensor wins over the seed."""
+    stride = span if counters.stride is None else counters.stride
     if noise is not None:
-        return noise.data_ptr(), 0
-    return 0, int(seed) & SEED_MASK
+        return noise.data_ptr(), 0, counters.base, stride
+    return 0, int(counters.seed) & SEED_MASK, counters.base, stride
 
 
 def energy_workspace(mod, index: int, device: torch.device, b: int, t: int, d: int) -> tuple[Optional[torch.Tensor], int, int]:

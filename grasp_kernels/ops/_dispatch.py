@@ -3,18 +3,19 @@ action bounds in the kernels' form.
 
 Noise seeds of the kernel backends (``state_step_``, ``lifted_energy_state_step_``,
 ``fused_mlp_iteration_``): the noise is the explicit ``noise`` tensor if given; else it is drawn
-in-kernel (Philox) from ``seed`` if given; else from a seed drawn from ``generator`` (one host sync if
-that generator lives on a GPU); else from a seed drawn from torch's default CPU generator (so
-``torch.manual_seed`` makes runs reproducible). Pass a fresh seed every iteration.
+in-kernel (Philox) from ``counters.seed`` (:class:`~grasp_kernels.ops.NoiseCounters`) if set; else from
+a seed drawn from ``generator`` (one host sync if that generator lives on a GPU); else from a seed drawn
+from torch's default CPU generator (so ``torch.manual_seed`` makes runs reproducible). Pass a fresh seed
+every iteration.
 
 Counters of the in-kernel noise: element ``(b, t, d)`` of a call's noise ``[B, T-1, D]`` is the
-normal at counter ``noise_base + b * noise_stride + t*D + d`` (default: ``noise_base = 0``,
-``noise_stride = (T-1)*D``, the element's linear index). A caller that plans a slice of a bigger batch
-or a chunk of a longer horizon passes the slice's global position (:mod:`grasp_kernels.randomness`),
-so every plan draws the same noise however plans are batched or split. The reference backend with a
-``seed`` draws exactly the Triton kernels' stream (:func:`grasp_kernels.randomness.philox_normal` at the
-same counters; the CUDA kernels draw curand's layout of the same counters); with only a ``generator``
-it draws ``torch.randn`` from it.
+normal at counter ``counters.base + b * counters.stride + t*D + d`` (default: base 0, stride
+``(T-1)*D``, the element's linear index). A caller that plans a slice of a bigger batch or a chunk of a
+longer horizon passes the slice's global position (:mod:`grasp_kernels.randomness`), so every plan draws
+the same noise however plans are batched or split. The reference backend with a seed draws exactly the
+Triton kernels' stream (:func:`grasp_kernels.randomness.philox_normal` at the same counters; the CUDA
+kernels draw curand's layout of the same counters); with only a ``generator`` it draws ``torch.randn``
+from it.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from typing import Callable, Optional, TypeVar
 
 import torch
 
-from .._checks import BoundArg, as_bounds, check_int, check_tensor
+from .._checks import BoundArg, as_bounds
 from ..backends import resolve_backend
 from ..randomness import noise_counters as counters_of, philox_normal
+from ._params import NoiseCounters
 
 SEED_HIGH = 2**62
 T = TypeVar("T")
@@ -52,49 +54,35 @@ def resolve(backend: str, device: torch.device) -> str:
     return resolve_backend(backend, device)
 
 
-def kernel_seed(
-    seed: Optional[int], generator: Optional[torch.Generator], noise: Optional[torch.Tensor], noise_std: float
-) -> int:
-    """The Philox seed of a kernel call (see the module docstring); 0 when no noise is drawn."""
+def kernel_counters(
+    counters: NoiseCounters, generator: Optional[torch.Generator], noise: Optional[torch.Tensor], noise_std: float
+) -> NoiseCounters:
+    """``counters`` with the Philox seed of a kernel call (see the module docstring): its own seed, a seed
+    drawn from ``generator`` or torch's default CPU generator, or 0 when no noise is drawn."""
+    if counters.seed is not None:
+        return counters
     if noise is not None or noise_std == 0:
-        return 0 if seed is None else seed
-    if seed is not None:
-        return seed
-    if generator is not None:
-        return int(torch.randint(0, SEED_HIGH, (1,), generator=generator, device=generator.device).item())
-    return int(torch.randint(0, SEED_HIGH, (1,)).item())
-
-
-def noise_counters(states: torch.Tensor, noise_base: int, noise_stride: Optional[int]) -> tuple[int, int]:
-    """``(noise_base, noise_stride)`` checked, the stride defaulting to ``(T-1)*D`` of ``states [B, T+1, D]``.
-
-    A stride below ``(T-1)*D`` would give plans overlapping counters (correlated noise; 0: the same noise in
-    every plan) and is rejected for ``B > 1``; the last counter must stay below ``2**63``."""
-    batch, rows, dim = check_tensor("states", states, ndim=3, dtypes=None).shape
-    noise_base = check_int("noise_base", noise_base, minimum=0)
-    span = max(rows - 2, 0) * dim
-    if noise_stride is None:
-        noise_stride = span
-    noise_stride = check_int("noise_stride", noise_stride, minimum=span if batch > 1 else 0)
-    if noise_base + max(batch - 1, 0) * noise_stride + span >= 2**63:
-        raise ValueError(f"noise_base + (B-1) * noise_stride + (T-1)*D must stay below 2**63, got noise_base "
-                         f"{noise_base}, noise_stride {noise_stride} for B = {batch}, (T-1)*D = {span}")
-    return noise_base, noise_stride
+        seed = 0
+    elif generator is not None:
+        seed = int(torch.randint(0, SEED_HIGH, (1,), generator=generator, device=generator.device).item())
+    else:
+        seed = int(torch.randint(0, SEED_HIGH, (1,)).item())
+    return counters.with_seed(seed)
 
 
 def reference_noise(
-    states: torch.Tensor, noise: Optional[torch.Tensor], noise_std: object, seed: Optional[int],
-    noise_base: int, noise_stride: int,
+    states: torch.Tensor, noise: Optional[torch.Tensor], noise_std: object, counters: NoiseCounters
 ) -> Optional[torch.Tensor]:
-    """The reference path's explicit noise ``[B, T-1, D]`` for a ``seed`` (the kernels' counters), or
-    ``noise`` as given (None: the reference draws from its generator)."""
-    if noise is not None or seed is None or isinstance(noise_std, torch.Tensor) or not noise_std > 0:
+    """The reference path's explicit noise ``[B, T-1, D]`` for seeded ``counters`` (checked with
+    :meth:`NoiseCounters.for_states`: the kernels' stream), or ``noise`` as given (None: the reference draws
+    from its generator)."""
+    if noise is not None or counters.seed is None or isinstance(noise_std, torch.Tensor) or not noise_std > 0:
         return noise
     batch, rows, dim = states.shape
     if rows <= 2:
         return None
-    ctr = noise_base + counters_of(0, batch, rows - 2, dim, noise_stride, device=states.device)
-    return philox_normal(int(seed), ctr, dtype=states.dtype)
+    ctr = counters.base + counters_of(0, batch, rows - 2, dim, counters.stride, device=states.device)
+    return philox_normal(counters.seed, ctr, dtype=states.dtype)
 
 
 def kernel_bounds(low: BoundArg, high: BoundArg, actions: torch.Tensor) -> list[torch.Tensor]:

@@ -43,6 +43,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._params import AdamHyper, NoiseCounters
+
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # Elements per program: 2048 over 8 warps on a GPU (8 per thread: 40-130 registers on sm_90, no
 # spills; 16 per thread doubled the registers and starved occupancy). Under the interpreter each
@@ -195,8 +197,10 @@ def tile_config(n_plans: int, n_inner: int, block: Optional[int] = None) -> tupl
     return bp, bc, n_chunks
 
 
-def adam_scalars(step: int, lr: float, beta1: float, beta2: float, eps: float) -> tuple[float, ...]:
-    """(lerp weight, beta2, 1 - beta2, sqrt(bc2), eps, -lr / bc1) in double, as adam_update_ref."""
+def adam_scalars(step: int, adam: AdamHyper) -> tuple[float, ...]:
+    """(lerp weight, beta2, 1 - beta2, sqrt(bc2), eps, -lr / bc1) of Adam step ``step`` in double, as
+    adam_update_ref."""
+    lr, beta1, beta2, eps = adam.flat()
     bias_correction1 = 1.0 - beta1**step
     bias_correction2 = 1.0 - beta2**step
     return (1.0 - beta1, beta2, 1.0 - beta2, math.sqrt(bias_correction2), eps, -lr / bias_correction1)
@@ -212,15 +216,18 @@ def noise_mode(noise_std: float, noise: Optional[torch.Tensor], n_noise: int) ->
 
 
 def noise_layout(
-    noise_std: float, noise: Optional[torch.Tensor], n_plans: int, n_virt: int, noise_base: int, noise_stride: int
-) -> tuple[int, int, int]:
-    """``(NOISE, base, row stride)`` of a launch over ``n_plans`` plans of ``n_virt = (T-1)*D`` noisy
+    noise_std: float, noise: Optional[torch.Tensor], n_plans: int, n_virt: int, counters: NoiseCounters
+) -> tuple[int, int, int, int]:
+    """``(NOISE, seed, base, row stride)`` of a launch over ``n_plans`` plans of ``n_virt = (T-1)*D`` noisy
     elements: element ``(b, i)`` reads the noise tensor at ``b * n_virt + i`` or draws Philox at
-    counter ``noise_base + b * noise_stride + i`` (:mod:`grasp_kernels.randomness`)."""
+    counter ``counters.base + b * counters.stride + i`` (:mod:`grasp_kernels.randomness`; stride None:
+    ``n_virt``) with key ``counters.seed``."""
+    seed = int(counters.seed)
     if noise is not None or noise_std == 0.0:
-        return noise_mode(noise_std, noise, n_plans * n_virt), 0, n_virt
-    last = noise_base + max(n_plans - 1, 0) * noise_stride + n_virt
-    return noise_mode(noise_std, noise, last), noise_base, noise_stride
+        return noise_mode(noise_std, noise, n_plans * n_virt), seed, 0, n_virt
+    stride = n_virt if counters.stride is None else counters.stride
+    last = counters.base + max(n_plans - 1, 0) * stride + n_virt
+    return noise_mode(noise_std, noise, last), seed, counters.base, stride
 
 
 def check_grid(n_programs: int) -> None:

@@ -14,11 +14,11 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from .._checks import check_same_device, check_scalar, check_tensor
+from .._checks import check_same_device, check_tensor
 from ..backends import backend_unavailable_reason
+from ._params import AdamHyper, NoiseCounters
 
 KERNEL_BACKENDS = ("triton", "cuda")
-SEED_LIMIT = 2**63
 
 
 def check_backend_runs(backend: str, device: torch.device) -> None:
@@ -69,23 +69,22 @@ def check_noise(noise: Optional[Tensor], states: Tensor) -> None:
     check_same_device(states=states, noise=noise)
 
 
-def check_adam_scalars(step: Union[int, Tensor], lr: float, beta1: float, beta2: float, eps: float) -> None:
-    """The Adam scalars; ``step`` may be a 0-d floating tensor (the reference under ``torch.compile``),
+def check_step(step: Union[int, Tensor]) -> None:
+    """The 1-based Adam step: an int >= 1, or a 0-d floating tensor (the reference under ``torch.compile``),
     whose value is not checked: that would be a host sync."""
     if isinstance(step, Tensor):
         check_tensor("step", step, ndim=0)
     elif isinstance(step, bool) or not isinstance(step, int) or step < 1:
         raise ValueError(f"step must be an int >= 1 (the 1-based Adam step), got {step!r}")
-    check_scalar("lr", lr, minimum=0.0)
-    check_scalar("eps", eps, minimum=0.0)
-    for name, beta in (("beta1", beta1), ("beta2", beta2)):
-        if check_scalar(name, beta, minimum=0.0) >= 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {beta}")
 
 
-def check_seed(seed: int) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
-        raise ValueError(f"seed must be an int in [0, 2**63), got {seed!r}")
+def check_params(adam: object, counters: object = None) -> None:
+    """``adam`` an :class:`AdamHyper` and ``counters`` (where given) a :class:`NoiseCounters`: TypeError naming
+    the argument (the objects check their values when built)."""
+    if not isinstance(adam, AdamHyper):
+        raise TypeError(f"adam must be a grasp_kernels.ops.AdamHyper, got {type(adam).__name__}")
+    if counters is not None and not isinstance(counters, NoiseCounters):
+        raise TypeError(f"counters must be a grasp_kernels.ops.NoiseCounters, got {type(counters).__name__}")
 
 
 def byte_range(tensor: Tensor) -> Optional[tuple[int, int]]:

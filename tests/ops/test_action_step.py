@@ -16,6 +16,7 @@ from _cuda_helpers import ck  # noqa: F401  (fixture)
 from _kernels import ADAM, DEVICE, adam_inputs, gen, randn
 from _triton_checks import B_VALUES, check_action_step
 from grasp_kernels.backends import backend_unavailable_reason
+from grasp_kernels.ops import AdamHyper
 from grasp_kernels.reference import action_step_ref
 
 # CPU Triton tests: skipped by conftest where Triton cannot run on CPU tensors (``reference`` ones run)
@@ -47,7 +48,7 @@ def test_action_step_matches_torch_adam_then_clamps(bounds):
     lr = 0.2
     # one step against torch.optim.Adam, then the clamp
     expected = _adam_reference_run(actions, grads[:1], lr, 0.9, 0.999, 1e-8)
-    action_step_ref(actions, grads[0], exp_avg, exp_avg_sq, 1, lr, 0.9, 0.999, 1e-8, low, high)
+    action_step_ref(actions, grads[0], exp_avg, exp_avg_sq, 1, AdamHyper(lr, 0.9, 0.999, 1e-8), low, high)
     if bounds != "none":
         lo = torch.as_tensor(low).expand(2)
         hi = torch.as_tensor(high).expand(2)
@@ -64,7 +65,7 @@ def test_action_step_several_steps_match_torch_adam_without_bounds():
     expected = _adam_reference_run(actions, grads, 0.01, 0.8, 0.99, 1e-6)
     exp_avg, exp_avg_sq = torch.zeros_like(actions), torch.zeros_like(actions)
     for step, grad in enumerate(grads, start=1):
-        action_step_ref(actions, grad, exp_avg, exp_avg_sq, step, 0.01, 0.8, 0.99, 1e-6, None, None)
+        action_step_ref(actions, grad, exp_avg, exp_avg_sq, step, AdamHyper(0.01, 0.8, 0.99, 1e-6), None, None)
     torch.testing.assert_close(actions, expected, rtol=1e-6, atol=1e-7)
 
 
@@ -72,8 +73,8 @@ def test_action_step_several_steps_match_torch_adam_without_bounds():
 @pytest.mark.parametrize(
     "call,match",
     [
-        (lambda: action_step_ref(*[torch.zeros(2, 4, 3)] * 4, 1, 0.1, 0.9, 0.999, 1e-8, torch.zeros(2), None), "low must have one value per action dimension"),
-        (lambda: action_step_ref(*[torch.zeros(2, 4, 3)] * 3, torch.zeros(2, 4, 3, dtype=torch.float64), 1, 0.1, 0.9, 0.999, 1e-8, None, None), "exp_avg_sq must have dtype"),
+        (lambda: action_step_ref(*[torch.zeros(2, 4, 3)] * 4, 1, AdamHyper(0.1), torch.zeros(2), None), "low must have one value per action dimension"),
+        (lambda: action_step_ref(*[torch.zeros(2, 4, 3)] * 3, torch.zeros(2, 4, 3, dtype=torch.float64), 1, AdamHyper(0.1), None, None), "exp_avg_sq must have dtype"),
     ],
 )
 def test_reference_rejects_bad_arguments(call, match):
@@ -98,9 +99,9 @@ def test_action_step_bound_kinds(low, high):
     grad, m, v = adam_inputs((5, 7, 3), g)
     ref = [t.clone() for t in (actions, m, v)]
     ref_low = torch.tensor(low) if isinstance(low, list) else low
-    action_step_ref(ref[0], grad, ref[1], ref[2], 2, low=ref_low, high=high, **ADAM)
+    action_step_ref(ref[0], grad, ref[1], ref[2], 2, ADAM, low=ref_low, high=high)
     out = [t.clone() for t in (actions, m, v)]
-    ops.action_step_(out[0], grad, out[1], out[2], 2, low=low, high=high, backend="triton", **ADAM)
+    ops.action_step_(out[0], grad, out[1], out[2], 2, ADAM, low=low, high=high, backend="triton")
     assert torch.allclose(out[0], ref[0], rtol=1e-6, atol=1e-7)
 
 
@@ -110,10 +111,10 @@ def test_errors_name_the_argument():
     actions = randn(B, T, 2, g=g)
     ga, ma, va = adam_inputs((B, T, 2), g)
     with pytest.raises(ValueError, match="low"):
-        ops.action_step_(actions, ga, ma, va, 1, low=[0.0, 1.0, 2.0], high=None, backend="triton", **ADAM)
+        ops.action_step_(actions, ga, ma, va, 1, ADAM, low=[0.0, 1.0, 2.0], high=None, backend="triton")
     with pytest.raises(TypeError, match="actions.*float64"):
-        ops.action_step_(actions.double(), ga.double(), ma.double(), va.double(), 1, low=None, high=None,
-                         backend="triton", **ADAM)
+        ops.action_step_(actions.double(), ga.double(), ma.double(), va.double(), 1, ADAM, low=None, high=None,
+                         backend="triton")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -135,9 +136,8 @@ def test_cuda_action_step(ck, B, T, A):
     m, v = cu.randn((B, T, A), g, scale=0.1), cu.randn((B, T, A), g, scale=0.1).square()
     low, high = cu.bounds(A, g)
     refs = [x.double() for x in (actions, grad, m, v)]
-    action_step_ref(*refs, 5, **cu.ADAM, low=low.double(), high=high.double())
-    ck.action_step(actions, grad, m, v, 5, cu.ADAM["lr"], cu.ADAM["beta1"], cu.ADAM["beta2"], cu.ADAM["eps"], low,
-                   high)
+    action_step_ref(*refs, 5, cu.ADAM, low=low.double(), high=high.double())
+    ck.action_step(actions, grad, m, v, 5, cu.ADAM, low, high)
     assert cu.rel(actions, refs[0]) < cu.TOL
     assert cu.rel(m, refs[2]) < cu.TOL
     assert cu.rel(v, refs[3]) < cu.TOL
@@ -155,9 +155,8 @@ def test_cuda_action_step_grid_stride(ck, B, T, A):
     m, v = cu.randn((B, T, A), g, scale=0.1), cu.randn((B, T, A), g, scale=0.1).square()
     low, high = cu.bounds(A, g)
     refs = [x.double() for x in (actions, grad, m, v)]
-    action_step_ref(*refs, 4, **cu.ADAM, low=low.double(), high=high.double())
-    ck.action_step(actions, grad, m, v, 4, cu.ADAM["lr"], cu.ADAM["beta1"], cu.ADAM["beta2"], cu.ADAM["eps"], low,
-                   high)
+    action_step_ref(*refs, 4, cu.ADAM, low=low.double(), high=high.double())
+    ck.action_step(actions, grad, m, v, 4, cu.ADAM, low, high)
     assert cu.rel(actions, refs[0]) < cu.TOL
     assert cu.rel(m, refs[2]) < cu.TOL
     assert cu.rel(v, refs[3]) < cu.TOL
@@ -176,7 +175,7 @@ def test_cuda_matches_triton(ck, B, T, D):
         a, ga = cu.randn((B, T, D), g), cu.randn((B, T, D), g)
         ma, va = cu.randn((B, T, D), g, scale=0.1), cu.randn((B, T, D), g, scale=0.1).square()
         low, high = cu.bounds(D, g)
-        prov.action_step(a, ga, ma, va, 2, 0.1, 0.9, 0.999, 1e-8, low, high)
+        prov.action_step(a, ga, ma, va, 2, AdamHyper(0.1), low, high)
         results.append((a, ma, va))
     for a, b in zip(*results):
         assert cu.rel(a, b) < cu.TOL

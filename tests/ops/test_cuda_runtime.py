@@ -26,6 +26,7 @@ from _cuda_helpers import (  # noqa: F401  (ck: fixture)
     rel,
     seeded_noise,
 )
+from grasp_kernels.ops import AdamHyper, NoiseCounters
 from grasp_kernels.reference import action_step_ref, state_step_ref
 
 pytestmark = pytest.mark.gpu
@@ -106,15 +107,15 @@ def test_unaligned_pointers_use_scalar_path(ck, B, T, D, pred_dtype):
     s, g, m, v = (offset_tensor(x) for x in adam_inputs(B, T, D, 5))
     noise = offset_tensor(randn((B, T - 1, D), gen("u-noise", B, T, D)))
     refs = [x.double() for x in (s, g, m, v)]
-    state_step_ref(*refs, 2, **ADAM, noise_std=0.1, noise=noise.double())
-    ck.state_step(s, g, m, v, 2, ADAM["lr"], ADAM["beta1"], ADAM["beta2"], ADAM["eps"], 0.1, noise, 0)
+    state_step_ref(*refs, 2, ADAM, noise_std=0.1, noise=noise.double())
+    ck.state_step(s, g, m, v, 2, ADAM, 0.1, noise, NoiseCounters(0))
     assert rel(s, refs[0]) < TOL and rel(m, refs[2]) < TOL and rel(v, refs[3]) < TOL
 
     # seeded noise is independent of the access path
     aligned = seeded_noise(ck, B, T, D, seed=5)
     zeros = offset_tensor(torch.zeros(B, T + 1, D, device="cuda"))
     _, g2, m2, v2 = (offset_tensor(x) for x in adam_inputs(B, T, D, 2))
-    ck.state_step(zeros, g2, m2, v2, 1, 0.0, 0.9, 0.999, 1e-8, 1.0, None, 5)
+    ck.state_step(zeros, g2, m2, v2, 1, AdamHyper(0.0), 1.0, None, NoiseCounters(5))
     assert torch.equal(zeros[:, 1:T], aligned)
 
     a, ga = offset_tensor(randn((B, T, D), gen("ua", B, T, D))), offset_tensor(randn((B, T, D), gen("ug", B, T, D)))
@@ -122,17 +123,16 @@ def test_unaligned_pointers_use_scalar_path(ck, B, T, D, pred_dtype):
     low, high = bounds(D, gen("ub", D))
     low, high = offset_tensor(low), offset_tensor(high)
     refs = [x.double() for x in (a, ga, ma, va)]
-    action_step_ref(*refs, 1, **ADAM, low=low.double(), high=high.double())
-    ck.action_step(a, ga, ma, va, 1, ADAM["lr"], ADAM["beta1"], ADAM["beta2"], ADAM["eps"], low, high)
+    action_step_ref(*refs, 1, ADAM, low=low.double(), high=high.double())
+    ck.action_step(a, ga, ma, va, 1, ADAM, low, high)
     assert rel(a, refs[0]) < TOL and rel(ma, refs[2]) < TOL and rel(va, refs[3]) < TOL
 
     _, _, m3, v3 = (offset_tensor(x) for x in adam_inputs(B, T, D, 6))
     states3 = offset_tensor(states)
     refs = [x.double() for x in (states3, m3, v3)]
-    state_step_ref(refs[0], gs_ref, refs[1], refs[2], 1, **ADAM, noise_std=0.0)
+    state_step_ref(refs[0], gs_ref, refs[1], refs[2], 1, ADAM, noise_std=0.0)
     e3, gp3 = poison((B,)), offset_tensor(poison((B, T, D)))
-    ck.lifted_energy_state_step(pred_u, states3, 0.3, e3, gp3, m3, v3, 1, ADAM["lr"], ADAM["beta1"], ADAM["beta2"],
-                                ADAM["eps"], 0.0, None, 0)
+    ck.lifted_energy_state_step(pred_u, states3, 0.3, e3, gp3, m3, v3, 1, ADAM, 0.0, None, NoiseCounters(0))
     assert rel(e3, e_ref) < TOL and rel(gp3, gp_ref) < TOL
     assert rel(states3, refs[0]) < TOL and rel(m3, refs[1]) < TOL and rel(v3, refs[2]) < TOL
 
@@ -160,7 +160,7 @@ def test_runs_on_the_current_stream(ck):
         ck.lifted_energy(pred, states, 1.0, energy, grad_pred, grad_states)
         torch.cuda._sleep(10**8)
         after.copy_(new)
-        ck.state_step(after, grad_states, m, v, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, None, 0)
+        ck.state_step(after, grad_states, m, v, 1, AdamHyper(0.1), 0.0, None, NoiseCounters(0))
     torch.cuda.current_stream().wait_stream(side)
     side.synchronize()
     e_ref, gp_ref, gs_ref = energy_ref(pred, new, 1.0)
@@ -168,7 +168,7 @@ def test_runs_on_the_current_stream(ck):
     assert rel(grad_pred, gp_ref) < TOL
     assert rel(grad_states, gs_ref) < TOL
     refs = [x.double() for x in (new, grad_states, torch.zeros_like(new), torch.zeros_like(new))]
-    state_step_ref(*refs, 1, 0.1, 0.9, 0.999, 1e-8, noise_std=0.0)
+    state_step_ref(*refs, 1, AdamHyper(0.1), noise_std=0.0)
     assert rel(after, refs[0]) < TOL
 
 
@@ -194,7 +194,7 @@ def test_restores_the_current_device(ck):
         torch.cuda.synchronize(1)
         assert rel(e, energy_ref(pred, states, 1.0)[0]) < TOL
         a = torch.randn(2, 3, 4, device="cuda:1")
-        ck.action_step(a, torch.randn_like(a), torch.zeros_like(a), torch.zeros_like(a), 1, 0.1, 0.9, 0.999, 1e-8,
+        ck.action_step(a, torch.randn_like(a), torch.zeros_like(a), torch.zeros_like(a), 1, AdamHyper(0.1),
                        torch.full((4,), -1.0, device="cuda:1"), torch.full((4,), 1.0, device="cuda:1"))
         assert torch.cuda.current_device() == 0
     finally:

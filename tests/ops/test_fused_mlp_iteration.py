@@ -1,6 +1,6 @@
 """``fused_mlp_iteration_`` (grasp_kernels/ops/fused_mlp_iteration): one Triton kernel per GRASP iteration
-for MLPDynamics, against its specification :func:`grasp_kernels.reference.fused_mlp_iteration_ref`,
-i.e. one planner iteration on the reference backend (CPU: TRITON_INTERPRET=1 set by conftest; GPU:
+for MLPDynamics, against its specification ``fused_mlp_iteration_ref`` (tests/_fused_mlp.py), i.e. one
+planner iteration (:func:`grasp_kernels.lifted.lifted_iteration`) on the reference backend (CPU: TRITON_INTERPRET=1 set by conftest; GPU:
 ``-m gpu``); the planner with ``GraspConfig(fused_mlp=True)``. The op's opcheck and device guard are
 here too (they need its packed-model inputs); the other ops' are in tests/ops/test_opcheck_and_compile.py
 and tests/ops/test_op_checks.py.
@@ -25,9 +25,9 @@ from grasp_kernels import GraspConfig, GraspPlanner
 from grasp_kernels.backends import BackendFallbackWarning, backend_unavailable_reason
 from grasp_kernels.models import MLPDynamics
 from grasp_kernels.lifted import lifted_predictions
-from grasp_kernels.reference import fused_mlp_iteration_ref
+from grasp_kernels.ops import AdamHyper, NoiseCounters
 
-from _fused_mlp import ACTS, DEVICE, make_model, plan_pair, recorded_programs, rel
+from _fused_mlp import ACTS, DEVICE, fused_mlp_iteration_ref, make_model, plan_pair, recorded_programs, rel
 from _kernels import fused_rel_tol
 
 # The CPU tests run the kernels under the interpreter (conftest sets it where there is no CUDA). On a GPU
@@ -41,7 +41,7 @@ from grasp_kernels.ops import _mlp_triton as mt  # noqa: E402  (after the interp
 from grasp_kernels.ops.fused_mlp_iteration import triton_kernel as fm  # noqa: E402
 
 TOL = fused_rel_tol(DEVICE)  # float32 under the interpreter; GPU and bfloat16 bounds: fused_rel_tol
-ADAM = dict(step=3, lr_states=0.1, lr_actions=0.05, beta1=0.9, beta2=0.999, eps=1e-8)
+ADAM = dict(step=3, state_adam=AdamHyper(0.1), action_adam=AdamHyper(0.05))  # one beta1, beta2, eps
 
 
 def make_inputs(B, T, D, A, seed=0, device=DEVICE):
@@ -86,8 +86,7 @@ def run_launcher(model, inp, gamma, noise_std, matmul_dtype=None):
     fm.launch(
         out["states"], out["actions"], states_out, energy, list(packed.tensors), packed.depth, packed.activation,
         gamma, out["state_exp_avg"], out["state_exp_avg_sq"], out["action_exp_avg"], out["action_exp_avg_sq"],
-        ADAM["step"], ADAM["lr_states"], ADAM["lr_actions"], ADAM["beta1"], ADAM["beta2"], ADAM["eps"], noise_std,
-        out["noise"], 0, out["low"], out["high"],
+        *ADAM.values(), noise_std, out["noise"], NoiseCounters(0), out["low"], out["high"],
     )
     return energy, states_out, out
 
@@ -201,12 +200,11 @@ def test_fused_mlp_seeded_noise_equals_unfused_kernels():
     B, T, D, A = 3, 7, 17, 5
     model = make_model(D, A, 48, 2)
     inp = make_inputs(B, T, D, A)
-    args = (ADAM["step"], ADAM["lr_states"], ADAM["lr_actions"], ADAM["beta1"], ADAM["beta2"], ADAM["eps"])
     fused = {k: v.clone() for k, v in inp.items()}
     energy, new_states = ops.fused_mlp_iteration_(
         model, fused["states"], fused["actions"], 0.4, fused["state_exp_avg"], fused["state_exp_avg_sq"],
-        fused["action_exp_avg"], fused["action_exp_avg_sq"], *args, 0.05, fused["low"], fused["high"],
-        seed=1234, backend="triton",
+        fused["action_exp_avg"], fused["action_exp_avg_sq"], *ADAM.values(), 0.05, fused["low"], fused["high"],
+        counters=NoiseCounters(1234), backend="triton",
     )
     unf = {k: v.clone() for k, v in inp.items()}
     leaf = unf["actions"].clone().requires_grad_(True)
@@ -214,12 +212,11 @@ def test_fused_mlp_seeded_noise_equals_unfused_kernels():
         pred = lifted_predictions(model, unf["states"][:, :T].clone(), leaf, (D,))
     e2, grad_pred = ops.lifted_energy_state_step_(
         pred.detach(), unf["states"], 0.4, unf["state_exp_avg"], unf["state_exp_avg_sq"], ADAM["step"],
-        ADAM["lr_states"], ADAM["beta1"], ADAM["beta2"], ADAM["eps"], 0.05, seed=1234, backend="triton",
+        ADAM["state_adam"], 0.05, counters=NoiseCounters(1234), backend="triton",
     )
     (action_grad,) = torch.autograd.grad(pred, leaf, grad_pred)
     ops.action_step_(unf["actions"], action_grad, unf["action_exp_avg"], unf["action_exp_avg_sq"], ADAM["step"],
-                     ADAM["lr_actions"], ADAM["beta1"], ADAM["beta2"], ADAM["eps"], unf["low"], unf["high"],
-                     backend="triton")
+                     ADAM["action_adam"], unf["low"], unf["high"], backend="triton")
     assert rel(energy, e2) < TOL
     assert rel(new_states, unf["states"]) < TOL
     noise_part = new_states[:, 1:T] - unf["states"][:, 1:T]
@@ -228,25 +225,36 @@ def test_fused_mlp_seeded_noise_equals_unfused_kernels():
         assert rel(fused[name], unf[name]) < TOL, name
 
 
-def test_public_op_reference_backend_and_packed_model():
+def test_public_op_on_a_model_and_a_packed_model_and_no_reference_backend():
+    """The public op, on the module and on its PackedMLP, against the specification; the reference backend is
+    refused with an error that says where the op runs (it has no reference path: its specification is the
+    planner's iteration, which runs on the ops)."""
     B, T, D, A = 3, 7, 3, 2
     model = make_model(D, A, 16, 2, nn.Tanh)
     inp = make_inputs(B, T, D, A)
-    results = {}
-    for backend, m in (("reference", model), ("triton", model), ("packed", ops.pack_mlp(model))):
+    ref = {k: v.clone() for k, v in inp.items()}
+    e_ref, _, _ = fused_mlp_iteration_ref(
+        model, ref["states"], ref["actions"], 0.4, ref["state_exp_avg"], ref["state_exp_avg_sq"], ref["action_exp_avg"],
+        ref["action_exp_avg_sq"], **ADAM, noise_std=0.05, low=-0.8, high=0.8, noise=ref["noise"],
+    )
+    for m in (model, ops.pack_mlp(model)):
         x = {k: v.clone() for k, v in inp.items()}
         energy, new_states = ops.fused_mlp_iteration_(
             m, x["states"], x["actions"], 0.4, x["state_exp_avg"], x["state_exp_avg_sq"], x["action_exp_avg"],
-            x["action_exp_avg_sq"], *ADAM.values(), 0.05, -0.8, 0.8, x["noise"],
-            backend="triton" if backend == "packed" else backend,
+            x["action_exp_avg_sq"], *ADAM.values(), 0.05, -0.8, 0.8, x["noise"], backend="triton",
         )
         assert torch.equal(x["states"], inp["states"]) and new_states is not x["states"]
-        results[backend] = (energy, new_states, x)
-    for backend in ("triton", "packed"):
-        assert rel(results[backend][0], results["reference"][0]) < TOL
-        assert rel(results[backend][1], results["reference"][1]) < TOL
+        assert rel(energy, e_ref) < TOL
+        assert rel(new_states, ref["states"]) < TOL
         for name in MUTATED:
-            assert rel(results[backend][2][name], results["reference"][2][name]) < TOL
+            assert rel(x[name], ref[name]) < TOL, name
+    x = {k: v.clone() for k, v in inp.items()}
+    with pytest.raises(ValueError, match="fused_mlp_iteration_ runs on the triton backend only.*TRITON_INTERPRET=1"):
+        ops.fused_mlp_iteration_(
+            model, x["states"], x["actions"], 0.4, x["state_exp_avg"], x["state_exp_avg_sq"], x["action_exp_avg"],
+            x["action_exp_avg_sq"], *ADAM.values(), 0.05, -0.8, 0.8, x["noise"], backend="reference",
+        )
+    assert all(torch.equal(x[k], inp[k]) for k in inp), "a refused call must not touch its tensors"
 
 
 def test_custom_op_opcheck():
@@ -257,7 +265,7 @@ def test_custom_op_opcheck():
     args = (inp["states"], inp["actions"].clone(), torch.empty_like(inp["states"]), list(packed.tensors), 1,
             packed.activation, 0.4, inp["state_exp_avg"].clone(), inp["state_exp_avg_sq"].clone(),
             inp["action_exp_avg"].clone(), inp["action_exp_avg_sq"].clone(), 3, 0.1, 0.05, 0.9, 0.999, 1e-8, 0.05,
-            inp["noise"], 0, inp["low"], inp["high"], "triton", 0, 6)
+            inp["noise"], 0, 0, 6, inp["low"], inp["high"], "triton")
     torch.library.opcheck(torch.ops.grasp.fused_mlp_iteration.default, args,
                           test_utils=("test_schema", "test_faketensor"))
 
@@ -275,7 +283,7 @@ def test_custom_op_launches_inside_its_tensors_device(monkeypatch, device_guard_
     torch.ops.grasp.fused_mlp_iteration(
         inp["states"], inp["actions"], torch.empty_like(inp["states"]), list(packed.tensors), 1, packed.activation,
         0.4, inp["state_exp_avg"], inp["state_exp_avg_sq"], inp["action_exp_avg"], inp["action_exp_avg_sq"], 3, 0.1,
-        0.05, 0.9, 0.999, 1e-8, 0.05, inp["noise"], 0, inp["low"], inp["high"], "triton", 0, 6)
+        0.05, 0.9, 0.999, 1e-8, 0.05, inp["noise"], 0, 0, 6, inp["low"], inp["high"], "triton")
     assert guard.launched_inside == {"fused_mlp_iteration": [torch.device("cpu")]}
 
 
@@ -290,9 +298,10 @@ def test_errors():
                     state_exp_avg_sq=x["state_exp_avg_sq"], action_exp_avg=x["action_exp_avg"],
                     action_exp_avg_sq=x["action_exp_avg_sq"], low=None, high=None)
         args.update(kw)
+        hyper = {name: args.pop(name, value) for name, value in ADAM.items()}
         return ops.fused_mlp_iteration_(
             m, args.pop("states"), args.pop("actions"), 0.4, args.pop("state_exp_avg"), args.pop("state_exp_avg_sq"),
-            args.pop("action_exp_avg"), args.pop("action_exp_avg_sq"), *ADAM.values(), 0.0, args.pop("low"),
+            args.pop("action_exp_avg"), args.pop("action_exp_avg_sq"), *hyper.values(), 0.0, args.pop("low"),
             args.pop("high"), backend=backend, **args,
         )
 
@@ -310,6 +319,8 @@ def test_errors():
         ops.pack_mlp(MLPDynamics(D, A, hidden=16, depth=4))
     with pytest.raises(ValueError, match="must be a grasp_kernels.models.MLPDynamics"):
         call(m=lambda s, a: s)
+    with pytest.raises(ValueError, match="state_adam.beta2 and action_adam.beta2 must be equal"):
+        call(action_adam=AdamHyper(0.05, beta2=0.99))
     with pytest.raises(TypeError, match="matmul_dtype"):
         ops.pack_mlp(model, torch.float16)
 

@@ -1,5 +1,5 @@
 """``fused_mlp_sync_step_`` (grasp_kernels/ops/fused_mlp_sync): one Triton kernel per sync-phase step for
-MLPDynamics, against its specification :func:`grasp_kernels.reference.fused_mlp_sync_step_ref` (one step of
+MLPDynamics, against its specification :func:`grasp_kernels.sync.sync_step` (one step of
 :func:`grasp_kernels.sync.gd_sync`) evaluated in float64 (CPU: TRITON_INTERPRET=1 set by conftest; GPU:
 ``-m gpu``); the planner's sync phase with ``GraspConfig(fused_mlp=True)``; the op's opcheck and errors.
 
@@ -20,8 +20,8 @@ import grasp_kernels.ops as ops
 from grasp_kernels import GraspConfig
 from grasp_kernels.backends import backend_unavailable_reason
 from grasp_kernels.lifted import rollout
-from grasp_kernels.sync import gd_sync
-from grasp_kernels.reference import fused_mlp_sync_step_ref
+from grasp_kernels.ops import AdamHyper
+from grasp_kernels.sync import gd_sync, sync_step
 
 from _fused_mlp import ACTS, DEVICE, make_model, plan_pair, recorded_programs, rel
 from _kernels import fused_rel_tol
@@ -34,7 +34,7 @@ from grasp_kernels.ops import _mlp_triton as mt  # noqa: E402  (after the interp
 from grasp_kernels.ops.fused_mlp_sync import triton_kernel as fs  # noqa: E402
 
 TOL = fused_rel_tol(DEVICE)  # float32 kernel against the float64 specification, under the interpreter
-ADAM = dict(step=2, lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8)
+ADAM = dict(step=2, adam=AdamHyper(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8))
 MUTATED = ("actions", "exp_avg", "exp_avg_sq")
 
 
@@ -65,8 +65,8 @@ def run_reference(model, inp, step=ADAM["step"]):
     ref = {k: v.double().clone() if isinstance(v, torch.Tensor) else v for k, v in inp.items()}
     with torch.no_grad():
         states = rollout(model64, ref["s0"], ref["actions"])
-    loss = fused_mlp_sync_step_ref(model64, ref["s0"], ref["goal"], ref["actions"], ref["exp_avg"], ref["exp_avg_sq"],
-                                   step, ADAM["lr"], ADAM["beta1"], ADAM["beta2"], ADAM["eps"], ref["low"], ref["high"])
+    loss = sync_step(model64, ref["s0"], ref["goal"], ref["actions"], ref["exp_avg"], ref["exp_avg_sq"], step,
+                     ADAM["adam"], ref["low"], ref["high"])
     return loss, states, ref
 
 
@@ -79,8 +79,7 @@ def run_launcher(model, inp, matmul_dtype=None, step=ADAM["step"]):
     loss = torch.full((B,), float("nan"), device=inp["s0"].device)
     low, high = ops._dispatch.kernel_bounds(out["low"], out["high"], out["actions"])
     fs.launch(out["s0"], out["goal"], out["actions"], out["exp_avg"], out["exp_avg_sq"], workspace, loss,
-              list(packed.tensors), packed.depth, packed.activation, step, ADAM["lr"], ADAM["beta1"], ADAM["beta2"],
-              ADAM["eps"], low, high)
+              list(packed.tensors), packed.depth, packed.activation, step, ADAM["adam"], low, high)
     return loss, workspace, out
 
 
@@ -173,32 +172,36 @@ def test_consecutive_steps_equal_gd_sync(hidden):
     inp = make_inputs(B, T, D, A, "scalar")
     ref_actions = inp["actions"].double().clone()
     loss_ref = gd_sync(copy.deepcopy(model).double(), inp["s0"].double(), inp["goal"].double(), ref_actions, 3,
-                       ADAM["lr"], ADAM["beta1"], ADAM["beta2"], ADAM["eps"], -0.4, 0.4)
+                       ADAM["adam"], -0.4, 0.4)
     actions = inp["actions"].clone()
     exp_avg, exp_avg_sq = torch.zeros_like(actions), torch.zeros_like(actions)
-    losses = [ops.fused_mlp_sync_step_(model, inp["s0"], inp["goal"], actions, exp_avg, exp_avg_sq, step, ADAM["lr"],
-                                       ADAM["beta1"], ADAM["beta2"], ADAM["eps"], -0.4, 0.4, backend="triton")
+    losses = [ops.fused_mlp_sync_step_(model, inp["s0"], inp["goal"], actions, exp_avg, exp_avg_sq, step, ADAM["adam"],
+                                       -0.4, 0.4, backend="triton")
               for step in (1, 2, 3)]
     assert rel(losses[-1], loss_ref) < TOL
     assert rel(actions, ref_actions) < TOL
     assert rel(actions - inp["actions"], ref_actions - inp["actions"].double()) < 1e-4
 
 
-def test_public_op_reference_backend_and_packed_model():
+def test_public_op_on_a_model_and_a_packed_model_and_no_reference_backend():
+    """The public op, on the module and on its PackedMLP, against the specification (one ``sync_step``); the
+    reference backend is refused with an error that says where the op runs."""
     B, T, D, A = 3, 4, 3, 2
     model = make_model(D, A, 16, 2, nn.Tanh)
     inp = make_inputs(B, T, D, A, "scalar")
-    results = {}
-    for name, m, backend in (("reference", model, "reference"), ("triton", model, "triton"),
-                             ("packed", ops.pack_mlp(model), "triton")):
+    ref = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in inp.items()}
+    loss_ref = sync_step(model, ref["s0"], ref["goal"], ref["actions"], ref["exp_avg"], ref["exp_avg_sq"],
+                         *ADAM.values(), ref["low"], ref["high"])
+    for m in (model, ops.pack_mlp(model)):
         x = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in inp.items()}
         loss = ops.fused_mlp_sync_step_(m, x["s0"], x["goal"], x["actions"], x["exp_avg"], x["exp_avg_sq"],
-                                        *ADAM.values(), x["low"], x["high"], backend=backend)
-        results[name] = (loss, x)
-    for name in ("triton", "packed"):
-        assert rel(results[name][0], results["reference"][0]) < TOL
+                                        *ADAM.values(), x["low"], x["high"], backend="triton")
+        assert rel(loss, loss_ref) < TOL
         for key in MUTATED:
-            assert rel(results[name][1][key], results["reference"][1][key]) < TOL, key
+            assert rel(x[key], ref[key]) < TOL, key
+    with pytest.raises(ValueError, match="fused_mlp_sync_step_ runs on the triton backend only.*TRITON_INTERPRET=1"):
+        ops.fused_mlp_sync_step_(model, inp["s0"], inp["goal"], inp["actions"].clone(), inp["exp_avg"].clone(),
+                                 inp["exp_avg_sq"].clone(), *ADAM.values(), None, None, backend="reference")
 
 
 def op_args(B=2, T=3, D=3, A=2, hidden=16, depth=1):
@@ -258,10 +261,10 @@ def test_errors():
              high=None)
     with pytest.raises(ValueError, match="step must be an int >= 1"):
         ops.fused_mlp_sync_step_(model, inp["s0"], inp["goal"], inp["actions"].clone(), inp["exp_avg"].clone(),
-                                 inp["exp_avg_sq"].clone(), 0, 0.05, 0.9, 0.999, 1e-8, None, None, backend="triton")
+                                 inp["exp_avg_sq"].clone(), 0, ADAM["adam"], None, None, backend="triton")
     with pytest.raises(ValueError, match="must be a grasp_kernels.models.MLPDynamics"):
         call(m=lambda s, a: s)
-    with pytest.raises(ValueError, match="must be a grasp_kernels.models.MLPDynamics"):
+    with pytest.raises(ValueError, match="runs on the triton backend only"):
         call(m=lambda s, a: s, backend="reference")
     with pytest.raises(ValueError, match="params W1\\^T"):
         args = op_args(D=3)

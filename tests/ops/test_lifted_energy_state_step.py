@@ -14,6 +14,7 @@ from _cuda_helpers import ck  # noqa: F401  (fixture)
 from _kernels import ADAM, DEVICE, TOL, adam_inputs, gen, randn, rel
 from _triton_checks import SHAPES, check_fused, seeded_noise
 from grasp_kernels.backends import backend_unavailable_reason
+from grasp_kernels.ops import AdamHyper, NoiseCounters
 from grasp_kernels.reference import state_step_ref
 
 # CPU Triton tests: skipped by conftest where Triton cannot run on CPU tensors
@@ -41,11 +42,11 @@ def test_fused_bf16_and_public_api():
     m, v = adam_inputs((B, T + 1, D), g)[1:]
     # fused == lifted_energy_grads + state_step_ with the same seed
     s1, m1, v1 = states.clone(), m.clone(), v.clone()
-    energy, grad_pred = ops.lifted_energy_state_step_(pred, s1, 0.4, m1, v1, 3, noise_std=0.05, seed=77,
-                                                      backend="triton", **ADAM)
+    energy, grad_pred = ops.lifted_energy_state_step_(pred, s1, 0.4, m1, v1, 3, ADAM, noise_std=0.05,
+                                                      counters=NoiseCounters(77), backend="triton")
     s2, m2, v2 = states.clone(), m.clone(), v.clone()
     e2, gp2, gs2 = ops.lifted_energy_grads(pred, s2, 0.4, backend="triton")
-    ops.state_step_(s2, gs2, m2, v2, 3, noise_std=0.05, seed=77, backend="triton", **ADAM)
+    ops.state_step_(s2, gs2, m2, v2, 3, ADAM, noise_std=0.05, counters=NoiseCounters(77), backend="triton")
     assert grad_zero.abs().sum() == 0
     exact = _triton_common.INTERPRET  # compiled kernels may contract -2r into an FMA differently
     for a, b in ((energy, e2), (grad_pred, gp2), (s1, s2), (m1, m2), (v1, v2)):
@@ -53,11 +54,11 @@ def test_fused_bf16_and_public_api():
     # reference backend of the public fused op
     s3, m3, v3 = states.clone(), m.clone(), v.clone()
     noise = randn(B, T - 1, D, g=g)
-    e3, gp3 = ops.lifted_energy_state_step_(pred, s3, 0.4, m3, v3, 3, noise_std=0.05, noise=noise,
-                                            backend="reference", **ADAM)
+    e3, gp3 = ops.lifted_energy_state_step_(pred, s3, 0.4, m3, v3, 3, ADAM, noise_std=0.05, noise=noise,
+                                            backend="reference")
     s4, m4, v4 = states.clone(), m.clone(), v.clone()
-    e4, gp4 = ops.lifted_energy_state_step_(pred, s4, 0.4, m4, v4, 3, noise_std=0.05, noise=noise,
-                                            backend="triton", **ADAM)
+    e4, gp4 = ops.lifted_energy_state_step_(pred, s4, 0.4, m4, v4, 3, ADAM, noise_std=0.05, noise=noise,
+                                            backend="triton")
     assert rel(e4, e3) < TOL and rel(gp4, gp3) < TOL and rel(s4, s3) < 1e-6
 
 
@@ -89,11 +90,11 @@ def test_cuda_lifted_energy_state_step(ck, B, T, D, pred_dtype):
     gamma, step, noise_std = 0.5, 2, 0.01
     e_ref, gp_ref, gs_ref = cu.energy_ref(pred, states, gamma)
     refs = [x.double() for x in (states, m, v)]
-    state_step_ref(refs[0], gs_ref, refs[1], refs[2], step, **cu.ADAM, noise_std=noise_std, noise=noise.double())
+    state_step_ref(refs[0], gs_ref, refs[1], refs[2], step, cu.ADAM, noise_std=noise_std, noise=noise.double())
     before = states.clone()
     energy, grad_pred = cu.poison((B,)), cu.poison((B, T, D))
-    ck.lifted_energy_state_step(pred, states, gamma, energy, grad_pred, m, v, step, cu.ADAM["lr"], cu.ADAM["beta1"],
-                                cu.ADAM["beta2"], cu.ADAM["eps"], noise_std, noise, 0)
+    ck.lifted_energy_state_step(pred, states, gamma, energy, grad_pred, m, v, step, cu.ADAM, noise_std, noise,
+                                NoiseCounters(0))
     assert cu.rel(energy, e_ref) < cu.TOL
     assert cu.rel(grad_pred, gp_ref) < cu.TOL
     if T > 1:
@@ -112,9 +113,9 @@ def test_cuda_fused_matches_unfused_with_seed(ck, B, T, D):
     s1, m1, v1 = states.clone(), m.clone(), v.clone()
     e1, gp1, gs1 = cu.poison((B,)), cu.poison((B, T, D)), cu.poison((B, T + 1, D))
     ck.lifted_energy(pred, s1, 1.0, e1, gp1, gs1)
-    ck.state_step(s1, gs1, m1, v1, 4, 0.1, 0.9, 0.999, 1e-8, 0.02, None, 42)
+    ck.state_step(s1, gs1, m1, v1, 4, AdamHyper(0.1), 0.02, None, NoiseCounters(42))
     e2, gp2 = cu.poison((B,)), cu.poison((B, T, D))
-    ck.lifted_energy_state_step(pred, states, 1.0, e2, gp2, m, v, 4, 0.1, 0.9, 0.999, 1e-8, 0.02, None, 42)
+    ck.lifted_energy_state_step(pred, states, 1.0, e2, gp2, m, v, 4, AdamHyper(0.1), 0.02, None, NoiseCounters(42))
     assert torch.equal(e1, e2)
     assert torch.equal(gp1, gp2)
     for a, b in ((s1, states), (m1, m), (v1, v)):
@@ -132,7 +133,7 @@ def test_cuda_matches_triton(ck, B, T, D):
         states = states0.clone()
         _, _, m, v = cu.adam_inputs(B, T, D, 11)
         e, gp = cu.poison((B,)), cu.poison((B, T, D))
-        prov.lifted_energy_state_step(pred, states, 0.7, e, gp, m, v, 2, 0.1, 0.9, 0.999, 1e-8, 0.05, noise, 0)
+        prov.lifted_energy_state_step(pred, states, 0.7, e, gp, m, v, 2, AdamHyper(0.1), 0.05, noise, NoiseCounters(0))
         results.append((e, gp, states, m, v))
     for a, b in zip(*results):
         assert cu.rel(a, b) < cu.TOL

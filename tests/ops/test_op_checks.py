@@ -16,7 +16,9 @@ import _cuda_helpers as cu
 from _cuda_helpers import ck  # noqa: F401  (fixture)
 from _kernels import KERNEL_BACKENDS, OPS, make_inputs
 from grasp_kernels.backends import backend_unavailable_reason
+from grasp_kernels.ops import AdamHyper, NoiseCounters
 
+# the schemas' flat (step, lr, beta1, beta2, eps)
 ADAM = (3, 0.1, 0.9, 0.999, 1e-8)
 ADAM_ARGS = (2, 0.1, 0.9, 0.999, 1e-8)
 
@@ -69,13 +71,15 @@ def test_launcher_protocol_is_shared(monkeypatch):
     assert args[5] is grad_states and grad_states.shape == (2, 5, 3) and grad_states.dtype == torch.float32
 
     torch.ops.grasp.state_step(x.states, x.grad, x.exp_avg, x.exp_avg_sq, *ADAM, 0.05, None, 7, 12, 30, "cuda")
-    assert calls["state_step"][4:] == (*ADAM, 0.05, None, 7, 12, 30)  # seed, then the noise counters' base, stride
+    # the schema's flat scalars reach the launcher as their objects: AdamHyper, NoiseCounters(seed, base, stride)
+    assert calls["state_step"][4:] == (ADAM[0], AdamHyper(*ADAM[1:]), 0.05, None, NoiseCounters(7, 12, 30))
     torch.ops.grasp.action_step(x.actions, x.grad_a, x.exp_avg_a, x.exp_avg_sq_a, *ADAM, x.low, x.high, "cuda")
+    assert calls["action_step"][4:6] == (ADAM[0], AdamHyper(*ADAM[1:]))
     assert calls["action_step"][-2] is x.low and calls["action_step"][-1] is x.high
     energy, grad_pred = torch.ops.grasp.lifted_energy_state_step(
         x.pred, x.states, 0.5, x.exp_avg, x.exp_avg_sq, *ADAM, 0.05, x.noise, 7, 0, 9, "cuda")
     args = calls["lifted_energy_state_step"]
-    assert args[3] is energy and args[4] is grad_pred and args[13] is x.noise and args[14:] == (7, 0, 9)
+    assert args[3] is energy and args[4] is grad_pred and args[10] is x.noise and args[11] == NoiseCounters(7, 0, 9)
     with pytest.raises(ValueError, match="states.*contiguous"):
         torch.ops.grasp.state_step(x.states.transpose(0, 1).contiguous().transpose(0, 1), x.grad, x.exp_avg,
                                    x.exp_avg_sq, *ADAM, 0.05, None, 7, 0, 9, "cuda")
@@ -137,7 +141,8 @@ def test_ops_validate_gamma(backend, gamma):
     with pytest.raises(ValueError, match="gamma"):
         torch.ops.grasp.lifted_energy(pred, states, gamma, backend)
     with pytest.raises(ValueError, match="gamma"):
-        ops.lifted_energy_state_step_(pred, states, gamma, m, v, *ADAM_ARGS, 0.0, None, seed=0, backend=backend)
+        ops.lifted_energy_state_step_(pred, states, gamma, m, v, ADAM_ARGS[0], AdamHyper(*ADAM_ARGS[1:]), 0.0, None,
+                                      counters=NoiseCounters(0), backend=backend)
     with pytest.raises(ValueError, match="gamma"):
         torch.ops.grasp.lifted_energy_state_step(pred, states, gamma, m, v, *ADAM_ARGS, 0.0, None, 0, 0, 0, backend)
 

@@ -55,13 +55,14 @@ def test_torch_compile_smoke(backend, device):
         energy = ops.lifted_energy(pred, states, 0.5, backend=backend)
         grad_pred, grad_states = torch.autograd.grad(energy.sum(), (pred, states))
         with torch.no_grad():
-            ops.state_step_(states, grad_states, m, v, 2, 0.1, 0.9, 0.999, 1e-8, 0.05, seed=seed, backend=backend)
-            ops.action_step_(actions, grad_a, ma, va, 2, 0.01, 0.9, 0.999, 1e-8, -1.0, 1.0, backend=backend)
+            ops.state_step_(states, grad_states, m, v, 2, ops.AdamHyper(0.1), 0.05, counters=ops.NoiseCounters(seed),
+                            backend=backend)
+            ops.action_step_(actions, grad_a, ma, va, 2, ops.AdamHyper(0.01), -1.0, 1.0, backend=backend)
         return energy.detach(), grad_pred
 
-    def fused(pred, states, m, v, seed):
-        return ops.lifted_energy_state_step_(pred, states, 0.5, m, v, 2, 0.1, 0.9, 0.999, 1e-8, 0.05, seed=seed,
-                                             backend=backend)
+    def fused(pred, states, m, v, seed):  # the parameter objects built inside the graph (fullgraph)
+        return ops.lifted_energy_state_step_(pred, states, 0.5, m, v, 2, ops.AdamHyper(0.1), 0.05,
+                                             counters=ops.NoiseCounters(seed), backend=backend)
 
     compiled_step = torch.compile(step, backend="aot_eager")
     compiled_fused = torch.compile(fused, backend="aot_eager", fullgraph=True)

@@ -15,16 +15,12 @@ from hypothesis import strategies as st
 from torch import nn
 
 import grasp_kernels.ops as ops
+from _fused_mlp import fused_mlp_iteration_ref
 from _kernels import DEVICE, TOL, rel
 from grasp_kernels.backends import backend_unavailable_reason
 from grasp_kernels.models import MLPDynamics
-from grasp_kernels.reference import (
-    action_step_ref,
-    fused_mlp_iteration_ref,
-    lifted_energy_ref,
-    lifted_energy_state_step_ref,
-    state_step_ref,
-)
+from grasp_kernels.ops import AdamHyper, NoiseCounters
+from grasp_kernels.reference import action_step_ref, lifted_energy_ref, lifted_energy_state_step_ref, state_step_ref
 
 pytestmark = pytest.mark.skipif(
     backend_unavailable_reason("triton", DEVICE) is not None, reason=str(backend_unavailable_reason("triton", DEVICE))
@@ -39,10 +35,8 @@ sizes = st.fixed_dictionaries(
 adam = st.fixed_dictionaries(
     {
         "step": st.integers(1, 50),
-        "lr": st.floats(1e-4, 0.5),
-        "beta1": st.floats(0.0, 0.99),
-        "beta2": st.floats(0.5, 0.9999),
-        "eps": st.sampled_from([1e-8, 1e-6, 1e-3]),
+        "adam": st.builds(AdamHyper, lr=st.floats(1e-4, 0.5), beta1=st.floats(0.0, 0.99), beta2=st.floats(0.5, 0.9999),
+                          eps=st.sampled_from([1e-8, 1e-6, 1e-3])),
     }
 )
 
@@ -132,7 +126,7 @@ def test_lifted_energy_state_step_matches_reference(size, hyper, gamma, noise_st
     B, T, D, seed = size["B"], size["T"], size["D"], size["seed"]
     pred, states, m, v, noise = tensors(seed, (B, T, D), (B, T + 1, D), (B, T + 1, D), (B, T + 1, D), (B, T - 1, D),
                                         positive=(3,))
-    args = (hyper["step"], hyper["lr"], hyper["beta1"], hyper["beta2"], hyper["eps"], noise_std, noise)
+    args = (hyper["step"], hyper["adam"], noise_std, noise)
     ref = [t.clone() for t in (states, m, v)]
     e_ref, gp_ref = lifted_energy_state_step_ref(pred, ref[0], gamma, ref[1], ref[2], *args)
     out = [t.clone() for t in (states, m, v)]
@@ -155,7 +149,7 @@ def test_fused_mlp_iteration_matches_reference(size, hidden, depth, act, data):
         seed, (B, T + 1, D), (B, T, A), (B, T + 1, D), (B, T + 1, D), (B, T, A), (B, T, A), (B, T - 1, D),
         positive=(3, 5),
     )
-    hyper = dict(step=3, lr_states=0.05, lr_actions=0.1, beta1=0.9, beta2=0.999, eps=1e-8, noise_std=0.02)
+    hyper = dict(step=3, state_adam=AdamHyper(0.05), action_adam=AdamHyper(0.1), noise_std=0.02)
     ref = [t.clone() for t in (states, actions, sm, sv, am, av)]
     e_ref, _, _ = fused_mlp_iteration_ref(model, *ref[:2], 0.3, *ref[2:], **hyper, low=low, high=high, noise=noise)
     out = [t.clone() for t in (states, actions, sm, sv, am, av)]
@@ -176,10 +170,10 @@ def test_same_seed_same_bits_on_each_backend(size, noise_seed, backend):
     runs = []
     for _ in range(2):
         s1, m1, v1 = states.clone(), m.clone(), v.clone()
-        ops.state_step_(s1, grad, m1, v1, 1, 0.1, 0.9, 0.999, 1e-8, 0.3, seed=noise_seed, backend=backend)
+        ops.state_step_(s1, grad, m1, v1, 1, AdamHyper(0.1), 0.3, counters=NoiseCounters(noise_seed), backend=backend)
         s2, m2, v2 = states.clone(), m.clone(), v.clone()
-        energy, _ = ops.lifted_energy_state_step_(pred, s2, 0.5, m2, v2, 1, 0.1, 0.9, 0.999, 1e-8, 0.3,
-                                                  seed=noise_seed, backend=backend)
+        energy, _ = ops.lifted_energy_state_step_(pred, s2, 0.5, m2, v2, 1, AdamHyper(0.1), 0.3,
+                                                  counters=NoiseCounters(noise_seed), backend=backend)
         runs.append((s1, s2, energy))
     for first, second in zip(*runs):
         assert torch.equal(first, second)

@@ -16,12 +16,13 @@ from _cuda_helpers import ck  # noqa: F401  (fixture)
 from _kernels import ADAM, DEVICE, adam_inputs, gen, randn
 from _triton_checks import SHAPES, check_state_step, seeded_noise
 from grasp_kernels.backends import backend_unavailable_reason
+from grasp_kernels.ops import AdamHyper, NoiseCounters
 from grasp_kernels.reference import state_step_ref
 
 # CPU Triton tests: skipped by conftest where Triton cannot run on CPU tensors (``reference`` ones run)
 CPU_TRITON_REASON = backend_unavailable_reason("triton", DEVICE)
 
-REF_ADAM = dict(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8)
+REF_ADAM = AdamHyper(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -45,11 +46,11 @@ def test_state_step_matches_torch_adam_on_virtual_rows_only(dtype):
     batch, horizon, dim = 3, 6, 4
     states = torch.randn(batch, horizon + 1, dim, generator=g, dtype=dtype)
     grads = [torch.randn(batch, horizon + 1, dim, generator=g, dtype=dtype) for _ in range(5)]
-    expected = _adam_reference_run(states[:, 1:-1], [gr[:, 1:-1] for gr in grads], **REF_ADAM)
+    expected = _adam_reference_run(states[:, 1:-1], [gr[:, 1:-1] for gr in grads], *REF_ADAM.flat())
     original = states.clone()
     exp_avg, exp_avg_sq = torch.zeros_like(states), torch.zeros_like(states)
     for step, grad in enumerate(grads, start=1):
-        state_step_ref(states, grad, exp_avg, exp_avg_sq, step, noise_std=0.0, **REF_ADAM)
+        state_step_ref(states, grad, exp_avg, exp_avg_sq, step, REF_ADAM, noise_std=0.0)
     tol = 1e-6 if dtype == torch.float32 else 1e-12
     torch.testing.assert_close(states[:, 1:-1], expected, rtol=tol, atol=tol)
     assert torch.equal(states[:, 0], original[:, 0]) and torch.equal(states[:, -1], original[:, -1])
@@ -63,9 +64,9 @@ def test_state_step_applies_given_noise_exactly():
     grad = torch.randn(2, 5, 3, generator=g)
     noise = torch.randn(2, 3, 3, generator=g)
     noisy, clean = states.clone(), states.clone()
-    state_step_ref(noisy, grad, torch.zeros_like(states), torch.zeros_like(states), 1, noise_std=0.3, noise=noise,
-                   **REF_ADAM)
-    state_step_ref(clean, grad, torch.zeros_like(states), torch.zeros_like(states), 1, noise_std=0.0, **REF_ADAM)
+    state_step_ref(noisy, grad, torch.zeros_like(states), torch.zeros_like(states), 1, REF_ADAM, noise_std=0.3,
+                   noise=noise)
+    state_step_ref(clean, grad, torch.zeros_like(states), torch.zeros_like(states), 1, REF_ADAM, noise_std=0.0)
     assert torch.equal(noisy[:, 1:-1], clean[:, 1:-1].add(noise, alpha=0.3))
     assert torch.equal(noisy[:, 0], states[:, 0]) and torch.equal(noisy[:, -1], states[:, -1])
 
@@ -79,8 +80,8 @@ def test_state_step_drawn_noise_is_seeded_and_standard_normal():
     def draw(seed):
         states = base.clone()
         state_step_ref(
-            states, zero_grad, torch.zeros_like(base), torch.zeros_like(base), 1,
-            noise_std=2.0, generator=gen(seed), **REF_ADAM,
+            states, zero_grad, torch.zeros_like(base), torch.zeros_like(base), 1, REF_ADAM,
+            noise_std=2.0, generator=gen(seed),
         )
         return states[:, 1:-1] / 2.0  # zero gradient: the Adam step moves nothing
 
@@ -95,10 +96,11 @@ def test_state_step_drawn_noise_is_seeded_and_standard_normal():
 @pytest.mark.parametrize(
     "call,match",
     [
-        (lambda: state_step_ref(*[torch.zeros(2, 4, 3)] * 3, torch.zeros(2, 4, 2), 1, 0.1, 0.9, 0.999, 1e-8, 0.0), "exp_avg_sq must have shape"),
-        (lambda: state_step_ref(*[torch.zeros(2, 4, 3)] * 4, 0, 0.1, 0.9, 0.999, 1e-8, 0.0), "step must be an int >= 1"),
-        (lambda: state_step_ref(*[torch.zeros(2, 4, 3)] * 4, 1, 0.1, 1.0, 0.999, 1e-8, 0.0), r"beta1 must be in \[0, 1\)"),
-        (lambda: state_step_ref(*[torch.zeros(2, 4, 3)] * 4, 1, 0.1, 0.9, 0.999, 1e-8, 0.1, noise=torch.zeros(2, 3, 3)), "noise must have shape"),
+        (lambda: state_step_ref(*[torch.zeros(2, 4, 3)] * 3, torch.zeros(2, 4, 2), 1, AdamHyper(0.1), 0.0), "exp_avg_sq must have shape"),
+        (lambda: state_step_ref(*[torch.zeros(2, 4, 3)] * 4, 0, AdamHyper(0.1), 0.0), "step must be an int >= 1"),
+        (lambda: state_step_ref(*[torch.zeros(2, 4, 3)] * 4, 1, AdamHyper(0.1, 1.0), 0.0), r"beta1 must be in \[0, 1\)"),
+        (lambda: state_step_ref(*[torch.zeros(2, 4, 3)] * 4, 1, (0.1, 0.9, 0.999, 1e-8), 0.0), "adam must be a grasp_kernels.ops.AdamHyper"),
+        (lambda: state_step_ref(*[torch.zeros(2, 4, 3)] * 4, 1, AdamHyper(0.1), 0.1, noise=torch.zeros(2, 3, 3)), "noise must have shape"),
     ],
 )
 def test_reference_rejects_bad_arguments(call, match):
@@ -170,7 +172,7 @@ def test_state_step_seed_from_generator_and_default():
     def run(**kw):
         states = randn(B, T + 1, D, g=gen(0))
         grad, m, v = adam_inputs((B, T + 1, D), gen(1))
-        ops.state_step_(states, grad, m, v, 2, noise_std=0.1, backend="triton", **ADAM, **kw)
+        ops.state_step_(states, grad, m, v, 2, ADAM, noise_std=0.1, backend="triton", **kw)
         return states
 
     assert torch.equal(run(generator=gen(5)), run(generator=gen(5)))
@@ -187,18 +189,20 @@ def test_errors_name_the_argument():
     states = randn(B, T + 1, D, g=g)
     grad, m, v = adam_inputs((B, T + 1, D), g)
     with pytest.raises(ValueError, match="noise"):
-        ops.state_step_(states, grad, m, v, 1, noise_std=0.1, noise=randn(B, T, D, g=g), backend="triton", **ADAM)
+        ops.state_step_(states, grad, m, v, 1, ADAM, noise_std=0.1, noise=randn(B, T, D, g=g), backend="triton")
     with pytest.raises(ValueError, match="exp_avg_sq.*contiguous"):
-        ops.state_step_(states, grad, m, randn(B, D, T + 1, g=g).transpose(1, 2), 1, noise_std=0.1,
-                        backend="triton", **ADAM)
+        ops.state_step_(states, grad, m, randn(B, D, T + 1, g=g).transpose(1, 2), 1, ADAM, noise_std=0.1,
+                        backend="triton")
     with pytest.raises(TypeError, match="grad.*float64"):
-        ops.state_step_(states, grad.double(), m, v, 1, noise_std=0.1, backend="triton", **ADAM)
+        ops.state_step_(states, grad.double(), m, v, 1, ADAM, noise_std=0.1, backend="triton")
     with pytest.raises(ValueError, match="step"):
-        ops.state_step_(states, grad, m, v, 0, noise_std=0.1, backend="triton", **ADAM)
+        ops.state_step_(states, grad, m, v, 0, ADAM, noise_std=0.1, backend="triton")
     with pytest.raises(ValueError, match="seed"):
-        ops.state_step_(states, grad, m, v, 1, noise_std=0.1, seed=-1, backend="triton", **ADAM)
+        ops.state_step_(states, grad, m, v, 1, ADAM, noise_std=0.1, counters=NoiseCounters(seed=-1), backend="triton")
     with pytest.raises(ValueError, match="beta2"):
-        ops.state_step_(states, grad, m, v, 1, noise_std=0.1, backend="triton", **dict(ADAM, beta2=1.0))
+        ops.state_step_(states, grad, m, v, 1, AdamHyper(ADAM.lr, beta2=1.0), noise_std=0.1, backend="triton")
+    with pytest.raises(TypeError, match="counters must be a grasp_kernels.ops.NoiseCounters"):
+        ops.state_step_(states, grad, m, v, 1, ADAM, noise_std=0.1, counters=3, backend="triton")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -217,7 +221,7 @@ def test_gpu_seeded_noise_statistics():
     B, T, D = 8, 129, 4096
     states = torch.zeros(B, T + 1, D, device="cuda")
     zeros, ones = torch.zeros_like(states), torch.ones_like(states)
-    ops.state_step_(states, zeros, zeros.clone(), ones, 1, 0.0, 0.9, 0.999, 1e-8, 1.0, seed=3, backend="triton")
+    ops.state_step_(states, zeros, zeros.clone(), ones, 1, AdamHyper(0.0), 1.0, counters=NoiseCounters(3), backend="triton")
     x = states[:, 1:T].double()
     n = x.numel()
     assert abs(x.mean().item()) < 5 / math.sqrt(n)
@@ -232,10 +236,9 @@ def test_cuda_state_step_noise_tensor(ck, B, T, D):
     noise = cu.randn((B, T - 1, D), cu.gen("noise", B, T, D))
     refs = [x.double() for x in (states, grad, m, v)]
     step, noise_std = 3, 0.05
-    state_step_ref(*refs, step, **cu.ADAM, noise_std=noise_std, noise=noise.double())
+    state_step_ref(*refs, step, cu.ADAM, noise_std=noise_std, noise=noise.double())
     before = states.clone()
-    ck.state_step(states, grad, m, v, step, cu.ADAM["lr"], cu.ADAM["beta1"], cu.ADAM["beta2"], cu.ADAM["eps"],
-                  noise_std, noise, 0)
+    ck.state_step(states, grad, m, v, step, cu.ADAM, noise_std, noise, NoiseCounters(0))
     inner = slice(1, T)
     assert cu.rel(states[:, inner], refs[0][:, inner]) < cu.TOL if T > 1 else True
     assert cu.rel(m[:, inner], refs[2][:, inner]) < cu.TOL if T > 1 else True
@@ -251,7 +254,7 @@ def test_cuda_state_step_noise_is_used_exactly(ck, B, T, D):
     states = torch.zeros(B, T + 1, D, device="cuda")
     _, grad, m, v = cu.adam_inputs(B, T, D, 1)
     noise = cu.randn((B, T - 1, D), cu.gen("exact", B, T, D))
-    ck.state_step(states, grad, m, v, 1, 0.0, 0.9, 0.999, 1e-8, 1.0, noise, 0)
+    ck.state_step(states, grad, m, v, 1, AdamHyper(0.0), 1.0, noise, NoiseCounters(0))
     assert torch.equal(states[:, 1:T], noise)
 
 
@@ -293,7 +296,7 @@ def test_cuda_matches_triton(ck, B, T, D):
     results = []
     for prov in (ck, tk):
         s, g, m, v = cu.adam_inputs(B, T, D, 9)
-        prov.state_step(s, g, m, v, 3, 0.1, 0.9, 0.999, 1e-8, 0.05, noise, 0)
+        prov.state_step(s, g, m, v, 3, AdamHyper(0.1), 0.05, noise, NoiseCounters(0))
         results.append((s, m, v))
     for a, b in zip(*results):
         assert cu.rel(a, b) < cu.TOL

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .._cuda_common import launch_context, module
+from .._params import AdamHyper
 
 
 def launch(
@@ -13,14 +14,12 @@ def launch(
     exp_avg: torch.Tensor,
     exp_avg_sq: torch.Tensor,
     step: int,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
+    adam: AdamHyper,
     low: torch.Tensor,
     high: torch.Tensor,
 ) -> None:
-    """In place: Adam on actions [B,T,A] then clamp to low/high [A] (float32; +-inf when unbounded)."""
+    """In place: Adam (step ``step``, constants ``adam``) on actions [B,T,A] then clamp to low/high [A]
+    (float32; +-inf when unbounded)."""
     mod = module()
     batch, horizon, action_dim = actions.shape
     n = batch * horizon
@@ -29,5 +28,5 @@ def launch(
     index, stream = launch_context(actions.device)
     mod.action_step(
         index, stream, actions.data_ptr(), grad.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(),
-        low.data_ptr(), high.data_ptr(), n, action_dim, step, lr, beta1, beta2, eps,
+        low.data_ptr(), high.data_ptr(), n, action_dim, step, *adam.flat(),
     )

@@ -1,6 +1,7 @@
 """``action_step_``: the in-place Adam + clamp step on the actions, as the custom op
 ``torch.ops.grasp.action_step(actions!, grad, exp_avg!, exp_avg_sq!, step, lr, beta1, beta2, eps, low,
-high, backend) -> ()`` and its public function."""
+high, backend) -> ()`` and its public function (``lr, beta1, beta2, eps``: an
+:class:`~grasp_kernels.ops.AdamHyper` everywhere else)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from torch import Tensor
 from ..._checks import BoundArg, check_tensor
 from ...backends import on_device
 from .._dispatch import kernel_bounds, resolve
-from .._validate import check_adam_scalars, check_backend_runs, check_bounds, check_float32, check_like, check_no_overlap
+from .._params import AdamHyper
+from .._validate import check_backend_runs, check_bounds, check_float32, check_like, check_no_overlap, check_params
+from .._validate import check_step
 from .reference import action_step_ref
 
 
@@ -51,10 +54,11 @@ def _action_step(
     check_no_overlap(
         dict(actions=actions, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq), dict(grad=grad, low=low, high=high)
     )
-    check_adam_scalars(step, lr, beta1, beta2, eps)
+    check_step(step)
+    adam = AdamHyper(lr, beta1, beta2, eps)
     check_backend_runs(backend, actions.device)
     with on_device(actions.device):
-        launcher(backend)(actions, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high)
+        launcher(backend)(actions, grad, exp_avg, exp_avg_sq, step, adam, low, high)
 
 
 @_action_step.register_fake
@@ -68,22 +72,21 @@ def action_step_(
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
     step: int,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
+    adam: AdamHyper,
     low: BoundArg,
     high: BoundArg,
     *,
     backend: str = "auto",
 ) -> None:
-    """In-place Adam step then clamp to ``[low, high]`` on ``actions [B,T,A]`` (moments ``[B,T,A]``).
+    """In-place Adam step (1-based ``step``, constants ``adam``) then clamp to ``[low, high]`` on
+    ``actions [B,T,A]`` (moments ``[B,T,A]``).
 
     ``low``/``high``: None (unbounded), a float, or a tensor ``[A]``.
     """
+    check_params(adam)
     name = resolve(backend, actions.device)
     if name == "reference":
-        action_step_ref(actions, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high)
+        action_step_ref(actions, grad, exp_avg, exp_avg_sq, step, adam, low, high)
         return
     low, high = kernel_bounds(low, high, actions)
-    torch.ops.grasp.action_step(actions, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low, high, name)
+    torch.ops.grasp.action_step(actions, grad, exp_avg, exp_avg_sq, step, *adam.flat(), low, high, name)

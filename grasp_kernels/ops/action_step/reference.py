@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Union
+
 import torch
 
 from ..._checks import BoundArg, as_bounds
 from .._adam import adam_update_ref, check_adam_args
+from .._params import AdamHyper
 
 
 def action_step_ref(
@@ -13,11 +16,8 @@ def action_step_ref(
     grad: torch.Tensor,
     exp_avg: torch.Tensor,
     exp_avg_sq: torch.Tensor,
-    step: int,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
+    step: Union[int, torch.Tensor],
+    adam: AdamHyper,
     low: BoundArg,
     high: BoundArg,
 ) -> None:
@@ -26,11 +26,12 @@ def action_step_ref(
     Args:
         actions: ``[B, T, A]`` float32/float64, updated in place.
         grad, exp_avg, exp_avg_sq: ``[B, T, A]``, same dtype; moments updated in place.
-        step: 1-based Adam step count of this update.
+        step: 1-based Adam step count of this update (a 0-d float64 tensor under ``torch.compile``).
+        adam: Adam's constants.
         low, high: None (unbounded), a float, or a tensor ``[A]`` of per-dimension bounds.
     """
-    check_adam_args("actions", actions, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps)
-    adam_update_ref(actions, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps)
+    check_adam_args("actions", actions, grad, exp_avg, exp_avg_sq, step, adam)
+    adam_update_ref(actions, grad, exp_avg, exp_avg_sq, step, adam)
     clamp_actions_(actions, low, high)
 
 

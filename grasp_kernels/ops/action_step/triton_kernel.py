@@ -6,6 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._params import AdamHyper
 from .._triton_common import BLOCK, I32, NUM_WARPS, adam, adam_scalars, check_grid, clamp, flat_tile
 
 
@@ -38,10 +39,7 @@ def launch(
     exp_avg: torch.Tensor,
     exp_avg_sq: torch.Tensor,
     step: int,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
+    adam: AdamHyper,
     low: torch.Tensor,
     high: torch.Tensor,
 ) -> None:
@@ -54,6 +52,6 @@ def launch(
     check_grid(n_programs)
     action_step_kernel[(n_programs,)](
         actions, grad, exp_avg, exp_avg_sq, low, high,
-        n, actions.shape[-1], *adam_scalars(step, lr, beta1, beta2, eps),
+        n, actions.shape[-1], *adam_scalars(step, adam),
         BLOCK=block, WIDE=n + block >= I32, num_warps=NUM_WARPS,
     )

@@ -24,7 +24,7 @@ from torch import nn
 from ..._checks import check_same_device, check_tensor
 from ...models.mlp import MLPDynamics
 
-__all__ = ["ACTIVATIONS", "MAX_DEPTH", "PackedMLP", "check_packed_params", "check_supported", "fused_mlp_unsupported_reason",
+__all__ = ["ACTIVATIONS", "MAX_DEPTH", "PackedMLP", "check_packed_params", "fused_mlp_unsupported_reason",
            "pack_mlp", "packed_for"]
 
 # activation module -> the kernel's constexpr ACT code
@@ -36,8 +36,7 @@ MATMUL_DTYPES = (torch.float32, torch.bfloat16)
 
 @dataclasses.dataclass(frozen=True)
 class PackedMLP:
-    """An MLPDynamics in the fused kernel's layout (module docstring); ``model`` is the source module
-    (the reference backend evaluates it)."""
+    """An MLPDynamics in the fused kernel's layout (module docstring); ``model`` is the source module."""
 
     model: nn.Module
     state_dim: int
@@ -153,13 +152,6 @@ def check_packed_params(params: list, depth: int, activation: int, dim: int, act
             raise TypeError(f"params {name} must be float32 or bfloat16, got {matmul_dtype}")
         check_tensor(f"params {name}", tensor, shape=shape, dtypes=dtypes, contiguous=True)
         check_same_device(states=torch.empty(0, device=device), **{f"params {name}": tensor})
-
-
-def check_supported(model: object) -> None:
-    """Raise ValueError (the reason) if the fused MLP kernels cannot evaluate ``model``."""
-    reason = fused_mlp_unsupported_reason(model)
-    if reason is not None:
-        raise ValueError(reason)
 
 
 def packed_for(model: "nn.Module | PackedMLP", states: torch.Tensor, actions: torch.Tensor) -> PackedMLP:

@@ -1,8 +1,8 @@
 """Triton kernel of ``fused_mlp_iteration_``: one whole GRASP iteration for an MLPDynamics world model.
 
 ``launch(states, actions, states_out, energy, params, depth, activation, gamma, state_exp_avg,
-state_exp_avg_sq, action_exp_avg, action_exp_avg_sq, step, lr_states, lr_actions, beta1, beta2, eps,
-noise_std, noise, seed, low, high)`` (the launch protocol of :mod:`.._triton_common`: validated
+state_exp_avg_sq, action_exp_avg, action_exp_avg_sq, step, state_adam, action_adam, noise_std, noise,
+counters, low, high)`` (the launch protocol of :mod:`.._triton_common`: validated
 contiguous tensors, preallocated outputs).
 
 Per tile of ``BM = BP x BT`` (plan, time) rows, the kernel
@@ -67,6 +67,7 @@ from .._mlp_triton import (
     wide_programs,
     wide_scratch,
 )
+from .._params import AdamHyper, NoiseCounters
 from .._triton_common import (
     INTERPRET,
     NOISE_TENSOR,
@@ -227,23 +228,19 @@ def launch(
     action_exp_avg: torch.Tensor,
     action_exp_avg_sq: torch.Tensor,
     step: int,
-    lr_states: float,
-    lr_actions: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
+    state_adam: AdamHyper,
+    action_adam: AdamHyper,
     noise_std: float,
     noise: Optional[torch.Tensor],
-    seed: int,
+    counters: NoiseCounters,
     low: torch.Tensor,
     high: torch.Tensor,
-    noise_base: int = 0,
-    noise_stride: int = -1,
 ) -> None:
     """One GRASP iteration for a packed MLPDynamics (``params``, see :mod:`.pack`).
 
     Writes ``states_out [B,T+1,D]`` (every row) and ``energy [B]``; updates ``actions`` and the four
-    moments in place; ``states`` is only read.
+    moments in place; ``states`` is only read. ``beta1``, ``beta2`` and ``eps`` are ``state_adam``'s (the
+    op checks that ``action_adam`` shares them); the learning rates are each one's own.
     """
     n_plans, rows, dim = states.shape
     horizon, action_dim = actions.shape[1], actions.shape[2]
@@ -260,10 +257,9 @@ def launch(
     else:
         n_programs, scratch = n_tiles, states  # unused pointer
     n_virt = (rows - 2) * dim
-    mode, noise_base, noise_stride = noise_layout(float(noise_std), noise, n_plans, n_virt, noise_base,
-                                                  n_virt if noise_stride < 0 else noise_stride)
-    lerp_w, b2_, omb2, sqrt_bc2, eps_, neg_step_s = adam_scalars(step, lr_states, beta1, beta2, eps)
-    neg_step_a = adam_scalars(step, lr_actions, beta1, beta2, eps)[-1]
+    mode, seed, noise_base, noise_stride = noise_layout(float(noise_std), noise, n_plans, n_virt, counters)
+    lerp_w, b2_, omb2, sqrt_bc2, eps_, neg_step_s = adam_scalars(step, state_adam)
+    neg_step_a = adam_scalars(step, action_adam)[-1]
     out = energy if n_chunks == 1 else torch.empty((n_plans, n_chunks), device=energy.device, dtype=torch.float32)
     _fused_mlp_iteration_kernel[(n_programs,)](
         states, actions, states_out, out,
@@ -271,7 +267,7 @@ def launch(
         noise if mode == NOISE_TENSOR else states, low, high,
         *kernel_params(params, depth), scratch,
         float(gamma), n_plans, horizon, dim, action_dim, hidden, n_chunks, n_tiles,
-        lerp_w, b2_, omb2, sqrt_bc2, eps_, neg_step_s, neg_step_a, float(noise_std), int(seed), int(noise_base), int(noise_stride),
+        lerp_w, b2_, omb2, sqrt_bc2, eps_, neg_step_s, neg_step_a, float(noise_std), seed, int(noise_base), int(noise_stride),
         BP=bp, BT=bt, DP=pad_dim(dim), AP=pad_dim(action_dim), HP=padded_hidden(hidden), DEPTH=depth, ACT=activation,
         NOISE=mode, WIDE=wide, BH=wide_block(hidden), **launch_options(hidden, params[5].dtype),
     )

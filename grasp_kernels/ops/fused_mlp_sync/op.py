@@ -1,7 +1,12 @@
 """``fused_mlp_sync_step_``: one sync-phase step for an MLPDynamics world model, as the custom op
 ``torch.ops.grasp.fused_mlp_sync_step(s0, goal, actions!, exp_avg!, exp_avg_sq!, workspace!, params,
 depth, activation, step, lr, beta1, beta2, eps, low, high, backend) -> loss [B]`` (triton backend only)
-and its public function. ``params`` is the packed model of :mod:`..fused_mlp_iteration.pack`."""
+and its public function. ``params`` is the packed model of :mod:`..fused_mlp_iteration.pack`; ``lr, beta1,
+beta2, eps`` an :class:`~grasp_kernels.ops.AdamHyper` everywhere but the schema.
+
+Its specification is one step of the planner's GD sync, :func:`grasp_kernels.sync.sync_step` (``history =
+1``, no state weights); the op has no reference backend of its own.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +18,11 @@ from torch import Tensor
 from ..._checks import BoundArg, check_same_device, check_tensor
 from ...backends import on_device
 from .._dispatch import kernel_bounds
-from .._validate import check_adam_scalars, check_backend_runs, check_bounds, check_float32, check_like, check_no_overlap
-from ..fused_mlp_iteration.op import fused_mlp_backend
-from ..fused_mlp_iteration.pack import PackedMLP, check_packed_params, check_supported, packed_for
+from .._params import AdamHyper
+from .._validate import check_backend_runs, check_bounds, check_float32, check_like, check_no_overlap, check_params
+from .._validate import check_step
+from ..fused_mlp_iteration.op import fused_mlp_backend, unsupported_backend
+from ..fused_mlp_iteration.pack import PackedMLP, check_packed_params, packed_for
 
 
 def _check_tensors(s0, goal, actions, exp_avg, exp_avg_sq, workspace, params, depth, activation, low, high) -> None:
@@ -61,7 +68,8 @@ def _fused_mlp_sync_step(
         dict(actions=actions, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, workspace=workspace),
         dict(s0=s0, goal=goal, low=low, high=high, **{f"params[{i}]": p for i, p in enumerate(params)}),
     )
-    check_adam_scalars(step, lr, beta1, beta2, eps)
+    check_step(step)
+    adam = AdamHyper(lr, beta1, beta2, eps)
     if backend != "triton":
         raise ValueError(f"grasp::fused_mlp_sync_step runs on the triton backend only, got {backend!r}")
     check_backend_runs(backend, s0.device)
@@ -69,8 +77,8 @@ def _fused_mlp_sync_step(
     from .triton_kernel import launch  # Triton is optional: imported on first use
 
     with on_device(s0.device):
-        launch(s0, goal, actions, exp_avg, exp_avg_sq, workspace, loss, list(params), depth, activation, step, lr, beta1,
-               beta2, eps, low, high)
+        launch(s0, goal, actions, exp_avg, exp_avg_sq, workspace, loss, list(params), depth, activation, step, adam,
+               low, high)
     return loss
 
 
@@ -91,54 +99,45 @@ def fused_mlp_sync_step_(
     exp_avg: torch.Tensor,
     exp_avg_sq: torch.Tensor,
     step: int,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
+    adam: AdamHyper,
     low: BoundArg,
     high: BoundArg,
     *,
     workspace: Optional[torch.Tensor] = None,
     backend: str = "auto",
 ) -> torch.Tensor:
-    """One step of the sync phase for an MLPDynamics world model (``history = 1``, no state weights).
-
-    The shooting loss ``||rollout(s0, actions)_T - goal||^2`` and its gradient through the whole
-    ``T``-step rollout, then Adam (step ``step``) and the clamp on the actions: on the triton backend ONE
-    kernel (:mod:`.triton_kernel`), on the reference backend
-    :func:`~grasp_kernels.reference.fused_mlp_sync_step_ref` (one step of
-    :func:`grasp_kernels.sync.gd_sync`). ``gd_sync``'s phase is ``steps`` calls with ``step = 1..steps``
-    on moments that start at zero.
+    """One step of the sync phase for an MLPDynamics world model (``history = 1``, no state weights) in ONE
+    Triton kernel (:mod:`.triton_kernel`): the shooting loss ``||rollout(s0, actions)_T - goal||^2`` and its
+    gradient through the whole ``T``-step rollout, then Adam (step ``step``, constants ``adam``) and the
+    clamp on the actions. Its specification is :func:`grasp_kernels.sync.sync_step`, one step of
+    :func:`grasp_kernels.sync.gd_sync`, whose phase is ``steps`` calls with ``step = 1..steps`` on moments
+    that start at zero; ValueError where the Triton kernel cannot run.
 
     Args:
         model: an :class:`~grasp_kernels.models.MLPDynamics` (packed on every call) or a
             :class:`PackedMLP` from :func:`pack_mlp` (bfloat16 matrix inputs via
             ``pack_mlp(model, torch.bfloat16)``).
-        s0, goal: ``[B, D]`` float32 (triton) or float32/float64 (reference); only read.
+        s0, goal: ``[B, D]`` float32; only read.
         actions: ``[B, T, A]``, ``T >= 1``; ``exp_avg``, ``exp_avg_sq``: its Adam moments ``[B, T, A]``.
             All three are updated in place.
-        step, lr, beta1, beta2, eps: Adam (``step`` 1-based).
+        step, adam: the 1-based Adam step and Adam's constants.
         low, high: action bounds as :func:`action_step_` (None, a float or ``[A]``).
-        workspace: ``[B, T+1, D]`` float32 for the rolled-out states (allocated if None; triton only;
-            on return it holds the rollout of the actions before the step).
-        backend: "auto" | "reference" | "triton" | "cuda" ("cuda" runs the Triton kernel).
+        workspace: ``[B, T+1, D]`` float32 for the rolled-out states (allocated if None; on return it holds
+            the rollout of the actions before the step).
+        backend: "auto" | "triton" | "cuda" ("cuda" runs the Triton kernel).
 
     Returns:
         ``[B]`` shooting loss of the actions BEFORE this step (the value ``gd_sync`` reports).
     """
+    check_params(adam)
     name = fused_mlp_backend(backend, s0.device)
     if name == "reference":
-        module = model.model if isinstance(model, PackedMLP) else model
-        check_supported(module)
-        from .reference import fused_mlp_sync_step_ref  # its spec is the planner's sync step
-
-        return fused_mlp_sync_step_ref(module, s0, goal, actions, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, low,
-                                       high)
+        raise unsupported_backend("fused_mlp_sync_step_", backend)
     packed = packed_for(model, s0, actions)
     if workspace is None:
         workspace = torch.empty((s0.shape[0], actions.shape[1] + 1, s0.shape[-1]), device=s0.device,
                                 dtype=torch.float32)
     return torch.ops.grasp.fused_mlp_sync_step(
         s0, goal, actions, exp_avg, exp_avg_sq, workspace, list(packed.tensors), packed.depth, packed.activation, step,
-        lr, beta1, beta2, eps, *kernel_bounds(low, high, actions), name,
+        *adam.flat(), *kernel_bounds(low, high, actions), name,
     )

@@ -1,7 +1,7 @@
 """Triton kernel of ``fused_mlp_sync_step_``: one step of the sync phase for an MLPDynamics world model.
 
-``launch(s0, goal, actions, exp_avg, exp_avg_sq, workspace, loss, params, depth, activation, step, lr,
-beta1, beta2, eps, low, high)`` (the launch protocol of :mod:`.._triton_common`: validated contiguous
+``launch(s0, goal, actions, exp_avg, exp_avg_sq, workspace, loss, params, depth, activation, step, adam,
+low, high)`` (the launch protocol of :mod:`.._triton_common`: validated contiguous
 tensors, preallocated outputs).
 
 The sync phase is sequential in time but independent across plans, so the grid is over blocks of
@@ -51,6 +51,7 @@ from .._mlp_triton import (
     wide_programs,
     wide_scratch,
 )
+from .._params import AdamHyper
 from .._triton_common import INTERPRET, adam, adam_scalars, check_grid, clamp
 
 SYNC_ROWS = 16  # plans per program on a GPU (the tl.dot minimum: the most programs for a given batch)
@@ -170,10 +171,7 @@ def launch(
     depth: int,
     activation: int,
     step: int,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
+    adam: AdamHyper,
     low: torch.Tensor,
     high: torch.Tensor,
 ) -> None:
@@ -196,7 +194,7 @@ def launch(
         scratch = wide_scratch(n_programs, depth, bp, hidden, s0.device)
     else:
         n_programs, scratch = n_blocks, loss  # unused pointer
-    lerp_w, b2_, omb2, sqrt_bc2, eps_, neg_step = adam_scalars(step, lr, beta1, beta2, eps)
+    lerp_w, b2_, omb2, sqrt_bc2, eps_, neg_step = adam_scalars(step, adam)
     _fused_mlp_sync_kernel[(n_programs,)](
         s0, goal, actions, exp_avg, exp_avg_sq, workspace, loss, low, high,
         *kernel_params(params, depth), scratch,

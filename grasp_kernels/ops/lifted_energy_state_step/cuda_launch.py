@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 
 from .._cuda_common import energy_workspace, launch_context, module, noise_args
+from .._params import AdamHyper, NoiseCounters
 
 
 def launch(
@@ -18,15 +19,10 @@ def launch(
     exp_avg: torch.Tensor,
     exp_avg_sq: torch.Tensor,
     step: int,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
+    adam: AdamHyper,
     noise_std: float,
     noise: Optional[torch.Tensor],
-    seed: int,
-    noise_base: int = 0,
-    noise_stride: int = -1,
+    counters: NoiseCounters,
 ) -> None:
     """Energy and grad_pred from the states before the update, then the state step in place (the state
     gradient ``-2 (p_{t-1} - s_t)`` is consumed in registers, never written)."""
@@ -38,12 +34,11 @@ def launch(
         energy.zero_()
         return
     index, stream = launch_context(states.device)
-    noise_ptr, seed = noise_args(noise, seed)
+    noise_ptr, seed, noise_base, noise_stride = noise_args(noise, counters, (rows - 2) * d)
     workspace, ws_ptr, ws_numel = energy_workspace(mod, index, states.device, b, rows - 1, d)
     mod.lifted_energy_state_step(
         index, stream, pred.data_ptr(), pred.dtype == torch.bfloat16, states.data_ptr(), energy.data_ptr(),
         grad_pred.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(), noise_ptr, ws_ptr, ws_numel,
-        b, rows - 1, d, gamma, step, lr, beta1, beta2, eps, noise_std, seed, noise_base,
-        (rows - 2) * d if noise_stride < 0 else noise_stride,
+        b, rows - 1, d, gamma, step, *adam.flat(), noise_std, seed, noise_base, noise_stride,
     )
     del workspace

@@ -6,6 +6,7 @@ from typing import Optional
 
 import torch
 
+from .._params import AdamHyper
 from ..lifted_energy.reference import lifted_energy_ref
 from ..state_step.reference import state_step_ref
 
@@ -17,10 +18,7 @@ def lifted_energy_state_step_ref(
     exp_avg: torch.Tensor,
     exp_avg_sq: torch.Tensor,
     step: int,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
+    adam: AdamHyper,
     noise_std: float,
     noise: Optional[torch.Tensor] = None,
     generator: Optional[torch.Generator] = None,
@@ -41,5 +39,5 @@ def lifted_energy_state_step_ref(
         energy = lifted_energy_ref(pred_leaf, states_leaf, gamma)
         grad_pred, grad_states = torch.autograd.grad(energy.sum(), (pred_leaf, states_leaf))
     with torch.no_grad():
-        state_step_ref(states, grad_states, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise, generator)
+        state_step_ref(states, grad_states, exp_avg, exp_avg_sq, step, adam, noise_std, noise, generator)
     return energy.detach(), grad_pred

@@ -9,6 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._params import AdamHyper, NoiseCounters
 from .._triton_common import (
     NOISE_TENSOR,
     NUM_WARPS,
@@ -57,15 +58,10 @@ def launch(
     exp_avg: torch.Tensor,
     exp_avg_sq: torch.Tensor,
     step: int,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
+    adam: AdamHyper,
     noise_std: float,
     noise: Optional[torch.Tensor],
-    seed: int,
-    noise_base: int = 0,
-    noise_stride: int = -1,
+    counters: NoiseCounters,
 ) -> None:
     """Fused lifted_energy_fwd (from the states before the update) + state_step (gradient in registers);
     noise counters as the state step's."""
@@ -73,12 +69,11 @@ def launch(
     if grid is None:
         return
     n_virt = grid.n_inner - grid.dim
-    mode, noise_base, noise_stride = noise_layout(float(noise_std), noise, grid.n_plans, n_virt, noise_base,
-                                                  n_virt if noise_stride < 0 else noise_stride)
+    mode, seed, noise_base, noise_stride = noise_layout(float(noise_std), noise, grid.n_plans, n_virt, counters)
     lifted_energy_state_step_kernel[(grid.n_programs,)](
         pred, states, grid.partials, grad_pred, exp_avg, exp_avg_sq, noise if mode == NOISE_TENSOR else states,
         float(gamma), grid.n_plans, grid.n_inner, grid.dim, grid.stride_s, grid.n_chunks,
-        *adam_scalars(step, lr, beta1, beta2, eps), float(noise_std), int(seed), int(noise_base), int(noise_stride),
+        *adam_scalars(step, adam), float(noise_std), seed, int(noise_base), int(noise_stride),
         BP=grid.bp, BC=grid.bc, WIDE=grid.wide, NOISE=mode, num_warps=NUM_WARPS,
     )
     grid.reduce_into(energy)

@@ -1,6 +1,8 @@
 """``state_step_``: the in-place Adam + Langevin-noise step on the virtual states, as the custom op
 ``torch.ops.grasp.state_step(states!, grad, exp_avg!, exp_avg_sq!, step, lr, beta1, beta2, eps,
-noise_std, noise?, seed, noise_base, noise_stride, backend) -> ()`` and its public function."""
+noise_std, noise?, seed, noise_base, noise_stride, backend) -> ()`` and its public function (the
+schema's flat scalars are an :class:`~grasp_kernels.ops.AdamHyper` and a
+:class:`~grasp_kernels.ops.NoiseCounters` everywhere else)."""
 
 from __future__ import annotations
 
@@ -11,16 +13,10 @@ from torch import Tensor
 
 from ..._checks import check_scalar
 from ...backends import on_device
-from .._dispatch import kernel_seed, noise_counters, reference_noise, resolve
-from .._validate import (
-    check_adam_scalars,
-    check_backend_runs,
-    check_like,
-    check_no_overlap,
-    check_noise,
-    check_seed,
-    check_states,
-)
+from .._dispatch import kernel_counters, reference_noise, resolve
+from .._params import AdamHyper, NoiseCounters
+from .._validate import check_backend_runs, check_like, check_no_overlap, check_noise, check_params, check_states
+from .._validate import check_step
 from .reference import state_step_ref
 
 
@@ -59,14 +55,13 @@ def _state_step(
 ) -> None:
     _check_tensors(states, grad, exp_avg, exp_avg_sq, noise)
     check_no_overlap(dict(states=states, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq), dict(grad=grad, noise=noise))
-    check_adam_scalars(step, lr, beta1, beta2, eps)
+    check_step(step)
+    adam = AdamHyper(lr, beta1, beta2, eps)
     noise_std = check_scalar("noise_std", noise_std, minimum=0.0)
-    check_seed(seed)
-    noise_base, noise_stride = noise_counters(states, noise_base, noise_stride)
+    counters = NoiseCounters(seed, noise_base, noise_stride).for_states(states)
     check_backend_runs(backend, states.device)
     with on_device(states.device):
-        launcher(backend)(states, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise, seed,
-                          noise_base, noise_stride)
+        launcher(backend)(states, grad, exp_avg, exp_avg_sq, step, adam, noise_std, noise, counters)
 
 
 @_state_step.register_fake
@@ -81,35 +76,32 @@ def state_step_(
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
     step: int,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
+    adam: AdamHyper,
     noise_std: float,
     noise: Optional[Tensor] = None,
     generator: Optional[torch.Generator] = None,
     *,
-    seed: Optional[int] = None,
-    noise_base: int = 0,
-    noise_stride: Optional[int] = None,
+    counters: NoiseCounters = NoiseCounters(),
     backend: str = "auto",
 ) -> None:
     """In-place Adam + Langevin-noise step on the virtual rows of ``states [B,T+1,D]``.
 
     ``grad``, ``exp_avg``, ``exp_avg_sq``: ``[B,T+1,D]`` (the moments are updated in place); rows 0 and
-    T are left untouched. Noise: the explicit ``noise [B,T-1,D]`` if given; else drawn from ``seed`` if
-    given (Philox at counters ``noise_base + b * noise_stride + (t-1)*D + d``, ``noise_stride``
-    defaulting to ``(T-1)*D``: a plan's global position, :mod:`grasp_kernels.randomness`); else from
+    T are left untouched. ``step``: the 1-based Adam step; ``adam``: Adam's constants. Noise: the explicit
+    ``noise [B,T-1,D]`` if given; else drawn in-kernel at ``counters`` (Philox key ``counters.seed`` at
+    counters ``counters.base + b * counters.stride + (t-1)*D + d``, the stride defaulting to ``(T-1)*D``:
+    a plan's global position, :mod:`grasp_kernels.randomness`) if its seed is set; else from
     ``generator``; kernels with neither draw their seed from torch's default CPU generator
     (:mod:`.._dispatch`).
     """
+    check_params(adam, counters)
     name = resolve(backend, states.device)
-    noise_base, noise_stride = noise_counters(states, noise_base, noise_stride)
+    counters = counters.for_states(states)
     if name == "reference":
-        noise = reference_noise(states, noise, noise_std, seed, noise_base, noise_stride)
-        state_step_ref(states, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise, generator)
+        noise = reference_noise(states, noise, noise_std, counters)
+        state_step_ref(states, grad, exp_avg, exp_avg_sq, step, adam, noise_std, noise, generator)
         return
     torch.ops.grasp.state_step(
-        states, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, noise_std, noise,
-        kernel_seed(seed, generator, noise, noise_std), noise_base, noise_stride, name,
+        states, grad, exp_avg, exp_avg_sq, step, *adam.flat(), noise_std, noise,
+        *kernel_counters(counters, generator, noise, noise_std).flat(), name,
     )

@@ -8,6 +8,7 @@ import torch
 
 from ..._checks import check_scalar, check_tensor
 from .._adam import adam_update_ref, check_adam_args
+from .._params import AdamHyper
 
 
 def state_step_ref(
@@ -16,10 +17,7 @@ def state_step_ref(
     exp_avg: torch.Tensor,
     exp_avg_sq: torch.Tensor,
     step: Union[int, torch.Tensor],
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
+    adam: AdamHyper,
     noise_std: Union[float, torch.Tensor],
     noise: Optional[torch.Tensor] = None,
     generator: Optional[torch.Generator] = None,
@@ -32,13 +30,13 @@ def state_step_ref(
         states: ``[B, T+1, D]`` float32/float64, updated in place.
         grad, exp_avg, exp_avg_sq: ``[B, T+1, D]``, same dtype; the moments are updated in place.
         step: 1-based Adam step count of this update.
-        lr, beta1, beta2, eps: Adam constants.
+        adam: Adam's constants.
         noise_std: sigma of the noise added after the Adam step (0 disables it); a 0-d tensor (and
             ``step`` one too: ``torch.compile``) needs the explicit ``noise`` and always adds it.
         noise: optional ``[B, T-1, D]`` standard-normal noise; drawn with ``generator`` if None.
         generator: torch.Generator on ``states.device`` used to draw the noise.
     """
-    check_adam_args("states", states, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps)
+    check_adam_args("states", states, grad, exp_avg, exp_avg_sq, step, adam)
     if isinstance(noise_std, torch.Tensor):  # no value check and no branch on it: both would sync the host
         check_tensor("noise_std", noise_std, ndim=0)
         if noise is None:
@@ -52,7 +50,7 @@ def state_step_ref(
         return
     inner = slice(1, rows - 1)
     param = states[:, inner]
-    adam_update_ref(param, grad[:, inner], exp_avg[:, inner], exp_avg_sq[:, inner], step, lr, beta1, beta2, eps)
+    adam_update_ref(param, grad[:, inner], exp_avg[:, inner], exp_avg_sq[:, inner], step, adam)
     if isinstance(noise_std, torch.Tensor):
         param.add_(noise * noise_std)
     elif noise_std > 0.0:

@@ -8,6 +8,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._params import AdamHyper, NoiseCounters
 from .._triton_common import (
     I32,
     NOISE_TENSOR,
@@ -49,18 +50,14 @@ def launch(
     exp_avg: torch.Tensor,
     exp_avg_sq: torch.Tensor,
     step: int,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
+    adam: AdamHyper,
     noise_std: float,
     noise: Optional[torch.Tensor],
-    seed: int,
-    noise_base: int = 0,
-    noise_stride: int = -1,
+    counters: NoiseCounters,
 ) -> None:
-    """Adam + noise on rows 1..T-1 of states [B,T+1,D] (and the moments), in place; Philox counters
-    ``noise_base + b * noise_stride + (t-1)*D + d`` (``noise_stride < 0``: ``(T-1)*D``)."""
+    """Adam + noise on rows 1..T-1 of states [B,T+1,D] (and the moments), in place; Philox key
+    ``counters.seed`` at counters ``counters.base + b * counters.stride + (t-1)*D + d`` (stride None:
+    ``(T-1)*D``)."""
     n_plans, rows, dim = states.shape
     n_virt = (rows - 2) * dim
     if n_plans == 0 or n_virt <= 0:
@@ -68,13 +65,12 @@ def launch(
     stride_s = rows * dim
     bp, bc, n_chunks = tile_config(n_plans, n_virt)
     wide = stride_s >= I32
-    mode, noise_base, noise_stride = noise_layout(float(noise_std), noise, n_plans, n_virt, noise_base,
-                                                  n_virt if noise_stride < 0 else noise_stride)
+    mode, seed, noise_base, noise_stride = noise_layout(float(noise_std), noise, n_plans, n_virt, counters)
     n_programs = triton.cdiv(n_plans, bp) * n_chunks
     check_grid(n_programs)
     state_step_kernel[(n_programs,)](
         states, grad, exp_avg, exp_avg_sq, noise if mode == NOISE_TENSOR else states,
         n_plans, n_virt, dim, stride_s, n_chunks,
-        *adam_scalars(step, lr, beta1, beta2, eps), float(noise_std), int(seed), int(noise_base), int(noise_stride),
+        *adam_scalars(step, adam), float(noise_std), seed, int(noise_base), int(noise_stride),
         BP=bp, BC=bc, WIDE=wide, NOISE=mode, num_warps=NUM_WARPS,
     )
