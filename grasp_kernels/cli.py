@@ -13,7 +13,7 @@ import torch
 
 from ._checks import check_device
 from .backends import BACKENDS
-from .demo import run_demo, run_maze_demo, run_pixel_demo
+from . import demo as demos  # called through the module: tests replace its functions
 from .envs.pixels import cache_path, collect_pixels
 from .envs.sim import ENV_NAMES, check_env_name
 from .models.model_files import WEIGHTS_DIR
@@ -233,14 +233,14 @@ def _run(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> int:
         out = args.out or Path("out/pixel_demo.png" if args.pixels else "out/demo.png")
         common = dict(seed=args.seed, device=args.device, backend=args.backend, out=out, progress=not args.no_progress)
         if args.pixels:
-            table, _ = run_pixel_demo(env_name=args.task, horizon=args.horizon, problems=args.problems or 4,
+            table, _ = demos.run_pixel_demo(env_name=args.task, horizon=args.horizon, problems=args.problems or 4,
                                       weights_dir=args.pixel_weights, mpc=args.mpc, replan_every=args.replan_every,
                                       replan_iters_scale=args.replan_iters, **common)
         elif args.task.startswith("pointmaze"):
-            table, _ = run_maze_demo(env_name=args.task, horizon=50 if args.horizon is None else args.horizon, problems=8 if args.problems is None else args.problems,
+            table, _ = demos.run_maze_demo(env_name=args.task, horizon=50 if args.horizon is None else args.horizon, problems=8 if args.problems is None else args.problems,
                                      replan_every=args.replan_every, replan_iters_scale=args.replan_iters, **common)
         else:
-            table, _ = run_demo(task_name=args.task, horizon=60 if args.horizon is None else args.horizon, problems=16 if args.problems is None else args.problems,
+            table, _ = demos.run_demo(task_name=args.task, horizon=60 if args.horizon is None else args.horizon, problems=16 if args.problems is None else args.problems,
                                 particles=args.particles, **common)
         print(table)
         print(f"\nwrote {out}")
