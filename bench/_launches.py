@@ -21,9 +21,12 @@ from typing import Iterator
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from grasp_kernels.ops.table import OP_TABLE
+
 _NO_KERNEL = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "lift_fresh", "detach",
               "_to_copy_meta", "is_same_size", "sym_size", "sym_stride", "sym_numel", "sym_storage_offset"}
-_CUDA_ENTRY_POINTS = ("lifted_energy_fwd", "state_step", "action_step", "lifted_energy_state_step")
+# the compiled module's kernel entry points: those of the op table's CUDA launches
+_CUDA_ENTRY_POINTS = tuple(name for op in OP_TABLE for name in op.cuda_entry_points)
 
 
 def launches_a_kernel(func: torch._ops.OpOverload) -> bool:

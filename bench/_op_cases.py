@@ -4,8 +4,9 @@ tables) and ``bench/bench_ops.py`` (pytest-benchmark).
 An entry says how to build the op's inputs for a shape (B, T, D), the op's non-tensor arguments, the
 variants worth timing beside the op on each kernel backend, and the minimum bytes the op must move (each
 input read once, each output written once; the goal row counted once per plan), the same for every
-provider, so that GB/s is an effective bandwidth. The callables are the public ones:
-``grasp_kernels.reference.<name>_ref`` and ``grasp_kernels.ops.<name>(..., backend=b)``.
+provider, so that GB/s is an effective bandwidth. The callables are the op table's (``grasp_kernels.ops.table``):
+the op's specification and its public function ``grasp_kernels.ops.<public>(..., backend=b)``. Every op of the
+table has an entry here, or is timed in whole plans (:data:`TIMED_IN_PLANS`); another is an error naming it.
 
 Providers of a case: ``reference``, ``compile`` (torch.compile of the reference), and on each kernel
 backend available here ``b`` and ``"b <variant>"``. ``lifted_energy`` is timed as what a planner needs:
@@ -25,9 +26,9 @@ from typing import Callable, Optional
 import torch
 
 import grasp_kernels.ops as ops
-import grasp_kernels.reference as reference
 from grasp_kernels.backends import backend_unavailable_reason
 from grasp_kernels.ops import AdamHyper, NoiseCounters
+from grasp_kernels.ops.table import OP_TABLE, op_entry
 
 # (B, T, D): B*T*D = 1e4 .. 1e8, horizon 50; D a multiple of 16 (vector loads) and, at 1e6 and 1e8, odd D too
 GPU_SHAPES = [(4, 50, 50), (16, 50, 128), (64, 50, 320), (64, 50, 313), (256, 50, 784), (1024, 50, 1952),
@@ -56,7 +57,7 @@ def compiler(backend: str) -> Optional[Callable[[Callable], Callable]]:
 
 @dataclass(frozen=True)
 class OpBench:
-    name: str  # grasp_kernels.ops.<name>; the reference is grasp_kernels.reference.<name without "_">_ref
+    op: str  # the op's name in the op table (grasp_kernels.ops.table)
     inputs: Callable[[Randn, int, int, int, torch.dtype], dict[str, torch.Tensor]]  # (rn, B, T, D, pred dtype)
     nbytes: Callable[[int, int, int, int], int]  # (B, T, D, bytes per pred element)
     args: dict = field(default_factory=dict)  # non-tensor arguments, the same for the reference and the op
@@ -65,11 +66,17 @@ class OpBench:
     backward: bool = False  # time the output's autograd backward too (to the inputs that require grad)
 
     @property
+    def name(self) -> str:
+        """The op's public function, ``grasp_kernels.ops.<name>``."""
+        return op_entry(self.op).public[0]
+
+    @property
     def reference(self) -> Callable[..., object]:
-        return functools.partial(getattr(reference, self.name.rstrip("_") + "_ref"), **self.args)
+        return functools.partial(op_entry(self.op).spec_function(), **self.args)
 
     def kernel(self, backend: str, fn: Optional[Callable[..., object]] = None) -> Callable[..., object]:
-        return functools.partial(fn or getattr(ops, self.name), **self.args, **self.kernel_args, backend=backend)
+        fn = fn or op_entry(self.op).public_function()
+        return functools.partial(fn, **self.args, **self.kernel_args, backend=backend)
 
     def providers(self, backends=KERNEL_BACKENDS) -> list[str]:
         return ["reference", "compile"] + [p for b in backends for p in (b, *(f"{b} {v}" for v in self.variants))]
@@ -153,11 +160,25 @@ def unfused_energy_state_step(pred, states, gamma, exp_avg, exp_avg_sq, *, backe
     return energy, grad_pred
 
 
-OPS = {entry.name: entry for entry in (
+BENCHES = {bench.op: bench for bench in (
     OpBench("lifted_energy", energy_inputs, energy_bytes, dict(gamma=GAMMA),
             variants={"1-pass": ops.lifted_energy_grads}, backward=True),
-    OpBench("state_step_", state_step_inputs, state_step_bytes, dict(**ADAM, noise_std=NOISE_STD), SEED),
-    OpBench("action_step_", action_step_inputs, action_step_bytes, ADAM),
-    OpBench("lifted_energy_state_step_", energy_state_step_inputs, energy_state_step_bytes,
+    OpBench("state_step", state_step_inputs, state_step_bytes, dict(**ADAM, noise_std=NOISE_STD), SEED),
+    OpBench("action_step", action_step_inputs, action_step_bytes, ADAM),
+    OpBench("lifted_energy_state_step", energy_state_step_inputs, energy_state_step_bytes,
             dict(gamma=GAMMA, **ADAM, noise_std=NOISE_STD), SEED, variants={"unfused": unfused_energy_state_step}),
 )}
+# the fused MLP ops run a whole iteration / sync step of a world model: timed in plans (bench/planner_speed.py,
+# provider fused_mlp), not here
+TIMED_IN_PLANS = ("fused_mlp_iteration", "fused_mlp_sync")
+
+
+def _registry() -> dict[str, OpBench]:
+    """The op table's ops in table order, by public function name (KeyError naming an op without an entry)."""
+    missing = [op.name for op in OP_TABLE if op.name not in BENCHES and op.name not in TIMED_IN_PLANS]
+    if missing:
+        raise KeyError(f"bench/_op_cases.py has no benchmark for the ops {missing}: add an OpBench to BENCHES")
+    return {op.public[0]: BENCHES[op.name] for op in OP_TABLE if op.name in BENCHES}
+
+
+OPS = _registry()

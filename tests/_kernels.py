@@ -1,10 +1,10 @@
 """Test helpers: the kernel backends' launch functions under the names the tests use, and the shared
 tensor helpers of the op tests (relative error, seeded inputs, NaN-poisoned outputs).
 
-``triton_launches()`` / ``cuda_launches()`` return a namespace ``lifted_energy, state_step, action_step,
-lifted_energy_state_step`` of each op's ``launcher(backend)`` (``grasp_kernels/ops/<op>/op.py``): the
-raw launches behind the custom ops, which take validated tensors and preallocated outputs (so tests
-can poison the outputs with NaN). Imported lazily: Triton and the CUDA module are optional.
+``triton_launches()`` / ``cuda_launches()`` return a namespace with, for each op of :data:`OPS`, its
+``launcher(backend)`` (``grasp_kernels/ops/<op>/op.py``): the raw launches behind the custom ops, which take
+validated tensors and preallocated outputs (so tests can poison the outputs with NaN). Imported lazily:
+Triton and the CUDA module are optional.
 """
 
 from __future__ import annotations
@@ -16,18 +16,17 @@ import torch
 
 from grasp_kernels.backends import backend_unavailable_reason
 from grasp_kernels.ops import AdamHyper
+from grasp_kernels.ops.table import OP_TABLE
 
-OPS = ("lifted_energy", "state_step", "action_step", "lifted_energy_state_step")
 KERNEL_BACKENDS = ("triton", "cuda")
+# the ops of the op table with a launch on every kernel backend (the fused MLP ops, Triton only, have their
+# own test modules)
+OPS = tuple(op.name for op in OP_TABLE if op.backends == KERNEL_BACKENDS)
 
 
 def launches(backend: str) -> types.SimpleNamespace:
-    """Each op's launch function of ``backend`` ("triton" | "cuda")."""
-    import importlib
-
-    return types.SimpleNamespace(**{
-        op: importlib.import_module(f"grasp_kernels.ops.{op}.op").launcher(backend) for op in OPS
-    })
+    """Each op's launch function of ``backend`` ("triton" | "cuda"), by op name."""
+    return types.SimpleNamespace(**{op.name: op.launcher(backend) for op in OP_TABLE if op.name in OPS})
 
 
 def triton_launches() -> types.SimpleNamespace:

@@ -1,126 +1,148 @@
-"""Test hook (moved out of the package): every Triton kernel in representative configurations, for an
-ahead-of-time compile for sm_90 (tests/test_lowering.py runs it in a subprocess WITHOUT
+"""Test hook (moved out of the package): every Triton kernel of the op table in representative configurations,
+for an ahead-of-time compile for sm_90 (tests/test_lowering.py runs it in a subprocess WITHOUT
 TRITON_INTERPRET: under the interpreter ``@triton.jit`` yields functions that cannot be compiled).
 
-``kernel_specs()`` covers the four ops' kernels and ``sum_partials``; ``fused_mlp_specs()`` the fused MLP
-iteration kernel. Each returns dicts with ``name``, ``fn``, ``signature``, ``constexprs``, ``attrs``
-(``tt.divisibility`` hints as the JIT would give them: pointers always 16-aligned, sizes when
-``D % 16 == 0``) and ``options`` (``num_warps``, and ``maxnreg`` where the launcher sets it); compile
-with ``triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", 90, 32),
-options=options)``.
+The kernels are the op table's (``OpEntry.triton_kernels``, grasp_kernels/ops/table.py) and the energy kernels'
+second pass ``sum_partials_kernel``. :data:`CONFIGS` holds each kernel's configurations; a kernel of the table
+without one is an error naming it. ``kernel_specs()`` covers every op but the fused MLP ones (an op added to the
+table lands there) and ``sum_partials``; ``fused_mlp_specs()`` and ``fused_mlp_sync_specs()`` the fused MLP
+kernels, whose compiles take seconds each.
+
+Each spec is a dict with ``name`` (the op's name first), ``fn``, ``signature`` (read from the kernel's own
+parameters: :func:`signature`), ``constexprs``, ``attrs`` (``tt.divisibility`` hints as the JIT would give them:
+pointers always 16-aligned, sizes when ``D % 16 == 0``) and ``options`` (``num_warps``, and ``maxnreg`` where the
+launcher sets it); compile with ``triton.compile(ASTSource(fn, signature, constexprs, attrs),
+target=GPUTarget("cuda", 90, 32), options=options)``.
 """
 
 from __future__ import annotations
 
+from typing import Callable
 
-def kernel_specs() -> list[dict]:
-    """The ops' kernels (lifted_energy, state_step, action_step, lifted_energy_state_step, sum_partials)."""
-    from grasp_kernels.ops._triton_common import (
-        GPU_BLOCK,
-        NOISE_PHILOX32,
-        NOISE_PHILOX64,
-        NOISE_TENSOR,
-        NUM_WARPS,
-        REDUCE_BLOCK,
-        sum_partials_kernel,
-    )
-    from grasp_kernels.ops.action_step.triton_kernel import action_step_kernel
-    from grasp_kernels.ops.lifted_energy.triton_kernel import lifted_energy_kernel
-    from grasp_kernels.ops.lifted_energy_state_step.triton_kernel import lifted_energy_state_step_kernel
-    from grasp_kernels.ops.state_step.triton_kernel import state_step_kernel
+from grasp_kernels.ops.table import OP_TABLE, OpEntry, op_entry
 
-    i32, i64, f32, cx = "i32", "i64", "fp32", "constexpr"
-    adam = {"lerp_w": f32, "beta2": f32, "one_minus_beta2": f32, "sqrt_bc2": f32, "eps": f32, "neg_step": f32}
-    size_names = ("n_inner", "n_virt", "D", "stride_s", "n", "A")
+F32, I32, I64, PTR = "fp32", "i32", "i64", "*fp32"
+# Scalar parameters by name, the same in every kernel: gamma and the Adam and noise scalars are float32, the
+# Philox key and counters 64-bit; any other scalar (a size) is i32 unless a configuration says otherwise.
+SCALAR_TYPES = {
+    **dict.fromkeys(("gamma", "lerp_w", "beta2", "one_minus_beta2", "sqrt_bc2", "eps", "neg_step", "neg_step_s",
+                     "neg_step_a", "noise_std"), F32),
+    **dict.fromkeys(("seed", "noise_base", "noise_stride"), I64),
+}
+SIZE_NAMES = ("n_inner", "n_virt", "D", "stride_s", "n", "A")  # 16-divisible in the aligned configurations
+MATRICES = ("w1_ptr", "w2_ptr", "w3_ptr", "wo_ptr")  # the fused MLP kernels' packed matrices
+FUSED_MLP_OPS = ("fused_mlp_iteration", "fused_mlp_sync")
+Spec = dict
+Configs = Callable[[object], list[Spec]]
 
-    def spec(name, fn, signature, constexprs, aligned, num_warps=NUM_WARPS):
-        attrs = {}
-        for i, (arg, kind) in enumerate(signature.items()):
-            if kind.startswith("*") or (aligned and arg in size_names):
-                attrs[(i,)] = [["tt.divisibility", 16]]
-        return {"name": name, "fn": fn, "signature": signature, "constexprs": constexprs, "attrs": attrs,
-                "options": {"num_warps": num_warps}}
 
-    def energy_sig(pred_t, idx):
-        return {"pred_ptr": pred_t, "states_ptr": "*fp32", "energy_ptr": "*fp32", "grad_pred_ptr": "*fp32",
-                "grad_states_ptr": "*fp32", "gamma": f32, "n_plans": i32, "n_inner": idx, "D": idx,
-                "stride_s": idx, "n_chunks": i32, "BP": cx, "BC": cx, "WIDE": cx}
+def signature(fn, **types: str) -> dict[str, str]:
+    """The parameters of the ``@triton.jit`` function ``fn``, in order, with their Triton types: ``constexpr`` as
+    declared; ``types`` where given (bfloat16 pointers, 64-bit sizes); pointers (``*_ptr``) ``*fp32``; scalars by
+    :data:`SCALAR_TYPES`, else ``i32``."""
+    out = {}
+    for param in fn.params:
+        name = param.name
+        if param.is_constexpr:
+            out[name] = "constexpr"
+        else:
+            out[name] = types.get(name, PTR if name.endswith("_ptr") else SCALAR_TYPES.get(name, I32))
+    unknown = sorted(set(types) - set(out))
+    if unknown:
+        raise KeyError(f"{fn.__name__} has no parameters {unknown}")
+    return out
 
-    def fused_sig(pred_t):
-        return {"pred_ptr": pred_t, "states_ptr": "*fp32", "energy_ptr": "*fp32", "grad_pred_ptr": "*fp32",
-                "exp_avg_ptr": "*fp32", "exp_avg_sq_ptr": "*fp32", "noise_ptr": "*fp32", "gamma": f32,
-                "n_plans": i32, "n_inner": i32, "D": i32, "stride_s": i32, "n_chunks": i32, **adam,
-                "noise_std": f32, "seed": i64, "noise_base": i64, "noise_stride": i64, "BP": cx, "BC": cx, "WIDE": cx, "NOISE": cx}
 
-    state_sig = {"states_ptr": "*fp32", "grad_ptr": "*fp32", "exp_avg_ptr": "*fp32", "exp_avg_sq_ptr": "*fp32",
-                 "noise_ptr": "*fp32", "n_plans": i32, "n_virt": i32, "D": i32, "stride_s": i32, "n_chunks": i32,
-                 **adam, "noise_std": f32, "seed": i64, "noise_base": i64, "noise_stride": i64, "BP": cx, "BC": cx, "WIDE": cx, "NOISE": cx}
-    big = {"BP": 1, "BC": GPU_BLOCK}
+def spec(name: str, fn, constexprs: dict, aligned: bool = False, options: dict | None = None, **types: str) -> Spec:
+    """One configuration of ``fn``: its :func:`signature` with ``types``, ``constexprs``, the divisibility hints
+    (pointers; the sizes of :data:`SIZE_NAMES` too when ``aligned``) and the compile ``options`` (default: the
+    elementwise kernels' ``num_warps``)."""
+    from grasp_kernels.ops._triton_common import NUM_WARPS
+
+    sig = signature(fn, **types)
+    attrs = {(i,): [["tt.divisibility", 16]] for i, (arg, kind) in enumerate(sig.items())
+             if kind.startswith("*") or (aligned and arg in SIZE_NAMES)}
+    return {"name": name, "fn": fn, "signature": sig, "constexprs": constexprs, "attrs": attrs,
+            "options": {"num_warps": NUM_WARPS} if options is None else options}
+
+
+def _noise_modes() -> tuple[tuple[int, str], ...]:
+    from grasp_kernels.ops._triton_common import NOISE_PHILOX32, NOISE_TENSOR
+
+    return (NOISE_TENSOR, "noise tensor"), (NOISE_PHILOX32, "philox")
+
+
+def _big() -> dict:
+    """One plan per tile in chunks of the GPU block (the launchers' choice for large plans)."""
+    from grasp_kernels.ops._triton_common import GPU_BLOCK
+
+    return {"BP": 1, "BC": GPU_BLOCK, "WIDE": False}
+
+
+def _aligned() -> tuple[tuple[bool, str], ...]:
+    return (True, "D%16==0"), (False, "D odd")
+
+
+def lifted_energy_configs(fn) -> list[Spec]:
     specs = []
-    for aligned in (True, False):
-        tag = "D%16==0" if aligned else "D odd"
-        specs.append(spec(f"lifted_energy f32 {tag}", lifted_energy_kernel, energy_sig("*fp32", i32),
-                          {**big, "WIDE": False}, aligned))
-        specs.append(spec(f"lifted_energy bf16 {tag}", lifted_energy_kernel, energy_sig("*bf16", i32),
-                          {**big, "WIDE": False}, aligned))
-        for mode, label in ((NOISE_TENSOR, "noise tensor"), (NOISE_PHILOX32, "philox")):
-            specs.append(spec(f"state_step {label} {tag}", state_step_kernel, state_sig,
-                              {**big, "WIDE": False, "NOISE": mode}, aligned))
-            specs.append(spec(f"lifted_energy_state_step f32 {label} {tag}", lifted_energy_state_step_kernel,
-                              fused_sig("*fp32"), {**big, "WIDE": False, "NOISE": mode}, aligned))
-    specs.append(spec("lifted_energy f32 wide (plan >= 2^31 elements)", lifted_energy_kernel,
-                      energy_sig("*fp32", i64), {**big, "WIDE": True}, False))
-    specs.append(spec("lifted_energy f32 small plans (BP=64, BC=32)", lifted_energy_kernel,
-                      energy_sig("*fp32", i32), {"BP": 64, "BC": 32, "WIDE": False}, False))
-    specs.append(spec("state_step philox64 (B*(T-1)*D >= 2^31)", state_step_kernel, state_sig,
-                      {**big, "WIDE": False, "NOISE": NOISE_PHILOX64}, True))
-    specs.append(spec("lifted_energy_state_step bf16 philox", lifted_energy_state_step_kernel, fused_sig("*bf16"),
-                      {**big, "WIDE": False, "NOISE": NOISE_PHILOX32}, True))
-    specs.append(spec("sum_partials", sum_partials_kernel,
-                      {"partial_ptr": "*fp32", "energy_ptr": "*fp32", "n_chunks": i32, "BLOCK_R": cx},
-                      {"BLOCK_R": REDUCE_BLOCK}, False, num_warps=4))
-    action_sig = {"actions_ptr": "*fp32", "grad_ptr": "*fp32", "exp_avg_ptr": "*fp32", "exp_avg_sq_ptr": "*fp32",
-                  "low_ptr": "*fp32", "high_ptr": "*fp32", "n": i32, "A": i32, **adam, "BLOCK": cx, "WIDE": cx}
-    specs.append(spec("action_step", action_step_kernel, action_sig, {"BLOCK": GPU_BLOCK, "WIDE": False}, False))
-    specs.append(spec("action_step wide", action_step_kernel, {**action_sig, "n": i64},
-                      {"BLOCK": GPU_BLOCK, "WIDE": True}, False))
+    for aligned, tag in _aligned():
+        specs.append(spec(f"lifted_energy f32 {tag}", fn, _big(), aligned))
+        specs.append(spec(f"lifted_energy bf16 {tag}", fn, _big(), aligned, pred_ptr="*bf16"))
+    specs.append(spec("lifted_energy f32 wide (plan >= 2^31 elements)", fn, {**_big(), "WIDE": True}, n_inner=I64,
+                      D=I64, stride_s=I64))
+    specs.append(spec("lifted_energy f32 small plans (BP=64, BC=32)", fn, {"BP": 64, "BC": 32, "WIDE": False}))
     return specs
 
 
-def _mlp_spec(kernel: str, fn, ptrs: list[str], mdt: str, scalars: dict, constexprs: dict, tag: str, launch_options,
-              hidden: int) -> dict:
-    """A fused MLP kernel's spec: the pointers ``ptrs``, the packed model (matrices ``*mdt``, vectors
-    float32), the scratch, ``scalars`` and ``constexprs`` in the kernel's argument order, compiled with
-    the launcher's ``launch_options(hidden, matrix_dtype)``."""
+def state_step_configs(fn) -> list[Spec]:
+    from grasp_kernels.ops._triton_common import NOISE_PHILOX64
+
+    specs = [spec(f"state_step {label} {tag}", fn, {**_big(), "NOISE": mode}, aligned)
+             for aligned, tag in _aligned() for mode, label in _noise_modes()]
+    specs.append(spec("state_step philox64 (B*(T-1)*D >= 2^31)", fn, {**_big(), "NOISE": NOISE_PHILOX64}, True))
+    return specs
+
+
+def lifted_energy_state_step_configs(fn) -> list[Spec]:
+    from grasp_kernels.ops._triton_common import NOISE_PHILOX32
+
+    specs = [spec(f"lifted_energy_state_step f32 {label} {tag}", fn, {**_big(), "NOISE": mode}, aligned)
+             for aligned, tag in _aligned() for mode, label in _noise_modes()]
+    specs.append(spec("lifted_energy_state_step bf16 philox", fn, {**_big(), "NOISE": NOISE_PHILOX32}, True,
+                      pred_ptr="*bf16"))
+    return specs
+
+
+def action_step_configs(fn) -> list[Spec]:
+    from grasp_kernels.ops._triton_common import GPU_BLOCK
+
+    return [spec("action_step", fn, {"BLOCK": GPU_BLOCK, "WIDE": False}),
+            spec("action_step wide", fn, {"BLOCK": GPU_BLOCK, "WIDE": True}, n=I64)]
+
+
+def sum_partials_configs(fn) -> list[Spec]:
+    from grasp_kernels.ops._triton_common import REDUCE_BLOCK
+
+    return [spec("sum_partials", fn, {"BLOCK_R": REDUCE_BLOCK}, options={"num_warps": 4})]
+
+
+def _mlp_spec(kernel: str, fn, mdt: str, constexprs: dict, tag: str, launch_options, hidden: int) -> Spec:
+    """A fused MLP kernel's spec: the packed matrices ``*mdt`` (vectors float32), compiled with the launcher's
+    ``launch_options(hidden, matrix_dtype)``."""
     import torch
 
     from grasp_kernels.ops._mlp_triton import is_wide, wide_block
 
-    signature = {f"{n}_ptr": "*fp32" for n in ptrs}
-    for n in ("w1", "b1", "w2", "b2", "w3", "b3", "wo", "bo"):
-        signature[f"{n}_ptr"] = f"*{mdt}" if n.startswith("w") else "*fp32"
-    signature["scratch_ptr"] = "*fp32"
-    signature.update(scalars)
-    signature.update({name: "constexpr" for name in constexprs})
-    attrs = {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(signature.values()) if kind.startswith("*")}
     variant = f"wide BH={wide_block(hidden)}" if is_wide(hidden) else "register"
     options = launch_options(hidden, torch.bfloat16 if mdt == "bf16" else torch.float32)
-    return {"name": f"{kernel} {variant} {tag}", "fn": fn, "signature": signature, "constexprs": constexprs,
-            "attrs": attrs, "options": options}
+    return spec(f"{kernel} {variant} {tag}", fn, constexprs, options=options, **dict.fromkeys(MATRICES, f"*{mdt}"))
 
 
-def fused_mlp_specs() -> list[dict]:
-    """The fused MLP iteration kernel (same dict format as :func:`kernel_specs`)."""
-    from grasp_kernels.ops._triton_common import NOISE_PHILOX32, NOISE_TENSOR
+def fused_mlp_iteration_configs(fn) -> list[Spec]:
     from grasp_kernels.ops._mlp_triton import is_wide, pad_dim, padded_hidden, wide_block
-    from grasp_kernels.ops.fused_mlp_iteration.triton_kernel import (
-        _fused_mlp_iteration_kernel,
-        gpu_rows,
-        launch_options,
-        mlp_tile_config,
-    )
+    from grasp_kernels.ops._triton_common import NOISE_PHILOX32, NOISE_TENSOR
+    from grasp_kernels.ops.fused_mlp_iteration.triton_kernel import gpu_rows, launch_options, mlp_tile_config
 
-    i32, i64, f32 = "i32", "i64", "fp32"
     # every width the tests and benchmarks run: the register variant (padded width <= 32) and the blocked
     # one; the shipped world models are D=4 A=2 H=256 depth 3
     configs = [  # (label, D, A, H, depth, act, matrix dtype, noise)
@@ -138,24 +160,17 @@ def fused_mlp_specs() -> list[dict]:
     specs = []
     for label, dim, action_dim, hidden, depth, act, mdt, noise in configs:
         bp, bt, _ = mlp_tile_config(1 << 20, 64, hidden, rows=gpu_rows(hidden))
-        ptrs = ["states", "actions", "out", "energy", "s_avg", "s_avg_sq", "a_avg", "a_avg_sq", "noise", "low",
-                "high", "mean", "std", "amean", "astd", "delta"]
-        scalars = {"gamma": f32, "n_plans": i32, "T": i32, "D": i32, "A": i32, "H": i32, "n_chunks": i32,
-                   "n_tiles": i32, "lerp_w": f32, "beta2": f32, "one_minus_beta2": f32, "sqrt_bc2": f32,
-                   "eps": f32, "neg_step_s": f32, "neg_step_a": f32, "noise_std": f32, "seed": i64, "noise_base": i64, "noise_stride": i64}
         constexprs = {"BP": bp, "BT": bt, "DP": pad_dim(dim), "AP": pad_dim(action_dim), "HP": padded_hidden(hidden),
                       "DEPTH": depth, "ACT": act, "NOISE": noise, "WIDE": is_wide(hidden), "BH": wide_block(hidden)}
-        specs.append(_mlp_spec("fused_mlp_iteration", _fused_mlp_iteration_kernel, ptrs, mdt, scalars, constexprs,
-                               f"{label} BM={bp * bt}", launch_options, hidden))
+        specs.append(_mlp_spec("fused_mlp_iteration", fn, mdt, constexprs, f"{label} BM={bp * bt}", launch_options,
+                               hidden))
     return specs
 
 
-def fused_mlp_sync_specs() -> list[dict]:
-    """The fused MLP sync-step kernel (same dict format as :func:`kernel_specs`), at the launcher's tiles."""
+def fused_mlp_sync_configs(fn) -> list[Spec]:
     from grasp_kernels.ops._mlp_triton import is_wide, pad_dim, padded_hidden, wide_block
-    from grasp_kernels.ops.fused_mlp_sync.triton_kernel import SYNC_ROWS, _fused_mlp_sync_kernel, launch_options
+    from grasp_kernels.ops.fused_mlp_sync.triton_kernel import SYNC_ROWS, launch_options
 
-    i32, f32 = "i32", "fp32"
     configs = [  # (label, D, A, H, depth, act, matrix dtype): both variants, f32 and bf16, up to H = 1024
         ("D=16 A=4 H=16 depth2 SiLU f32", 16, 4, 16, 2, 0, "fp32"),
         ("D=5 A=3 H=24 depth3 Tanh f32", 5, 3, 24, 3, 2, "fp32"),
@@ -169,12 +184,53 @@ def fused_mlp_sync_specs() -> list[dict]:
     ]
     specs = []
     for label, dim, action_dim, hidden, depth, act, mdt in configs:
-        ptrs = ["s0", "goal", "actions", "a_avg", "a_avg_sq", "ws", "loss", "low", "high", "mean", "std", "amean",
-                "astd", "delta"]
-        scalars = {"n_plans": i32, "T": i32, "D": i32, "A": i32, "H": i32, "n_blocks": i32, "lerp_w": f32,
-                   "beta2": f32, "one_minus_beta2": f32, "sqrt_bc2": f32, "eps": f32, "neg_step": f32}
         constexprs = {"BP": SYNC_ROWS, "DP": pad_dim(dim), "AP": pad_dim(action_dim), "HP": padded_hidden(hidden),
                       "DEPTH": depth, "ACT": act, "WIDE": is_wide(hidden), "BH": wide_block(hidden)}
-        specs.append(_mlp_spec("fused_mlp_sync", _fused_mlp_sync_kernel, ptrs, mdt, scalars, constexprs,
-                               f"{label} BP={SYNC_ROWS}", launch_options, hidden))
+        specs.append(_mlp_spec("fused_mlp_sync", fn, mdt, constexprs, f"{label} BP={SYNC_ROWS}", launch_options,
+                               hidden))
     return specs
+
+
+# each Triton kernel's configurations, by the kernel's name (OpEntry.triton_kernels)
+CONFIGS: dict[str, Configs] = {
+    "lifted_energy_kernel": lifted_energy_configs,
+    "state_step_kernel": state_step_configs,
+    "action_step_kernel": action_step_configs,
+    "lifted_energy_state_step_kernel": lifted_energy_state_step_configs,
+    "sum_partials_kernel": sum_partials_configs,
+    "_fused_mlp_iteration_kernel": fused_mlp_iteration_configs,
+    "_fused_mlp_sync_kernel": fused_mlp_sync_configs,
+}
+
+
+def specs_of(op: OpEntry) -> list[Spec]:
+    """The specs of every Triton kernel of ``op`` (KeyError naming a kernel without configurations)."""
+    specs = []
+    for name, fn in zip(op.triton_kernels, op.triton_kernel_functions()):
+        if name not in CONFIGS:
+            raise KeyError(f"no lowering configuration for the Triton kernel {name} of op {op.name}: add it to "
+                           "CONFIGS in tests/_lowering_specs.py")
+        specs += CONFIGS[name](fn)
+    return specs
+
+
+def kernel_ops() -> list[OpEntry]:
+    """The ops of :func:`kernel_specs`: every op of the table but the fused MLP ones."""
+    return [op for op in OP_TABLE if op.name not in FUSED_MLP_OPS]
+
+
+def kernel_specs() -> list[Spec]:
+    """The kernels of every op but the fused MLP ones, and ``sum_partials``."""
+    from grasp_kernels.ops._triton_common import sum_partials_kernel
+
+    return [s for op in kernel_ops() for s in specs_of(op)] + sum_partials_configs(sum_partials_kernel)
+
+
+def fused_mlp_specs() -> list[Spec]:
+    """The fused MLP iteration kernel (same dict format as :func:`kernel_specs`), at the launcher's tiles."""
+    return specs_of(op_entry("fused_mlp_iteration"))
+
+
+def fused_mlp_sync_specs() -> list[Spec]:
+    """The fused MLP sync-step kernel (same dict format as :func:`kernel_specs`), at the launcher's tiles."""
+    return specs_of(op_entry("fused_mlp_sync"))

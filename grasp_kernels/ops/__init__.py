@@ -8,6 +8,8 @@ Every public function takes a keyword-only ``backend`` ("auto" | "reference" | "
 error naming the argument); the reference backend runs the op's specification. Noise seeds: see
 :mod:`grasp_kernels.ops._dispatch`.
 
+The op table (:mod:`grasp_kernels.ops.table`) lists the ops once, for everything that iterates over them.
+
 The scalars come in families, one frozen object each (:mod:`grasp_kernels.ops._params`): Adam's constants
 :class:`AdamHyper` and the in-kernel noise's Philox key and counters :class:`NoiseCounters`. Per-call
 values (the Adam ``step``, ``noise_std``) are separate arguments.

@@ -7,8 +7,6 @@ guard (``on_device``, imported by each op.py) around every launch.
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 
@@ -17,6 +15,7 @@ from _cuda_helpers import ck  # noqa: F401  (fixture)
 from _kernels import KERNEL_BACKENDS, OPS, make_inputs
 from grasp_kernels.backends import backend_unavailable_reason
 from grasp_kernels.ops import AdamHyper, NoiseCounters
+from grasp_kernels.ops.table import op_entry
 
 # the schemas' flat (step, lr, beta1, beta2, eps)
 ADAM = (3, 0.1, 0.9, 0.999, 1e-8)
@@ -24,7 +23,7 @@ ADAM_ARGS = (2, 0.1, 0.9, 0.999, 1e-8)
 
 
 def op_module(name: str):
-    return importlib.import_module(f"grasp_kernels.ops.{name}.op")
+    return op_entry(name).module("op")
 
 
 def stub_launchers(monkeypatch, launch_for):

@@ -12,7 +12,7 @@ Its specification is the planner's own iteration, :func:`grasp_kernels.lifted.li
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 from torch import Tensor
@@ -52,6 +52,12 @@ def check_shared_moments(state_adam: AdamHyper, action_adam: AdamHyper) -> None:
                              f"{getattr(action_adam, name)}")
 
 
+def check_triton_only(op: str, backend: str) -> None:
+    """A fused MLP custom op's backend: "triton" (ValueError naming the op otherwise)."""
+    if backend != "triton":
+        raise ValueError(f"grasp::{op} runs on the triton backend only, got {backend!r}")
+
+
 def unsupported_backend(op: str, backend: str) -> ValueError:
     """The error of a fused MLP op asked to run where its Triton kernel cannot (it has no reference path)."""
     return ValueError(
@@ -59,6 +65,14 @@ def unsupported_backend(op: str, backend: str) -> ValueError:
         "here; on a CPU set TRITON_INTERPRET=1. Its specification is the planner's own math "
         "(grasp_kernels.lifted / grasp_kernels.sync), which GraspConfig(fused_mlp=True) falls back to with one warning"
     )
+
+
+def launcher(backend: str) -> Callable[..., None]:
+    """The launch function of a kernel backend: Triton only (imported on first use: Triton is optional)."""
+    check_triton_only("fused_mlp_iteration", backend)
+    from .triton_kernel import launch
+
+    return launch
 
 
 @torch.library.custom_op(
@@ -105,14 +119,11 @@ def _fused_mlp_iteration(
     action_adam = state_adam.with_lr(lr_actions)
     noise_std = check_scalar("noise_std", noise_std, minimum=0.0)
     counters = NoiseCounters(seed, noise_base, noise_stride).for_states(states)
-    if backend != "triton":
-        raise ValueError(f"grasp::fused_mlp_iteration runs on the triton backend only, got {backend!r}")
+    check_triton_only("fused_mlp_iteration", backend)
     check_backend_runs(backend, states.device)
     energy = torch.empty((states.shape[0],), device=states.device, dtype=torch.float32)
-    from .triton_kernel import launch  # Triton is optional: imported on first use
-
     with on_device(states.device):
-        launch(
+        launcher(backend)(
             states, actions, states_out, energy, list(params), depth, activation, gamma, state_exp_avg,
             state_exp_avg_sq, action_exp_avg, action_exp_avg_sq, step, state_adam, action_adam, noise_std, noise,
             counters, low, high,

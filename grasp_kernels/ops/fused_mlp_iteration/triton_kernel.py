@@ -267,7 +267,8 @@ def launch(
         noise if mode == NOISE_TENSOR else states, low, high,
         *kernel_params(params, depth), scratch,
         float(gamma), n_plans, horizon, dim, action_dim, hidden, n_chunks, n_tiles,
-        lerp_w, b2_, omb2, sqrt_bc2, eps_, neg_step_s, neg_step_a, float(noise_std), seed, int(noise_base), int(noise_stride),
+        lerp_w, b2_, omb2, sqrt_bc2, eps_, neg_step_s, neg_step_a, float(noise_std), seed, int(noise_base),
+        int(noise_stride),
         BP=bp, BT=bt, DP=pad_dim(dim), AP=pad_dim(action_dim), HP=padded_hidden(hidden), DEPTH=depth, ACT=activation,
         NOISE=mode, WIDE=wide, BH=wide_block(hidden), **launch_options(hidden, params[5].dtype),
     )

@@ -10,7 +10,7 @@ Its specification is one step of the planner's GD sync, :func:`grasp_kernels.syn
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 from torch import Tensor
@@ -21,7 +21,7 @@ from .._dispatch import kernel_bounds
 from .._params import AdamHyper
 from .._validate import check_backend_runs, check_bounds, check_float32, check_like, check_no_overlap, check_params
 from .._validate import check_step
-from ..fused_mlp_iteration.op import fused_mlp_backend, unsupported_backend
+from ..fused_mlp_iteration.op import check_triton_only, fused_mlp_backend, unsupported_backend
 from ..fused_mlp_iteration.pack import PackedMLP, check_packed_params, packed_for
 
 
@@ -41,6 +41,14 @@ def _check_tensors(s0, goal, actions, exp_avg, exp_avg_sq, workspace, params, de
     check_same_device(s0=s0, actions=actions, workspace=workspace)
     check_bounds(actions, low, high)
     check_packed_params(list(params), depth, activation, dim, actions.shape[-1], s0.device)
+
+
+def launcher(backend: str) -> Callable[..., None]:
+    """The launch function of a kernel backend: Triton only (imported on first use: Triton is optional)."""
+    check_triton_only("fused_mlp_sync_step", backend)
+    from .triton_kernel import launch
+
+    return launch
 
 
 @torch.library.custom_op("grasp::fused_mlp_sync_step", mutates_args=("actions", "exp_avg", "exp_avg_sq", "workspace"))
@@ -70,15 +78,12 @@ def _fused_mlp_sync_step(
     )
     check_step(step)
     adam = AdamHyper(lr, beta1, beta2, eps)
-    if backend != "triton":
-        raise ValueError(f"grasp::fused_mlp_sync_step runs on the triton backend only, got {backend!r}")
+    check_triton_only("fused_mlp_sync_step", backend)
     check_backend_runs(backend, s0.device)
     loss = torch.empty((s0.shape[0],), device=s0.device, dtype=torch.float32)
-    from .triton_kernel import launch  # Triton is optional: imported on first use
-
     with on_device(s0.device):
-        launch(s0, goal, actions, exp_avg, exp_avg_sq, workspace, loss, list(params), depth, activation, step, adam,
-               low, high)
+        launcher(backend)(s0, goal, actions, exp_avg, exp_avg_sq, workspace, loss, list(params), depth, activation,
+                          step, adam, low, high)
     return loss
 
 
