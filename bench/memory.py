@@ -39,6 +39,7 @@ from _timing import device_name, versions, write_report
 from grasp_kernels import GraspConfig, GraspPlanner
 from grasp_kernels.memory import format_bytes, measure_peak
 from grasp_kernels.models import MLPDynamics, PatchTransformerDynamics
+from grasp_kernels.ops import AdamHyper
 from grasp_kernels.models.zoo import load_world_model
 from grasp_kernels.sync import sync_step
 
@@ -152,7 +153,7 @@ def sync_rows(case: Case, settings: list[tuple[Optional[int], bool]]) -> list[di
         actions = state.actions.clone()
         moments = (torch.zeros_like(actions), torch.zeros_like(actions))
         steps.append(lambda actions=actions, moments=moments, chains=chains, checkpoint=checkpoint: sync_step(
-            case.model, start_frames, problem.goal, actions, *moments, 1, 0.05, 0.9, 0.999, 1e-8, None, None,
+            case.model, start_frames, problem.goal, actions, *moments, 1, AdamHyper(0.05), None, None,
             problem.history, None, chains, checkpoint))
     device = state.states.device
     return [{"ms": ms, "tensors": measure_peak(step, device)[0]}

@@ -21,6 +21,7 @@ import torch
 import grasp_kernels
 from _cuda_helpers import build_expected, cuda_module, find_nvcc, philox_normal
 from grasp_kernels import backends
+from grasp_kernels.ops import AdamHyper, NoiseCounters
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,7 +101,7 @@ def test_backend_reports_missing_module(monkeypatch):
         stub = importlib.reload(_cuda_common)
         assert not stub.available()
         with pytest.raises(RuntimeError, match="not built"):
-            cuda_launch.launch(None, None, None, None, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, None, 0)
+            cuda_launch.launch(None, None, None, None, 1, AdamHyper(0.1), 0.0, None, NoiseCounters(0))
     finally:
         backends.cuda_unavailable_reason.cache_clear()
         monkeypatch.undo()
@@ -229,20 +230,22 @@ def test_launchers_bind_to_the_module_signatures(monkeypatch):
     states = torch.randn(2, 4, 3, generator=g)
     pred, noise = torch.randn(2, 3, 3, generator=g), torch.randn(2, 2, 3, generator=g)
     actions = torch.randn(2, 3, 2, generator=g)
-    adam = (1, 0.1, 0.9, 0.999, 1e-8)
+    adam = (1, AdamHyper(0.1, 0.9, 0.999, 1e-8))
     calls = {
         "lifted_energy": lambda: cuda.lifted_energy(
             pred, states, 1.0, torch.empty(2), torch.empty_like(pred), torch.empty_like(states)),
         "state_step (seeded)": lambda: cuda.state_step(
-            states, states.clone(), states.clone(), states.clone().abs(), *adam, 0.1, None, 5),
+            states, states.clone(), states.clone(), states.clone().abs(), *adam, 0.1, None,
+            NoiseCounters(5).for_states(states)),
         "state_step (noise tensor)": lambda: cuda.state_step(
-            states, states.clone(), states.clone(), states.clone().abs(), *adam, 0.1, noise, None),
+            states, states.clone(), states.clone(), states.clone().abs(), *adam, 0.1, noise,
+            NoiseCounters().for_states(states)),
         "action_step": lambda: cuda.action_step(
             actions, actions.clone(), actions.clone(), actions.clone().abs(), *adam, torch.full((2,), -1.0),
             torch.ones(2)),
         "lifted_energy_state_step": lambda: cuda.lifted_energy_state_step(
             pred, states, 1.0, torch.empty(2), torch.empty_like(pred), states.clone(), states.clone().abs(), *adam,
-            0.1, None, 5),
+            0.1, None, NoiseCounters(5).for_states(states)),
         "philox_normal": lambda: philox_normal((4, 3), 7, torch.device("cpu")),
         "energy_workspace_numel": lambda: workspace(mod, 0, torch.device("cpu"), 2, 3, 3),
     }
