@@ -33,7 +33,7 @@ from torch._dynamo.utils import counters
 
 from _timing import device_name, versions
 from grasp_kernels import GraspConfig, GraspPlanner, compiled
-from grasp_kernels.lifted import rollout
+from grasp_kernels.rollouts import rollout
 from grasp_kernels.sync import gd_sync
 from grasp_kernels.models.zoo import load_world_model
 from grasp_kernels.randomness import per_plan_normal, plan_generators

@@ -12,7 +12,8 @@ import torch
 from . import ops
 from ._checks import as_bounds, check_finite, check_tensor
 from .backends import triton_interpreter_active, warn_once
-from .lifted import WorldModel, rollout, weighted_sq_norm
+from .lifted import WorldModel
+from .rollouts import rollout, weighted_sq_norm
 from .result import PlanResult
 
 BoundSpec = Union[None, float, Sequence[float], torch.Tensor]

@@ -8,10 +8,9 @@ The sync phase (full-rollout gradient steps on the actions) is the only sequenti
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 import warnings
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -40,11 +39,11 @@ from .compiled import CompiledFunction, compiled_iteration, iteration_function, 
 from .config import GraspConfig
 from .graphs import PlanGraphs, host_sync_forbidden
 from .lifted import WorldModel, lifted_iteration
-from .memory import MemoryPlan, sync_chunking
+from .memory import MemoryPlan
 from .plan_state import PlanState
 from .randomness import per_plan_normal, plan_generators
 from .result import PlanResult
-from .sizing import memory_key, memory_plan
+from .sizing import memory_plan, retry_out_of_memory
 from .sync import SYNC_RULES, SyncRule, SyncStep, cem_start, rule_for, sync_step
 
 
@@ -298,42 +297,9 @@ class GraspPlanner:
                     model_precision=self.model_precision(state.states.device), max_transitions=max_transitions,
                 )[0]
 
-            energy = self._retry_out_of_memory(state, run)
+            energy = retry_out_of_memory(state, run, self.config.activation_checkpointing, self._memory_plans)
         state.record_iteration(energy)
         return energy
-
-    def _retry_out_of_memory(self, state: PlanState, run: Callable[[Optional[int]], torch.Tensor]) -> torch.Tensor:
-        """``run(max_transitions)`` at the plan's chunk size; on ``torch.OutOfMemoryError`` (raised before the
-        iteration wrote anything, :func:`~grasp_kernels.lifted.lifted_iteration`) once more at half of it, with
-        a warning, and the plan keeps the halved size (the sync's and rollouts' chunks follow it). Not inside a
-        CUDA graph capture (the capture fails)."""
-        memory = state.memory
-        current = None if memory is None else memory.max_transitions
-        try:
-            return run(current)
-        except torch.OutOfMemoryError as error:
-            batch, horizon = state.actions.shape[:2]
-            size = min(current or batch * horizon, batch * horizon)
-            if size <= 1 or host_sync_forbidden(state.states.device):
-                raise
-            halved = size // 2
-            warnings.warn(
-                f"grasp_kernels: out of memory in lifted iteration {state.iteration} with chunks of {size} "
-                f"transitions ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
-                f"retrying it once with max_transitions = {halved} (the plan keeps it; set GraspConfig("
-                "max_transitions=...) or memory_budget=... to choose it)", ResourceWarning, stacklevel=4,
-            )
-            if memory is None:
-                memory = state.memory = MemoryPlan(None, batch * horizon, state_bytes=state.nbytes)
-            memory.max_transitions = halved
-            memory.rollout_rows = halved if memory.rollout_rows is None else min(memory.rollout_rows, halved)
-            memory.sync_chains, memory.checkpoint = sync_chunking(halved, horizon, self.config.activation_checkpointing)
-            memory.retries += 1
-            if memory.budget is not None:
-                self._memory_plans[memory_key(state)] = dataclasses.replace(memory)
-            if torch.cuda.is_available() and state.states.device.type == "cuda":
-                torch.cuda.empty_cache()
-            return run(halved)
 
     def _reference_noise(self, state: PlanState) -> Optional[torch.Tensor]:
         """The reference backend's state noise of this iteration ``[B*K, T-1, D]``, one draw from each

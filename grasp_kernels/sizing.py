@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Optional, Protocol
+import warnings
+from typing import Any, Callable, Optional, Protocol
 
 import torch
 
@@ -27,6 +28,7 @@ from .memory import (
     sync_chunking,
     transition_chunks,
 )
+from .graphs import host_sync_forbidden
 from .plan_state import PlanState
 from .sync import GDSync, rule_for, sync_step
 
@@ -210,3 +212,42 @@ def _sync_peak(context: SizingContext, state: PlanState, chains: Optional[int], 
         return measure_peak(run, actions.device)[0]
     except torch.OutOfMemoryError:
         return DOES_NOT_FIT
+
+
+def retry_out_of_memory(
+    state: PlanState, run: Callable[[Optional[int]], torch.Tensor], activation_checkpointing: Optional[bool],
+    cache: dict,
+) -> torch.Tensor:
+    """``run(max_transitions)`` at the plan's chunk size; on ``torch.OutOfMemoryError`` (raised before the
+    iteration wrote anything, :func:`~grasp_kernels.lifted.lifted_iteration`) once more at half of it, with
+    a warning, and the plan keeps the halved size (the sync's and rollouts' chunks follow it). Not inside a
+    CUDA graph capture (the capture fails). ``cache``: the planner's sized memory plans, updated with the
+    halved size where the plan was sized from a budget."""
+    memory = state.memory
+    current = None if memory is None else memory.max_transitions
+    try:
+        return run(current)
+    except torch.OutOfMemoryError as error:
+        batch, horizon = state.actions.shape[:2]
+        size = min(current or batch * horizon, batch * horizon)
+        if size <= 1 or host_sync_forbidden(state.states.device):
+            raise
+        halved = size // 2
+        warnings.warn(
+            f"grasp_kernels: out of memory in lifted iteration {state.iteration} with chunks of {size} "
+            f"transitions ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+            f"retrying it once with max_transitions = {halved} (the plan keeps it; set GraspConfig("
+            "max_transitions=...) or memory_budget=... to choose it)", ResourceWarning, stacklevel=4,
+        )
+        if memory is None:
+            memory = state.memory = MemoryPlan(None, batch * horizon, state_bytes=state.nbytes)
+        memory.max_transitions = halved
+        memory.rollout_rows = halved if memory.rollout_rows is None else min(memory.rollout_rows, halved)
+        memory.sync_chains, memory.checkpoint = sync_chunking(halved, horizon, activation_checkpointing)
+        memory.retries += 1
+        if memory.budget is not None:
+            cache[memory_key(state)] = dataclasses.replace(memory)
+        if torch.cuda.is_available() and state.states.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return run(halved)
+

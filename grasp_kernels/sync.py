@@ -29,7 +29,8 @@ from ._checks import BoundArg, check_tensor
 from .backends import warn_once
 from .cem import elites, sample_and_refit
 from ._problem import Problem
-from .lifted import WorldModel, rollout, shooting_grad, shooting_loss
+from .lifted import WorldModel
+from .rollouts import rollout, shooting_grad, shooting_loss
 from .ops.action_step.reference import action_step_ref
 from .plan_state import PlanState
 
@@ -75,7 +76,7 @@ def sync_step(
     an int or a 0-d float64 tensor; constants ``adam``) and the clamp to ``[low, high]``.
 
     Bounded memory: ``chains_per_chunk`` differentiates at most that many chains at a time and
-    ``checkpoint`` recomputes each rollout step in the backward (:func:`~grasp_kernels.lifted.shooting_grad`);
+    ``checkpoint`` recomputes each rollout step in the backward (:func:`~grasp_kernels.rollouts.shooting_grad`);
     the Adam step runs once on all chains.
 
     Returns:
@@ -121,7 +122,7 @@ def gd_sync(
     full rollout.
 
     ``s0`` is ``[B, *S]`` (``[B, h, *S]`` for ``history = h > 1``), ``goal`` ``[B, *S]``; ``weights``
-    as :func:`~grasp_kernels.lifted.shooting_loss`; ``step_fn``: a stand-in for :func:`sync_step` with
+    as :func:`~grasp_kernels.rollouts.shooting_loss`; ``step_fn``: a stand-in for :func:`sync_step` with
     its signature (the compiled step); ``chains_per_chunk`` and ``checkpoint``: bounded memory, as
     :func:`sync_step`. Plans are independent, so minimising the sum of their shooting losses minimises
     each. Updates ``actions`` in place, clamped after each step.

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from grasp_kernels import GraspConfig, GraspPlanner, PlanResult
-from grasp_kernels.lifted import WorldModel, lifted_iteration, rollout
+from grasp_kernels.lifted import WorldModel, lifted_iteration
+from grasp_kernels.rollouts import rollout
 from grasp_kernels.models import MLPDynamics
 
 DEVICE = torch.device("cpu")

@@ -19,7 +19,7 @@ from grasp_kernels.cli import main as cli_main
 from grasp_kernels.envs.sim import SimBatch
 from grasp_kernels.integrations.dino_wm import DinoWMGraspPlanner
 from grasp_kernels.integrations.stable_worldmodel import GraspSolver
-from grasp_kernels.lifted import rollout
+from grasp_kernels.rollouts import rollout
 from grasp_kernels.models.zoo import default_path, load_world_model
 from grasp_kernels.mpc import MPCConfig, run_mpc
 from grasp_kernels.ops import AdamHyper

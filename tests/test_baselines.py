@@ -17,7 +17,7 @@ from grasp_kernels.baselines import (
     ablation_config,
 )
 from grasp_kernels.envs import make_task
-from grasp_kernels.lifted import rollout
+from grasp_kernels.rollouts import rollout
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ import torch
 from grasp_kernels import GraspConfig, GraspPlanner
 from grasp_kernels.actions import from_env_actions, to_env_actions
 from grasp_kernels.models import MLPDynamics, PatchTransformerDynamics
-from grasp_kernels.lifted import history_windows, lifted_predictions, rollout
+from grasp_kernels.lifted import history_windows, lifted_predictions
+from grasp_kernels.rollouts import rollout
 from grasp_kernels.reference import lifted_energy_ref
 
 F64 = torch.float64

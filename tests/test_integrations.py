@@ -20,7 +20,7 @@ import torch
 from grasp_kernels import GraspConfig
 from grasp_kernels.actions import to_env_actions
 from grasp_kernels.models import PatchTransformerDynamics
-from grasp_kernels.lifted import rollout
+from grasp_kernels.rollouts import rollout
 
 FAST = dict(iters=40, sync_every=20, sync_steps=3, lr_states=0.01, lr_actions=0.05, goal_weight=0.1, state_noise=0.0)
 

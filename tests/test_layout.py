@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("_checks", "result", "randomness", "backends", "actions", "_cuda", "models.mlp",
                      "models.transformer", "envs")),
     ("ops", ("ops",)),
-    ("lifted math", ("memory", "lifted", "reference", "_problem", "cem")),
+    ("lifted math", ("memory", "lifted", "rollouts", "reference", "_problem", "cem")),
     ("planner", ("plan_state", "sync", "presets", "config", "schedules", "compiled", "graphs", "sizing", "planner")),
     ("planners, world-model training", ("baselines", "distributed", "mpc", "integrations", "models")),
     ("quality", ("quality", "pixel_tasks", "plotting")),

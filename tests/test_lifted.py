@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from grasp_kernels.lifted import init_states, rollout, shooting_loss
+from grasp_kernels.lifted import init_states
+from grasp_kernels.rollouts import rollout, shooting_loss
 from grasp_kernels.ops import AdamHyper
 from grasp_kernels.sync import gd_sync
 

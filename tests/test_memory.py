@@ -19,7 +19,8 @@ from grasp_kernels import GraspConfig, GraspPlanner, backends, compiled
 from grasp_kernels.baselines import CEMConfig, CEMPlanner, GDConfig, GDPlanner, MPPIConfig, MPPIPlanner
 from grasp_kernels.distributed import TimeShardedPlanner
 from grasp_kernels.envs import make_task
-from grasp_kernels.lifted import _chunk_grad_pred, _energy_grads, lifted_iteration, rollout, shooting_loss
+from grasp_kernels.lifted import _chunk_grad_pred, _energy_grads, lifted_iteration
+from grasp_kernels.rollouts import rollout, shooting_loss
 from grasp_kernels.memory import (
     LiveTensorPeak,
     format_bytes,

@@ -9,7 +9,7 @@ from grasp_kernels import GraspConfig, GraspPlanner, PlanResult
 from grasp_kernels._problem import NonFiniteError
 from grasp_kernels.envs import make_task
 from grasp_kernels.models import MLPDynamics
-from grasp_kernels.lifted import rollout, shooting_loss
+from grasp_kernels.rollouts import rollout, shooting_loss
 
 OPEN_FIELD = dict(lr_states=0.003, lr_actions=0.03, goal_weight=0.1, state_noise=0.0, init_noise=0.0)
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from grasp_kernels import GraspConfig, GraspPlanner, backends
-from grasp_kernels.lifted import shooting_loss
+from grasp_kernels.rollouts import shooting_loss
 from grasp_kernels.sync import cem_sync, cem_sync_variance
 from grasp_kernels.models import MLPDynamics
-from grasp_kernels.lifted import rollout
+from grasp_kernels.rollouts import rollout
 from grasp_kernels.randomness import per_plan_normal, plan_generators
 
 DTYPE = torch.float64

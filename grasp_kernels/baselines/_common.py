@@ -7,7 +7,8 @@ from typing import Optional
 import torch
 
 from ..config import _check_bound, _check_float, _check_int
-from ..lifted import WorldModel, rollout
+from ..lifted import WorldModel
+from ..rollouts import rollout
 from ..memory import check_max_transitions
 
 

@@ -21,7 +21,8 @@ from .._problem import (
     squeeze_single,
 )
 from ..config import Bound
-from ..lifted import WorldModel, shooting_grad
+from ..lifted import WorldModel
+from ..rollouts import shooting_grad
 from ..memory import check_max_transitions, sync_chunking
 from ..ops import AdamHyper
 from ..ops.action_step.reference import action_step_ref

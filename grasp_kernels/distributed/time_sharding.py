@@ -66,7 +66,8 @@ import torch.distributed as dist
 from .. import ops, schedules
 from .._problem import NonFiniteError, best_chains_result, raise_if_nonfinite
 from ..config import GraspConfig
-from ..lifted import WorldModel, call_world_model, checkpointed_call, lifted_iteration, weighted_sq_norm
+from ..lifted import WorldModel, call_world_model, lifted_iteration
+from ..rollouts import checkpointed_call, weighted_sq_norm
 from ..memory import row_chunks
 from ..ops.action_step.reference import action_step_ref
 from ..plan_state import PlanState
@@ -332,7 +333,7 @@ class TimeShardedPlanner:
     def _roll_chunk(self, state: PlanState, x: torch.Tensor, actions: torch.Tensor, t0: int, t1: int,
                     rows: Optional[list] = None, checkpoint: bool = False) -> torch.Tensor:
         """Roll ``x [B*K, *S]`` through the chunk's actions ``[B*K, n, A]`` (the steps of
-        :func:`grasp_kernels.lifted.rollout`); appends each next state to ``rows`` if given; ``checkpoint``:
+        :func:`grasp_kernels.rollouts.rollout`); appends each next state to ``rows`` if given; ``checkpoint``:
         recompute each step in the backward (bounded memory)."""
         model = self.planner.rollout_model()
         call = checkpointed_call if checkpoint and torch.is_grad_enabled() else call_world_model

@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..lifted import rollout
+from ..rollouts import rollout
 from .pixel import PixelWorldModel, latent_windows
 from .training import _group_errors, adam_steps
 

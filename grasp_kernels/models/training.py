@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..envs.sim import PUSHT_POSITION_SCALE, angle_difference, check_env_name, pusht_pose
-from ..lifted import rollout
+from ..rollouts import rollout
 from .mlp import MLPDynamics
 from ..envs.exploration import collect, contact_fraction
 

@@ -19,7 +19,7 @@ from torch import nn
 import grasp_kernels.ops as ops
 from grasp_kernels import GraspConfig
 from grasp_kernels.backends import backend_unavailable_reason
-from grasp_kernels.lifted import rollout
+from grasp_kernels.rollouts import rollout
 from grasp_kernels.ops import AdamHyper
 from grasp_kernels.sync import gd_sync, sync_step
 
