@@ -37,9 +37,12 @@ def test_readme_block_runs_verbatim(code):
             assert torch.isfinite(value.final_distance).all()
 
 
-def test_the_api_example_plans_well():
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_api_example_plans_well(seed):
     """The ten-line example's configuration plans: energy falls, the rollout reaches the goals, and
-    the paths are not zig-zags."""
+    the paths are not zig-zags. Its goals come from the global generator: seeded here, so that the
+    goals do not depend on the tests that ran before."""
+    torch.manual_seed(seed)
     namespace: dict = {}
     exec(compile(BLOCKS[0], "README.md", "exec"), namespace)
     result, s0, goal = namespace["result"], namespace["s0"], namespace["goal"]
