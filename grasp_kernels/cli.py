@@ -14,7 +14,7 @@ import torch
 from ._checks import check_device
 from .backends import BACKENDS
 from . import demo as demos  # called through the module: tests replace its functions
-from .envs.pixels import cache_path, collect_pixels
+from .envs.pixel_data import cache_path, collect_pixels
 from .envs.sim import ENV_NAMES, check_env_name
 from .models.model_files import WEIGHTS_DIR
 from .models import pixel_probes

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from .config import GraspConfig
-from .envs.pixels import FrameRenderer, in_frame
+from .envs.pixels import FrameRenderer
+from .envs.pixel_data import in_frame
 from .envs.tasks import PairSet, make_pairs
 from .models.pixel import PixelWorldModel
 
@@ -70,7 +71,7 @@ class PixelObservation:
 
 def pixel_pairs(env_name: str, n: int, seed: int, horizon: int = 25) -> PairSet:
     """:func:`grasp_kernels.envs.tasks.make_pairs` whose starts and goals are in the picture
-    (:func:`grasp_kernels.envs.pixels.in_frame`): PointMaze pairs are unchanged; Push-T pairs whose block
+    (:func:`grasp_kernels.envs.pixel_data.in_frame`): PointMaze pairs are unchanged; Push-T pairs whose block
     left the frame are dropped and the set is drawn again (same seed, more candidates) until n remain."""
     extra = 0
     while True:

@@ -304,7 +304,7 @@ def test_tiny_training_run(simulators, tmp_path):
         assert np.isfinite(metrics[key]["latent_rmse"]) and metrics[key]["constant"] > 0
     assert set(metrics["probe"]) == {"position", "velocity"} and np.isfinite(metrics["reconstruction_psnr"])
     # the encoder was frozen before the predictor trained; the latents are standardised on the training frames
-    from grasp_kernels.envs.pixels import collect_pixels
+    from grasp_kernels.envs.pixel_data import collect_pixels
     from grasp_kernels.models.pixel_probes import encode_all
 
     data = collect_pixels(MAZE, TINY.trajectories, TINY.length, 1)

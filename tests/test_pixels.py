@@ -15,15 +15,14 @@ pytest.importorskip("gymnasium_robotics")
 pytest.importorskip("gym_pusht")
 
 from grasp_kernels.envs import pixels  # noqa: E402
+from grasp_kernels.envs import pixel_data  # noqa: E402
+from grasp_kernels.envs.pixel_data import collect_pixels, load_dataset, save_dataset  # noqa: E402
 from grasp_kernels.envs.pixels import (  # noqa: E402
     FrameRenderer,
     check_frames,
-    collect_pixels,
     goal_frame,
-    load_dataset,
     pointmaze_world_to_pixel,
     render_states,
-    save_dataset,
 )
 from grasp_kernels.envs.sim import PointMazeEnv, pusht_state  # noqa: E402
 
@@ -185,7 +184,7 @@ def test_dataset_reproducible_and_matches_rendering(tmp_path, name):
 def test_default_cache_path_is_outside_the_repository(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     data = collect_pixels("pusht", trajectories=1, length=2, seed=1, size=16)
-    path = pixels.cache_path("pusht", 1, 2, 1, 16)
+    path = pixel_data.cache_path("pusht", 1, 2, 1, 16)
     assert path == tmp_path / "grasp_kernels" / "pixels" / "pusht-s1-n1-l2-16px.npz" and path.is_file()
     np.testing.assert_array_equal(load_dataset(path).frames, data.frames)
 

@@ -1,6 +1,6 @@
 """Training a :class:`~grasp_kernels.models.pixel.PixelWorldModel` (a pixel world model).
 
-``train_pixel_world_model`` renders exploratory trajectories (:func:`grasp_kernels.envs.pixels.collect_pixels`,
+``train_pixel_world_model`` renders exploratory trajectories (:func:`grasp_kernels.envs.pixel_data.collect_pixels`,
 cached), trains the encoder with its objective (:mod:`grasp_kernels.models.pixel_losses`: reconstruction, or
 JEPA then the decoder alone), freezes it, trains the latent predictor on the frozen latents (teacher-forced
 next-latent error plus an open-loop rollout term), and measures on held-out trajectories (another seed;
@@ -25,7 +25,7 @@ from .pixel import CHANNELS, LatentDynamics, PixelWorldModel, latent_windows
 from .pixel_losses import colour_weights, foreground_loss, jepa_loss
 from .pixel_probes import batches, encode_all, evaluate_pixel_model, train_probe
 from .training import HELDOUT_SEED_OFFSET, TrainConfig, adam_steps, rollout_loss
-from ..envs.pixels import collect_pixels
+from ..envs.pixel_data import collect_pixels
 
 PIXEL_ENVS = ("pointmaze-umaze", "pointmaze-medium", "pointmaze-large", "pusht")
 
