@@ -143,6 +143,12 @@ class GraspConfig:
             ``max_transitions``), True or False: the GD sync's backward through the ``T``-step rollout
             recomputes each step's forward instead of keeping its activations (``torch.utils.checkpoint``;
             about one more forward per step).
+        stop_tolerance: 0 (off), or stop the plan at the first sync phase (from the second on) at which no
+            chain's mean energy over the iterations since the previous phase fell by more than this
+            fraction of its mean over the phase before: the energy has stopped falling, and the remaining
+            iterations would not change the plan much (``PlanResult.info["iterations"]`` says how many
+            ran). One host read per sync phase. Needs sync phases (``sync_every``, ``sync_steps`` > 0);
+            not with ``cuda_graph`` (a replay runs the whole plan).
     """
 
     horizon: int = 50
@@ -183,6 +189,7 @@ class GraspConfig:
     max_transitions: Optional[int] = None
     memory_budget: Optional[MemoryBudget] = None
     activation_checkpointing: Optional[bool] = None
+    stop_tolerance: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -249,6 +256,13 @@ class GraspConfig:
         check_max_transitions(self.max_transitions)
         if self.memory_budget is not None:
             parse_memory_budget(self.memory_budget)
+        if _check_float("stop_tolerance", self.stop_tolerance, positive=False) > 0:
+            if not (self.sync_every and self.sync_steps):
+                raise ValueError(f"stop_tolerance > 0 needs sync phases (sync_every and sync_steps > 0), got "
+                                 f"sync_every={self.sync_every}, sync_steps={self.sync_steps}")
+            if self.cuda_graph:
+                raise ValueError("stop_tolerance > 0 and cuda_graph=True: a captured plan is replayed whole, so it "
+                                 "cannot stop after a phase; set one of them off")
         if self.activation_checkpointing is not None and not isinstance(self.activation_checkpointing, bool):
             raise TypeError(f"activation_checkpointing must be None or a bool, got "
                             f"{type(self.activation_checkpointing).__name__}")

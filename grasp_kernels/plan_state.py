@@ -142,6 +142,18 @@ class PlanState:
         self.adam_step += 1
         self.iteration += 1
 
+    def stalled(self, tolerance: float) -> bool:
+        """At a sync phase: no chain's mean energy over the iterations since the previous phase fell by more
+        than ``tolerance`` times its mean over the phase before (``GraspConfig.stop_tolerance``); False
+        before two phases of iterations have run. One host read."""
+        window, end = self.sync_every, self.iteration
+        if not window or end < 2 * window:
+            return False
+        now = self.energy_history[end - window : end].mean(dim=0)
+        before = self.energy_history[end - 2 * window : end - window].mean(dim=0)
+        fall = (before - now) / before.abs().clamp_min(torch.finfo(before.dtype).tiny)
+        return bool((fall <= tolerance).all())
+
     def record_sync(self, loss: Optional[torch.Tensor]) -> None:
         """A sync phase ran: its loss row (unless ``loss`` is None: a graph being captured has no values
         yet), the phase count, and the Adam step count restarting (the phase reset the moments)."""

@@ -181,11 +181,15 @@ class GraspPlanner:
         return self.finish(state, start)
 
     def run_iterations(self, state: PlanState, progress: bool = False) -> None:
-        """All lifted iterations of a started plan, each followed by a sync phase when one is due."""
-        for _ in tqdm(range(self.config.iters - state.iteration), desc="GRASP", disable=not progress, leave=False):
+        """All lifted iterations of a started plan, each followed by a sync phase when one is due (until the
+        phases stall, with ``config.stop_tolerance``)."""
+        cfg = self.config
+        for _ in tqdm(range(cfg.iters - state.iteration), desc="GRASP", disable=not progress, leave=False):
             self.iteration(state)
             if state.sync_due:
                 self.sync(state)
+                if cfg.stop_tolerance and state.stalled(cfg.stop_tolerance):
+                    break
 
     @property
     def captured_plans(self) -> int:
@@ -400,6 +404,7 @@ class GraspPlanner:
             state.problem, cfg.particles, state.backend, state.actions, state.states, rollout, distance,
             state.energy_history[: state.iteration], state.sync_losses[: state.syncs], start_time,
         )
+        result.info["iterations"] = state.iteration
         if memory is not None:
             result.info["memory"] = memory.report(*state.actions.shape[:2])
         return result

@@ -43,7 +43,7 @@ single-device plan state once (the same checks, warm starts and random draws as 
 plan) and the rank keeps its chunk, freeing the rest before the first iteration.
 
 Scope: ``history = 1``, ``stop_gradient=True``, no state weights, no ``fused_mlp`` / ``cuda_graph`` /
-``compile`` / ``model_dtype`` (each a ValueError). Tested on the reference backend on CPUs (gloo).
+``compile`` / ``model_dtype`` / ``stop_tolerance`` (each a ValueError). Tested on the reference backend on CPUs (gloo).
 The triton and cuda backends run the same ops on each chunk and need NCCL on GPUs; that path is
 untested here; their noise is drawn in-kernel at the single-device plan's Philox counters (the chunk's
 rows at ``noise_base = chain offset + (first row - 1)*D`` with the full horizon's stride ``(T-1)*D``).
@@ -96,7 +96,7 @@ class TimeShardedPlanner:
 
     Raises:
         ValueError: a setting outside the scope (``history > 1``, ``stop_gradient=False``,
-            ``fused_mlp``, ``cuda_graph``, ``compile``, ``model_dtype``).
+            ``fused_mlp``, ``cuda_graph``, ``compile``, ``model_dtype``, ``stop_tolerance``).
     """
 
     def __init__(
@@ -116,6 +116,8 @@ class TimeShardedPlanner:
         unsupported = [name for name in ("fused_mlp", "cuda_graph", "compile") if getattr(cfg, name)]
         if cfg.model_dtype is not None:
             unsupported.append(f"model_dtype={cfg.model_dtype!r}")
+        if cfg.stop_tolerance:
+            unsupported.append(f"stop_tolerance={cfg.stop_tolerance}")
         if not cfg.stop_gradient:
             unsupported.append("stop_gradient=False")
         if not SYNC_RULES[cfg.sync].time_shardable:  # the sync phase runs as a pipeline over the ranks
