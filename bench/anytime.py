@@ -18,6 +18,8 @@ the planned actions executed in the simulator).
     python bench/anytime.py --env pointmaze-medium --pixels --horizons 25 --out-dir bench/results
     python bench/anytime.py --env pointmaze-medium --horizons 50 100 --grasp-settings "x8, sync 50 steps"
     python bench/anytime.py --quick          # smoke run: tiny budgets and pairs
+    # profile some families now and others later: the later run's report holds both (ratios are per run)
+    python bench/anytime.py --env pusht --horizons 25 --families GRASP --merge out/anytime_pusht_<tag>.json
 
 Writes ``anytime_[pixels_]<env>_<tag>.{json,md,png}``.
 """
@@ -97,9 +99,37 @@ def grasp_leads_from(front: dict[str, dict[str, dict]], budgets: tuple[float, ..
     return leads_from
 
 
-def profile(evaluate, settings: dict, pairs, calibration, budgets: tuple[float, ...]) -> tuple[list[Point], float]:
-    """Every setting at every budget on ``pairs`` (module docstring); returns the points and CEM's own time."""
-    reference = settings[REFERENCE[0]][REFERENCE[1]]
+def merge_points(report: dict, earlier: list[dict]) -> None:
+    """Add to each horizon of ``report`` the points of ``earlier`` reports of the same task (same environment,
+    observation, horizon and pairs) whose family and setting it did not profile itself, then recompute the
+    frontier and the lead. A point's ratio is to its own run's CEM time, so runs made apart combine; each
+    run's CEM time is kept in ``runs``."""
+    for other in earlier:
+        if (other["env"], other["pixels"]) != (report["env"], report["pixels"]):
+            raise ValueError(f"--merge: a report of {other['env']}{' (pixels)' * other['pixels']} cannot join "
+                             f"{report['env']}{' (pixels)' * report['pixels']}")
+    for horizon, cell in report["horizons"].items():
+        cell.setdefault("runs", [{"header": report["header"], "cem_time": cell["cem_time"]}])
+        for other in earlier:
+            theirs = other["horizons"].get(horizon)
+            if theirs is None:
+                continue
+            if theirs["pairs"] != cell["pairs"]:
+                raise ValueError(f"--merge: H={horizon} was profiled on {theirs['pairs']} pairs there, "
+                                 f"{cell['pairs']} here")
+            have = {(p["family"], p["setting"]) for p in cell["points"]}
+            new = [p for p in theirs["points"] if (p["family"], p["setting"]) not in have]
+            if new:
+                cell["points"] += new
+                cell["runs"] += theirs.get("runs", [{"header": other["header"], "cem_time": theirs["cem_time"]}])
+        budgets = tuple(cell["budgets"])
+        cell["frontier"] = frontier([Point(**p) for p in cell["points"]], budgets, report["slack"])
+        cell["grasp_leads_from"] = grasp_leads_from(cell["frontier"], budgets)
+
+
+def profile(evaluate, settings: dict, reference, pairs, calibration, budgets: tuple[float, ...]) -> tuple[list[Point], float]:
+    """Every setting at every budget on ``pairs`` (module docstring), ``reference``: the factory of CEM's own
+    setting (timed first, whether or not CEM is profiled); returns the points and CEM's own time."""
     ref_score, _ = evaluate(reference(1.0), pairs)
     cem_time = ref_score.wall_time
     cal_ref, _ = evaluate(reference(1.0), calibration)
@@ -133,8 +163,10 @@ def markdown(report: dict) -> str:
              report["header"], ""]
     for horizon, cell in report["horizons"].items():
         budgets = cell["budgets"]
+        times = ", ".join(f"{run['cem_time']:.2f} s" for run in cell.get("runs", [])[1:])
         lines += [f"## H = {horizon}", "",
-                  f"CEM's own time (the unit): {cell['cem_time']:.2f} s for {cell['pairs']} pairs. "
+                  f"CEM's own time (the unit): {cell['cem_time']:.2f} s for {cell['pairs']} pairs"
+                  f"{f' (in the merged runs: {times})' if times else ''}. "
                   f"Success % (95% interval) of each family's best setting within the budget "
                   f"(points that took at most {report['slack']:g} x the budget).", "",
                   "| family | " + " | ".join(f"{b:g}x" for b in budgets) + " |",
@@ -197,10 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", nargs="+", type=float, default=list(BUDGETS), help="multiples of CEM's own time")
     parser.add_argument("--slack", type=float, default=1.25, help="a point counts within budget b if it took <= b x this")
     parser.add_argument("--samples", type=int, default=100, help="CEM/MPPI samples per iteration")
-    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
+    parser.add_argument("--families", nargs="*", default=list(FAMILIES), choices=FAMILIES,
+                        help="the families to profile (none: only CEM's own time, for --merge's reports)")
     parser.add_argument("--grasp-settings", nargs="+", metavar="NAME", help="profile only these GRASP settings")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="smoke run: H=10, 3 pairs, budgets 0.5 1 2, tiny sweeps")
+    parser.add_argument("--merge", nargs="+", type=Path, default=[], metavar="JSON",
+                        help="earlier reports of the same task whose other settings' points join this one's")
     parser.add_argument("--out-dir", type=Path, default=Path("out"))
     parser.add_argument("--tag", default=f"cpu_{datetime.date.today().isoformat()}")
     args = parser.parse_args(argv)
@@ -211,8 +246,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--slack must be >= 1, got {args.slack}")
     if args.quick:
         args.horizons, args.pairs, args.calibration_pairs, args.budgets = [10], 3, 2, [0.5, 1.0, 2.0]
-    if "CEM" not in args.families:
-        parser.error("--families must include CEM: budgets are multiples of CEM's own time")
+    earlier = []
+    for path in args.merge:
+        try:
+            earlier.append(json.loads(path.read_text()))
+        except (OSError, ValueError) as err:
+            parser.error(f"--merge: cannot read {path}: {err}")
     budgets = tuple(sorted(args.budgets))
     torch.set_num_threads(args.threads)
     header = (f"Machine: {platform.processor() or platform.machine()}, CPU, torch {torch.__version__}, "
@@ -251,22 +290,28 @@ def main(argv: list[str] | None = None) -> int:
             pairs = make(env_name, args.pairs, TEST_SEED, horizon)
             calibration = make(env_name, args.calibration_pairs, TEST_SEED + 1, horizon)
             settings = restrict_grasp(settings_of(horizon), args.grasp_settings)
+            reference = settings[REFERENCE[0]][REFERENCE[1]]
             settings = {family: settings[family] for family in args.families}
-            points, cem_time = profile(evaluate, settings, pairs, calibration, budgets)
+            points, cem_time = profile(evaluate, settings, reference, pairs, calibration, budgets)
             front = frontier(points, budgets, args.slack)
             report["horizons"][str(horizon)] = {
                 "budgets": list(budgets), "pairs": len(pairs), "cem_time": cem_time,
                 "points": [dataclasses.asdict(p) for p in points], "frontier": front,
                 "grasp_leads_from": grasp_leads_from(front, budgets),
             }
-    report["seconds"] = time.perf_counter() - started
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.out_dir / f"anytime_{'pixels_' if args.pixels else ''}{env_name}_{args.tag}"
+            merge_points(report, earlier)
+            report["seconds"] = time.perf_counter() - started
+            write(report, args.out_dir / f"anytime_{'pixels_' if args.pixels else ''}{env_name}_{args.tag}")
+    return 0
+
+
+def write(report: dict, stem: Path) -> None:
+    """``stem``.json/.md/.png (after every horizon: a long run keeps what it measured)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1))
     stem.with_suffix(".md").write_text(markdown(report) + f"\n![profile]({stem.name}.png)\n")
     plot(report, stem.with_suffix(".png"))
     log(f"wrote {stem}.json/.md/.png ({report['seconds']:.0f} s)")
-    return 0
 
 
 if __name__ == "__main__":

@@ -38,6 +38,10 @@ GRASP_SWEEP: dict[str, dict[str, object]] = {
     # CEM-sync variant (64 samples, top 8), on 8 chains like the rest of the sweep
     "x8, authors' newest": AUTHORS_NEWEST,
     "x8, authors' newest, CEM sync": {**AUTHORS_NEWEST, "sync": "cem", "cem_sync_samples": 64, "cem_sync_elites": 8},
+    # the anytime levers (bench/anytime.py): fewer chains cost proportionally less at small budgets; a plan
+    # whose energy stopped falling (under 1 % over a phase) stops
+    "x2, sync 50 steps": {"particles": 2, "sync_steps": 50},
+    "x8, sync 50 steps, stop when flat": {"particles": 8, "sync_steps": 50, "stop_tolerance": 0.01},
 }
 PIXEL_GRASP_SWEEP: dict[str, dict[str, object]] = {
     # GRASP in a pixel model's latent (on :func:`grasp_kernels.pixel_tasks.pixel_grasp_config`): the state

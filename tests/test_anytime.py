@@ -72,10 +72,35 @@ def test_anytime_quick_writes_the_profile(tmp_path):
     assert (tmp_path / "anytime_pointmaze-medium_t.png").stat().st_size > 1000
 
 
+def test_a_later_run_merges_an_earlier_runs_families(tmp_path):
+    first = _run(tmp_path / "a", "--quick", "--families", "CEM")
+    assert first.returncode == 0, first.stderr[-4000:]
+    earlier = tmp_path / "a" / "anytime_pointmaze-medium_t.json"
+    proc = _run(tmp_path, "--quick", "--families", "GRASP", "--grasp-settings", "x8 particles", "--merge", str(earlier))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    cell = json.loads((tmp_path / "anytime_pointmaze-medium_t.json").read_text())["horizons"]["10"]
+    old = json.loads(earlier.read_text())["horizons"]["10"]
+    assert [p for p in cell["points"] if p["family"] == "CEM"] == old["points"]
+    assert {p["setting"] for p in cell["points"] if p["family"] == "GRASP"} == {"x8 particles"}
+    assert [run["cem_time"] for run in cell["runs"]] == [cell["cem_time"], old["cem_time"]]
+    assert cell["frontier"] == frontier([Point(**p) for p in cell["points"]], tuple(cell["budgets"]), 1.25)
+
+
+def test_merge_refuses_another_task_or_other_pairs():
+    def report(env: str, pairs: int) -> dict:
+        return {"env": env, "pixels": False, "header": "h", "slack": 1.25, "horizons": {"10": {
+            "budgets": [1.0], "pairs": pairs, "cem_time": 1.0, "points": [], "frontier": {}, "grasp_leads_from": None}}}
+
+    with pytest.raises(ValueError, match="cannot join"):
+        anytime.merge_points(report("pusht", 3), [report("pointmaze-medium", 3)])
+    with pytest.raises(ValueError, match="profiled on 5 pairs there, 3 here"):
+        anytime.merge_points(report("pusht", 3), [report("pusht", 5)])
+
+
 @pytest.mark.parametrize("args, message", [
     (("--budgets", "0", "1"), "--budgets must be > 0"),
     (("--slack", "0.5"), "--slack must be >= 1"),
-    (("--families", "GRASP"), "--families must include CEM"),
+    (("--merge", "no/such/report.json"), "--merge: cannot read"),
     (("--grasp-settings", "no such setting"), "--grasp-settings: unknown"),
 ])
 def test_anytime_rejects_bad_arguments(tmp_path, args, message):
