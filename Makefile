@@ -29,8 +29,8 @@ integrations:
 	  || echo "grasp_kernels: integration packages not installed; their tests will skip"
 
 demo: setup
-	$(PYTHON) -m grasp_kernels demo
 	$(PYTHON) -m grasp_kernels demo --pixels
+	$(PYTHON) -m grasp_kernels demo
 
 test: setup
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests

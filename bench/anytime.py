@@ -33,6 +33,7 @@ import datetime
 import functools
 import json
 import platform
+import pprint
 import sys
 import time
 from pathlib import Path
@@ -125,6 +126,17 @@ def merge_points(report: dict, earlier: list[dict]) -> None:
         budgets = tuple(cell["budgets"])
         cell["frontier"] = frontier([Point(**p) for p in cell["points"]], budgets, report["slack"])
         cell["grasp_leads_from"] = grasp_leads_from(cell["frontier"], budgets)
+
+
+def grasp_frontier_table(report: dict) -> dict[tuple[str, str], dict[int, tuple[tuple[float, str, float], ...]]]:
+    """The report's GRASP frontier as :data:`grasp_kernels.presets.GRASP_FRONTIER` holds it:
+    ``{(env, observation): {horizon: ((budget, setting, scale), ...)}}``, budgets where GRASP has a point."""
+    rows = {}
+    for horizon, cell in report["horizons"].items():
+        front = cell["frontier"].get("GRASP", {})
+        rows[int(horizon)] = tuple((b, front[str(b)]["setting"], round(front[str(b)]["scale"], 4))
+                                   for b in cell["budgets"] if str(b) in front)
+    return {(report["env"], "pixels" if report["pixels"] else "states"): rows}
 
 
 def profile(evaluate, settings: dict, reference, pairs, calibration, budgets: tuple[float, ...]) -> tuple[list[Point], float]:
@@ -238,7 +250,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="earlier reports of the same task whose other settings' points join this one's")
     parser.add_argument("--out-dir", type=Path, default=Path("out"))
     parser.add_argument("--tag", default=f"cpu_{datetime.date.today().isoformat()}")
+    parser.add_argument("--print-presets", nargs="+", type=Path, metavar="JSON",
+                        help="print GRASP's frontier of these reports as presets.GRASP_FRONTIER holds it, and exit")
     args = parser.parse_args(argv)
+    if args.print_presets:
+        table: dict = {}
+        for path in args.print_presets:
+            for task, rows in grasp_frontier_table(json.loads(path.read_text())).items():
+                table.setdefault(task, {}).update(rows)
+        print(pprint.pformat(table, width=118, sort_dicts=True))
+        return 0
     env_name = check_env_name(args.env)
     if any(not b > 0 for b in args.budgets):
         parser.error(f"--budgets must be > 0, got {args.budgets}")

@@ -152,9 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
                       choices=("pointmaze-umaze", "pointmaze-medium", "pointmaze-large", "pusht", "detour", "open"),
                       help="pusht: with --pixels only")
     demo.add_argument("--horizon", type=int_at_least(1),
-                      help="default: 50 (PointMaze), 25 (Push-T, --pixels), 60 (synthetic)")
+                      help="default: 50 (PointMaze), 25 (--pixels), 60 (synthetic)")
     demo.add_argument("--problems", type=int_at_least(1),
-                      help="start/goal pairs, planned as one batch; default 8 (PointMaze), 4 (--pixels), 16")
+                      help="start/goal pairs, planned as one batch; default 8 (PointMaze), 16 (--pixels), 16")
     demo.add_argument("--pixels", action="store_true",
                       help="plan from the encoded start frame to the encoded goal image through the pixel world "
                       "model, execute the plans open loop in the simulator, draw the plans' decoded frames")
@@ -233,7 +233,7 @@ def _run(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> int:
         out = args.out or Path("out/pixel_demo.png" if args.pixels else "out/demo.png")
         common = dict(seed=args.seed, device=args.device, backend=args.backend, out=out, progress=not args.no_progress)
         if args.pixels:
-            table, _ = demos.run_pixel_demo(env_name=args.task, horizon=args.horizon, problems=args.problems or 4,
+            table, _ = demos.run_pixel_demo(env_name=args.task, horizon=args.horizon, problems=args.problems or 16,
                                       weights_dir=args.pixel_weights, mpc=args.mpc, replan_every=args.replan_every,
                                       replan_iters_scale=args.replan_iters, **common)
         elif args.task.startswith("pointmaze"):

@@ -195,10 +195,14 @@ class GraspConfig:
         self.validate()
 
     @classmethod
-    def preset(cls, env: str, horizon: int, **changes: object) -> "GraspConfig":
-        """The setting the quality sweep chose for a shipped task (:func:`grasp_kernels.presets.preset_fields`),
-        e.g. ``GraspConfig.preset("pointmaze-medium", horizon=50)``; ``changes`` override any field."""
-        return cls(**preset_fields(env, horizon, **changes))
+    def preset(cls, env: str, horizon: int, budget: Optional[float] = 1.0, observation: str = "states",
+               **changes: object) -> "GraspConfig":
+        """GRASP's setting for a shipped task at a time budget (:func:`grasp_kernels.presets.preset_fields`):
+        ``budget`` is a multiple of CEM's own time on the task (default 1: CEM's time), read from the committed
+        anytime profiles, e.g. ``GraspConfig.preset("pointmaze-medium", 25, budget=0.5)``;
+        ``observation="pixels"`` plans in the shipped pixel model's latent; ``budget=None`` is the quality
+        sweep's choice; ``changes`` override any field."""
+        return cls(**preset_fields(env, horizon, budget, observation, **changes))
 
     def adam(self, lr: float) -> AdamHyper:
         """Adam's constants of this config (``beta1``, ``beta2``, ``adam_eps``) with learning rate ``lr``:

@@ -6,7 +6,9 @@ plans PointMaze or Push-T from frames through a pixel world model (:func:`run_pi
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional, Protocol
 
@@ -24,7 +26,8 @@ from .envs.tasks import goal_error, make_pairs, reached
 from .models.zoo import load_world_model
 from .pixel_tasks import PixelObservation, pixel_grasp_config, pixel_pairs
 from .plotting import PixelPlanRows, plot_maze, plot_navigation, plot_pixel_plans
-from .quality import closed_loop, executed_open_loop, grasp_factory, planner_settings, scaled_iters
+from . import presets
+from .quality import closed_loop, executed_open_loop, grasp_factory, planner_settings
 from .models.pixel_zoo import default_path, load_pixel_model
 
 
@@ -188,7 +191,8 @@ def run_maze_demo(
     Start/goal pairs are far apart (:data:`grasp_kernels.envs.tasks.MIN_CELLS` cells along the maze's
     shortest path). "planned" = the first plan's rollout through the model ends within 0.45 of the goal;
     "executed" = the simulator's own success (within 0.45 at some step) within ``2 * horizon`` steps.
-    GRASP runs the quality sweep's setting for the task (:meth:`GraspConfig.preset`), CEM DINO-WM's defaults.
+    At equal time: CEM runs DINO-WM's setting (``planner_settings``' ``var 1.0``, 30 iterations), GRASP the
+    anytime profile's setting at CEM's own time (:func:`grasp_at_budget`).
     The first plan runs each planner's full iterations; the MPC's replans, warm-started from the shifted
     previous plan, run ``replan_iters_scale`` of them (both families alike; the quality benchmark's closed
     loop uses 0.25), which keeps the demo within about three minutes on two CPU cores.
@@ -196,12 +200,10 @@ def run_maze_demo(
     started = time.perf_counter()
     model = load_world_model(env_name, device=device)
     pairs = make_pairs(env_name, problems, seed)
-    bounds = dict(action_low=-1.0, action_high=1.0)
-    cem = CEMConfig(horizon=horizon, seed=seed, **bounds)
-    grasp = grasp_factory(model, model.action_dim, GraspConfig.preset(env_name, horizon, seed=seed, backend=backend))
+    grasp, how = grasp_at_budget(env_name, horizon, 1.0, "states", seed, backend)
     planners = {  # name -> iteration scale -> planner
-        "GRASP": grasp,
-        "CEM": lambda scale: CEMPlanner(model, model.action_dim, dataclasses.replace(cem, iters=scaled_iters(cem.iters, scale))),
+        "GRASP": grasp_factory(model, model.action_dim, grasp),
+        "CEM": planner_settings(model, model.action_dim, horizon, seed=seed, backend=backend)["CEM"][CEM_SETTING],
     }
     s0 = torch.as_tensor(pairs.starts, dtype=torch.float32, device=device)
     goals = torch.as_tensor(pairs.goals, dtype=torch.float32, device=device)
@@ -220,8 +222,8 @@ def run_maze_demo(
     lines = [
         f"{env_name}, horizon {horizon}, {problems} start/goal pairs across the maze (seed {seed}), shipped MLPDynamics "
         f"world model, MPC replanning every {replan_every} steps ({replan_iters_scale:g} x the iterations, warm-started) "
-        f"for at most {2 * horizon} steps, device {device_name}, "
-        f"torch {torch.__version__}",
+        f"for at most {2 * horizon} steps; CEM {CEM_SETTING} (DINO-WM's), GRASP {how} at CEM's own time; "
+        f"device {device_name}, torch {torch.__version__}",
         "| planner | first plan reaches goal in the model | MPC reaches goal in the simulator "
         "| median final distance (maze units; success: 0.45) | first plan (s) | all planning (s) |",
         "|---|---|---|---|---|---|",
@@ -244,17 +246,18 @@ def run_maze_demo(
     return "\n".join(lines), results
 
 
-PIXEL_HORIZONS = {"pusht": 25}  # else 50: PointMaze's horizon in the state demo and the quality benchmark
-PIXEL_PARTICLES = 8
-# planner_settings' CEM setting the pixel demo runs: DINO-WM's own variance scale (on the state tasks the
-# sweep's two settings were within the noise of each other at these horizons)
-PIXEL_CEM_SETTING = "var 1.0"
+PIXEL_HORIZON = 25  # Push-T's pairs are 25-step pushes; PointMaze-Medium at 25 is where GRASP leads from pixels
+PIXEL_PARTICLES = 8  # GRASP's chains where a task has no anytime profile
+# planner_settings' CEM setting the demos run: DINO-WM's own variance scale and 30 iterations, CEM's own time
+# (the unit of the budgets)
+CEM_SETTING = "var 1.0"
+PIXEL_BUDGETS = (0.5, 1.0, 2.0)  # multiples of CEM's own time: the demo's success-vs-time table
 PIXEL_PLAN_FRAMES = 6
 
 
 def pixel_horizon(env_name: str) -> int:
-    """The pixel demo's default horizon: 25 for Push-T (its pairs are 25-step pushes), 50 for PointMaze."""
-    return PIXEL_HORIZONS.get(env_name, 50)
+    """The pixel demo's default horizon (every task: 25)."""
+    return PIXEL_HORIZON
 
 
 def pixel_weights_path(env_name: str, weights_dir: Optional[Path] = None) -> Path:
@@ -263,70 +266,108 @@ def pixel_weights_path(env_name: str, weights_dir: Optional[Path] = None) -> Pat
     return path if weights_dir is None else Path(weights_dir) / path.name
 
 
+def grasp_at_budget(env_name: str, horizon: int, budget: float, observation: str = "states", seed: int = 0,
+                    backend: str = "auto") -> tuple[GraspConfig, str]:
+    """GRASP's setting at ``budget`` (a multiple of CEM's own time) planning from ``observation`` ("states" or
+    "pixels"): the committed anytime profile's frontier setting (:meth:`GraspConfig.preset`) at ``horizon``,
+    else at the task's nearest profiled horizon; with no profile of the task, from states the quality sweep's
+    choice (``budget=None``), from pixels the default pixel setting with ``PIXEL_PARTICLES`` chains, each with
+    its work scaled by ``budget``. Returns the config and how it was chosen (for the demo's table).
+
+    Raises:
+        ValueError: a budget outside the profile's range (:func:`grasp_kernels.presets.preset_fields`)."""
+    profiled = presets.GRASP_FRONTIER.get((env_name, observation), {})
+    if profiled:
+        nearest = min(profiled, key=lambda h: (abs(h - horizon), h))
+        fields = presets.preset_fields(env_name, nearest, budget=budget, observation=observation, seed=seed,
+                                       backend=backend)
+        where = "" if nearest == horizon else f", H={nearest}'s"
+        return GraspConfig(**{**fields, "horizon": horizon}), f"the anytime profile's frontier setting{where}"
+    if observation == "pixels":
+        base, how = pixel_grasp_config(horizon, seed, backend).replace(particles=PIXEL_PARTICLES), f"x{PIXEL_PARTICLES} chains"
+    else:
+        base, how = GraspConfig.preset(env_name, horizon, budget=None, seed=seed, backend=backend), "the sweep's choice"
+    return GraspConfig(**presets.scaled_work(dataclasses.asdict(base), budget)), f"no anytime profile: {how}, work x budget"
+
+
 def run_pixel_demo(
     env_name: str = "pointmaze-medium",
     horizon: Optional[int] = None,
-    problems: int = 4,
+    problems: int = 16,
     seed: int = 0,
     weights_dir: Optional[Path] = None,
     mpc: bool = False,
     replan_every: int = 10,
     replan_iters_scale: float = 0.5,
     iters_scale: float = 1.0,
+    budgets: Sequence[float] = PIXEL_BUDGETS,
     device: str = "cpu",
     backend: str = "auto",
     out: Optional[Path] = Path("out/pixel_demo.png"),
     progress: bool = True,
 ) -> tuple[str, dict]:
-    """Planning from pixels: plan ``problems`` start/goal pairs of ``env_name`` (PointMaze or Push-T) from the
-    encoded start frame to the encoded goal image through the pixel world model, with GRASP
-    (:func:`grasp_kernels.pixel_tasks.pixel_grasp_config`, 8 chains) and CEM (:func:`grasp_kernels.quality.
-    planner_settings`' ``var 1.0``), execute every plan open loop in the simulator (all ``horizon`` actions,
-    :func:`grasp_kernels.quality.executed_open_loop`) and, with ``mpc``, by MPC too (``2 * horizon`` steps,
-    replanning every ``replan_every`` steps from the encoded current frames with ``replan_iters_scale`` of the
-    iterations). Success is judged on the simulator's true state.
+    """Planning from pixels at equal time: plan ``problems`` start/goal pairs of ``env_name`` (PointMaze or Push-T)
+    from the encoded start frame to the encoded goal image through the pixel world model, with GRASP and CEM at
+    each of ``budgets`` (multiples of CEM's own time: CEM runs ``planner_settings``' ``var 1.0`` with its
+    iterations scaled by the budget, GRASP the committed anytime profile's frontier setting at that budget,
+    :func:`grasp_at_budget`), execute every plan open loop in the simulator (all ``horizon`` actions,
+    :func:`grasp_kernels.quality.executed_open_loop`) and, with ``mpc``, by MPC too at 1x (``2 * horizon``
+    steps, replanning every ``replan_every`` steps from the encoded current frames with ``replan_iters_scale``
+    of the work). Success is judged on the simulator's true state.
 
     Args:
         env_name: ``pointmaze-umaze|medium|large`` or ``pusht``.
         horizon: plan length; default :func:`pixel_horizon`.
         problems: start/goal pairs (:func:`grasp_kernels.pixel_tasks.pixel_pairs` of ``seed``), one batch.
         weights_dir: the folder of ``<env>-pixels.safetensors`` (default: the package's weights).
-        iters_scale: every planner's iteration counts times this (1: the full settings; tests use less).
+        iters_scale: every planner's work times this on top of the budget (1: as profiled; tests use less).
+        budgets: the table's budgets, each > 0; the picture (and MPC) are of 1x if listed, else the largest.
         out: the PNG (:func:`grasp_kernels.plotting.plot_pixel_plans`); None: no picture.
 
     Returns:
         The table (markdown, with a title and notes) and the simulator runs: ``results[name]`` the open-loop
-        :class:`grasp_kernels.mpc.MPCResult` of each planner (``"GRASP"``, ``"CEM"``), and with ``mpc``
-        ``results[f"{name} MPC"]``.
+        :class:`grasp_kernels.mpc.MPCResult` of each planner at the picture's budget (``"GRASP"``, ``"CEM"``),
+        ``results[f"{name} {budget:g}x"]`` at every budget, and with ``mpc`` ``results[f"{name} MPC"]``.
 
     Raises:
         FileNotFoundError: no weights file (the message names it and the ``train-pixels`` command).
+        ValueError: ``iters_scale`` or a budget <= 0.
     """
     started = time.perf_counter()
     if not iters_scale > 0:
         raise ValueError(f"iters_scale must be > 0, got {iters_scale}")
+    budgets = sorted(float(b) for b in budgets)
+    if not budgets or not all(math.isfinite(b) and b > 0 for b in budgets):
+        raise ValueError(f"budgets must be numbers > 0 (multiples of CEM's own time), got {budgets}")
+    main_budget = 1.0 if 1.0 in budgets else budgets[-1]
     horizon = pixel_horizon(env_name) if horizon is None else horizon
     weights = pixel_weights_path(env_name, weights_dir)
     # first, so that a missing file fails before the pairs (Push-T's take seconds) are drawn
     model = load_pixel_model(env_name, weights, device=device)
     env_name = model.env_name  # the canonical name
     dynamics, action_dim = model.dynamics, model.action_dim
-    grasp = pixel_grasp_config(horizon, seed, backend).replace(particles=PIXEL_PARTICLES)
-    planners = {  # name -> iteration scale -> planner
-        "GRASP": grasp_factory(dynamics, action_dim, grasp),
-        "CEM": planner_settings(dynamics, action_dim, horizon, seed=seed, backend=backend)["CEM"][PIXEL_CEM_SETTING],
-    }
+    cem = planner_settings(dynamics, action_dim, horizon, seed=seed, backend=backend)["CEM"][CEM_SETTING]
+    grasp_configs = {b: grasp_at_budget(env_name, horizon, b, "pixels", seed, backend) for b in budgets}
+    planners = {}  # (name, budget) -> iteration scale -> planner
+    for budget, (config, _) in grasp_configs.items():
+        planners["GRASP", budget] = grasp_factory(dynamics, action_dim, config)
+        planners["CEM", budget] = lambda scale, budget=budget: cem(budget * scale)
     pairs = pixel_pairs(env_name, problems, seed, horizon)
     steps = sorted({int(round(t)) for t in np.linspace(0, horizon, min(PIXEL_PLAN_FRAMES, horizon + 1))})
     scores, results, pictures = {}, {}, {}
     with PixelObservation(model) as observation:
         start_frames, goal_frames = observation.frames(pairs.starts), observation.frames(pairs.goals)
-        bar = tqdm(planners.items(), desc="planners", disable=not progress)
-        for name, build in bar:
-            bar.set_postfix_str(name)
+        bar = tqdm(sorted(planners.items(), key=lambda item: (item[0][1], item[0][0])), desc="planners",
+                   disable=not progress)
+        for (name, budget), build in bar:
+            bar.set_postfix_str(f"{name} {budget:g}x")
             planner = build(iters_scale)
-            scores[name], results[name] = executed_open_loop(env_name, planner, pairs, device=device,
-                                                             observation=observation)
+            key = f"{name} {budget:g}x"
+            scores[key], results[key] = executed_open_loop(env_name, planner, pairs, device=device,
+                                                           observation=observation)
+            if budget != main_budget:
+                continue
+            scores[name], results[name] = scores[key], results[key]
             if mpc:
                 scores[f"{name} MPC"], results[f"{name} MPC"] = closed_loop(
                     env_name, build(iters_scale * replan_iters_scale), pairs, max_steps=2 * horizon,
@@ -338,25 +379,32 @@ def run_pixel_demo(
         plot_pixel_plans(env_name, start_frames, goal_frames, pairs.goals, pictures, steps, Path(out))
     device_name = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "CPU"
     units = "block px; success: within 20 px and 20 deg" if env_name == "pusht" else "maze units; success: 0.45"
+    cem_time = results[f"CEM {main_budget:g}x"].planning_time / main_budget
     lines = [
         f"{env_name} from pixels, horizon {horizon}, {problems} start/goal pairs (seed {seed}), pixel world model "
-        f"{weights}, planned from the encoded start frame to the encoded goal image; GRASP x{PIXEL_PARTICLES} chains, "
-        f"CEM {PIXEL_CEM_SETTING}" + ("" if iters_scale == 1 else f", {iters_scale:g} x the iterations")
+        f"{weights}, planned from the encoded start frame to the encoded goal image, every plan executed open loop "
+        f"(all {horizon} actions); CEM {CEM_SETTING} (DINO-WM's; 1x = its 30 iterations), GRASP "
+        f"{grasp_configs[main_budget][1]}" + ("" if iters_scale == 1 else f", {iters_scale:g} x the iterations")
         + f"; device {device_name}, torch {torch.__version__}",
-        f"| planner | executed | success in the simulator (95% CI) | median final distance ({units}) | planning (s) |",
+        f"| budget (x CEM's own time) | GRASP success (95% CI) | GRASP planning (s) | CEM success (95% CI) | "
+        f"CEM planning (s) |",
         "|---|---|---|---|---|",
     ]
-    for name, score in scores.items():
-        if name.endswith("MPC"):
-            how = f"MPC, replanning every {min(replan_every, horizon)} steps, at most {2 * horizon}"
-        else:
-            how = f"open loop, all {horizon} actions"
-        # planning alone: an MPC Score's wall time also counts the simulation and the rendering
-        planning = results[name].planning_time
-        lines.append(f"| {name} | {how} | {score.cell()} | {score.median_error:.2f} | {planning:.1f} |")
+    for budget in budgets:
+        grasp, cem_score = scores[f"GRASP {budget:g}x"], scores[f"CEM {budget:g}x"]
+        lines.append(f"| {budget:g}x | {grasp.cell()} | {results[f'GRASP {budget:g}x'].planning_time:.1f} | "
+                     f"{cem_score.cell()} | {results[f'CEM {budget:g}x'].planning_time:.1f} |")
+    if mpc:
+        lines += ["", f"| planner | MPC at {main_budget:g}x, replanning every {min(replan_every, horizon)} steps, at "
+                  f"most {2 * horizon} | median final distance ({units}) | planning (s) |", "|---|---|---|---|"]
+        for name in ("GRASP", "CEM"):
+            score = scores[f"{name} MPC"]
+            lines.append(f"| {name} | {score.cell()} | {score.median_error:.2f} | {results[f'{name} MPC'].planning_time:.1f} |")
     lines += [
         "",
-        "Success is judged on the simulator's true final state; the planners only ever see encoded frames.",
+        f"CEM's own time here: {cem_time:.1f} s. Success is judged on the simulator's true final state; the planners "
+        "only ever see encoded frames. Where GRASP leads at which budget, on 50 pairs per task: bench/results/README.md "
+        "(anytime profiles).",
         f"The demo ran in {time.perf_counter() - started:.0f} s.",
     ]
     return "\n".join(lines), results

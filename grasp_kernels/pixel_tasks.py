@@ -24,6 +24,7 @@ from .envs.pixels import FrameRenderer
 from .envs.pixel_data import in_frame
 from .envs.tasks import PairSet, make_pairs
 from .models.pixel import PixelWorldModel
+from .presets import pixel_grasp_base_fields
 
 
 class PixelObservation:
@@ -84,14 +85,8 @@ def pixel_pairs(env_name: str, n: int, seed: int, horizon: int = 25) -> PairSet:
 
 
 def pixel_grasp_config(horizon: int, seed: int = 0, backend: str = "auto") -> GraspConfig:
-    """GRASP in a pixel model's standardised latent (every component O(1), one step moves it by about
-    ``delta_scale``, 0.1-0.5): the paper's state step size for latent features (0.1... here 0.05), a dense goal
-    term of weight 0.1, small state noise, a sync phase every 50 iterations (the settings of the state tasks,
-    :func:`grasp_kernels.quality.grasp_base`, with the state step scaled to the latent's units)."""
-    return GraspConfig(
-        horizon=horizon, iters=300, lr_states=0.05, lr_actions=0.05, state_noise=0.01, init_noise=0.01,
-        goal_weight=0.1, sync_every=50, sync_steps=10, sync_lr=0.1, seed=seed, backend=backend,
-    )
+    """GRASP in a pixel model's standardised latent (:func:`grasp_kernels.presets.pixel_grasp_base_fields`)."""
+    return GraspConfig(**pixel_grasp_base_fields(horizon, seed, backend))
 
 
 __all__ = ["PixelObservation", "pixel_grasp_config", "pixel_pairs"]

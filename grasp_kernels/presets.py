@@ -9,6 +9,8 @@ the settings ``bench/planning_quality.py`` sweeps around it on 16 tuning pairs p
 
 from __future__ import annotations
 
+import math
+
 from ._checks import check_int
 
 
@@ -21,6 +23,14 @@ def grasp_base_fields(horizon: int, seed: int = 0, backend: str = "auto") -> dic
         horizon=horizon, iters=300, lr_states=0.02, lr_actions=0.05, state_noise=0.01, init_noise=0.01,
         goal_weight=0.1, sync_every=50, sync_steps=10, sync_lr=0.1, seed=seed, backend=backend,
     )
+
+
+def pixel_grasp_base_fields(horizon: int, seed: int = 0, backend: str = "auto") -> dict[str, object]:
+    """GRASP in a pixel model's standardised latent (every component O(1), one step moves it by about
+    ``delta_scale``, 0.1-0.5): the paper's state step size for latent features (0.1... here 0.05), a dense goal
+    term of weight 0.1, small state noise, a sync phase every 50 iterations (the state tasks' settings,
+    :func:`grasp_base_fields`, with the state step scaled to the latent's units)."""
+    return {**grasp_base_fields(horizon, seed, backend), "lr_states": 0.05}
 
 
 AUTHORS_NEWEST: dict[str, object] = {"particles": 8, "iters": 750, "lr_actions": 0.005, "state_noise": 0.005,
@@ -68,18 +78,82 @@ CHOSEN: dict[str, dict[int, str]] = {
 }
 
 
-def preset_fields(env: str, horizon: int, **changes: object) -> dict[str, object]:
-    """The GraspConfig fields of the sweep's chosen GRASP setting for ``env`` at ``horizon`` (the nearest
-    swept horizon's setting where ``horizon`` was not swept), with ``changes`` applied last (any field,
+def scaled_iters(iters: int, scale: float) -> int:
+    """``iters`` scaled by ``scale``, at least 1 (the iteration counts of a scaled planner setting)."""
+    return max(1, int(round(iters * scale)))
+
+
+def scaled_work(fields: dict[str, object], scale: float) -> dict[str, object]:
+    """A GRASP setting's fields with its work scaled by ``scale`` (the budgets of ``bench/anytime.py``): the
+    lifted iterations, the interval between sync phases (so that their number is kept), each phase's rollout
+    steps and the CEM start's iterations, each at least 1 where it was on; a scaled GRASP costs ``scale`` times
+    as much."""
+    iters = scaled_iters(fields["iters"], scale)
+    sync_every = fields["sync_every"]
+    sync_every = 0 if sync_every == 0 else max(1, min(iters, scaled_iters(sync_every, scale)))
+    sync_steps = scaled_iters(fields["sync_steps"], scale) if fields["sync_steps"] else 0
+    init_cem_steps = fields.get("init_cem_steps", 0)
+    init_cem_steps = scaled_iters(init_cem_steps, scale) if init_cem_steps else 0
+    return {**fields, "iters": iters, "sync_every": sync_every, "sync_steps": sync_steps,
+            "init_cem_steps": init_cem_steps}
+
+
+OBSERVATIONS = ("states", "pixels")
+
+# (env, observation) -> {horizon: ((budget, GRASP setting, scale), ...)}: GRASP's frontier in the committed anytime
+# profiles (bench/results/anytime_*_cpu_2026-12-07.json, budgets in multiples of CEM's own time on the task): at
+# each profiled budget, the sweep setting (GRASP_SWEEP / PIXEL_GRASP_SWEEP) and the scale of its work that reached
+# the most goals within it; tests/test_presets.py checks it against the files
+GRASP_FRONTIER: dict[tuple[str, str], dict[int, tuple[tuple[float, str, float], ...]]] = {}
+
+
+def preset_fields(env: str, horizon: int, budget: float | None = 1.0, observation: str = "states",
+                  **changes: object) -> dict[str, object]:
+    """The GraspConfig fields of GRASP's setting for a shipped task, with ``changes`` applied last (any field,
     also one the setting sets, e.g. ``particles=4``).
 
+    ``budget`` (a multiple of CEM's own time on the task, default 1): GRASP's frontier setting in the committed
+    anytime profiles (:data:`GRASP_FRONTIER`) at the largest profiled budget <= ``budget``, its work scaled as
+    profiled (:func:`scaled_work`); ``observation`` "states" or "pixels" (planning in the shipped pixel model's
+    latent). ``budget=None``: the setting the quality sweep chose (:data:`CHOSEN`, states only) at the nearest
+    swept horizon.
+
     Raises:
-        ValueError: an unknown environment, naming the known ones.
-        TypeError/ValueError: a ``horizon`` that is not an int >= 1.
+        ValueError: an unknown environment or observation, a task or horizon with no profile, a budget <= 0,
+            NaN or outside the profiled range (each naming what exists).
+        TypeError/ValueError: a ``horizon`` that is not an int >= 1, a ``budget`` that is not a number.
     """
     if not isinstance(env, str) or env.strip().lower() not in CHOSEN:
         raise ValueError(f"env must be one of the shipped tasks {sorted(CHOSEN)} for a preset, got {env!r}")
+    env = env.strip().lower()
     horizon = check_int("horizon", horizon, minimum=1)
-    chosen = CHOSEN[env.strip().lower()]
-    nearest = min(chosen, key=lambda swept: (abs(swept - horizon), swept))
-    return {**grasp_base_fields(horizon), **GRASP_SWEEP[chosen[nearest]], **changes}
+    if observation not in OBSERVATIONS:
+        raise ValueError(f"observation must be one of {OBSERVATIONS}, got {observation!r}")
+    if budget is None:
+        if observation != "states":
+            raise ValueError("budget=None (the quality sweep's choice) exists for observation='states' only")
+        chosen = CHOSEN[env]
+        nearest = min(chosen, key=lambda swept: (abs(swept - horizon), swept))
+        return {**grasp_base_fields(horizon), **GRASP_SWEEP[chosen[nearest]], **changes}
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)):
+        raise TypeError(f"budget must be a number (a multiple of CEM's own time) or None, got {type(budget).__name__}")
+    if not math.isfinite(budget) or budget <= 0:
+        raise ValueError(f"budget must be a finite number > 0 (a multiple of CEM's own time), got {budget}")
+    task = GRASP_FRONTIER.get((env, observation))
+    if task is None:
+        raise ValueError(f"no anytime profile of {env} from {observation}; profiled: {sorted(GRASP_FRONTIER)} "
+                         f"(budget=None: the quality sweep's choice)")
+    if horizon not in task:
+        raise ValueError(f"no anytime profile of {env} from {observation} at horizon {horizon}; profiled horizons: "
+                         f"{sorted(task)} (budget=None: the quality sweep's choice at the nearest swept horizon)")
+    profiled = task[horizon]
+    low, high = profiled[0][0], profiled[-1][0]
+    if not low <= budget <= high:
+        raise ValueError(f"budget {budget} is outside the profiled range [{low:g}, {high:g}] (multiples of CEM's "
+                         f"own time on {env} from {observation}, H={horizon})")
+    _, setting, scale = [entry for entry in profiled if entry[0] <= budget][-1]
+    if observation == "pixels":
+        fields = {**pixel_grasp_base_fields(horizon), **PIXEL_GRASP_SWEEP[setting]}
+    else:
+        fields = {**grasp_base_fields(horizon), **GRASP_SWEEP[setting]}
+    return {**scaled_work(fields, scale), **changes}

@@ -20,7 +20,7 @@ from .baselines import ABLATIONS, CEMConfig, CEMPlanner, GDConfig, GDPlanner, MP
 from .config import GraspConfig
 from .envs.tasks import PairSet, goal_error, reached
 from .planner import GraspPlanner
-from .presets import GRASP_SWEEP, grasp_base_fields
+from .presets import GRASP_SWEEP, grasp_base_fields, scaled_iters, scaled_work
 from .result import PlanResult
 from .distributed import gather_shards, max_over_ranks, plan_across_ranks, shard_range, world
 from .envs.sim import SimBatch
@@ -76,23 +76,13 @@ CEM_SWEEP = {f"var {v}": {"var_scale": v} for v in (0.5, 1.0)}
 MPPI_SWEEP = {f"std {s}, temp {t}": {"noise_std": s, "temperature": t} for s, t in ((0.5, 0.05), (0.3, 0.01))}
 
 
-def scaled_iters(iters: int, scale: float) -> int:
-    """``iters`` scaled by ``scale``, at least 1 (the iteration counts of a scaled planner setting)."""
-    return max(1, int(round(iters * scale)))
-
-
 def grasp_factory(model, action_dim: int, config: GraspConfig) -> PlannerFactory:
-    """A GRASP setting; scaling keeps the number of sync phases and scales the lifted iterations, the
-    rollout steps of each phase and the CEM initialisation's iterations, so that a scaled GRASP costs
-    ``scale`` times as much (as the other families' scaled iteration counts do)."""
+    """A GRASP setting whose work scales (:func:`grasp_kernels.presets.scaled_work`: the lifted iterations,
+    the rollout steps of each sync phase and the CEM start's iterations, the number of phases kept), so that
+    a scaled GRASP costs ``scale`` times as much (as the other families' scaled iteration counts do)."""
 
     def build(scale: float = 1.0) -> GraspPlanner:
-        iters = scaled_iters(config.iters, scale)
-        sync_every = 0 if config.sync_every == 0 else max(1, min(iters, scaled_iters(config.sync_every, scale)))
-        sync_steps = scaled_iters(config.sync_steps, scale) if config.sync_steps else 0
-        init_cem_steps = scaled_iters(config.init_cem_steps, scale) if config.init_cem_steps else 0
-        return GraspPlanner(model, action_dim, config.replace(
-            iters=iters, sync_every=sync_every, sync_steps=sync_steps, init_cem_steps=init_cem_steps))
+        return GraspPlanner(model, action_dim, GraspConfig(**scaled_work(dataclasses.asdict(config), scale)))
 
     return build
 

@@ -48,22 +48,33 @@ def weights_dir(tmp_path_factory):
     return folder
 
 
-def _success_counts(table: str, planner: str) -> list[tuple[int, int]]:
-    """``(successes, problems)`` of each table row of ``planner`` (its open-loop and MPC rows)."""
-    rows = [line for line in table.splitlines() if line.startswith((f"| {planner} |", f"| {planner} MPC |"))]
-    return [tuple(int(x) for x in re.search(r"\((\d+)/(\d+);", row).groups()) for row in rows]
+def _budget_rows(table: str) -> dict[str, tuple[tuple[int, int], tuple[int, int]]]:
+    """budget -> ((GRASP successes, problems), (CEM successes, problems)) of the equal-time table."""
+    rows = {}
+    for line in table.splitlines():
+        match = re.match(r"\| ([\d.]+)x \|", line)
+        if match:
+            cells = [tuple(int(x) for x in c) for c in re.findall(r"\((\d+)/(\d+);", line)]
+            rows[match.group(1)] = tuple(cells)
+    return rows
 
 
-def test_pixel_demo_cli_prints_the_table_and_writes_the_png(weights_dir, tmp_path, capsys):
+def _mpc_counts(table: str, planner: str) -> tuple[int, int]:
+    line = next(line for line in table.splitlines() if line.startswith(f"| {planner} |"))
+    return tuple(int(x) for x in re.search(r"\((\d+)/(\d+);", line).groups())
+
+
+def test_pixel_demo_cli_prints_the_equal_time_table_and_writes_the_png(weights_dir, tmp_path, capsys):
     out = tmp_path / "pixels.png"
     # a short horizon keeps the planners' full iteration counts cheap
     assert main(["demo", "--pixels", "--pixel-weights", str(weights_dir), "--problems", "2", "--horizon", "6",
                  "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert f"{MAZE} from pixels, horizon 6, 2 start/goal pairs" in printed
-    for planner in ("GRASP", "CEM"):
-        counts = _success_counts(printed, planner)
-        assert len(counts) == 1 and counts[0][1] == 2 and 0 <= counts[0][0] <= 2
+    rows = _budget_rows(printed)
+    assert list(rows) == ["0.5", "1", "2"]  # the default budgets, in multiples of CEM's own time
+    assert all(len(cells) == 2 and all(n == 2 and 0 <= k <= 2 for k, n in cells) for cells in rows.values())
+    assert "CEM's own time here:" in printed
     assert f"wrote {out}" in printed
     assert out.read_bytes()[:8] == PNG
 
@@ -74,25 +85,49 @@ def test_pixel_demo_plans_executes_open_loop_and_by_mpc(weights_dir, tmp_path):
 
     out = tmp_path / "demo.png"
     table, results = run_pixel_demo(MAZE, horizon=8, problems=2, weights_dir=weights_dir, mpc=True, replan_every=4,
-                                    iters_scale=0.05, out=out, progress=False)
-    assert set(results) == {"GRASP", "CEM", "GRASP MPC", "CEM MPC"}
+                                    iters_scale=0.05, budgets=(1.0, 0.5), out=out, progress=False)
+    assert set(results) == {"GRASP", "CEM", "GRASP MPC", "CEM MPC", "GRASP 0.5x", "GRASP 1x", "CEM 0.5x", "CEM 1x"}
+    assert results["GRASP"] is results["GRASP 1x"] and results["CEM"] is results["CEM 1x"]
     starts = pixel_pairs(MAZE, 2, 0, 8).starts
     for name, result in results.items():
-        assert result.executed.shape == ((2, 9, 4) if name in ("GRASP", "CEM") else (2, 17, 4))
+        assert result.executed.shape == ((2, 17, 4) if name.endswith("MPC") else (2, 9, 4))
         np.testing.assert_allclose(result.executed[:, 0, :2], starts[:, :2], atol=1e-5)
         assert result.first_plan.states.shape == (2, 9, 48)  # windows of 3 encoded frames, 16 latents each
+    rows = _budget_rows(table)
+    assert list(rows) == ["0.5", "1"]
+    assert all(len(cells) == 2 and all(n == 2 and 0 <= k <= 2 for k, n in cells) for cells in rows.values())
     for planner in ("GRASP", "CEM"):
-        counts = _success_counts(table, planner)
-        assert len(counts) == 2 and all(n == 2 and 0 <= k <= 2 for k, n in counts)
+        successes, problems = _mpc_counts(table, planner)
+        assert problems == 2 and 0 <= successes <= 2
     assert "0.05 x the iterations" in table
     assert out.read_bytes()[:8] == PNG
 
 
-def test_bad_iteration_scale_is_refused_before_anything_runs():
+def test_grasp_at_budget_takes_the_profiles_setting_or_says_there_is_none(monkeypatch):
+    from grasp_kernels import GraspConfig, presets
+    from grasp_kernels.demo import grasp_at_budget
+
+    frontier = {(MAZE, "pixels"): {25: ((0.25, "x2, sync 50 steps", 0.5), (1.0, "x8, sync 50 steps", 0.3))}}
+    monkeypatch.setattr(presets, "GRASP_FRONTIER", frontier)
+    config, how = grasp_at_budget(MAZE, 25, 0.5, "pixels", seed=3)
+    assert config == GraspConfig.preset(MAZE, 25, budget=0.5, observation="pixels", seed=3)
+    assert config.particles == 2 and how == "the anytime profile's frontier setting"
+    config, how = grasp_at_budget(MAZE, 10, 1.0, "pixels")
+    assert config == GraspConfig.preset(MAZE, 25, budget=1.0, observation="pixels").replace(horizon=10)
+    assert "H=25's" in how
+    config, how = grasp_at_budget("pointmaze-large", 10, 2.0, "pixels")
+    assert (config.particles, config.iters, config.sync_steps) == (8, 600, 20) and how.startswith("no anytime profile")
+    with pytest.raises(ValueError, match="outside the profiled range"):
+        grasp_at_budget(MAZE, 25, 8.0, "pixels")
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(iters_scale=0.0), "iters_scale"), (dict(budgets=(1.0, 0.0)), "budgets"),
+                                           (dict(budgets=()), "budgets")])
+def test_bad_scale_or_budgets_are_refused_before_anything_runs(kwargs, match):
     from grasp_kernels.demo import run_pixel_demo
 
-    with pytest.raises(ValueError, match="iters_scale"):
-        run_pixel_demo(iters_scale=0.0, out=None, progress=False)
+    with pytest.raises(ValueError, match=match):
+        run_pixel_demo(out=None, progress=False, **kwargs)
 
 
 def test_missing_pixel_weights_exit_2_naming_the_file(tmp_path, capsys):

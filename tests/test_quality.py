@@ -92,7 +92,7 @@ def test_planner_settings_takes_the_pixel_base_and_sweep():
     configs = {name: factory(1.0).config for name, factory in settings["GRASP"].items()}
     for name, changes in PIXEL_GRASP_SWEEP.items():
         assert configs[name] == base.replace(**changes)
-        assert configs[name].particles == 8
+        assert configs[name].particles == (2 if name.startswith("x2") else 8)
     assert configs["x8, lr_states 0.1 (paper)"].lr_states == 0.1 and configs["x8, goal weight 1.0 (paper)"].goal_weight == 1.0
     assert configs["x8, CEM sync"].sync == "cem" and configs["x8, goal weight annealed to 0.01"].goal_weight_final == 0.01
     assert {family: list(s) for family, s in settings.items() if family != "GRASP"} == {
