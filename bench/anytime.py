@@ -204,6 +204,31 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def summary(reports: list[dict]) -> str:
+    """Which planner at my budget: one row per task and horizon, one column per budget, each cell the family with
+    the most successes within that budget (ties: every tied family) and its success, GRASP's beside it."""
+    budgets = sorted({b for r in reports for cell in r["horizons"].values() for b in cell["budgets"]})
+    lines = ["| task | H | " + " | ".join(f"{b:g}x" for b in budgets) + " | GRASP leads from |",
+             "|---|---|" + "---|" * (len(budgets) + 1)]
+    for report in reports:
+        task = f"{report['env']} ({'pixels' if report['pixels'] else 'states'})"
+        for horizon, cell in report["horizons"].items():
+            cells = []
+            for b in budgets:
+                scores = {f: row[str(b)]["successes"] / row[str(b)]["trials"] for f, row in cell["frontier"].items()
+                          if str(b) in row}
+                if not scores:
+                    cells.append("-")
+                    continue
+                best = max(scores.values())
+                leaders = "/".join(f for f, v in scores.items() if v == best)
+                grasp = f" (GRASP {100 * scores['GRASP']:.0f}%)" if "GRASP" in scores and scores["GRASP"] < best else ""
+                cells.append(f"{leaders} {100 * best:.0f}%{grasp}")
+            lead = cell["grasp_leads_from"]
+            lines.append(f"| {task} | {horizon} | " + " | ".join(cells) + f" | {'-' if lead is None else f'{lead:g}x'} |")
+    return "\n".join(lines)
+
+
 def plot(report: dict, path: Path) -> None:
     """One panel per horizon: each family's frontier success against budget (log axis) with 95% bands."""
     from grasp_kernels.plotting import pyplot, save_figure
@@ -252,7 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", default=f"cpu_{datetime.date.today().isoformat()}")
     parser.add_argument("--print-presets", nargs="+", type=Path, metavar="JSON",
                         help="print GRASP's frontier of these reports as presets.GRASP_FRONTIER holds it, and exit")
+    parser.add_argument("--summary", nargs="+", type=Path, metavar="JSON",
+                        help="print the which-planner-at-my-budget table of these reports, and exit")
     args = parser.parse_args(argv)
+    if args.summary:
+        print(summary([json.loads(path.read_text()) for path in args.summary]))
+        return 0
     if args.print_presets:
         table: dict = {}
         for path in args.print_presets:

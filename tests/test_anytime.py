@@ -70,6 +70,12 @@ def test_anytime_quick_writes_the_profile(tmp_path):
     text = (tmp_path / "anytime_pointmaze-medium_t.md").read_text()
     assert "| family | 0.5x | 1x | 2x |" in text and "CEM's own time" in text
     assert (tmp_path / "anytime_pointmaze-medium_t.png").stat().st_size > 1000
+    # the frontier as presets.GRASP_FRONTIER holds it, and the summary
+    printed = anytime.main(["--print-presets", str(tmp_path / "anytime_pointmaze-medium_t.json")])
+    table = anytime.grasp_frontier_table(report)
+    rows = table[("pointmaze-medium", "states")][10]
+    assert [b for b, _, _ in rows] == [b for b in cell["budgets"] if str(b) in cell["frontier"]["GRASP"]]
+    assert all(setting == "x8 particles" for _, setting, _ in rows) and printed == 0
 
 
 def test_a_later_run_merges_an_earlier_runs_families(tmp_path):
@@ -84,6 +90,16 @@ def test_a_later_run_merges_an_earlier_runs_families(tmp_path):
     assert {p["setting"] for p in cell["points"] if p["family"] == "GRASP"} == {"x8 particles"}
     assert [run["cem_time"] for run in cell["runs"]] == [cell["cem_time"], old["cem_time"]]
     assert cell["frontier"] == frontier([Point(**p) for p in cell["points"]], tuple(cell["budgets"]), 1.25)
+
+
+def test_summary_names_the_leading_family_per_budget():
+    report = {"env": "pusht", "pixels": True, "horizons": {"25": {"budgets": [0.5, 1.0], "grasp_leads_from": 1.0,
+              "frontier": {"GRASP": {"0.5": {"successes": 2, "trials": 10}, "1.0": {"successes": 5, "trials": 10}},
+                           "CEM": {"0.5": {"successes": 4, "trials": 10}, "1.0": {"successes": 5, "trials": 10}},
+                           "GD": {"1.0": {"successes": 1, "trials": 10}}}}}}
+    lines = anytime.summary([report]).splitlines()
+    assert lines[0] == "| task | H | 0.5x | 1x | GRASP leads from |"
+    assert lines[2] == "| pusht (pixels) | 25 | CEM 40% (GRASP 20%) | GRASP/CEM 50% | 1x |"
 
 
 def test_merge_refuses_another_task_or_other_pairs():

@@ -119,6 +119,10 @@ def test_grasp_at_budget_takes_the_profiles_setting_or_says_there_is_none(monkey
     assert (config.particles, config.iters, config.sync_steps) == (8, 600, 20) and how.startswith("no anytime profile")
     with pytest.raises(ValueError, match="outside the profiled range"):
         grasp_at_budget(MAZE, 25, 8.0, "pixels")
+    # from states with no profile of the task: the quality sweep's choice, its work scaled by the budget
+    config, how = grasp_at_budget("pointmaze-large", 50, 0.5, "states", seed=2)
+    chosen = GraspConfig.preset("pointmaze-large", 50, budget=None, seed=2)
+    assert config == chosen.replace(iters=150, sync_every=25, sync_steps=25) and "the sweep's choice" in how
 
 
 @pytest.mark.parametrize("kwargs, match", [(dict(iters_scale=0.0), "iters_scale"), (dict(budgets=(1.0, 0.0)), "budgets"),
