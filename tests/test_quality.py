@@ -14,14 +14,26 @@ from grasp_kernels.models import MLPDynamics
 from grasp_kernels.quality import Score, grasp_factory, pick_best, wilson_interval
 
 
-@pytest.mark.parametrize("scale,expected", [(1.0, (300, 50, 50)), (0.25, (75, 12, 12)), (2.0, (600, 100, 100))])
+@pytest.mark.parametrize("scale,expected", [(1.0, (300, 50, 50)), (0.25, (72, 12, 12)), (2.0, (600, 100, 100)),
+                                            (1.27, (384, 64, 64)), (0.687, (204, 34, 34)), (0.0223, (6, 1, 1))])
 def test_grasp_factory_scales_lifted_and_sync_budget_together(scale, expected):
+    """The lifted iterations stay whole sync phases: a plan that ended with a sync phase still does (at 1.27 the
+    old rounding, 381 iterations with a phase every 64, left 61 unsynced iterations at the end)."""
     model = MLPDynamics(4, 2, hidden=8, depth=1)
     config = GraspConfig(horizon=5, iters=300, sync_every=50, sync_steps=50)
     planner = grasp_factory(model, 2, config)(scale)
     got = (planner.config.iters, planner.config.sync_every, planner.config.sync_steps)
     assert got == expected
-    assert planner.config.iters // planner.config.sync_every == config.iters // config.sync_every
+    assert planner.config.iters == 6 * planner.config.sync_every
+
+
+def test_scaled_work_keeps_a_settings_trailing_iterations_in_proportion():
+    from grasp_kernels.presets import scaled_work
+
+    fields = dict(iters=320, sync_every=50, sync_steps=10, init_cem_steps=5)
+    assert scaled_work(fields, 0.5) == dict(iters=160, sync_every=25, sync_steps=5, init_cem_steps=2)
+    # a phase longer than the plan (no sync runs): plain scaling
+    assert scaled_work(dict(iters=30, sync_every=50, sync_steps=10), 0.5)["iters"] == 15
 
 
 def test_grasp_factory_keeps_sync_disabled():
