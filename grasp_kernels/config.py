@@ -42,7 +42,9 @@ class GraspConfig:
         state_noise: standard deviation ``sigma`` of the Langevin noise added to the virtual states
             after each Adam step.
         goal_weight: ``gamma``, weight of the dense goal term ``sum_t ||p_t - g||^2``.
-        sync_every: run a sync phase after every ``sync_every`` lifted iterations (0 disables it).
+        sync_every: run a sync phase after every ``sync_every`` lifted iterations (0 disables it). Make
+            ``iters`` a multiple of it: lifted iterations after the last phase move the actions unchecked by
+            any rollout (from pixels that cost up to 36 points of success in ``bench/anytime.py``).
         sync_steps: Adam steps (``sync="gd"``) or CEM iterations (``sync="cem"``) on the actions through
             the full rollout per sync phase.
         sync_lr: learning rate of the sync phase's Adam (fresh moments each phase; ``sync="gd"`` only).
