@@ -194,6 +194,9 @@ def markdown(report: dict) -> str:
                 cells.append(f"{100 * entry['successes'] / entry['trials']:.0f}% ({low:.0f}-{high:.0f})")
             lines.append(f"| {family} | " + " | ".join(cells) + " |")
         lead = cell["grasp_leads_from"]
+        if len(cell.get("runs", [])) > 1:
+            lines += ["", "The points come from these runs (each point's time is a multiple of its own run's CEM time):",
+                      ""] + [f"- CEM's own time {run['cem_time']:.2f} s; {run['header']}" for run in cell["runs"][1:]]
         lines += ["", f"GRASP leads (frontier >= every other family's) from {lead:g}x CEM's time on." if lead is not None
                   else "GRASP does not lead at the largest budget.", "", "| family | setting | budget | scale | "
                   "time / CEM's | success |", "|---|---|---|---|---|---|"]
