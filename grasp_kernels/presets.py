@@ -111,7 +111,26 @@ OBSERVATIONS = ("states", "pixels")
 # profiles (bench/results/anytime_*_cpu_2026-12-07.json, budgets in multiples of CEM's own time on the task): at
 # each profiled budget, the sweep setting (GRASP_SWEEP / PIXEL_GRASP_SWEEP) and the scale of its work that reached
 # the most goals within it; tests/test_presets.py checks it against the files
-GRASP_FRONTIER: dict[tuple[str, str], dict[int, tuple[tuple[float, str, float], ...]]] = {}
+GRASP_FRONTIER: dict[tuple[str, str], dict[int, tuple[tuple[float, str, float], ...]]] = {
+    ("pointmaze-medium", "pixels"): {
+        25: (
+            (0.1, "x2, sync 50 steps", 0.0554),
+            (0.25, "x2, sync 50 steps", 0.2729),
+            (0.5, "x8, sync 50 steps, chains from a 5-step CEM", 0.072),
+            (1.0, "x8, sync 50 steps", 0.3264),
+            (2.0, "x8, sync 50 steps", 0.3264),
+            (4.0, "x8, sync 50 steps", 0.3264),
+        ),
+        50: (
+            (0.1, "x2, sync 50 steps", 0.0371),
+            (0.25, "x8, sync 50 steps", 0.0622),
+            (0.5, "x2, sync 50 steps", 0.4517),
+            (1.0, "x2, sync 50 steps", 0.4517),
+            (2.0, "x2, sync 50 steps", 0.4517),
+            (4.0, "x2, sync 50 steps", 0.4517),
+        ),
+    },
+}
 
 
 def preset_fields(env: str, horizon: int, budget: float | None = 1.0, observation: str = "states",
