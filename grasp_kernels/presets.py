@@ -130,6 +130,26 @@ GRASP_FRONTIER: dict[tuple[str, str], dict[int, tuple[tuple[float, str, float], 
             (4.0, "x2, sync 50 steps", 0.4517),
         ),
     },
+    ("pointmaze-medium", "states"): {
+        25: (
+            (0.1, "x2, sync 50 steps", 0.0409),
+            (0.25, "x2, sync 50 steps", 0.0409),
+            (0.5, "x2, sync 50 steps", 0.4805),
+            (1.0, "x2, sync 50 steps", 0.4805),
+            (2.0, "x8, sync 50 steps, stop when flat", 1.2832),
+            (4.0, "x8, sync 50 steps, stop when flat", 2.4693),
+        ),
+    },
+    ("pusht", "states"): {
+        25: (
+            (0.1, "x8, sync 50 steps", 0.0194),
+            (0.25, "x2, sync 50 steps", 0.2176),
+            (0.5, "x2, sync 50 steps", 0.3906),
+            (1.0, "x2, sync 50 steps", 0.8645),
+            (2.0, "x2, sync 50 steps", 1.8156),
+            (4.0, "x2, sync 50 steps", 1.8156),
+        ),
+    },
 }
 
 
