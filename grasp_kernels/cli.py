@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                       choices=("pointmaze-umaze", "pointmaze-medium", "pointmaze-large", "pusht", "detour", "open"),
                       help="pusht: with --pixels only")
     demo.add_argument("--horizon", type=int_at_least(1),
-                      help="default: 50 (PointMaze), 25 (--pixels), 60 (synthetic)")
+                      help="default: 25 (PointMaze, --pixels), 60 (synthetic)")
     demo.add_argument("--problems", type=int_at_least(1),
                       help="start/goal pairs, planned as one batch; default 8 (PointMaze), 16 (--pixels), 16")
     demo.add_argument("--pixels", action="store_true",
@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--particles", type=int_at_least(1), default=16,
                       help="synthetic task: chains of the multi-chain GRASP row")
     demo.add_argument("--seed", type=int_at_least(0), default=0)
+    demo.add_argument("--threads", type=int_at_least(1), default=1,
+                      help="torch CPU threads (default 1, as the anytime profiles: the planners' many small model "
+                      "calls gain nothing from more)")
     demo.add_argument("--device", type=device_arg, default="cpu")
     demo.add_argument("--backend", default="auto", choices=BACKENDS)
     demo.add_argument("--out", type=Path,
@@ -231,17 +234,22 @@ def _run(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> int:
         if args.pixels and args.task in ("detour", "open"):
             parser.error(f"--pixels plans the simulated tasks (PointMaze, Push-T), not --task {args.task}")
         out = args.out or Path("out/pixel_demo.png" if args.pixels else "out/demo.png")
-        common = dict(seed=args.seed, device=args.device, backend=args.backend, out=out, progress=not args.no_progress)
-        if args.pixels:
-            table, _ = demos.run_pixel_demo(env_name=args.task, horizon=args.horizon, problems=args.problems or 16,
-                                      weights_dir=args.pixel_weights, mpc=args.mpc, replan_every=args.replan_every,
-                                      replan_iters_scale=args.replan_iters, **common)
-        elif args.task.startswith("pointmaze"):
-            table, _ = demos.run_maze_demo(env_name=args.task, horizon=50 if args.horizon is None else args.horizon, problems=8 if args.problems is None else args.problems,
-                                     replan_every=args.replan_every, replan_iters_scale=args.replan_iters, **common)
-        else:
-            table, _ = demos.run_demo(task_name=args.task, horizon=60 if args.horizon is None else args.horizon, problems=16 if args.problems is None else args.problems,
-                                particles=args.particles, **common)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(args.threads)
+        try:
+            common = dict(seed=args.seed, device=args.device, backend=args.backend, out=out, progress=not args.no_progress)
+            if args.pixels:
+                table, _ = demos.run_pixel_demo(env_name=args.task, horizon=args.horizon, problems=args.problems or 16,
+                                          weights_dir=args.pixel_weights, mpc=args.mpc, replan_every=args.replan_every,
+                                          replan_iters_scale=args.replan_iters, **common)
+            elif args.task.startswith("pointmaze"):
+                table, _ = demos.run_maze_demo(env_name=args.task, horizon=25 if args.horizon is None else args.horizon, problems=8 if args.problems is None else args.problems,
+                                         replan_every=args.replan_every, replan_iters_scale=args.replan_iters, **common)
+            else:
+                table, _ = demos.run_demo(task_name=args.task, horizon=60 if args.horizon is None else args.horizon, problems=16 if args.problems is None else args.problems,
+                                    particles=args.particles, **common)
+        finally:
+            torch.set_num_threads(threads)  # a caller in the same process (a test) keeps its own
         print(table)
         print(f"\nwrote {out}")
     return 0

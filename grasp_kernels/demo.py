@@ -174,7 +174,7 @@ class MazeRow:
 
 def run_maze_demo(
     env_name: str = "pointmaze-medium",
-    horizon: int = 50,
+    horizon: int = 25,
     problems: int = 8,
     seed: int = 0,
     replan_every: int = 10,

@@ -140,6 +140,24 @@ GRASP_FRONTIER: dict[tuple[str, str], dict[int, tuple[tuple[float, str, float], 
             (4.0, "x8, sync 50 steps, stop when flat", 2.4693),
         ),
     },
+    ("pusht", "pixels"): {
+        10: (
+            (0.1, "x2, sync 50 steps", 0.0393),
+            (0.25, "x2, sync 50 steps", 0.0393),
+            (0.5, "x2, sync 50 steps", 0.0393),
+            (1.0, "x8, CEM sync", 0.0016),
+            (2.0, "x8, CEM sync", 0.0016),
+            (4.0, "x8, CEM sync", 0.0016),
+        ),
+        25: (
+            (0.1, "x2, sync 50 steps", 0.0397),
+            (0.25, "x2, sync 50 steps", 0.0397),
+            (0.5, "x2, sync 50 steps", 0.4341),
+            (1.0, "x2, sync 50 steps", 0.4341),
+            (2.0, "x2, sync 50 steps", 0.4341),
+            (4.0, "x2, sync 50 steps", 3.8733),
+        ),
+    },
     ("pusht", "states"): {
         25: (
             (0.1, "x8, sync 50 steps", 0.0194),
