@@ -6,15 +6,31 @@ import numpy as np
 import pytest
 import torch
 
+from grasp_kernels import demo
 from grasp_kernels.cli import main
 from grasp_kernels.demo import PlannerRow, format_table, run_demo
 from grasp_kernels.envs import DETOUR_WALLS, PointNavigation, make_task
 
 
-def test_demo_cli_prints_the_table_and_writes_the_png(tmp_path, capsys):
+def test_demo_cli_prints_the_table_and_writes_the_png(tmp_path, capsys, monkeypatch):
     out = tmp_path / "demo.png"
-    assert main(["demo", "--task", "detour", "--problems", "2", "--horizon", "12", "--particles", "2", "--out", str(out),
-                 "--no-progress"]) == 0
+    seen = []
+    real = demo.run_demo
+
+    def run_and_record(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(demo, "run_demo", run_and_record)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main(["demo", "--task", "detour", "--problems", "2", "--horizon", "12", "--particles", "2", "--out",
+                     str(out), "--no-progress", "--threads", "1"]) == 0
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1] and after == 2  # the demo ran on its --threads; the caller's came back
     printed = capsys.readouterr().out
     for planner in ("GRASP", "GRASP x2", "GD", "CEM", "MPPI"):
         assert f"| {planner} |" in printed
