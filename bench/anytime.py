@@ -139,6 +139,15 @@ def grasp_frontier_table(report: dict) -> dict[tuple[str, str], dict[int, tuple[
     return {(report["env"], "pixels" if report["pixels"] else "states"): rows}
 
 
+def grasp_frontier_tables(paths: list[Path]) -> dict[tuple[str, str], dict[int, tuple[tuple[float, str, float], ...]]]:
+    """:func:`grasp_frontier_table` of several report files, joined per task (as presets.GRASP_FRONTIER holds them)."""
+    table: dict = {}
+    for path in paths:
+        for task, rows in grasp_frontier_table(json.loads(Path(path).read_text())).items():
+            table.setdefault(task, {}).update(rows)
+    return table
+
+
 def profile(evaluate, settings: dict, reference, pairs, calibration, budgets: tuple[float, ...]) -> tuple[list[Point], float]:
     """Every setting at every budget on ``pairs`` (module docstring), ``reference``: the factory of CEM's own
     setting (timed first, whether or not CEM is profiled); returns the points and CEM's own time."""
@@ -287,11 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         print(summary([json.loads(path.read_text()) for path in args.summary]))
         return 0
     if args.print_presets:
-        table: dict = {}
-        for path in args.print_presets:
-            for task, rows in grasp_frontier_table(json.loads(path.read_text())).items():
-                table.setdefault(task, {}).update(rows)
-        print(pprint.pformat(table, width=118, sort_dicts=True))
+        print(pprint.pformat(grasp_frontier_tables(args.print_presets), width=118, sort_dicts=True))
         return 0
     env_name = check_env_name(args.env)
     if any(not b > 0 for b in args.budgets):
