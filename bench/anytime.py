@@ -148,9 +148,11 @@ def grasp_frontier_tables(paths: list[Path]) -> dict[tuple[str, str], dict[int, 
     return table
 
 
-def profile(evaluate, settings: dict, reference, pairs, calibration, budgets: tuple[float, ...]) -> tuple[list[Point], float]:
+def profile(evaluate, settings: dict, reference, pairs, calibration, budgets: tuple[float, ...],
+            after_setting=None) -> tuple[list[Point], float]:
     """Every setting at every budget on ``pairs`` (module docstring), ``reference``: the factory of CEM's own
-    setting (timed first, whether or not CEM is profiled); returns the points and CEM's own time."""
+    setting (timed first, whether or not CEM is profiled); returns the points and CEM's own time.
+    ``after_setting(points, cem_time)`` is called after each setting's budgets (a long run keeps its points)."""
     ref_score, _ = evaluate(reference(1.0), pairs)
     cem_time = ref_score.wall_time
     cal_ref, _ = evaluate(reference(1.0), calibration)
@@ -175,6 +177,8 @@ def profile(evaluate, settings: dict, reference, pairs, calibration, budgets: tu
                 unit = max(point.ratio / scale, 1e-9)
                 log(f"  {family:5s} {name:40s} b={budget:<5g} x{scale:.3g} ({point.iters} iters): "
                     f"{score.cell()} in {point.ratio:.2f} CEM times")
+            if after_setting is not None:
+                after_setting(points, cem_time)
     return points, cem_time
 
 
@@ -281,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", nargs="*", default=list(FAMILIES), choices=FAMILIES,
                         help="the families to profile (none: only CEM's own time, for --merge's reports)")
     parser.add_argument("--grasp-settings", nargs="+", metavar="NAME", help="profile only these GRASP settings")
+    parser.add_argument("--baseline-settings", nargs="+", metavar="NAME",
+                        help="profile only these settings of GD, CEM and MPPI (e.g. 'var 1.0' 'lr 0.1')")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="smoke run: H=10, 3 pairs, budgets 0.5 1 2, tiny sweeps")
     parser.add_argument("--merge", nargs="+", type=Path, default=[], metavar="JSON",
@@ -351,21 +357,33 @@ def main(argv: list[str] | None = None) -> int:
             settings = restrict_grasp(settings_of(horizon), args.grasp_settings)
             reference = settings[REFERENCE[0]][REFERENCE[1]]
             settings = {family: settings[family] for family in args.families}
-            points, cem_time = profile(evaluate, settings, reference, pairs, calibration, budgets)
-            front = frontier(points, budgets, args.slack)
-            report["horizons"][str(horizon)] = {
-                "budgets": list(budgets), "pairs": len(pairs), "cem_time": cem_time,
-                "points": [dataclasses.asdict(p) for p in points], "frontier": front,
-                "grasp_leads_from": grasp_leads_from(front, budgets),
-            }
-            merge_points(report, earlier)
-            report["seconds"] = time.perf_counter() - started
-            write(report, args.out_dir / f"anytime_{'pixels_' if args.pixels else ''}{env_name}_{args.tag}")
+            if args.baseline_settings:
+                known_baselines = {name for family in ("GD", "CEM", "MPPI") for name in settings_of(horizon)[family]}
+                unknown = sorted(set(args.baseline_settings) - known_baselines)
+                if unknown:
+                    parser.error(f"--baseline-settings: unknown {unknown}; known: {sorted(known_baselines)}")
+                settings = {family: {name: factory for name, factory in found.items()
+                                     if family == "GRASP" or name in args.baseline_settings}
+                            for family, found in settings.items()}
+
+            def keep(points: list[Point], cem_time: float, horizon: int = horizon) -> None:
+                front = frontier(points, budgets, args.slack)
+                report["horizons"][str(horizon)] = {
+                    "budgets": list(budgets), "pairs": len(pairs), "cem_time": cem_time,
+                    "points": [dataclasses.asdict(p) for p in points], "frontier": front,
+                    "grasp_leads_from": grasp_leads_from(front, budgets),
+                }
+                merge_points(report, earlier)
+                report["seconds"] = time.perf_counter() - started
+                write(report, args.out_dir / f"anytime_{'pixels_' if args.pixels else ''}{env_name}_{args.tag}")
+
+            points, cem_time = profile(evaluate, settings, reference, pairs, calibration, budgets, after_setting=keep)
+            keep(points, cem_time)
     return 0
 
 
 def write(report: dict, stem: Path) -> None:
-    """``stem``.json/.md/.png (after every horizon: a long run keeps what it measured)."""
+    """``stem``.json/.md/.png (after every setting: a long run keeps what it measured)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1))
     stem.with_suffix(".md").write_text(markdown(report) + f"\n![profile]({stem.name}.png)\n")

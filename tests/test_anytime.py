@@ -79,9 +79,12 @@ def test_anytime_quick_writes_the_profile(tmp_path):
 
 
 def test_a_later_run_merges_an_earlier_runs_families(tmp_path):
-    first = _run(tmp_path / "a", "--quick", "--families", "CEM")
+    first = _run(tmp_path / "a", "--quick", "--families", "CEM", "MPPI", "--baseline-settings", "var 1.0")
     assert first.returncode == 0, first.stderr[-4000:]
     earlier = tmp_path / "a" / "anytime_pointmaze-medium_t.json"
+    # --baseline-settings keeps only the named settings (MPPI has none of them)
+    assert {(p["family"], p["setting"]) for p in json.loads(earlier.read_text())["horizons"]["10"]["points"]} == {
+        ("CEM", "var 1.0")}
     proc = _run(tmp_path, "--quick", "--families", "GRASP", "--grasp-settings", "x8 particles", "--merge", str(earlier))
     assert proc.returncode == 0, proc.stderr[-4000:]
     cell = json.loads((tmp_path / "anytime_pointmaze-medium_t.json").read_text())["horizons"]["10"]
@@ -118,6 +121,7 @@ def test_merge_refuses_another_task_or_other_pairs():
     (("--slack", "0.5"), "--slack must be >= 1"),
     (("--merge", "no/such/report.json"), "--merge: cannot read"),
     (("--grasp-settings", "no such setting"), "--grasp-settings: unknown"),
+    (("--baseline-settings", "var 9"), "--baseline-settings: unknown ['var 9']"),
 ])
 def test_anytime_rejects_bad_arguments(tmp_path, args, message):
     proc = _run(tmp_path, "--quick", *args)
