@@ -6,8 +6,10 @@ default setting, ``var 1.0``, and DINO-WM's 30 iterations, timed on the same pai
 table holds on any machine. A budget is reached by scaling the setting's work (:func:`grasp_kernels.quality.
 grasp_factory`: GRASP's lifted iterations, sync steps and CEM start; the others' iterations): each setting's
 time per unit of work is first timed on a few calibration pairs, and the scale for budget ``b`` is
-``b / (its time / CEM's time)``; after each budget the estimate is replaced by the time that budget's run took
-(budgets run smallest first). Every point records the wall time it really took.
+``b / (its time / CEM's time)``; budgets run smallest first, and once two of them have run the time model is
+affine, ``time = fixed + per_unit x scale``, fitted to the points measured so far (:func:`next_scale`: a
+setting with a fixed cost, such as GRASP's CEM sync, is then scaled above its floor rather than collapsing to
+its least work). Every point records the wall time it really took.
 
 A family's frontier at budget ``b`` is its best success among the points that took at most ``b`` times CEM's
 time (``--slack`` allows for timing noise); GRASP leads from the smallest budget from which its frontier is
@@ -148,6 +150,33 @@ def grasp_frontier_tables(paths: list[Path]) -> dict[tuple[str, str], dict[int, 
     return table
 
 
+def next_scale(budget: float, measured: list[tuple[float, float]], unit: float) -> float:
+    """The work scale that should take ``budget`` CEM times, from the ``(scale, ratio)`` points a setting has
+    measured on the held-out pairs (``unit``: its calibrated ratio at scale 1, used until one point exists).
+
+    One point: proportional (``ratio / scale`` per unit). Two or more at distinct scales: the least-squares
+    line ``ratio = fixed + per_unit x scale`` (``fixed`` clamped to ``[0, budget)``, ``per_unit`` to > 0), so
+    that a fixed cost is not mistaken for work: a proportional update at a point dominated by its floor would
+    shrink the scale of every later budget."""
+    if not measured:
+        return budget / unit
+    scales = [s for s, _ in measured]
+    if len(set(scales)) < 2:
+        scale, ratio = measured[-1]
+        return budget * scale / max(ratio, 1e-9)
+    n = len(measured)
+    mean_s = sum(scales) / n
+    mean_r = sum(r for _, r in measured) / n
+    spread = sum((s - mean_s) ** 2 for s in scales)
+    per_unit = sum((s - mean_s) * (r - mean_r) for s, r in measured) / spread
+    fixed = mean_r - per_unit * mean_s
+    if per_unit <= 0:  # timing noise swamps the work: fall back to the proportional estimate of the last point
+        scale, ratio = measured[-1]
+        return budget * scale / max(ratio, 1e-9)
+    fixed = min(max(fixed, 0.0), 0.9 * budget)
+    return (budget - fixed) / per_unit
+
+
 def profile(evaluate, settings: dict, reference, pairs, calibration, budgets: tuple[float, ...],
             after_setting=None) -> tuple[list[Point], float]:
     """Every setting at every budget on ``pairs`` (module docstring), ``reference``: the factory of CEM's own
@@ -162,8 +191,11 @@ def profile(evaluate, settings: dict, reference, pairs, calibration, budgets: tu
         for name, factory in family_settings.items():
             cal, _ = evaluate(factory(1.0), calibration)
             unit = cal.wall_time / max(cal_ref.wall_time, 1e-9)  # this setting's time at scale 1, in CEM times
+            measured: list[tuple[float, float]] = []  # (scale, ratio) on the held-out pairs
             for budget in budgets:
-                scale = budget / unit
+                # the calibration pairs' estimate is off where a planner's time is not linear in the batch: the
+                # points measured on these pairs take over as soon as there is one
+                scale = next_scale(budget, measured, unit)
                 score: Score
                 if (family, name) == REFERENCE and budget == 1.0:
                     score, scale = ref_score, 1.0
@@ -172,9 +204,7 @@ def profile(evaluate, settings: dict, reference, pairs, calibration, budgets: tu
                 point = Point(family, name, budget, scale, score.wall_time / cem_time, score.successes, score.trials,
                               score.wall_time, score.iters)
                 points.append(point)
-                # the time per unit of work on these pairs, as measured: the next budget's scale follows it (the
-                # calibration pairs' estimate is off where a planner's time is not linear in the batch)
-                unit = max(point.ratio / scale, 1e-9)
+                measured.append((scale, point.ratio))
                 log(f"  {family:5s} {name:40s} b={budget:<5g} x{scale:.3g} ({point.iters} iters): "
                     f"{score.cell()} in {point.ratio:.2f} CEM times")
             if after_setting is not None:

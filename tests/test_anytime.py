@@ -37,6 +37,20 @@ def test_frontier_takes_the_best_point_within_each_budget():
     assert front["GRASP"]["0.5"]["successes"] == 9 and front["GRASP"]["4.0"]["successes"] == 9
 
 
+def test_next_scale_follows_an_affine_time_model():
+    # no point yet: the calibrated ratio at scale 1; one point: proportional to it
+    assert anytime.next_scale(0.5, [], unit=2.0) == pytest.approx(0.25)
+    assert anytime.next_scale(1.0, [(0.1, 0.4)], unit=2.0) == pytest.approx(0.25)
+    # a setting that costs 1.2 CEM times before any work plus 0.5 per unit of scale: two points recover the line,
+    # and the next budget gets its scale above the floor (a proportional update would have given 4 / 2.7 x 3)
+    line = [(s, 1.2 + 0.5 * s) for s in (0.2, 3.0)]
+    assert anytime.next_scale(4.0, line, unit=9.0) == pytest.approx((4.0 - 1.2) / 0.5)
+    # a budget below the floor: the fixed part is clamped below the budget, the scale stays positive
+    assert anytime.next_scale(1.0, line, unit=9.0) > 0
+    # timing noise (time falling with work): proportional to the last point
+    assert anytime.next_scale(2.0, [(1.0, 1.0), (2.0, 0.9)], unit=1.0) == pytest.approx(2.0 * 2.0 / 0.9)
+
+
 def test_grasp_leads_from_the_smallest_budget_of_an_unbroken_lead():
     def front(grasp: list[int], cem: list[int]) -> dict:
         return {family: {str(b): {"successes": s} for b, s in zip(BUDGETS, row)}
