@@ -155,6 +155,14 @@ GRASP_FRONTIER: dict[tuple[str, str], dict[int, tuple[tuple[float, str, float], 
             (2.0, "x8, sync 50 steps, stop when flat", 1.7953),
             (4.0, "x8, sync 50 steps, stop when flat", 3.3756),
         ),
+        100: (
+            (0.1, "x2, sync 50 steps", 0.0459),
+            (0.25, "x8, sync 50 steps, stop when flat", 0.0636),
+            (0.5, "x8, sync 50 steps, stop when flat", 0.1359),
+            (1.0, "x8, sync 50 steps, stop when flat", 0.2363),
+            (2.0, "x2, sync 50 steps", 1.7495),
+            (4.0, "x2, sync 50 steps", 3.8631),
+        ),
     },
     ("pusht", "pixels"): {
         10: (
