@@ -7,9 +7,9 @@ table holds on any machine. A budget is reached by scaling the setting's work (:
 grasp_factory`: GRASP's lifted iterations, sync steps and CEM start; the others' iterations): each setting's
 time per unit of work is first timed on a few calibration pairs, and the scale for budget ``b`` is
 ``b / (its time / CEM's time)``; budgets run smallest first, and once two of them have run the time model is
-affine, ``time = fixed + per_unit x scale``, fitted to the points measured so far (:func:`next_scale`: a
-setting with a fixed cost, such as GRASP's CEM sync, is then scaled above its floor rather than collapsing to
-its least work). Every point records the wall time it really took.
+affine, ``time = fixed + per_unit x work``, fitted to the points measured so far, work being the iterations a
+point really ran relative to scale 1's (:func:`next_scale`: a setting with a fixed cost, such as GRASP's CEM
+sync, is then scaled above its floor rather than collapsing to its least work). Every point records the wall time it really took.
 
 A family's frontier at budget ``b`` is its best success among the points that took at most ``b`` times CEM's
 time (``--slack`` allows for timing noise); GRASP leads from the smallest budget from which its frontier is
@@ -154,7 +154,7 @@ def next_scale(budget: float, measured: list[tuple[float, float]], unit: float) 
     """The work scale that should take ``budget`` CEM times, from the ``(scale, ratio)`` points a setting has
     measured on the held-out pairs (``unit``: its calibrated ratio at scale 1, used until one point exists).
 
-    One point: proportional (``ratio / scale`` per unit). Two or more at distinct scales: the least-squares
+    One scale measured: proportional (``ratio / scale`` per unit). Two or more at distinct scales: the least-squares
     line ``ratio = fixed + per_unit x scale`` (``fixed`` clamped to ``[0, budget)``, ``per_unit`` to > 0), so
     that a fixed cost is not mistaken for work: a proportional update at a point dominated by its floor would
     shrink the scale of every later budget."""
@@ -163,7 +163,11 @@ def next_scale(budget: float, measured: list[tuple[float, float]], unit: float) 
     scales = [s for s, _ in measured]
     if len(set(scales)) < 2:
         scale, ratio = measured[-1]
-        return budget * scale / max(ratio, 1e-9)
+        if ratio < budget:
+            return budget * scale / ratio
+        # the budget is already spent at the work measured (a floor, e.g. a setting's least work): a proportional
+        # update would never do more work; double it, so that the next point measures what work costs
+        return 2 * scale
     n = len(measured)
     mean_s = sum(scales) / n
     mean_r = sum(r for _, r in measured) / n
@@ -191,7 +195,9 @@ def profile(evaluate, settings: dict, reference, pairs, calibration, budgets: tu
         for name, factory in family_settings.items():
             cal, _ = evaluate(factory(1.0), calibration)
             unit = cal.wall_time / max(cal_ref.wall_time, 1e-9)  # this setting's time at scale 1, in CEM times
-            measured: list[tuple[float, float]] = []  # (scale, ratio) on the held-out pairs
+            # (scale, ratio) on the held-out pairs, the scale being the work actually done (iterations relative to
+            # scale 1's): a setting's least work (whole sync phases, one iteration) is more than a tiny nominal scale
+            measured: list[tuple[float, float]] = []
             for budget in budgets:
                 # the calibration pairs' estimate is off where a planner's time is not linear in the batch: the
                 # points measured on these pairs take over as soon as there is one
@@ -204,7 +210,7 @@ def profile(evaluate, settings: dict, reference, pairs, calibration, budgets: tu
                 point = Point(family, name, budget, scale, score.wall_time / cem_time, score.successes, score.trials,
                               score.wall_time, score.iters)
                 points.append(point)
-                measured.append((scale, point.ratio))
+                measured.append((point.iters / max(cal.iters, 1) if cal.iters else scale, point.ratio))
                 log(f"  {family:5s} {name:40s} b={budget:<5g} x{scale:.3g} ({point.iters} iters): "
                     f"{score.cell()} in {point.ratio:.2f} CEM times")
             if after_setting is not None:

@@ -47,6 +47,8 @@ def test_next_scale_follows_an_affine_time_model():
     assert anytime.next_scale(4.0, line, unit=9.0) == pytest.approx((4.0 - 1.2) / 0.5)
     # a budget below the floor: the fixed part is clamped below the budget, the scale stays positive
     assert anytime.next_scale(1.0, line, unit=9.0) > 0
+    # one scale measured, at a floor over the next budget: the work doubles (proportional would shrink it)
+    assert anytime.next_scale(0.25, [(0.008, 1.28)], unit=13.0) == pytest.approx(0.016)
     # timing noise (time falling with work): proportional to the last point
     assert anytime.next_scale(2.0, [(1.0, 1.0), (2.0, 0.9)], unit=1.0) == pytest.approx(2.0 * 2.0 / 0.9)
 
