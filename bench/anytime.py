@@ -9,7 +9,8 @@ time per unit of work is first timed on a few calibration pairs, and the scale f
 ``b / (its time / CEM's time)``; budgets run smallest first, and once two of them have run the time model is
 affine, ``time = fixed + per_unit x work``, fitted to the points measured so far, work being the iterations a
 point really ran relative to scale 1's (:func:`next_scale`: a setting with a fixed cost, such as GRASP's CEM
-sync, is then scaled above its floor rather than collapsing to its least work). Every point records the wall time it really took.
+sync, is then scaled above its floor rather than collapsing to its least work). Every point records the wall
+time it really took.
 
 A family's frontier at budget ``b`` is its best success among the points that took at most ``b`` times CEM's
 time (``--slack`` allows for timing noise); GRASP leads from the smallest budget from which its frontier is
@@ -154,10 +155,11 @@ def next_scale(budget: float, measured: list[tuple[float, float]], unit: float) 
     """The work scale that should take ``budget`` CEM times, from the ``(scale, ratio)`` points a setting has
     measured on the held-out pairs (``unit``: its calibrated ratio at scale 1, used until one point exists).
 
-    One scale measured: proportional (``ratio / scale`` per unit). Two or more at distinct scales: the least-squares
-    line ``ratio = fixed + per_unit x scale`` (``fixed`` clamped to ``[0, budget)``, ``per_unit`` to > 0), so
-    that a fixed cost is not mistaken for work: a proportional update at a point dominated by its floor would
-    shrink the scale of every later budget."""
+    One scale measured: proportional (``ratio / scale`` per unit), or twice the work where that point already
+    spent the budget. Two or more at distinct scales: the least-squares line ``ratio = fixed + per_unit x scale``
+    (``fixed`` clamped to ``[0, 0.9 x budget]``; a line that falls with the work is noise, and the last point's
+    proportional estimate is used), so that a fixed cost is not mistaken for work: a proportional update at a
+    point dominated by its floor would shrink the scale of every later budget."""
     if not measured:
         return budget / unit
     scales = [s for s, _ in measured]
@@ -210,7 +212,7 @@ def profile(evaluate, settings: dict, reference, pairs, calibration, budgets: tu
                 point = Point(family, name, budget, scale, score.wall_time / cem_time, score.successes, score.trials,
                               score.wall_time, score.iters)
                 points.append(point)
-                measured.append((point.iters / max(cal.iters, 1) if cal.iters else scale, point.ratio))
+                measured.append((point.iters / cal.iters if cal.iters else scale, point.ratio))
                 log(f"  {family:5s} {name:40s} b={budget:<5g} x{scale:.3g} ({point.iters} iters): "
                     f"{score.cell()} in {point.ratio:.2f} CEM times")
             if after_setting is not None:
@@ -390,11 +392,11 @@ def main(argv: list[str] | None = None) -> int:
             log(f"== {env_name}{' (pixels)' if args.pixels else ''} H={horizon}")
             pairs = make(env_name, args.pairs, TEST_SEED, horizon)
             calibration = make(env_name, args.calibration_pairs, TEST_SEED + 1, horizon)
-            settings = restrict_grasp(settings_of(horizon), args.grasp_settings)
-            reference = settings[REFERENCE[0]][REFERENCE[1]]
-            settings = {family: settings[family] for family in args.families}
+            swept = restrict_grasp(settings_of(horizon), args.grasp_settings)
+            reference = swept[REFERENCE[0]][REFERENCE[1]]
+            settings = {family: swept[family] for family in args.families}
             if args.baseline_settings:
-                known_baselines = {name for family in ("GD", "CEM", "MPPI") for name in settings_of(horizon)[family]}
+                known_baselines = {name for family in ("GD", "CEM", "MPPI") for name in swept[family]}
                 unknown = sorted(set(args.baseline_settings) - known_baselines)
                 if unknown:
                     parser.error(f"--baseline-settings: unknown {unknown}; known: {sorted(known_baselines)}")
