@@ -14,6 +14,7 @@ import torch
 from ._checks import check_device
 from .backends import BACKENDS
 from . import demo as demos  # called through the module: tests replace its functions
+from .envs.exploration import PUSHT_POLICIES
 from .envs.pixel_data import cache_path, collect_pixels
 from .envs.sim import ENV_NAMES, check_env_name
 from .models.model_files import WEIGHTS_DIR
@@ -74,8 +75,10 @@ def main_train(argv: Optional[Sequence[str]] = None) -> int:
     positive = int_at_least(1)
     for flag, kind in (("trajectories", positive), ("length", positive), ("hidden", positive), ("depth", positive),
                        ("steps", positive), ("batch-size", positive), ("lr", float), ("rollout-steps", positive),
-                       ("heldout-trajectories", positive)):
+                       ("heldout-trajectories", positive), ("action-repeat", positive)):
         parser.add_argument(f"--{flag}", type=kind, default=None, help="default: per environment")
+    parser.add_argument("--policy", default=None, choices=sorted(PUSHT_POLICIES),
+                        help="Push-T's exploration policy (PointMaze has 'mixed' only; default: per environment)")
     parser.add_argument("--threads", type=int_at_least(1), default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -93,7 +96,7 @@ def main_train(argv: Optional[Sequence[str]] = None) -> int:
     overrides = {
         "trajectories": args.trajectories, "length": args.length, "hidden": args.hidden, "depth": args.depth,
         "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "rollout_steps": args.rollout_steps,
-        "heldout_trajectories": args.heldout_trajectories,
+        "heldout_trajectories": args.heldout_trajectories, "action_repeat": args.action_repeat, "policy": args.policy,
     }
     for name in names:
         model, metrics = train_world_model(name, seed=args.seed, progress=not args.no_progress, **overrides)
@@ -123,11 +126,16 @@ def main_train_pixels(argv: Optional[Sequence[str]] = None) -> int:
                         help="plain foreground weights (every foreground pixel alike)")
     parser.add_argument("--objective", choices=OBJECTIVES, default=defaults.objective,
                         help="the encoder's objective: reconstruction (default) or jepa (trained jointly with a predictor)")
+    parser.add_argument("--action-repeat", type=int_at_least(1), default=None,
+                        help="simulator steps per model step, the frame skip (default: the environment's)")
+    parser.add_argument("--policy", choices=sorted(PUSHT_POLICIES), default=defaults.policy,
+                        help="Push-T's exploration policy (PointMaze has 'mixed' only)")
     parser.add_argument("--threads", type=int_at_least(1), default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     overrides = {f: getattr(args, f) for f in int_fields}
+    overrides.update(action_repeat=args.action_repeat, policy=args.policy)
     config = dataclasses.replace(defaults, balance_colours=args.balance_colours, objective=args.objective, **overrides)
     model, metrics = train_pixel_world_model(args.env, args.seed, config, progress=not args.no_progress)
     command = [reproduce_command(args.env, args.seed, args.out)]
@@ -187,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     pixels.add_argument("--length", type=int_at_least(1), default=50, help="model steps per trajectory")
     pixels.add_argument("--seed", type=int_at_least(0), default=0)
     pixels.add_argument("--size", type=int_at_least(1), default=64, help="frame side in pixels")
+    pixels.add_argument("--action-repeat", type=int_at_least(1), default=None,
+                        help="simulator steps per model step, the frame skip (default: the environment's)")
+    pixels.add_argument("--policy", choices=sorted(PUSHT_POLICIES), default="mixed",
+                        help="Push-T's exploration policy (PointMaze has 'mixed' only)")
     pixels.add_argument("--out", type=Path, help="the .npz; default ~/.cache/grasp_kernels/pixels/<env>-s<seed>-...")
     pixels.add_argument("--no-progress", action="store_true")
     train = commands.add_parser(
@@ -221,9 +233,10 @@ def _run(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> int:
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "pixels":
-        out = args.out or cache_path(args.env, args.trajectories, args.length, args.seed, args.size)
+        sampling = dict(action_repeat=args.action_repeat, policy=args.policy)
+        out = args.out or cache_path(args.env, args.trajectories, args.length, args.seed, args.size, **sampling)
         data = collect_pixels(args.env, args.trajectories, args.length, args.seed, size=args.size, path=out,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, **sampling)
         print(f"{data.env_name}: frames {data.frames.shape} uint8, actions {data.actions.shape} -> {out}")
         return 0
     if args.command == "demo":

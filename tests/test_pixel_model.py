@@ -211,6 +211,14 @@ def test_bad_weights_files(tmp_path):
         load_pixel_model(MAZE, tmp_path / "nan.safetensors")
     with pytest.raises(FileNotFoundError, match=r"missing\.safetensors not found; build it with: python -m grasp_kernels train-pixels"):
         load_pixel_model(MAZE, tmp_path / "missing.safetensors")
+    # trained for another time step or frame size than the caller asks for
+    with pytest.raises(ValueError, match=r"m\.safetensors was trained with action_repeat=10 .* the requested action_repeat is 5"):
+        load_pixel_model(MAZE, path, action_repeat=5)
+    with pytest.raises(ValueError, match=r"frame_size: .*m\.safetensors was trained on 16 x 16 frames, not the requested 64 x 64"):
+        load_pixel_model(MAZE, path, frame_size=64)
+    with pytest.raises(ValueError, match=r"frame_size must be a positive int, got 0"):
+        load_pixel_model(MAZE, path, frame_size=0)
+    assert load_pixel_model(MAZE, path, action_repeat=10, frame_size=16).frame_size == 16
 
 
 def test_vicreg_terms_match_their_definition():
@@ -457,10 +465,16 @@ def test_train_pixels_cli_writes_a_model_whose_card_reproduces_it(simulators, tm
 
     flags = ["--env", MAZE, "--trajectories", "3", "--heldout-trajectories", "2", "--length", "10", "--encoder-steps", "5",
              "--encoder-batch", "8", "--predictor-steps", "5", "--batch-size", "16", "--probe-steps", "5",
-             "--latent-dim", "4", "--no-balance-colours", "--threads", "1", "--no-progress", "--out", str(tmp_path)]
+             "--latent-dim", "4", "--no-balance-colours", "--threads", "1", "--no-progress", "--out", str(tmp_path),
+             "--frame-size", "32", "--action-repeat", "5"]
     assert main_train_pixels(flags) == 0
     card = json.loads((tmp_path / f"{MAZE}-pixels.json").read_text())
     assert card["training"]["config"]["balance_colours"] is False and card["training"]["config"]["latent_dim"] == 4
-    for flag in ("--latent-dim 4", "--encoder-steps 5", "--no-balance-colours", f"--out {tmp_path}"):
+    assert card["data"]["frame_size"] == 32 and card["data"]["action_repeat"] == 5
+    for flag in ("--latent-dim 4", "--encoder-steps 5", "--no-balance-colours", f"--out {tmp_path}", "--frame-size 32",
+                 "--action-repeat 5"):
         assert flag in card["reproduce"]
-    assert load_pixel_model(MAZE, tmp_path / f"{MAZE}-pixels.safetensors").latent_dim == 4
+    path = tmp_path / f"{MAZE}-pixels.safetensors"
+    assert load_pixel_model(MAZE, path, action_repeat=5).frame_size == 32
+    with pytest.raises(ValueError, match=r"trained with action_repeat=5 .* pointmaze-medium's default action_repeat is 10"):
+        load_pixel_model(MAZE, path)

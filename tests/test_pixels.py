@@ -185,7 +185,7 @@ def test_default_cache_path_is_outside_the_repository(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     data = collect_pixels("pusht", trajectories=1, length=2, seed=1, size=16)
     path = pixel_data.cache_path("pusht", 1, 2, 1, 16)
-    assert path == tmp_path / "grasp_kernels" / "pixels" / "pusht-s1-n1-l2-16px.npz" and path.is_file()
+    assert path == tmp_path / "grasp_kernels" / "pixels" / "pusht-s1-n1-l2-16px-r2-mixed.npz" and path.is_file()
     np.testing.assert_array_equal(load_dataset(path).frames, data.frames)
 
 
@@ -260,6 +260,16 @@ def test_bad_cache_files(tmp_path):
         load_dataset(path, seed=3)
     with pytest.raises(ValueError, match=r"good.npz'.*frames must have shape \(1, 3, 64, 64, 3\)"):
         load_dataset(path, size=64)
+    with pytest.raises(ValueError, match=r"good.npz'.*action_repeat 2, expected action_repeat 5"):
+        load_dataset(path, action_repeat=5)
+    with pytest.raises(ValueError, match=r"good.npz'.*exploration policy 'mixed', expected policy 'pushes'"):
+        load_dataset(path, policy="pushes")
+    with pytest.raises(ValueError, match=r"good.npz'.*action_repeat 2, expected action_repeat 3"):
+        collect_pixels("pusht", trajectories=1, length=2, seed=0, size=16, path=path, action_repeat=3)
+    with pytest.raises(ValueError, match=r"action_repeat must be >= 1, got 0"):
+        collect_pixels("pusht", trajectories=1, length=2, seed=0, size=16, path=False, action_repeat=0)
+    with pytest.raises(ValueError, match=r"policy must be one of \['mixed'\] for pointmaze-medium"):
+        collect_pixels(MAZE, trajectories=1, length=2, seed=0, size=16, path=False, policy="pushes")
     # collect_pixels checks a cache file it finds against its own arguments.
     with pytest.raises(ValueError, match=r"good.npz'.*frames must have shape \(1, 5, 16, 16, 3\)"):
         collect_pixels("pusht", trajectories=1, length=4, seed=0, size=16, path=path)
@@ -271,8 +281,9 @@ def test_bad_cache_files(tmp_path):
 def test_save_dataset_round_trip(tmp_path):
     data = collect_pixels(MAZE, trajectories=1, length=2, seed=2, size=16, path=False)
     loaded = load_dataset(save_dataset(data, tmp_path / "x.npz"), env_name=MAZE, trajectories=1, length=2, size=16,
-                          seed=2)
+                          seed=2, action_repeat=10, policy="mixed")
     assert loaded.env_name == MAZE and loaded.seed == 2 and loaded.size == 16
+    assert (loaded.action_repeat, loaded.policy) == (data.action_repeat, data.policy) == (10, "mixed")
     for key in ("frames", "states", "actions"):
         np.testing.assert_array_equal(getattr(loaded, key), getattr(data, key))
 

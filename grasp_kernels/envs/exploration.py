@@ -245,6 +245,81 @@ def _collect_pusht(
     return states, actions
 
 
+def _pusht_recentred(direction: np.ndarray, block: np.ndarray) -> np.ndarray:
+    """A unit push direction: ``direction``, turned back towards the middle for a block near the walls (stage on
+    the outer side); otherwise random walks of the block pile up against the walls, where the kinematic agent
+    can even force it through them, states no planner needs."""
+    if np.any(np.abs(block - 256.0) > PUSHT_RECENTRE_BEYOND):
+        direction = (block - 256.0) / np.linalg.norm(block - 256.0) + 0.5 * direction
+    return direction / (np.linalg.norm(direction) + 1e-9)
+
+
+def _collect_pusht_pushes(
+    env: PushTEnv, trajectories: int, length: int, rngs: Callable[[int], np.random.Generator], progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Contact-heavy Push-T data: short staging, then long steady pushes.
+
+    Each segment picks the nearest of a few random points of the T (so the agent rarely crosses the table),
+    stages on the far side of it for 1-2 steps, then keeps driving in a slowly turning direction at a steady
+    speed for 3-12 steps, so the block is pushed, turned and dragged along for most transitions. One segment
+    in ten is random actions (free motion, and pulling away from the block).
+    """
+    states = np.empty((trajectories, length + 1, 6), dtype=np.float32)
+    actions = np.empty((trajectories, length, 2), dtype=np.float32)
+    goal = pusht_state((256.0, 256.0), (256.0, 256.0), math.pi / 4)
+    s = PUSHT_POSITION_SCALE
+    for i in _progress(range(trajectories), progress, env.name):
+        rng = rngs(i)
+        state = _pusht_start(env, rng, goal)
+        states[i, 0] = state
+        t = 0
+        while t < length:
+            agent, block, angle = state[:2] * s, state[2:4] * s, math.atan2(state[5], state[4])
+            jitter = rng.uniform(0.0, 0.1)
+            if rng.random() < 0.1:
+                planned = [rng.uniform(-1.0, 1.0, size=2)] * int(rng.integers(1, 5))
+            else:
+                candidates = [_pusht_point_on_block(rng, block, angle) for _ in range(3)]
+                contact = min(candidates, key=lambda point: float(np.linalg.norm(point - agent)))
+                # Stage between the agent and the contact point and push on through it, so staging is short.
+                direction = _pusht_recentred(agent - contact + 40.0 * rng.standard_normal(2), block)
+                stage = np.clip(contact + direction * rng.uniform(18.0, 35.0), *PUSHT_AGENT_RANGE)
+                planned = [("stage", stage)] * int(rng.integers(1, 3))
+                speed = rng.uniform(20.0, 60.0)
+                turn = rng.uniform(-0.15, 0.15)
+                for _ in range(int(rng.integers(3, 13))):
+                    planned.append(("push", -direction * speed))
+                    c, si = math.cos(turn), math.sin(turn)
+                    direction = np.array([c * direction[0] - si * direction[1], si * direction[0] + c * direction[1]])
+            pushed = 0
+            for item in planned:
+                if t >= length:
+                    break
+                if isinstance(item, tuple) and item[0] == "push":
+                    # A push that slid off the block ends: driving on would cross the table without contact.
+                    agent, block, angle = state[:2] * s, state[2:4] * s, math.atan2(state[5], state[4])
+                    if pushed >= 2 and pusht_block_distance(agent, block, angle) > PUSHT_AGENT_RADIUS + 10.0:
+                        break
+                    pushed += 1
+                if isinstance(item, tuple) and item[0] == "stage":
+                    action = (item[1] - state[:2] * s) / PUSHT_ACTION_SCALE
+                elif isinstance(item, tuple):
+                    target = np.clip(state[:2] * s + item[1], *PUSHT_AGENT_RANGE)
+                    action = (target - state[:2] * s) / PUSHT_ACTION_SCALE
+                else:
+                    action = item
+                action = np.clip(action + jitter * rng.standard_normal(2), -1.0, 1.0)
+                actions[i, t] = action
+                state = env.step(action)
+                states[i, t + 1] = state
+                t += 1
+    return states, actions
+
+
+# Exploration policies for Push-T training data, by name (PointMaze has one).
+PUSHT_POLICIES = {"mixed": _collect_pusht, "pushes": _collect_pusht_pushes}
+
+
 # ----------------------------------------------------------------------------------------------- public
 
 
@@ -256,8 +331,23 @@ def _progress(iterable, enabled: bool, name: str):
     return tqdm(iterable, desc=f"collect {name}", unit="traj", leave=False)
 
 
+def check_policy(env_name: str, policy: str) -> str:
+    """``policy`` if ``env_name`` has an exploration policy of that name (Push-T: :data:`PUSHT_POLICIES`;
+    PointMaze: ``"mixed"`` only), else a ValueError naming the known ones."""
+    known = sorted(PUSHT_POLICIES) if check_env_name(env_name) == "pusht" else ["mixed"]
+    if policy not in known:
+        raise ValueError(f"policy must be one of {known} for {env_name}, got {policy!r}")
+    return policy
+
+
 def collect(
-    env_name: str, trajectories: int, length: int, seed: int, progress: bool = False
+    env_name: str,
+    trajectories: int,
+    length: int,
+    seed: int,
+    progress: bool = False,
+    action_repeat: Optional[int] = None,
+    policy: str = "mixed",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exploratory trajectories in the real simulator.
 
@@ -267,6 +357,10 @@ def collect(
         length: ``L``, model steps per trajectory (>= 1).
         seed: seeds the start states, the policy and the simulator; equal seeds give equal data.
         progress: show a tqdm bar.
+        action_repeat: simulator steps per model step (the frame skip); ``None`` is the environment's default.
+        policy: Push-T only, one of :data:`PUSHT_POLICIES`: ``"mixed"`` (stage-and-push with random segments,
+            about half the transitions move the block; it also makes the task pairs) or ``"pushes"``
+            (contact-heavy: about three quarters). PointMaze has one policy and takes ``"mixed"``.
 
     Returns:
         ``states [N, L+1, D]`` float32 (planning states, ``states[:, t+1]`` after ``actions[:, t]``) and
@@ -281,11 +375,12 @@ def collect(
     def rngs(i: int) -> np.random.Generator:
         return np.random.default_rng([int(seed), i, 0x6B5])
 
-    env = make_env(name, seed=int(seed))
+    policy = check_policy(name, policy)
+    env = make_env(name, seed=int(seed), action_repeat=action_repeat)
     try:
         if isinstance(env, PointMazeEnv):
             return _collect_pointmaze(env, trajectories, length, rngs, progress)
-        return _collect_pusht(env, trajectories, length, rngs, progress)
+        return PUSHT_POLICIES[policy](env, trajectories, length, rngs, progress)
     finally:
         env.close()
 

@@ -12,7 +12,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .exploration import _check_count, collect
+from .exploration import _check_count, check_policy, collect
 from .pixels import (
     ACTION_DIM,
     FRAME_SIZE,
@@ -24,7 +24,7 @@ from .pixels import (
     check_size,
     render_states,
 )
-from .sim import PUSHT_POSITION_SCALE, check_env_name
+from .sim import PUSHT_POSITION_SCALE, check_env_name, resolve_action_repeat
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class PixelDataset:
         frames: ``[N, L+1, S, S, 3]`` uint8, ``frames[:, t]`` the frame of ``states[:, t]``.
         states: ``[N, L+1, D]`` float32 planning states.
         actions: ``[N, L, 2]`` float32 in ``[-1, 1]``, ``actions[:, t]`` taken between ``t`` and ``t+1``.
+        action_repeat: simulator steps per model step (between ``t`` and ``t+1``).
+        policy: the exploration policy (:func:`grasp_kernels.envs.exploration.collect`).
     """
 
     env_name: str
@@ -44,6 +46,8 @@ class PixelDataset:
     frames: np.ndarray
     states: np.ndarray
     actions: np.ndarray
+    action_repeat: int
+    policy: str
 
     @property
     def size(self) -> int:
@@ -56,9 +60,14 @@ def cache_dir() -> Path:
     return Path(base) / "grasp_kernels" / "pixels"
 
 
-def cache_path(env_name: str, trajectories: int, length: int, seed: int, size: int = FRAME_SIZE) -> Path:
-    """Default cache file of a data set: ``<cache_dir>/<env>-s<seed>-n<N>-l<L>-<S>px.npz``."""
-    return cache_dir() / f"{check_env_name(env_name)}-s{int(seed)}-n{int(trajectories)}-l{int(length)}-{int(size)}px.npz"
+def cache_path(
+    env_name: str, trajectories: int, length: int, seed: int, size: int = FRAME_SIZE,
+    action_repeat: Optional[int] = None, policy: str = "mixed",
+) -> Path:
+    """Default cache file of a data set: ``<cache_dir>/<env>-s<seed>-n<N>-l<L>-<S>px-r<repeat>-<policy>.npz``."""
+    key = check_env_name(env_name)
+    repeat = resolve_action_repeat(key, action_repeat)
+    return cache_dir() / f"{key}-s{int(seed)}-n{int(trajectories)}-l{int(length)}-{int(size)}px-r{repeat}-{policy}.npz"
 
 
 def _expected(env_name: str, trajectories: int, length: int, size: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -70,7 +79,7 @@ def _expected(env_name: str, trajectories: int, length: int, size: int) -> dict[
     }
 
 
-_META = ("env_name", "seed", "render_version")
+_META = ("env_name", "seed", "render_version", "action_repeat", "policy")
 
 
 def save_dataset(dataset: PixelDataset, path: PathLike) -> Path:
@@ -89,6 +98,8 @@ def save_dataset(dataset: PixelDataset, path: PathLike) -> Path:
         "env_name": np.array(dataset.env_name),
         "seed": np.array(dataset.seed, dtype=np.int64),
         "render_version": np.array(RENDER_VERSION, dtype=np.int64),
+        "action_repeat": np.array(dataset.action_repeat, dtype=np.int64),
+        "policy": np.array(dataset.policy),
     }
     partial = path.with_name(path.name + ".partial")
     with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -108,6 +119,8 @@ def load_dataset(
     length: Optional[int] = None,
     size: Optional[int] = None,
     seed: Optional[int] = None,
+    action_repeat: Optional[int] = None,
+    policy: Optional[str] = None,
 ) -> PixelDataset:
     """Read a data set written by :func:`save_dataset`, without pickle; every array's shape and dtype is
     checked (against the given expectations where given), else ``ValueError`` naming the file."""
@@ -141,9 +154,16 @@ def load_dataset(
         raise bad(str(error)) from None
     if env_name is not None and stored_env != check_env_name(env_name):
         raise bad(f"holds {stored_env!r} frames, expected {check_env_name(env_name)!r}")
-    for key in ("seed", "render_version"):
+    for key in ("seed", "render_version", "action_repeat"):
         if arrays[key].shape != () or arrays[key].dtype != np.int64:
             raise bad(f"{key} must be a 0-d int64 array, got shape {arrays[key].shape} dtype {arrays[key].dtype}")
+    if arrays["policy"].shape != () or arrays["policy"].dtype.kind != "U":
+        raise bad(f"policy must be a 0-d string array, got shape {arrays['policy'].shape} dtype {arrays['policy'].dtype}")
+    stored_repeat, stored_policy = int(arrays["action_repeat"]), str(arrays["policy"])
+    if action_repeat is not None and stored_repeat != int(action_repeat):
+        raise bad(f"was collected with action_repeat {stored_repeat}, expected action_repeat {int(action_repeat)}")
+    if policy is not None and stored_policy != policy:
+        raise bad(f"was collected with exploration policy {stored_policy!r}, expected policy {policy!r}")
     if int(arrays["render_version"]) != RENDER_VERSION:
         raise bad(f"was rendered by renderer version {int(arrays['render_version'])}, this is version "
                   f"{RENDER_VERSION}; delete it to re-render")
@@ -159,7 +179,8 @@ def load_dataset(
         if arrays[key].shape != shape or arrays[key].dtype != dtype:
             raise bad(f"{key} must have shape {shape} and dtype {dtype}, got shape {arrays[key].shape} "
                       f"and dtype {arrays[key].dtype}")
-    return PixelDataset(stored_env, int(arrays["seed"]), frames, arrays["states"], arrays["actions"])
+    return PixelDataset(stored_env, int(arrays["seed"]), frames, arrays["states"], arrays["actions"], stored_repeat,
+                        stored_policy)
 
 
 def in_frame(env_name: str, states: np.ndarray) -> np.ndarray:
@@ -174,13 +195,16 @@ def in_frame(env_name: str, states: np.ndarray) -> np.ndarray:
     return np.all((block >= PUSHT_FRAME_MARGIN) & (block <= PUSHT_CANVAS - PUSHT_FRAME_MARGIN), axis=-1)
 
 
-def _collect_in_frame(key: str, trajectories: int, length: int, seed: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+def _collect_in_frame(
+    key: str, trajectories: int, length: int, seed: int, progress: bool, action_repeat: int, policy: str
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`collect`'s trajectories whose every state is :func:`in_frame`, the first ``trajectories`` of
     them: trajectory ``i`` of :func:`collect` depends on ``(seed, i)`` only, so collecting more and keeping
     the visible ones in order is deterministic."""
     extra = 0 if key != "pusht" else max(4, trajectories // 8)
     while True:
-        states, actions = collect(key, trajectories + extra, length, seed, progress=progress)
+        states, actions = collect(key, trajectories + extra, length, seed, progress=progress,
+                                  action_repeat=action_repeat, policy=policy)
         keep = np.flatnonzero(in_frame(key, states).all(axis=1))
         if len(keep) >= trajectories:
             keep = keep[:trajectories]
@@ -196,6 +220,8 @@ def collect_pixels(
     size: int = FRAME_SIZE,
     path: Union[PathLike, None, bool] = None,
     progress: bool = False,
+    action_repeat: Optional[int] = None,
+    policy: str = "mixed",
 ) -> PixelDataset:
     """Exploratory trajectories (:func:`grasp_kernels.envs.exploration.collect`) with the frames of their
     states, cached. Push-T keeps only trajectories whose block stays in the picture (:func:`in_frame`).
@@ -209,6 +235,8 @@ def collect_pixels(
         path: the cache file; ``None`` uses :func:`cache_path`, ``False`` does not cache. An existing file is
             loaded (and checked against these arguments) instead of collecting again.
         progress: tqdm bars for the collection and the rendering.
+        action_repeat: simulator steps per model step (>= 1); default the environment's.
+        policy: the exploration policy (:func:`grasp_kernels.envs.exploration.collect`).
 
     Returns:
         A :class:`PixelDataset`: ``frames [N, L+1, S, S, 3]`` uint8, ``states [N, L+1, D]`` float32,
@@ -220,14 +248,17 @@ def collect_pixels(
     size = check_size(size)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    action_repeat = resolve_action_repeat(key, action_repeat)
+    policy = check_policy(key, policy)
     if path is None or path is True:
-        path = cache_path(key, trajectories, length, int(seed), size)
+        path = cache_path(key, trajectories, length, int(seed), size, action_repeat, policy)
     if path is not False and Path(path).is_file():
-        return load_dataset(path, env_name=key, trajectories=trajectories, length=length, size=size, seed=int(seed))
-    states, actions = _collect_in_frame(key, trajectories, length, int(seed), progress)
+        return load_dataset(path, env_name=key, trajectories=trajectories, length=length, size=size, seed=int(seed),
+                            action_repeat=action_repeat, policy=policy)
+    states, actions = _collect_in_frame(key, trajectories, length, int(seed), progress, action_repeat, policy)
     flat = states.reshape(-1, states.shape[-1])
     frames = render_states(key, flat, size=size, progress=progress).reshape(*states.shape[:2], size, size, 3)
-    dataset = PixelDataset(key, int(seed), frames, states, actions)
+    dataset = PixelDataset(key, int(seed), frames, states, actions, action_repeat, policy)
     if path is not False:
         save_dataset(dataset, path)
     return dataset

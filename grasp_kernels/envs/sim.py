@@ -69,6 +69,23 @@ def _require(module: str) -> object:
         ) from error
 
 
+# Simulator steps per model step when none is asked for. PointMaze: 10 MuJoCo steps of 0.01 s; Push-T: 2 control
+# steps of 0.1 s (gym-pusht's 10 Hz), so one model step is 0.2 s.
+DEFAULT_ACTION_REPEAT = {"pointmaze": 10, "pusht": 2}
+
+
+def default_action_repeat(env_name: str) -> int:
+    """Simulator steps per model step of ``env_name`` when none is given (the shipped models' time step)."""
+    return DEFAULT_ACTION_REPEAT[check_env_name(env_name).split("-")[0]]
+
+
+def resolve_action_repeat(env_name: str, action_repeat: Optional[int]) -> int:
+    """``action_repeat`` checked (an int >= 1), or ``env_name``'s default for ``None``."""
+    if action_repeat is None:
+        return default_action_repeat(env_name)
+    return check_int("action_repeat", action_repeat, minimum=1)
+
+
 def check_env_name(name: str) -> str:
     """Normalise and validate an environment name (``pointmaze-umaze|medium|large`` or ``pusht``)."""
     if not isinstance(name, str):
@@ -121,7 +138,7 @@ class PointMazeEnv(SimEnv):
 
     state_dim = 4
 
-    def __init__(self, layout: str = "medium", action_repeat: int = 10, seed: int = 0) -> None:
+    def __init__(self, layout: str = "medium", action_repeat: int = DEFAULT_ACTION_REPEAT["pointmaze"], seed: int = 0) -> None:
         gym = _require("gymnasium")
         robotics = _require("gymnasium_robotics")
         gym.register_envs(robotics)
@@ -231,7 +248,7 @@ class PushTEnv(SimEnv):
     name = "pusht"
     state_dim = 6
 
-    def __init__(self, action_repeat: int = 2, seed: int = 0) -> None:
+    def __init__(self, action_repeat: int = DEFAULT_ACTION_REPEAT["pusht"], seed: int = 0) -> None:
         gym = _require("gymnasium")
         _require("gym_pusht")
         self.action_repeat = check_int("action_repeat", action_repeat, minimum=1)

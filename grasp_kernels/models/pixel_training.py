@@ -20,7 +20,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..envs.sim import check_env_name
+from .._checks import check_int
+from ..envs.pixels import FRAME_SIZE
+from ..envs.sim import check_env_name, resolve_action_repeat
 from .pixel import CHANNELS, LatentDynamics, PixelWorldModel, latent_windows
 from .pixel_losses import colour_weights, foreground_loss, jepa_loss
 from .pixel_probes import batches, encode_all, evaluate_pixel_model, train_probe
@@ -43,6 +45,8 @@ class PixelTrainConfig:
     pictures. Either way the encoder is then frozen and the planning predictor trained on its latents.
     Predictor: ``predictor_steps`` steps of the state models' loss (``batch_size`` one-step pairs,
     ``rollout_batch`` windows of ``rollout_steps`` open-loop steps).
+    Frames are ``frame_size`` pixels square; one model step is ``action_repeat`` simulator steps (``None``: the
+    environment's default); the data's exploration policy is ``policy``.
     """
 
     trajectories: int = 800
@@ -69,10 +73,16 @@ class PixelTrainConfig:
     jepa_batch: int = 16
     jepa_steps: int = 4
     decoder_steps: int = 600
+    frame_size: int = FRAME_SIZE
+    action_repeat: Optional[int] = None
+    policy: str = "mixed"
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        check_int("frame_size", self.frame_size, minimum=1)
+        if self.action_repeat is not None:
+            check_int("action_repeat", self.action_repeat, minimum=1)
 
 
 OBJECTIVES = ("reconstruction", "jepa")
@@ -212,8 +222,10 @@ def train_pixel_world_model(
         raise TypeError(f"config must be a PixelTrainConfig, got {type(config).__name__}")
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
-    train = collect_pixels(name, config.trajectories, config.length, seed, progress=progress)
-    held = collect_pixels(name, config.heldout_trajectories, config.length, seed + HELDOUT_SEED_OFFSET, progress=progress)
+    sampling = dict(size=config.frame_size, action_repeat=resolve_action_repeat(name, config.action_repeat),
+                    policy=config.policy, progress=progress)
+    train = collect_pixels(name, config.trajectories, config.length, seed, **sampling)
+    held = collect_pixels(name, config.heldout_trajectories, config.length, seed + HELDOUT_SEED_OFFSET, **sampling)
     seconds["data"] = time.perf_counter() - clock
 
     torch.manual_seed(seed)
@@ -253,7 +265,8 @@ def train_pixel_world_model(
         config={k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()},
         seed=seed,
         data={"train_frames": int(np.prod(train.frames.shape[:2])), "heldout_frames": int(np.prod(held.frames.shape[:2])),
-              "train_seed": seed, "heldout_seed": seed + HELDOUT_SEED_OFFSET, "frame_size": train.size},
+              "train_seed": seed, "heldout_seed": seed + HELDOUT_SEED_OFFSET, "frame_size": train.size,
+              "action_repeat": train.action_repeat, "policy": train.policy},
         seconds={k: round(v, 1) for k, v in seconds.items()},
         final_loss={"encoder": encoder_loss, "predictor": predictor_loss},
     )

@@ -14,7 +14,9 @@ from typing import Optional, Union
 import torch
 
 from .._checks import check_device
-from ..envs.sim import check_env_name
+from ..envs.pixels import check_size
+from ..envs.sim import check_env_name, resolve_action_repeat
+from .zoo import check_action_repeat, file_action_repeat
 from .model_files import WEIGHTS_DIR, PathLike, check_tensors, int_field, read_weights, write_model_files
 from .pixel import PixelWorldModel
 
@@ -33,9 +35,11 @@ def reproduce_command(env_name: str, seed: int = 0, out: Optional[PathLike] = No
     return command if out is None else f"{command} --out {out}"
 
 
-def _metadata(model: PixelWorldModel) -> dict[str, str]:
-    """The file's metadata: format, environment and every architecture size :func:`load_pixel_model` rebuilds."""
+def _metadata(model: PixelWorldModel, action_repeat: int) -> dict[str, str]:
+    """The file's metadata: format, environment, time step and every architecture size :func:`load_pixel_model`
+    rebuilds."""
     return {
+        "action_repeat": str(action_repeat),
         "format": FORMAT, "format_version": str(FORMAT_VERSION), "env": model.env_name,
         "frame_size": str(model.frame_size), "latent_dim": str(model.latent_dim), "window": str(model.window),
         "action_dim": str(model.action_dim), "channels": ",".join(map(str, model.channels)),
@@ -55,14 +59,15 @@ OBJECTIVE_WORDS = {
 
 
 def save_pixel_model(model: PixelWorldModel, path: PathLike, metrics: dict, reproduce: Optional[str] = None) -> Path:
-    """Write ``model`` (safetensors, float32, architecture in the metadata) and its JSON model card beside it."""
+    """Write ``model`` (safetensors, float32, architecture in the metadata) and its JSON model card beside it;
+    ``metrics["data"]["action_repeat"]`` is the model's time step (default: the environment's)."""
     if not isinstance(model, PixelWorldModel):
         raise TypeError(f"model must be a PixelWorldModel, got {type(model).__name__}")
     path = Path(path)
-    metadata = _metadata(model)
+    metadata = _metadata(model, resolve_action_repeat(model.env_name, metrics.get("data", {}).get("action_repeat")))
     architecture = {
         "class": "grasp_kernels.models.PixelWorldModel",
-        **{k: v for k, v in metadata.items() if k not in ("format", "format_version", "env")},
+        **{k: v for k, v in metadata.items() if k not in ("format", "format_version", "env", "action_repeat")},
         "parameters": {part: int(sum(p.numel() for p in getattr(model, part).parameters()))
                        for part in ("encoder", "decoder", "dynamics")},
         "planning_state": "window of the last `window` standardised latents, flattened: [window * latent_dim]",
@@ -79,7 +84,11 @@ def save_pixel_model(model: PixelWorldModel, path: PathLike, metrics: dict, repr
 
 
 def load_pixel_model(
-    env_name: str, path: Optional[PathLike] = None, device: Union[str, torch.device] = "cpu"
+    env_name: str,
+    path: Optional[PathLike] = None,
+    device: Union[str, torch.device] = "cpu",
+    action_repeat: Optional[int] = None,
+    frame_size: Optional[int] = None,
 ) -> PixelWorldModel:
     """Load the pixel world model of ``env_name`` (eval mode, on ``device``, no gradients).
 
@@ -88,10 +97,14 @@ def load_pixel_model(
         path: a file written by :func:`save_pixel_model`; default the shipped
             ``grasp_kernels/weights/<env>-pixels.safetensors``.
         device: where to put the model.
+        action_repeat: the time step (simulator steps per model step) it will be used at; default the
+            environment's (:func:`grasp_kernels.envs.sim.default_action_repeat`).
+        frame_size: the frame side the caller will render; ``None`` takes the file's.
 
     Raises:
         ValueError: unknown env; a corrupt file; a file of another model format or another environment;
-            tensors that do not fit the architecture in its metadata.
+            tensors that do not fit the architecture in its metadata; a file trained with another
+            ``action_repeat`` or ``frame_size`` than the requested one.
         FileNotFoundError: no such file (the message says how to build it).
     """
     name = check_env_name(env_name)
@@ -112,6 +125,12 @@ def load_pixel_model(
     except ValueError:
         raise ValueError(f"pixel world model file {path}: metadata field 'channels' is not a list of ints") from None
     sizes = {key: int_field(metadata, key, path) for key in ("frame_size", "latent_dim", "window", "action_dim", "hidden", "depth")}
+    check_action_repeat(action_repeat, file_action_repeat(metadata, name, path), name, path)
+    if frame_size is not None and check_size(frame_size, "frame_size") != sizes["frame_size"]:
+        raise ValueError(
+            f"frame_size: {path} was trained on {sizes['frame_size']} x {sizes['frame_size']} frames, not the "
+            f"requested {frame_size} x {frame_size}; train one at that size (train-pixels --frame-size {frame_size})"
+        )
     try:
         model = PixelWorldModel(name, sizes["latent_dim"], sizes["window"], sizes["action_dim"], channels,
                                 sizes["hidden"], sizes["depth"], sizes["frame_size"])

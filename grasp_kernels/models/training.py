@@ -22,10 +22,10 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ..envs.sim import PUSHT_POSITION_SCALE, angle_difference, check_env_name, pusht_pose
+from ..envs.sim import PUSHT_POSITION_SCALE, angle_difference, check_env_name, pusht_pose, resolve_action_repeat
 from ..rollouts import rollout
 from .mlp import MLPDynamics
-from ..envs.exploration import collect, contact_fraction
+from ..envs.exploration import check_policy, collect, contact_fraction
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +35,9 @@ class TrainConfig:
     ``rollout_steps`` is the length ``K`` of the open-loop term: windows of ``K`` recorded actions are rolled
     through the model from their true start and the normalised error at every step is penalised with weight
     ``rollout_weight / k`` (errors grow with ``k``; the weight keeps late steps from dominating).
+
+    ``action_repeat`` is the model's time step in simulator steps (``None``: the environment's default) and
+    ``policy`` the exploration policy of the data (:func:`grasp_kernels.envs.exploration.collect`).
     """
 
     trajectories: int = 2000
@@ -49,6 +52,8 @@ class TrainConfig:
     rollout_steps: int = 8
     rollout_batch: int = 128
     rollout_weight: float = 1.0
+    action_repeat: Optional[int] = None
+    policy: str = "mixed"
 
 
 # Per environment: Push-T's pymunk steps are slower than MuJoCo's, so it gets fewer trajectories.
@@ -63,9 +68,11 @@ HELDOUT_SEED_OFFSET = 1_000_003  # held-out data never shares a seed with any tr
 
 
 def default_config(env_name: str, **overrides) -> TrainConfig:
-    """The default :class:`TrainConfig` of ``env_name`` with ``overrides`` (``None`` values ignored)."""
+    """The default :class:`TrainConfig` of ``env_name`` with ``overrides`` (``None`` values ignored); the action
+    repeat resolved to the environment's default when neither gives one."""
     name = check_env_name(env_name)
     values = {**DEFAULTS[name], **{k: v for k, v in overrides.items() if v is not None}}
+    values["action_repeat"] = resolve_action_repeat(name, values.get("action_repeat"))
     return TrainConfig(**values)
 
 
@@ -231,6 +238,8 @@ def train_world_model(
     rollout_steps: Optional[int] = None,
     heldout_trajectories: Optional[int] = None,
     data: Optional[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = None,
+    action_repeat: Optional[int] = None,
+    policy: Optional[str] = None,
 ) -> tuple[MLPDynamics, dict]:
     """Collect data, fit and train an :class:`MLPDynamics` for ``env_name``; measure held-out errors.
 
@@ -246,7 +255,10 @@ def train_world_model(
         progress: tqdm bars for collection and training.
         rollout_steps: length of the open-loop loss term (0 or 1: one-step loss only).
         heldout_trajectories: held-out split size (trajectories of the same length).
-        data: ``(train_states, train_actions, heldout_states, heldout_actions)`` to use instead of collecting.
+        data: ``(train_states, train_actions, heldout_states, heldout_actions)`` to use instead of collecting
+            (collected with ``action_repeat`` and ``policy``, which the card records).
+        action_repeat: simulator steps per model step (the frame skip, >= 1); default the environment's.
+        policy: the exploration policy of both splits (see :func:`~grasp_kernels.envs.exploration.collect`).
 
     Returns:
         The trained model (CPU, eval mode) and a metrics dict: :func:`evaluate`'s errors plus ``"config"``,
@@ -261,6 +273,7 @@ def train_world_model(
     config = default_config(
         name, trajectories=trajectories, length=length, hidden=hidden, depth=depth, steps=steps,
         batch_size=batch_size, lr=lr, rollout_steps=rollout_steps, heldout_trajectories=heldout_trajectories,
+        action_repeat=action_repeat, policy=policy,
     )
     for field in ("trajectories", "length", "heldout_trajectories", "hidden", "depth", "steps", "batch_size"):
         value = getattr(config, field)
@@ -268,12 +281,14 @@ def train_world_model(
             raise ValueError(f"{field} must be an int >= 1, got {value!r}")
     if not (isinstance(config.lr, (int, float)) and config.lr > 0):
         raise ValueError(f"lr must be a positive number, got {config.lr!r}")
+    check_policy(name, config.policy)
 
     start = time.perf_counter()
     if data is None:
-        train_states, train_actions = collect(name, config.trajectories, config.length, seed, progress=progress)
+        sampling = {"action_repeat": config.action_repeat, "policy": config.policy, "progress": progress}
+        train_states, train_actions = collect(name, config.trajectories, config.length, seed, **sampling)
         held_states, held_actions = collect(
-            name, config.heldout_trajectories, config.length, seed + HELDOUT_SEED_OFFSET, progress=progress
+            name, config.heldout_trajectories, config.length, seed + HELDOUT_SEED_OFFSET, **sampling
         )
     else:
         train_states, train_actions, held_states, held_actions = data
@@ -318,6 +333,8 @@ def train_world_model(
             "train_seed": seed,
             "heldout_seed": seed + HELDOUT_SEED_OFFSET,
             "contact_fraction": contact_fraction(name, train_states),
+            "action_repeat": config.action_repeat,
+            "policy": config.policy,
         },
         train_seconds=round(train_seconds, 1),
         collect_seconds=round(collect_seconds, 1),

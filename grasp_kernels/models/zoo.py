@@ -17,13 +17,36 @@ import torch
 from torch import nn
 
 from .._checks import check_device
-from ..envs.sim import PointMazeEnv, PushTEnv, check_env_name
+from ..envs.sim import PointMazeEnv, PushTEnv, check_env_name, resolve_action_repeat
 from .mlp import MLPDynamics
 from .model_files import WEIGHTS_DIR, PathLike, card_path, check_tensors, int_field, read_weights, write_model_files
 
 FORMAT = "grasp_kernels.mlp_dynamics"
 FORMAT_VERSION = 1
 ACTIVATIONS: dict[str, type[nn.Module]] = {"SiLU": nn.SiLU, "ReLU": nn.ReLU, "Tanh": nn.Tanh, "GELU": nn.GELU}
+# The time step of model files written before their metadata recorded it (the defaults of that time).
+LEGACY_ACTION_REPEAT = {"pointmaze": 10, "pusht": 2}
+
+
+def file_action_repeat(metadata: dict, env_name: str, path: Path) -> int:
+    """The action repeat (simulator steps per model step) a model file was trained with: its metadata's
+    ``action_repeat``, or :data:`LEGACY_ACTION_REPEAT` for files older than that field."""
+    if "action_repeat" not in metadata:
+        return LEGACY_ACTION_REPEAT[check_env_name(env_name).split("-")[0]]
+    return int_field(metadata, "action_repeat", path)
+
+
+def check_action_repeat(requested: Optional[int], trained: int, env_name: str, path: Path) -> int:
+    """``trained`` if it equals ``requested`` (``None``: ``env_name``'s default), else a ValueError: a model
+    stepped at another time step than it learned predicts the wrong motion without any other sign."""
+    wanted = resolve_action_repeat(env_name, requested)
+    if wanted != trained:
+        which = "the requested" if requested is not None else f"{env_name}'s default"
+        raise ValueError(
+            f"model file {path} was trained with action_repeat={trained} (simulator steps per model step) but "
+            f"{which} action_repeat is {wanted}; pass action_repeat={trained} or load a model trained with {wanted}"
+        )
+    return trained
 
 
 def env_dims(env_name: str) -> tuple[int, int]:
@@ -60,7 +83,8 @@ def save_world_model(
         model: the trained model.
         path: the ``.safetensors`` file to write (parent directories are created).
         env_name: the environment it was trained for; must match the model's dimensions.
-        metrics: held-out metrics and training details (e.g. :func:`train_world_model`'s dict), stored in the card.
+        metrics: held-out metrics and training details (e.g. :func:`train_world_model`'s dict), stored in the card;
+            its ``data["action_repeat"]`` is the model's time step (default: the environment's).
         reproduce: the exact command that rebuilds the file (default: the CLI with the card's seed).
 
     Returns:
@@ -75,6 +99,7 @@ def save_world_model(
             f"model has (state_dim, action_dim) = {(model.state_dim, model.action_dim)} but env {name!r} has {expected}"
         )
     hidden, depth, activation = _architecture(model)
+    action_repeat = resolve_action_repeat(name, metrics.get("data", {}).get("action_repeat"))
     path = Path(path)
     metadata = {
         "format": FORMAT,
@@ -85,6 +110,7 @@ def save_world_model(
         "hidden": str(hidden),
         "depth": str(depth),
         "activation": activation,
+        "action_repeat": str(action_repeat),
     }
     seed = metrics.get("seed", 0)
     architecture = {
@@ -107,7 +133,12 @@ def save_world_model(
     )
 
 
-def load_world_model(env_name: str, path: Optional[PathLike] = None, device: Union[str, torch.device] = "cpu") -> MLPDynamics:
+def load_world_model(
+    env_name: str,
+    path: Optional[PathLike] = None,
+    device: Union[str, torch.device] = "cpu",
+    action_repeat: Optional[int] = None,
+) -> MLPDynamics:
     """Load a world model for ``env_name`` (eval mode, on ``device``).
 
     Args:
@@ -115,10 +146,13 @@ def load_world_model(env_name: str, path: Optional[PathLike] = None, device: Uni
         path: a ``.safetensors`` file written by :func:`save_world_model`; default the shipped
             ``grasp_kernels/weights/<env>.safetensors``.
         device: where to put the model.
+        action_repeat: the time step (simulator steps per model step) the model will be used at; default the
+            environment's (:func:`grasp_kernels.envs.sim.default_action_repeat`).
 
     Raises:
         ValueError: unknown env name; a corrupt or truncated file; a file for another environment (metadata
-            env, or dimensions that do not fit ``env_name``); tensors that do not fit the metadata's architecture.
+            env, or dimensions that do not fit ``env_name``); tensors that do not fit the metadata's architecture;
+            a file trained with another ``action_repeat`` than the requested one.
         FileNotFoundError: no such file (the message says how to reproduce it).
     """
     name = check_env_name(env_name)
@@ -140,6 +174,7 @@ def load_world_model(env_name: str, path: Optional[PathLike] = None, device: Uni
         raise ValueError(
             f"world model file {path} has (state_dim, action_dim) = {dims} but env {name!r} has {env_dims(name)}"
         )
+    check_action_repeat(action_repeat, file_action_repeat(metadata, name, path), name, path)
     hidden, depth = int_field(metadata, "hidden", path), int_field(metadata, "depth", path)
     activation = metadata.get("activation")
     if activation not in ACTIVATIONS:
