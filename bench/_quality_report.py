@@ -15,7 +15,7 @@ from _quality_plot import plot
 
 # the arguments that change what a report measures: --merge only joins reports that agree on all of them
 SETTINGS = ("trials", "tune_trials", "samples", "families", "replan_every", "mpc_iters_scale", "mpc_steps", "quick",
-            "mpc_warm_start_states")
+            "mpc_warm_start_states", "action_repeat", "weights")
 # --pixels runs record these too (a state run records SETTINGS alone, so that its reports merge with the state
 # reports under bench/results); which model file a run read is in its report's "model" (with the file's hash)
 PIXEL_SETTINGS = SETTINGS + ("pixels",)
@@ -47,6 +47,18 @@ def report_name(report: dict, tag: str) -> str:
     return f"{prefix}_{report['env']}_{tag}"
 
 
+def action_repeat(report: dict) -> int:
+    """Simulator steps per model step of ``report``'s run (reports older than the field: the default then)."""
+    from grasp_kernels.models.zoo import LEGACY_ACTION_REPEAT
+
+    return int(report.get("action_repeat") or LEGACY_ACTION_REPEAT[report["env"].split("-")[0]])
+
+
+def horizon_label(report: dict, horizon) -> str:
+    """``H=25 (50 sim)``: a horizon in model steps and in simulator steps."""
+    return f"H={horizon} ({int(horizon) * action_repeat(report)} sim)"
+
+
 def as_score(entry: dict) -> Score:
     """The Score of a report entry (which may carry more keys, e.g. the chosen setting)."""
     return Score(**{f.name: entry[f.name] for f in dataclasses.fields(Score)})
@@ -58,18 +70,20 @@ def markdown(report: dict, args: argparse.Namespace, header: str, plot_name: str
     pixels = report.get("mode") == "pixels"
     unit = "px (block position)" if env == "pusht" else "maze units (position)"
     horizons = list(report["horizons"])
+    steps = (f"Horizons H in model steps of {action_repeat(report)} simulator steps each (sim: the same horizon in "
+             "simulator steps).")
     if not pixels:
-        lines = [f"# Planning quality: {env}", "", header, "",
+        lines = [f"# Planning quality: {env}", "", header, "", steps, "",
                  f"Error column: median final distance to the goal in {unit}. Wall time: seconds per batch of all pairs.", ""]
     else:
-        lines = [f"# Planning quality from pixels: {env}", "", header, ""] + pixel_preamble(report, unit, plot_name)
+        lines = [f"# Planning quality from pixels: {env}", "", header, "", steps, ""] + pixel_preamble(report, unit, plot_name)
 
     def table(title: str, section: str, rows: list[str], note: str = "") -> None:
         present = [h for h in horizons if report["horizons"][h][section]]
         if not present:
             return
         lines.extend([f"## {title}", ""] + ([note, ""] if note else []))
-        lines.append("| planner | " + " | ".join(f"H={h}" for h in present) + " |")
+        lines.append("| planner | " + " | ".join(horizon_label(report, h) for h in present) + " |")
         lines.append("|---|" + "---|" * len(present))
         for row in rows:
             cells = []
@@ -161,7 +175,7 @@ def pixels_vs_state(report: dict, families: list[str]) -> list[str]:
     if not present:
         return []
     lines = ["## Pixels vs state model, held-out pairs (executed open loop, each model's chosen setting)", "",
-             "| planner | " + " | ".join(f"H={h} pixels | H={h} state" for h in present) + " |",
+             "| planner | " + " | ".join(f"{horizon_label(report, h)} pixels | H={h} state" for h in present) + " |",
              "|---|" + "---|---|" * len(present)]
     for family in families:
         cells = []
@@ -220,7 +234,8 @@ def merge(paths: list[Path], args: argparse.Namespace) -> dict:
         for _, r in reports if r["settings"].get("grasp_settings")
     )
     header = f"Merged from {len(reports)} runs: {sources}.{restricted} Runs' setting: {first_header}"
-    report = {"env": envs.pop(), "horizons": {h: cells[h] for h in sorted(cells, key=int)}, "settings": settings}
+    report = {"env": envs.pop(), "horizons": {h: cells[h] for h in sorted(cells, key=int)}, "settings": settings,
+              "action_repeat": reports[0][1].get("action_repeat")}
     if settings.get("pixels"):  # a pixels report: its file names, protocol and model section
         report = {"env": report["env"], "mode": "pixels", "model": reports[0][1].get("model", {})} | report
     write(report, args, header, seconds=sum(r.get("seconds", 0.0) for _, r in reports))

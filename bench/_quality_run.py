@@ -76,9 +76,23 @@ def load_pixels(env_name: str, args: argparse.Namespace):
     path = pixel_model_file(env_name, args)
     flag = "--pixels" if args.pixel_weights is None else "--pixel-weights"
     try:
-        return load_pixel_model(env_name, path), path
+        return load_pixel_model(env_name, path, action_repeat=args.action_repeat), path
     except (FileNotFoundError, ValueError) as error:  # the loader's messages name the file and how to build it
         raise SystemExit(f"{flag}: no usable pixel world model of {env_name}: {error}") from None
+
+
+def load_state_model(env_name: str, args: argparse.Namespace):
+    """``(model, file)``: the state world model of ``env_name`` (``--weights DIR`` or the shipped one) at
+    ``--action-repeat``; a missing or unusable file exits with one line naming the flag and the file."""
+    from grasp_kernels.models.zoo import default_path
+
+    shipped = default_path(env_name)
+    path = shipped if args.weights is None else Path(args.weights) / shipped.name
+    flag = "--weights" if args.weights is not None else ("--action-repeat" if args.action_repeat else "--env")
+    try:
+        return load_world_model(env_name, path, action_repeat=args.action_repeat), path
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"{flag}: no usable state world model of {env_name}: {error}") from None
 
 
 def model_record(path: Path) -> dict:
@@ -134,7 +148,12 @@ def run_env(env_name: str, args: argparse.Namespace, header: str) -> dict:
     ``args.pixels``: the planners plan in the pixel model's latent and the open-loop tables execute the plans
     in the simulator (see the module docstring); every horizon's cell also holds, under ``"state"``, the
     sweep and held-out scores of the shipped state model on the same pairs under the same protocol."""
-    report: dict = {"env": env_name, "horizons": {}, "started": time.perf_counter()}
+    from grasp_kernels.envs.sim import resolve_action_repeat
+
+    repeat = resolve_action_repeat(env_name, args.action_repeat)
+    state_model, state_path = load_state_model(env_name, args)
+    report: dict = {"env": env_name, "action_repeat": repeat, "state_model": model_record(state_path), "horizons": {},
+                    "started": time.perf_counter()}
     with contextlib.ExitStack() as stack:
         if args.pixels:
             from grasp_kernels.pixel_tasks import PixelObservation, pixel_grasp_config, pixel_pairs
@@ -143,9 +162,9 @@ def run_env(env_name: str, args: argparse.Namespace, header: str) -> dict:
             report = {"env": env_name, "mode": "pixels", "model": model_record(path), **report}
             model = pixel_model.dynamics  # what the planners plan with: windows of latents, [B, h*E]
             observation = stack.enter_context(PixelObservation(pixel_model))
-            state_model = load_world_model(env_name)
             horizons = args.horizons or PIXEL_HORIZONS.get(env_name, PIXEL_POINTMAZE_HORIZONS)
-            make = pixel_pairs  # starts and goals in the picture (Push-T blocks can leave it)
+            # starts and goals in the picture (Push-T blocks can leave it)
+            make = functools.partial(pixel_pairs, action_repeat=repeat)
             # plan in the latent from the encoded frames, execute in the simulator, judge the true final state
             evaluate = functools.partial(executed_open_loop, env_name, observation=observation, across_ranks=True)
 
@@ -153,9 +172,9 @@ def run_env(env_name: str, args: argparse.Namespace, header: str) -> dict:
                 return planner_settings(model, model.action_dim, horizon, quick=args.quick, samples=args.samples,
                                         base=pixel_grasp_config(horizon), grasp_sweep=PIXEL_GRASP_SWEEP)
         else:
-            model, observation, state_model = load_world_model(env_name), None, None
+            model, observation, state_model = state_model, None, None
             horizons = args.horizons or DEFAULT_HORIZONS.get(env_name, POINTMAZE_HORIZONS)
-            make = make_pairs
+            make = functools.partial(make_pairs, action_repeat=repeat)
             evaluate = functools.partial(open_loop, env_name, across_ranks=True)
 
             def settings_of(horizon: int) -> dict[str, dict[str, PlannerFactory]]:

@@ -64,7 +64,7 @@ from grasp_kernels.presets import GRASP_SWEEP, PIXEL_GRASP_SWEEP  # noqa: E402
 from grasp_kernels.quality import FAMILIES  # noqa: E402
 
 from _quality_report import merge, report_name  # noqa: E402
-from _quality_run import TEST_SEED, TUNE_SEED, join_torchrun, load_pixels, log, run_env  # noqa: E402
+from _quality_run import TEST_SEED, TUNE_SEED, join_torchrun, load_pixels, load_state_model, log, run_env  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +95,12 @@ def main(argv: list[str] | None = None) -> int:
                              "Push-T 10 25 50)")
     parser.add_argument("--pixel-weights", type=Path, metavar="DIR",
                         help="with --pixels: read DIR/<env>-pixels.safetensors instead of the shipped pixel model")
+    parser.add_argument("--action-repeat", type=int, default=None, metavar="R",
+                        help="simulator steps per model step, the frame skip (default: the environment's); the pairs, "
+                             "the simulators and the models must all be of this time step (a model file of another "
+                             "one is refused)")
+    parser.add_argument("--weights", default=None, metavar="DIR",
+                        help="read the state world model DIR/<env>.safetensors instead of the shipped one")
     parser.add_argument("--grasp-settings", nargs="+", metavar="NAME",
                         help="sweep only these GRASP settings (names of the GRASP sweep; with --pixels the state model's "
                              "sweep beside keeps those of them it has; e.g. a probe of new variants with --families GRASP "
@@ -104,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--pixel-weights: needs --pixels (it names the pixel world models' directory)")
     if args.pixel_weights is not None and not args.pixel_weights.is_dir():
         raise SystemExit(f"--pixel-weights: {args.pixel_weights} is not a directory (it holds <env>-pixels.safetensors)")
+    if args.action_repeat is not None and args.action_repeat < 1:
+        raise SystemExit(f"--action-repeat: must be an int >= 1, got {args.action_repeat}")
+    if args.weights is not None and not Path(args.weights).is_dir():
+        raise SystemExit(f"--weights: {args.weights} is not a directory (it holds <env>.safetensors)")
     if args.grasp_settings:
         known = PIXEL_GRASP_SWEEP if args.pixels else GRASP_SWEEP
         unknown = [name for name in args.grasp_settings if name not in known]
@@ -127,8 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.pixels:
         for env_name in args.env:  # every model file before the first plan, not after the first environment's hours
             load_pixels(env_name, args)
-    model_words = ("pixel world model (planning in its latent; file below) beside the shipped MLPDynamics state model"
-                   if args.pixels else "shipped MLPDynamics world model")
+    for env_name in args.env:
+        load_state_model(env_name, args)
+    state_words = "shipped MLPDynamics" if args.weights is None else f"MLPDynamics ({args.weights}/<env>.safetensors)"
+    model_words = (f"pixel world model (planning in its latent; file below) beside the {state_words} state model"
+                   if args.pixels else f"{state_words} world model")
     header = (
         f"{datetime.date.today().isoformat()}, CPU {platform.machine()} ({torch.get_num_threads()} threads), "
         f"torch {torch.__version__}, {model_words}; tuning pairs: {args.tune_trials} (seed {TUNE_SEED}), "

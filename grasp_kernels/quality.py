@@ -220,7 +220,7 @@ def _simulate(env_name, planner, pairs, config, device, progress, across_ranks, 
     result, wall = None, 0.0
     success, errors = np.zeros(0, dtype=bool), np.zeros(0, dtype=np.float64)
     if stop > start:  # a rank with no pairs (fewer pairs than ranks) only joins the exchanges below
-        sims = SimBatch(env_name, stop - start)
+        sims = SimBatch(env_name, stop - start, action_repeat=pairs.action_repeat)
         try:
             result = run_mpc(
                 planner, sims, pairs.starts[start:stop], pairs.goals[start:stop], config,

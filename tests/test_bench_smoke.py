@@ -174,6 +174,9 @@ def test_planning_quality_quick(tmp_path):
     assert set(cell["held_out"]) == set(cell["closed_loop"]) == {"GRASP", "GD", "CEM", "MPPI"}
     assert set(cell["equal_time"]) == {"GD", "CEM", "MPPI"}
     assert set(cell["ablations"]) == {"GRASP 1 chain", "GRASP no_noise", "GRASP no_stopgrad", "GRASP no_sync"}
+    # horizons in model steps and in simulator steps (PointMaze: 10 simulator steps per model step)
+    assert report["action_repeat"] == 10 and report["settings"]["action_repeat"] is None
+    assert "| planner | H=10 (100 sim) |" in text and report["state_model"]["file"].endswith("pointmaze-medium.safetensors")
     for section in ("Open loop in the model", "GRASP with one chain", "Equal wall-clock budget", "Closed loop", "Sweep"):
         assert f"## {section}" in text
     held_out = text.split("## Open loop in the model")[1].split("##")[0]
@@ -299,6 +302,13 @@ def test_planning_quality_pixels_quick(tmp_path):
      r"python -m grasp_kernels train-pixels --env pointmaze-medium"),
     (["--pixel-weights", "{empty}"], r"--pixel-weights: needs --pixels"),
     (["--pixels", "--pixel-weights", "{empty}/nowhere"], r"--pixel-weights: .*nowhere is not a directory"),
+    (["--action-repeat", "5"],
+     r"--action-repeat: no usable state world model of pointmaze-medium: .*trained with action_repeat=10 .* "
+     r"the requested action_repeat is 5"),
+    (["--action-repeat", "0"], r"--action-repeat: must be an int >= 1, got 0"),
+    (["--weights", "{empty}"], r"--weights: no usable state world model of pointmaze-medium: .*{empty}/pointmaze-medium"
+                               r"\.safetensors not found"),
+    (["--weights", "{empty}/nowhere"], r"--weights: .*nowhere is not a directory"),
     (["--pixels", "--grasp-settings", "x8 particles", "x9"],
      r"--grasp-settings: unknown setting\(s\) \['x9'\]; the GRASP sweep has \['x8 particles', "),
 ])
@@ -350,7 +360,8 @@ def test_planning_quality_merge_orders_horizons(tmp_path):
     assert merged["seconds"] == 200.0
     assert [merged["horizons"][h]["held_out"]["GD"]["successes"] for h in ("25", "50", "200")] == [1, 2, 2]
     text = (tmp_path / "planning_quality_pointmaze-medium_merged.md").read_text()
-    assert "| GD | H=25 |" not in text and "| planner | H=25 | H=50 | H=200 |" in text
+    # the fake reports predate the action_repeat field: PointMaze's 10 simulator steps per model step then
+    assert "| GD | H=25 " not in text and "| planner | H=25 (250 sim) | H=50 (500 sim) | H=200 (2000 sim) |" in text
     assert "Merged from 2 runs" in text and "run of [50, 200]" in text
     assert (tmp_path / "planning_quality_pointmaze-medium_merged.png").read_bytes()[:4] == b"\x89PNG"
 

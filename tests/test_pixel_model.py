@@ -310,7 +310,8 @@ def test_tiny_training_run(simulators, tmp_path):
     assert model.state_dim == 3 * 4 and model.env_name == MAZE
     for key in ("one_step", "h10"):
         assert np.isfinite(metrics[key]["latent_rmse"]) and metrics[key]["constant"] > 0
-    assert set(metrics["probe"]) == {"position", "velocity"} and np.isfinite(metrics["reconstruction_psnr"])
+    assert set(metrics["probe"]) == {"position", "velocity", "median"} and np.isfinite(metrics["reconstruction_psnr"])
+    assert set(metrics["probe"]["median"]) == {"position", "velocity"}
     # the encoder was frozen before the predictor trained; the latents are standardised on the training frames
     from grasp_kernels.envs.pixel_data import collect_pixels
     from grasp_kernels.models.pixel_probes import encode_all

@@ -249,3 +249,14 @@ def test_model_files_record_their_action_repeat(tmp_path):
     load_world_model("pusht", path=legacy)
     with pytest.raises(ValueError, match=r"trained with action_repeat=2"):
         load_world_model("pusht", path=legacy, action_repeat=5)
+
+
+def test_errors_report_the_median_beside_the_rmse():
+    from grasp_kernels.models.training import _group_errors, _group_medians
+
+    true = np.tile(np.array([1.0, 1.0, 2.0, 2.0, 1.0, 0.0], dtype=np.float32), (3, 1))
+    predicted = true.copy()
+    predicted[:, 2] += np.array([0.0, 0.1, 0.4])  # block off by 0, 10 and 40 px
+    assert _group_medians("pusht", predicted, true)["block_px"] == pytest.approx(10.0, rel=1e-5)
+    assert _group_errors("pusht", predicted, true)["block_px"] == pytest.approx(math.sqrt(1700 / 3), rel=1e-5)
+    assert _group_medians("pusht", predicted, true)["agent_px"] == 0.0

@@ -7,6 +7,7 @@ disjoint held-out seed. All arrays are planning states (see :mod:`grasp_kernels.
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from .sim import (
     check_env_name,
     make_env,
     pusht_pose,
+    resolve_action_repeat,
 )
 from .exploration import collect
 
@@ -32,12 +34,14 @@ PUSHT_CANDIDATES_PER_PAIR = 8
 
 @dataclasses.dataclass
 class PairSet:
-    """``starts [N, D]`` and ``goals [N, D]`` (float32) for one environment."""
+    """``starts [N, D]`` and ``goals [N, D]`` (float32) for one environment, at a time step of ``action_repeat``
+    simulator steps per model step (the simulators that execute plans for these pairs step at it)."""
 
     env_name: str
     starts: np.ndarray
     goals: np.ndarray
     seed: int
+    action_repeat: int
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -57,30 +61,33 @@ def pointmaze_pairs(env: PointMazeEnv, n: int, seed: int, min_cells: int) -> Pai
         goal_cell = far[start_cell][rng.integers(len(far[start_cell]))]
         starts[i, :2] = env.cell_center(*start_cell) + rng.uniform(-CELL_JITTER, CELL_JITTER, 2) * env.scaling
         goals[i, :2] = env.cell_center(*goal_cell) + rng.uniform(-CELL_JITTER, CELL_JITTER, 2) * env.scaling
-    return PairSet(env.name, starts, goals, seed)
+    return PairSet(env.name, starts, goals, seed, env.action_repeat)
 
 
-def pusht_pairs(n: int, seed: int, horizon: int) -> PairSet:
-    """``n`` Push-T pairs: the goal is the state an exploratory pushing policy reaches in ``horizon`` model
-    steps in the simulator (so a plan of that horizon exists); of ``PUSHT_CANDIDATES_PER_PAIR * n`` such
-    rollouts the ``n`` that moved and turned the block the most are kept (the hard, non-greedy pushes)."""
-    states, _ = collect("pusht", n * PUSHT_CANDIDATES_PER_PAIR, horizon, seed)
+def pusht_pairs(n: int, seed: int, horizon: int, action_repeat: Optional[int] = None) -> PairSet:
+    """``n`` Push-T pairs: the goal is the state an exploratory pushing policy (``"mixed"``) reaches in
+    ``horizon`` model steps of ``action_repeat`` simulator steps (so a plan of that horizon exists); of
+    ``PUSHT_CANDIDATES_PER_PAIR * n`` such rollouts the ``n`` that moved and turned the block the most are kept
+    (the hard, non-greedy pushes)."""
+    action_repeat = resolve_action_repeat("pusht", action_repeat)
+    states, _ = collect("pusht", n * PUSHT_CANDIDATES_PER_PAIR, horizon, seed, action_repeat=action_repeat)
     start_pose, goal_pose = pusht_pose(states[:, 0]), pusht_pose(states[:, -1])
     moved = np.linalg.norm(goal_pose[:, :2] - start_pose[:, :2], axis=1) / PUSHT_POSITION_TOLERANCE
     turned = angle_difference(goal_pose[:, 2], start_pose[:, 2]) / PUSHT_ANGLE_TOLERANCE
     keep = np.argsort(-(moved + turned), kind="stable")[:n]
-    return PairSet("pusht", states[keep, 0].copy(), states[keep, -1].copy(), seed)
+    return PairSet("pusht", states[keep, 0].copy(), states[keep, -1].copy(), seed, action_repeat)
 
 
-def make_pairs(env_name: str, n: int, seed: int, horizon: int = 25) -> PairSet:
-    """Start/goal pairs for ``env_name`` (``horizon`` only matters for Push-T, whose goals are reached
-    by an exploratory push of that many steps)."""
+def make_pairs(env_name: str, n: int, seed: int, horizon: int = 25, action_repeat: Optional[int] = None) -> PairSet:
+    """Start/goal pairs for ``env_name`` at a time step of ``action_repeat`` simulator steps per model step
+    (default the environment's). ``horizon`` (model steps) only matters for Push-T, whose goals are reached by
+    an exploratory push of that many steps; PointMaze's pairs do not depend on the time step."""
     key = check_env_name(env_name)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an int >= 1, got {n!r}")
     if key == "pusht":
-        return pusht_pairs(n, seed, horizon)
-    env = make_env(key)
+        return pusht_pairs(n, seed, horizon, action_repeat)
+    env = make_env(key, action_repeat=resolve_action_repeat(key, action_repeat))
     try:
         return pointmaze_pairs(env, n, seed, MIN_CELLS[key])
     finally:

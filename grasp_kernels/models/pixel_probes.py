@@ -18,7 +18,7 @@ import torch
 
 from ..rollouts import rollout
 from .pixel import PixelWorldModel, latent_windows
-from .training import _group_errors, adam_steps
+from .training import _group_errors, _group_medians, adam_steps
 
 
 def batches(count: int, size: int):
@@ -93,10 +93,14 @@ def evaluate_pixel_model(
     mse = float(np.mean((np.concatenate(recon).astype(np.float64) - frames.reshape(-1, *frames.shape[-3:])) ** 2))
     metrics["reconstruction_psnr"] = float(10 * np.log10(255.0**2 / max(mse, 1e-12)))
     if probe is not None:
-        metrics["probe"] = _group_errors(model.env_name, probe(windows).numpy(), states)
+        read = probe(windows).numpy()
+        metrics["probe"] = {**_group_errors(model.env_name, read, states),
+                            "median": _group_medians(model.env_name, read, states)}
         if starts:
             true = np.concatenate([states[:, t + horizon] for t in starts])
-            metrics[f"probe_h{horizon}"] = _group_errors(model.env_name, probe(final).numpy(), true)
+            read = probe(final).numpy()
+            metrics[f"probe_h{horizon}"] = {**_group_errors(model.env_name, read, true),
+                                            "median": _group_medians(model.env_name, read, true)}
     return metrics
 
 
@@ -106,7 +110,7 @@ def format_metrics(name: str, metrics: dict) -> str:
              for key in ("one_step", "h10") if key in metrics]
     for key in ("probe", "probe_h10"):
         if key in metrics:
-            parts.append(f"{key}: " + ", ".join(f"{k}={v:.3g}" for k, v in metrics[key].items()))
+            parts.append(f"{key}: " + ", ".join(f"{k}={v:.3g}" for k, v in metrics[key].items() if k != "median"))
     parts.append(f"PSNR {metrics['reconstruction_psnr']:.1f} dB")
     return f"{name}: " + "; ".join(parts)
 

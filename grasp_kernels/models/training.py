@@ -99,24 +99,30 @@ def fit_normalisation(model: MLPDynamics, states: np.ndarray, actions: np.ndarra
 # ------------------------------------------------------------------------------------------------ metrics
 
 
-def _group_errors(env_name: str, predicted: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    """RMSE per component group of ``predicted, true [..., D]`` in physical units (Euclidean for 2-d groups)."""
+def _group_distances(env_name: str, predicted: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
+    """Per sample error of each component group of ``predicted, true [..., D]`` in physical units (Euclidean for
+    2-d groups)."""
     if env_name == "pusht":
         s = PUSHT_POSITION_SCALE
-        agent = np.linalg.norm(predicted[..., 0:2] - true[..., 0:2], axis=-1) * s
-        block = np.linalg.norm(predicted[..., 2:4] - true[..., 2:4], axis=-1) * s
-        angle = np.degrees(angle_difference(pusht_pose(predicted)[..., 2], pusht_pose(true)[..., 2]))
         return {
-            "agent_px": float(np.sqrt(np.mean(agent**2))),
-            "block_px": float(np.sqrt(np.mean(block**2))),
-            "block_angle_deg": float(np.sqrt(np.mean(angle**2))),
+            "agent_px": np.linalg.norm(predicted[..., 0:2] - true[..., 0:2], axis=-1) * s,
+            "block_px": np.linalg.norm(predicted[..., 2:4] - true[..., 2:4], axis=-1) * s,
+            "block_angle_deg": np.degrees(angle_difference(pusht_pose(predicted)[..., 2], pusht_pose(true)[..., 2])),
         }
-    position = np.linalg.norm(predicted[..., 0:2] - true[..., 0:2], axis=-1)
-    velocity = np.linalg.norm(predicted[..., 2:4] - true[..., 2:4], axis=-1)
     return {
-        "position": float(np.sqrt(np.mean(position**2))),
-        "velocity": float(np.sqrt(np.mean(velocity**2))),
+        "position": np.linalg.norm(predicted[..., 0:2] - true[..., 0:2], axis=-1),
+        "velocity": np.linalg.norm(predicted[..., 2:4] - true[..., 2:4], axis=-1),
     }
+
+
+def _group_errors(env_name: str, predicted: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """RMSE per component group of ``predicted, true [..., D]`` (:func:`_group_distances`)."""
+    return {k: float(np.sqrt(np.mean(v**2))) for k, v in _group_distances(env_name, predicted, true).items()}
+
+
+def _group_medians(env_name: str, predicted: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Median per component group: beside the RMSE, which rare large errors (wall contacts) dominate."""
+    return {k: float(np.median(v)) for k, v in _group_distances(env_name, predicted, true).items()}
 
 
 @torch.no_grad()
@@ -129,7 +135,8 @@ def evaluate(
     component group RMSE (PointMaze ``position`` in maze units and ``velocity``; Push-T ``agent_px``,
     ``block_px``, ``block_angle_deg``). ``hH`` is the error after ``H`` open-loop steps from the true state,
     over every start ``t = 0, H, 2H, ...`` that fits in the trajectories; horizons longer than ``L`` are
-    skipped. Each ``hH`` also holds the error of the constant model ``s' = s`` under ``"constant"`` for scale.
+    skipped. Each ``hH`` also holds the error of the constant model ``s' = s`` under ``"constant"`` for scale, and
+    every entry the median error per group under ``"median"``.
     """
     name = check_env_name(env_name)
     model = model.eval()
@@ -141,7 +148,8 @@ def evaluate(
     scale = model.delta_scale.cpu()
     normalised = float(torch.sqrt(torch.mean(((pred - true) / scale) ** 2)))
     result: dict = {
-        "one_step": _group_errors(name, pred.numpy(), true.numpy()),
+        "one_step": {**_group_errors(name, pred.numpy(), true.numpy()),
+                     "median": _group_medians(name, pred.numpy(), true.numpy())},
         "one_step_normalised_rmse": normalised,
     }
     for horizon in horizons:
@@ -153,6 +161,7 @@ def evaluate(
         target = torch.cat([s[:, t + horizon] for t in starts]).numpy()
         final = rollout(model, start, acts)[:, -1].numpy()
         errors = _group_errors(name, final, target)
+        errors["median"] = _group_medians(name, final, target)
         errors["constant"] = _group_errors(name, start.numpy(), target)
         result[f"h{horizon}"] = errors
     return result
@@ -163,7 +172,7 @@ def format_metrics(name: str, metrics: dict) -> str:
     parts = []
     for key in ("one_step", "h10", "h50"):
         if key in metrics:
-            values = ", ".join(f"{k}={v:.4g}" for k, v in metrics[key].items() if k != "constant")
+            values = ", ".join(f"{k}={v:.4g}" for k, v in metrics[key].items() if k not in ("constant", "median"))
             parts.append(f"{key}: {values}")
     return f"{name}: " + "; ".join(parts) + f" (train {metrics['train_seconds']} s)"
 
