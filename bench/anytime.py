@@ -46,11 +46,11 @@ import torch
 
 from grasp_kernels.envs.sim import check_env_name
 from grasp_kernels.envs.tasks import make_pairs
-from grasp_kernels.models.zoo import load_world_model
+from grasp_kernels.envs.sim import resolve_action_repeat
 from grasp_kernels.presets import GRASP_SWEEP, PIXEL_GRASP_SWEEP
 from grasp_kernels.quality import FAMILIES, Score, executed_open_loop, open_loop, planner_settings, wilson_interval
 
-from _quality_run import TEST_SEED, load_pixels, log, model_record, restrict_grasp
+from _quality_run import TEST_SEED, load_pixels, load_state_model, log, model_record, restrict_grasp
 
 BUDGETS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 REFERENCE = ("CEM", "var 1.0")  # CEM's own time: DINO-WM's CEM defaults (var_scale 1, 30 iterations)
@@ -103,6 +103,13 @@ def grasp_leads_from(front: dict[str, dict[str, dict]], budgets: tuple[float, ..
     return leads_from
 
 
+def _repeat(report: dict) -> int:
+    """Simulator steps per model step of a report (older reports: the default of their time)."""
+    from grasp_kernels.models.zoo import LEGACY_ACTION_REPEAT
+
+    return int(report.get("action_repeat") or LEGACY_ACTION_REPEAT[report["env"].split("-")[0]])
+
+
 def merge_points(report: dict, earlier: list[dict]) -> None:
     """Add to each horizon of ``report`` the points of ``earlier`` reports of the same task (same environment,
     observation, horizon and pairs) whose family and setting it did not profile itself, then recompute the
@@ -112,6 +119,8 @@ def merge_points(report: dict, earlier: list[dict]) -> None:
         if (other["env"], other["pixels"]) != (report["env"], report["pixels"]):
             raise ValueError(f"--merge: a report of {other['env']}{' (pixels)' * other['pixels']} cannot join "
                              f"{report['env']}{' (pixels)' * report['pixels']}")
+        if _repeat(other) != _repeat(report):
+            raise ValueError(f"--merge: a report at action_repeat {_repeat(other)} cannot join one at {_repeat(report)}")
     for horizon, cell in report["horizons"].items():
         cell.setdefault("runs", [{"header": report["header"], "cem_time": cell["cem_time"]}])
         for other in earlier:
@@ -227,7 +236,7 @@ def markdown(report: dict) -> str:
     for horizon, cell in report["horizons"].items():
         budgets = cell["budgets"]
         times = ", ".join(f"{run['cem_time']:.2f} s" for run in cell.get("runs", [])[1:])
-        lines += [f"## H = {horizon}", "",
+        lines += [f"## H = {horizon} ({int(horizon) * _repeat(report)} simulator steps)", "",
                   f"CEM's own time (the unit): {cell['cem_time']:.2f} s for {cell['pairs']} pairs"
                   f"{f' (in the merged runs: {times})' if times else ''}. "
                   f"Success % (95% interval) of each family's best setting within the budget "
@@ -314,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pixels", action="store_true", help="plan in the shipped pixel model's latent, executed in "
                         "the simulator")
     parser.add_argument("--pixel-weights", type=Path, metavar="DIR", help="with --pixels: DIR/<env>-pixels.safetensors")
+    parser.add_argument("--action-repeat", type=int, default=None, metavar="R",
+                        help="simulator steps per model step (default: the environment's); pairs, simulators and models")
+    parser.add_argument("--weights", default=None, metavar="DIR",
+                        help="read the state world model DIR/<env>.safetensors instead of the shipped one")
     parser.add_argument("--horizons", nargs="+", type=int, default=[25])
     parser.add_argument("--pairs", type=int, default=50, help="held-out pairs (the planning_quality test seed)")
     parser.add_argument("--calibration-pairs", type=int, default=8, help="pairs each setting is timed on first")
@@ -360,7 +373,11 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"Machine: {platform.processor() or platform.machine()}, CPU, torch {torch.__version__}, "
               f"{args.threads} thread(s); date: {datetime.date.today().isoformat()}; command: "
               f"`python bench/anytime.py {' '.join(sys.argv[1:] if argv is None else argv)}`")
-    report: dict = {"env": env_name, "pixels": args.pixels, "header": header, "slack": args.slack, "horizons": {}}
+    if args.action_repeat is not None and args.action_repeat < 1:
+        parser.error(f"--action-repeat: must be an int >= 1, got {args.action_repeat}")
+    repeat = resolve_action_repeat(env_name, args.action_repeat)
+    report: dict = {"env": env_name, "pixels": args.pixels, "header": header, "slack": args.slack,
+                    "action_repeat": repeat, "horizons": {}}
     known = PIXEL_GRASP_SWEEP if args.pixels else GRASP_SWEEP
     unknown = [n for n in args.grasp_settings or [] if n not in known]
     if unknown:
@@ -374,15 +391,16 @@ def main(argv: list[str] | None = None) -> int:
             report["model"] = model_record(path)
             model = pixel_model.dynamics
             observation = stack.enter_context(PixelObservation(pixel_model))
-            make = pixel_pairs
+            make = functools.partial(pixel_pairs, action_repeat=repeat)
             evaluate = functools.partial(executed_open_loop, env_name, observation=observation)
 
             def settings_of(horizon: int) -> dict:
                 return planner_settings(model, model.action_dim, horizon, quick=args.quick, samples=args.samples,
                                         base=pixel_grasp_config(horizon), grasp_sweep=PIXEL_GRASP_SWEEP)
         else:
-            model = load_world_model(env_name)
-            make = make_pairs
+            model, path = load_state_model(env_name, args)
+            report["state_model"] = model_record(path)
+            make = functools.partial(make_pairs, action_repeat=repeat)
             evaluate = functools.partial(open_loop, env_name)
 
             def settings_of(horizon: int) -> dict:

@@ -130,6 +130,10 @@ def test_merge_refuses_another_task_or_other_pairs():
         anytime.merge_points(report("pusht", 3), [report("pointmaze-medium", 3)])
     with pytest.raises(ValueError, match="profiled on 5 pairs there, 3 here"):
         anytime.merge_points(report("pusht", 3), [report("pusht", 5)])
+    # another time step: a report without the field was made at the default of its time (Push-T: 2)
+    with pytest.raises(ValueError, match="a report at action_repeat 5 cannot join one at 2"):
+        anytime.merge_points(report("pusht", 3), [{**report("pusht", 3), "action_repeat": 5}])
+    anytime.merge_points({**report("pusht", 3), "action_repeat": 2}, [report("pusht", 3)])
 
 
 @pytest.mark.parametrize("args, message", [
