@@ -136,7 +136,10 @@ def main_train_pixels(argv: Optional[Sequence[str]] = None) -> int:
     torch.set_num_threads(args.threads)
     overrides = {f: getattr(args, f) for f in int_fields}
     overrides.update(action_repeat=args.action_repeat, policy=args.policy)
-    config = dataclasses.replace(defaults, balance_colours=args.balance_colours, objective=args.objective, **overrides)
+    try:  # a value the model cannot take (a frame size not divisible by 4) stops here, before any data is collected
+        config = dataclasses.replace(defaults, balance_colours=args.balance_colours, objective=args.objective, **overrides)
+    except ValueError as error:
+        parser.error(str(error))
     model, metrics = train_pixel_world_model(args.env, args.seed, config, progress=not args.no_progress)
     command = [reproduce_command(args.env, args.seed, args.out)]
     command += [f"--{k.replace('_', '-')} {v}" for k, v in overrides.items() if v != getattr(defaults, k)]

@@ -222,6 +222,12 @@ CLI_CASES = [
     (["demo", "--backend", "gpu"], "--backend"),
     (["demo", "--task", "cartpole"], "--task"),
     (["train", "--env", "pusht", "--steps", "0"], "--steps"),
+    (["train", "--env", "pusht", "--action-repeat", "0"], "--action-repeat"),
+    (["train", "--env", "pusht", "--policy", "pull"], "--policy"),
+    (["train-pixels", "--env", "pusht", "--frame-size", "0"], "--frame-size"),
+    (["train-pixels", "--env", "pusht", "--frame-size", "66"], "frame_size must be divisible by 4, got 66"),
+    (["train-pixels", "--env", "pusht", "--action-repeat", "0"], "--action-repeat"),
+    (["pixels", "--env", "pusht", "--action-repeat", "0"], "--action-repeat"),
 ] + ([(["demo", "--device", "cuda"], "--device")] if CPU_ONLY else [])
 
 

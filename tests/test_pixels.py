@@ -298,6 +298,12 @@ def test_cli_pixels(tmp_path, capsys):
     assert "frames (1, 3, 16, 16, 3)" in capsys.readouterr().out
     np.testing.assert_array_equal(load_dataset(out, seed=4).frames,
                                   collect_pixels("pusht", 1, 2, seed=4, size=16, path=False).frames)
+    # the time step and the exploration policy are flags, and the data set records them
+    pushes = tmp_path / "pushes.npz"
+    assert main([*argv[:-3], "--out", str(pushes), "--no-progress", "--action-repeat", "3", "--policy", "pushes"]) == 0
+    data = load_dataset(pushes, action_repeat=3, policy="pushes")
+    np.testing.assert_array_equal(
+        data.states, collect_pixels("pusht", 1, 2, seed=4, size=16, path=False, action_repeat=3, policy="pushes").states)
     with pytest.raises(SystemExit):
         main(["pixels", "--env", "cartpole"])
 

@@ -48,6 +48,15 @@ def _check_positive(name: str, value: object) -> int:
     return value
 
 
+def check_frame_size(frame_size: object) -> int:
+    """A frame side the model can take: an int >= 1 divisible by 4 (the encoder's keypoint grid is a quarter
+    of the frame)."""
+    _check_positive("frame_size", frame_size)
+    if frame_size % 4:
+        raise ValueError(f"frame_size must be divisible by 4, got {frame_size}")
+    return frame_size
+
+
 class FrameEncoder(nn.Module):
     """Residual frames ``[N, 3, S, S]`` (the frame minus the empty scene, in ``[-1, 1]``) -> keypoints ``[N, 2K]``.
 
@@ -181,13 +190,11 @@ class PixelWorldModel(nn.Module):
     ) -> None:
         super().__init__()
         self.env_name = check_env_name(env_name)
-        _check_positive("frame_size", frame_size)
+        check_frame_size(frame_size)
         _check_positive("latent_dim", latent_dim)
         channels = tuple(_check_positive("channels", c) for c in channels)
         if not channels:
             raise ValueError("channels must name at least one convolution width")
-        if frame_size % 4:
-            raise ValueError(f"frame_size must be divisible by 4, got {frame_size}")
         if latent_dim % 2:
             raise ValueError(f"latent_dim must be even (an (x, y) pair per keypoint), got {latent_dim}")
         self.frame_size, self.channels = frame_size, channels

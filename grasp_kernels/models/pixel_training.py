@@ -23,7 +23,7 @@ import torch
 from .._checks import check_int
 from ..envs.pixels import FRAME_SIZE
 from ..envs.sim import check_env_name, resolve_action_repeat
-from .pixel import CHANNELS, LatentDynamics, PixelWorldModel, latent_windows
+from .pixel import CHANNELS, LatentDynamics, PixelWorldModel, check_frame_size, latent_windows
 from .pixel_losses import colour_weights, foreground_loss, jepa_loss
 from .pixel_probes import batches, encode_all, evaluate_pixel_model, train_probe
 from .training import HELDOUT_SEED_OFFSET, TrainConfig, adam_steps, rollout_loss
@@ -80,7 +80,7 @@ class PixelTrainConfig:
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        check_int("frame_size", self.frame_size, minimum=1)
+        check_frame_size(self.frame_size)  # before any data is collected for it
         if self.action_repeat is not None:
             check_int("action_repeat", self.action_repeat, minimum=1)
 
