@@ -106,7 +106,12 @@ def test_pusht_pushes_policy_is_contact_heavy_and_deterministic():
     assert contact_fraction("pusht", pushes) > max(0.6, contact_fraction("pusht", mixed) + 0.1)
     again, _ = collect("pusht", trajectories=5, length=30, seed=7, policy="pushes")
     np.testing.assert_array_equal(again, pushes[:5])
-    with pytest.raises(ValueError, match=r"policy must be one of \['mixed', 'pushes'\] for pusht, got 'pull'"):
+    # the alternation: trajectory i of either policy, as that policy collects it
+    both, both_actions = collect("pusht", trajectories=5, length=30, seed=7, policy="mixed+pushes")
+    np.testing.assert_array_equal(both[0::2], mixed[0:5:2])
+    np.testing.assert_array_equal(both[1::2], pushes[1:5:2])
+    np.testing.assert_array_equal(both_actions[1::2], actions[1:5:2])
+    with pytest.raises(ValueError, match=r"policy must be one of \['mixed', 'mixed\+pushes', 'pushes'\] for pusht, got 'pull'"):
         collect("pusht", 2, 2, seed=0, policy="pull")
     with pytest.raises(ValueError, match=r"policy must be one of \['mixed'\] for pointmaze-umaze"):
         collect("pointmaze-umaze", 2, 2, seed=0, policy="pushes")

@@ -316,8 +316,22 @@ def _collect_pusht_pushes(
     return states, actions
 
 
+def _collect_pusht_both(
+    env: PushTEnv, trajectories: int, length: int, rngs: Callable[[int], np.random.Generator], progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Even trajectories from ``"mixed"``, odd ones from ``"pushes"`` (each still a function of ``(seed, i)``
+    alone): the contact of the second with the free motion and staging of the first."""
+    even = _collect_pusht(env, (trajectories + 1) // 2, length, lambda j: rngs(2 * j), progress)
+    odd = _collect_pusht_pushes(env, trajectories // 2, length, lambda j: rngs(2 * j + 1), progress)
+    states = np.empty((trajectories, *even[0].shape[1:]), dtype=np.float32)
+    actions = np.empty((trajectories, *even[1].shape[1:]), dtype=np.float32)
+    states[0::2], actions[0::2] = even
+    states[1::2], actions[1::2] = odd
+    return states, actions
+
+
 # Exploration policies for Push-T training data, by name (PointMaze has one).
-PUSHT_POLICIES = {"mixed": _collect_pusht, "pushes": _collect_pusht_pushes}
+PUSHT_POLICIES = {"mixed": _collect_pusht, "pushes": _collect_pusht_pushes, "mixed+pushes": _collect_pusht_both}
 
 
 # ----------------------------------------------------------------------------------------------- public
@@ -359,8 +373,9 @@ def collect(
         progress: show a tqdm bar.
         action_repeat: simulator steps per model step (the frame skip); ``None`` is the environment's default.
         policy: Push-T only, one of :data:`PUSHT_POLICIES`: ``"mixed"`` (stage-and-push with random segments,
-            about half the transitions move the block; it also makes the task pairs) or ``"pushes"``
-            (contact-heavy: about three quarters). PointMaze has one policy and takes ``"mixed"``.
+            about half the transitions move the block; it also makes the task pairs), ``"pushes"``
+            (contact-heavy: about three quarters) or ``"mixed+pushes"`` (alternate trajectories of the two).
+            PointMaze has one policy and takes ``"mixed"``.
 
     Returns:
         ``states [N, L+1, D]`` float32 (planning states, ``states[:, t+1]`` after ``actions[:, t]``) and
