@@ -96,7 +96,8 @@ def make_pairs(env_name: str, n: int, seed: int, horizon: int = 25, action_repea
 
 def reached(env_name: str, states: np.ndarray, goals: np.ndarray) -> np.ndarray:
     """``[N]`` bool: the open-loop goal region. PointMaze: position within 0.45 of the goal (the
-    environment's radius). Push-T: block within 20 px and pi/9 of the goal pose (DINO-WM's criterion)."""
+    environment's radius). Push-T: block within 20 px and pi/9 of the goal pose (DINO-WM's thresholds on the
+    block alone; DINO-WM's eval_state takes one 20 px norm over the agent's and the block's positions)."""
     key = check_env_name(env_name)
     states, goals = np.asarray(states, np.float64), np.asarray(goals, np.float64)
     if key == "pusht":
