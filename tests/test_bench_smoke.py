@@ -505,3 +505,29 @@ def test_memory_quick(tmp_path):
     assert chunks[0] == 32 and rows[0][4] == "—"  # unchunked first
     assert all(p > 0 for p in peaks) and peaks[chunks.index(4)] < peaks[0]  # smaller chunks, smaller peaks
     assert "Within the budget (peak <= 1.1 x budget): yes." in text
+
+
+def test_time_step_plans_the_same_pairs_at_each_models_time_step(tmp_path):
+    """Two Push-T models of different time steps plan the same pairs over the same simulated time."""
+    pytest.importorskip("gym_pusht")
+    from grasp_kernels.models import MLPDynamics
+    from grasp_kernels.models.training import fit_normalisation
+    from grasp_kernels.models.zoo import save_world_model
+    from grasp_kernels.envs.exploration import collect
+
+    coarse = tmp_path / "r4"
+    model = MLPDynamics(6, 2, hidden=8, depth=1)
+    fit_normalisation(model, *collect("pusht", 2, 3, seed=0, action_repeat=4))
+    save_world_model(model, coarse / "pusht.safetensors", "pusht", {"data": {"action_repeat": 4}})
+    proc = _bench("time_step.py", "--weights", os.path.join(ROOT, "grasp_kernels", "weights"), str(coarse),
+                  "--sim-steps", "4", "--trials", "2", "--tune-trials", "1", "--samples", "8", "--out-dir", str(tmp_path),
+                  "--tag", "t")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads((tmp_path / "time_step_pusht_t.json").read_text())
+    assert [(r["action_repeat"], r["horizon"], r["sim_steps"]) for r in report["rows"]] == [(2, 2, 4), (4, 1, 4)]
+    for row in report["rows"]:
+        assert set(row["families"]) == {"CEM", "MPPI"} and all(f["trials"] == 2 for f in row["families"].values())
+    assert report["rows"][0]["card_h10"]["block_px"] > 0 and report["rows"][1]["card_h10"] == {}
+    assert "| 4 | " in (tmp_path / "time_step_pusht_t.md").read_text()
+    bad = _bench("time_step.py", "--weights", str(coarse), "--sim-steps", "6", "--out-dir", str(tmp_path))
+    assert bad.returncode == 2 and "--sim-steps: 6 is not a positive multiple" in bad.stderr
