@@ -20,7 +20,7 @@ from .envs.sim import ENV_NAMES, check_env_name
 from .models.model_files import WEIGHTS_DIR
 from .models import pixel_probes
 from .models.pixel_training import OBJECTIVES, PIXEL_ENVS, PixelTrainConfig, train_pixel_world_model
-from .models.pixel_zoo import default_path, reproduce_command, save_pixel_model
+from .models.pixel_zoo import default_path, remeasure, reproduce_command, save_pixel_model
 from .models.training import format_metrics, train_world_model
 from .models.zoo import save_world_model
 
@@ -150,6 +150,27 @@ def main_train_pixels(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def main_measure_pixels(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m grasp_kernels measure-pixels --env NAME [--weights DIR]``: measure a pixel model again."""
+    parser = argparse.ArgumentParser(
+        prog="python -m grasp_kernels measure-pixels",
+        description="Measure a pixel world model again on the data its card names, with today's probe; the card's "
+                    "metrics are rewritten and the old ones kept under superseded_metrics (the weights are not touched).")
+    parser.add_argument("--env", required=True, choices=PIXEL_ENVS)
+    parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="directory of <env>-pixels.safetensors")
+    parser.add_argument("--probe-steps", type=int_at_least(1), default=None, help="default: PixelTrainConfig's")
+    parser.add_argument("--threads", type=int_at_least(1), default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    path = args.weights / default_path(args.env).name
+    previous, metrics = remeasure(path, args.env, args.probe_steps or PixelTrainConfig().probe_steps,
+                                  progress=not args.no_progress)
+    print("before:", pixel_probes.format_metrics(args.env, previous))
+    print("now:   ", pixel_probes.format_metrics(args.env, metrics), f"({metrics['probe_spec']}) -> {path.with_suffix('.json')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grasp-kernels", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -211,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
         "train-pixels", add_help=False,
         help="train a pixel world model (encoder, decoder, latent predictor; see --help of the subcommand)",
     )
+    commands.add_parser(
+        "measure-pixels", add_help=False,
+        help="measure a pixel world model again with today's probe and rewrite its card's metrics (see --help)",
+    )
     return parser
 
 
@@ -233,6 +258,8 @@ def _run(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> int:
         return main_train(rest)
     if args.command == "train-pixels":
         return main_train_pixels(rest)
+    if args.command == "measure-pixels":
+        return main_measure_pixels(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "pixels":

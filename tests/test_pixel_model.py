@@ -477,5 +477,18 @@ def test_train_pixels_cli_writes_a_model_whose_card_reproduces_it(simulators, tm
         assert flag in card["reproduce"]
     path = tmp_path / f"{MAZE}-pixels.safetensors"
     assert load_pixel_model(MAZE, path, action_repeat=5).frame_size == 32
+    assert card["metrics"]["probe_spec"] == "MLP 3 x 256 (SiLU), 5 Adam steps of 512 windows, lr 1e-3 cosine"
+    # measured again with another probe on the same (cached) data: the card's metrics change, the old ones are
+    # kept, the weights are untouched
+    from grasp_kernels.cli import main_measure_pixels
+
+    weights = path.read_bytes()
+    assert main_measure_pixels(["--env", MAZE, "--weights", str(tmp_path), "--probe-steps", "7", "--threads", "1",
+                                "--no-progress"]) == 0
+    again = json.loads((tmp_path / f"{MAZE}-pixels.json").read_text())
+    assert again["metrics"]["probe_spec"].startswith("MLP 3 x 256 (SiLU), 7 Adam steps")
+    assert again["superseded_metrics"][0]["metrics"] == card["metrics"] and path.read_bytes() == weights
+    assert again["metrics"]["one_step"] == card["metrics"]["one_step"]  # the model's own errors do not change
+    assert again["metrics"]["probe"] != card["metrics"]["probe"]
     with pytest.raises(ValueError, match=r"trained with action_repeat=5 .* pointmaze-medium's default action_repeat is 10"):
         load_pixel_model(MAZE, path)

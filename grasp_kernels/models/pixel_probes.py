@@ -2,8 +2,10 @@
 
 * ``one_step`` / ``h10``: RMSE of the predicted newest latent after 1 and 10 open-loop steps from the true
   window, in standardised latent units (1.0 = one latent standard deviation), beside the constant model's;
-* ``probe``: how much of the true state the latents hold: a small MLP (latent window -> planning state)
-  fitted on the training latents (:func:`train_probe`), its held-out errors in physical units (PointMaze
+* ``probe``: how much of the true state the latents hold: an MLP (latent window -> planning state; 3 x 256,
+  10000 Adam steps, :data:`PROBE_HIDDEN`, :data:`PROBE_DEPTH`) fitted on the training latents (:func:`train_probe`;
+  a 2 x 128 probe of 2000 steps underfits: it read the Push-T block to 10.8 px and 17 degrees from latents
+  that hold it to 4.7 px and 6 degrees), its held-out errors in physical units (PointMaze
   position and velocity in maze units; Push-T agent/block px and block angle), and the same probe read off
   the predictor's 10-step open-loop windows (``probe_h10``: the model's 10-step error in physical units);
 * ``reconstruction_psnr``: the decoder's held-out PSNR (dB).
@@ -35,13 +37,27 @@ def encode_all(model: PixelWorldModel, frames: np.ndarray, batch: int = 1024) ->
     return out.reshape(*frames.shape[:-3], model.latent_dim)
 
 
+PROBE_HIDDEN = 256
+PROBE_DEPTH = 3
+
+
+def probe_spec(steps: int) -> str:
+    """The probe's description for a model card (what measured the ``probe`` metrics)."""
+    return f"MLP {PROBE_DEPTH} x {PROBE_HIDDEN} (SiLU), {steps} Adam steps of 512 windows, lr 1e-3 cosine"
+
+
 def train_probe(windows: torch.Tensor, states: torch.Tensor, steps: int, generator: torch.Generator) -> torch.nn.Module:
-    """A 2x128 MLP ``window [h*E] -> standardised state [D]`` (the measurement of what the latents hold)."""
+    """An MLP ``window [h*E] -> state [D]`` (:func:`probe_spec`), the measurement of what the latents hold,
+    fitted on standardised states."""
     x = windows.reshape(-1, windows.shape[-1])
     y = states.reshape(-1, states.shape[-1])
     mean, std = y.mean(0), y.std(0).clamp_min(1e-6)
-    net = torch.nn.Sequential(torch.nn.Linear(x.shape[-1], 128), torch.nn.SiLU(), torch.nn.Linear(128, 128),
-                              torch.nn.SiLU(), torch.nn.Linear(128, y.shape[-1]))
+    layers: list[torch.nn.Module] = []
+    width = x.shape[-1]
+    for _ in range(PROBE_DEPTH):
+        layers += [torch.nn.Linear(width, PROBE_HIDDEN), torch.nn.SiLU()]
+        width = PROBE_HIDDEN
+    net = torch.nn.Sequential(*layers, torch.nn.Linear(width, y.shape[-1]))
 
     def loss() -> torch.Tensor:
         index = torch.randint(0, len(x), (512,), generator=generator)
@@ -115,4 +131,4 @@ def format_metrics(name: str, metrics: dict) -> str:
     return f"{name}: " + "; ".join(parts)
 
 
-__all__ = ["encode_all", "evaluate_pixel_model", "format_metrics", "train_probe"]
+__all__ = ["PROBE_DEPTH", "PROBE_HIDDEN", "encode_all", "evaluate_pixel_model", "format_metrics", "probe_spec", "train_probe"]

@@ -25,7 +25,7 @@ from ..envs.pixels import FRAME_SIZE
 from ..envs.sim import check_env_name, resolve_action_repeat
 from .pixel import CHANNELS, LatentDynamics, PixelWorldModel, check_frame_size, latent_windows
 from .pixel_losses import colour_weights, foreground_loss, jepa_loss
-from .pixel_probes import batches, encode_all, evaluate_pixel_model, train_probe
+from .pixel_probes import batches, encode_all, evaluate_pixel_model, probe_spec, train_probe
 from .training import HELDOUT_SEED_OFFSET, TrainConfig, adam_steps, rollout_loss
 from ..envs.pixel_data import collect_pixels
 
@@ -68,7 +68,7 @@ class PixelTrainConfig:
     rollout_steps: int = 8
     rollout_batch: int = 128
     rollout_weight: float = 1.0
-    probe_steps: int = 2000
+    probe_steps: int = 10000
     objective: str = "reconstruction"
     jepa_batch: int = 16
     jepa_steps: int = 4
@@ -198,6 +198,40 @@ def _train_predictor(model: PixelWorldModel, windows: torch.Tensor, actions: tor
                       progress)
 
 
+def _datasets(name: str, seed: int, config: PixelTrainConfig, progress: bool):
+    """The training and held-out :class:`~grasp_kernels.envs.pixel_data.PixelDataset` of ``config`` and ``seed``."""
+    sampling = dict(size=config.frame_size, action_repeat=resolve_action_repeat(name, config.action_repeat),
+                    policy=config.policy, progress=progress)
+    train = collect_pixels(name, config.trajectories, config.length, seed, **sampling)
+    held = collect_pixels(name, config.heldout_trajectories, config.length, seed + HELDOUT_SEED_OFFSET, **sampling)
+    return train, held
+
+
+def _measure(model: PixelWorldModel, train, held, probe_steps: int, generator: torch.Generator) -> dict:
+    """:func:`evaluate_pixel_model` on ``held`` with a probe fitted on ``train``'s latents, and the probe's spec."""
+    windows = latent_windows(encode_all(model, train.frames), model.window)
+    probe = train_probe(windows, torch.as_tensor(train.states), probe_steps, generator)
+    metrics = evaluate_pixel_model(model, held.frames, held.states, held.actions, probe)
+    metrics["probe_spec"] = probe_spec(probe_steps)
+    return metrics
+
+
+def measure_pixel_model(
+    model: PixelWorldModel, seed: int = 0, config: Optional[PixelTrainConfig] = None, progress: bool = False,
+) -> dict:
+    """Held-out metrics of a trained ``model`` (:func:`evaluate_pixel_model`, with ``"probe_spec"``) on the data of
+    ``config`` and ``seed``, those it was trained with (its card's): the probe is fitted on the training split's
+    latents, everything is measured on the held-out split. Data sets come from the cache when present.
+    """
+    config = PixelTrainConfig() if config is None else config
+    if not isinstance(config, PixelTrainConfig):
+        raise TypeError(f"config must be a PixelTrainConfig, got {type(config).__name__}")
+    if config.frame_size != model.frame_size:
+        raise ValueError(f"config.frame_size is {config.frame_size} but the model reads {model.frame_size}-px frames")
+    train, held = _datasets(model.env_name, seed, config, progress)
+    return _measure(model.eval(), train, held, config.probe_steps, torch.Generator().manual_seed(seed))
+
+
 def train_pixel_world_model(
     env_name: str, seed: int = 0, config: Optional[PixelTrainConfig] = None, progress: bool = True,
 ) -> tuple[PixelWorldModel, dict]:
@@ -222,10 +256,7 @@ def train_pixel_world_model(
         raise TypeError(f"config must be a PixelTrainConfig, got {type(config).__name__}")
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
-    sampling = dict(size=config.frame_size, action_repeat=resolve_action_repeat(name, config.action_repeat),
-                    policy=config.policy, progress=progress)
-    train = collect_pixels(name, config.trajectories, config.length, seed, **sampling)
-    held = collect_pixels(name, config.heldout_trajectories, config.length, seed + HELDOUT_SEED_OFFSET, **sampling)
+    train, held = _datasets(name, seed, config, progress)
     seconds["data"] = time.perf_counter() - clock
 
     torch.manual_seed(seed)
@@ -258,8 +289,7 @@ def train_pixel_world_model(
     seconds["predictor"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    probe = train_probe(windows, torch.as_tensor(train.states), config.probe_steps, generator)
-    metrics = evaluate_pixel_model(model, held.frames, held.states, held.actions, probe)
+    metrics = _measure(model, train, held, config.probe_steps, generator)
     seconds["evaluation"] = time.perf_counter() - clock
     metrics.update(
         config={k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()},
@@ -273,4 +303,4 @@ def train_pixel_world_model(
     return model, metrics
 
 
-__all__ = ["OBJECTIVES", "PIXEL_ENVS", "PixelTrainConfig", "train_pixel_world_model"]
+__all__ = ["OBJECTIVES", "PIXEL_ENVS", "PixelTrainConfig", "measure_pixel_model", "train_pixel_world_model"]

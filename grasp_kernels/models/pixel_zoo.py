@@ -17,7 +17,7 @@ from .._checks import check_device
 from ..envs.pixels import check_size
 from ..envs.sim import check_env_name, resolve_action_repeat
 from .zoo import check_action_repeat, file_action_repeat
-from .model_files import WEIGHTS_DIR, PathLike, check_tensors, int_field, read_weights, write_model_files
+from .model_files import WEIGHTS_DIR, PathLike, card_path, check_tensors, int_field, read_weights, write_model_files
 from .pixel import PixelWorldModel
 
 FORMAT = "grasp_kernels.pixel_world_model"
@@ -58,6 +58,13 @@ OBJECTIVE_WORDS = {
 }
 
 
+def _card_metrics(metrics: dict) -> dict:
+    """The held-out metrics a card records (of :func:`~grasp_kernels.models.pixel_training.train_pixel_world_model`'s
+    dict): the latent errors, the PSNR, the probe's errors and what the probe was."""
+    return {k: v for k, v in metrics.items()
+            if k in ("one_step", "reconstruction_psnr", "probe", "probe_spec") or k.startswith("h") or k.startswith("probe_h")}
+
+
 def save_pixel_model(model: PixelWorldModel, path: PathLike, metrics: dict, reproduce: Optional[str] = None) -> Path:
     """Write ``model`` (safetensors, float32, architecture in the metadata) and its JSON model card beside it;
     ``metrics["data"]["action_repeat"]`` is the model's time step (default: the environment's)."""
@@ -78,8 +85,7 @@ def save_pixel_model(model: PixelWorldModel, path: PathLike, metrics: dict, repr
     return write_model_files(
         model, path, metadata, architecture, metrics.get("data", {}), training,
         reproduce or reproduce_command(model.env_name, metrics.get("seed", 0), path.parent),
-        {k: v for k, v in metrics.items()
-         if k in ("one_step", "reconstruction_psnr", "probe") or k.startswith("h") or k.startswith("probe_h")},
+        _card_metrics(metrics),
     )
 
 
@@ -142,4 +148,45 @@ def load_pixel_model(
     return model.to(device).eval()
 
 
-__all__ = ["default_path", "load_pixel_model", "reproduce_command", "save_pixel_model"]
+def remeasure(path: PathLike, env_name: str, probe_steps: Optional[int] = None, progress: bool = False) -> tuple[dict, dict]:
+    """Measure the pixel model at ``path`` again on the data its card names, with today's probe, and rewrite the
+    card's ``metrics``; the previous ones move to ``superseded_metrics`` (newest first) with the probe that
+    measured them. Returns ``(previous, new)`` metrics. The weights are not touched.
+
+    Raises:
+        FileNotFoundError: no model file or no card beside it.
+        ValueError: a card that names no training config, or any :func:`load_pixel_model` error.
+    """
+    import dataclasses
+    import datetime
+    import json
+
+    from .pixel_training import PixelTrainConfig, measure_pixel_model
+
+    path = Path(path)
+    card_file = card_path(path)
+    if not card_file.is_file():
+        raise FileNotFoundError(f"path: no model card {card_file} beside {path}; remeasure reads the data it names")
+    card = json.loads(card_file.read_text(encoding="utf-8"))
+    config_fields = {f.name for f in dataclasses.fields(PixelTrainConfig)}
+    recorded = card.get("training", {}).get("config")
+    if not isinstance(recorded, dict):
+        raise ValueError(f"path: the card {card_file} records no training config")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items() if k in config_fields}
+    values["frame_size"] = card.get("data", {}).get("frame_size", values.get("frame_size", 64))
+    if probe_steps is not None:
+        values["probe_steps"] = probe_steps
+    config = PixelTrainConfig(**values)
+    model = load_pixel_model(env_name, path, action_repeat=config.action_repeat)
+    metrics = measure_pixel_model(model, int(card.get("training", {}).get("seed") or 0), config, progress=progress)
+    previous = card.get("metrics", {})
+    superseded = {"metrics": previous, "until": datetime.date.today().isoformat(),
+                  "probe_spec": previous.get("probe_spec", "MLP 2 x 128 (SiLU), "
+                                             f"{recorded.get('probe_steps', 2000)} Adam steps (underfits)")}
+    card["superseded_metrics"] = [superseded, *card.get("superseded_metrics", [])]
+    card["metrics"] = _card_metrics(metrics)
+    card_file.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    return previous, card["metrics"]
+
+
+__all__ = ["default_path", "load_pixel_model", "remeasure", "reproduce_command", "save_pixel_model"]
