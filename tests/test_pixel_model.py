@@ -490,5 +490,6 @@ def test_train_pixels_cli_writes_a_model_whose_card_reproduces_it(simulators, tm
     assert again["superseded_metrics"][0]["metrics"] == card["metrics"] and path.read_bytes() == weights
     assert again["metrics"]["one_step"] == card["metrics"]["one_step"]  # the model's own errors do not change
     assert again["metrics"]["probe"] != card["metrics"]["probe"]
+    assert (again["data"]["action_repeat"], again["data"]["policy"]) == (5, "mixed")
     with pytest.raises(ValueError, match=r"trained with action_repeat=5 .* pointmaze-medium's default action_repeat is 10"):
         load_pixel_model(MAZE, path)

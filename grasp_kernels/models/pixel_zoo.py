@@ -184,6 +184,9 @@ def remeasure(path: PathLike, env_name: str, probe_steps: Optional[int] = None, 
                   "probe_spec": previous.get("probe_spec", "MLP 2 x 128 (SiLU), "
                                              f"{recorded.get('probe_steps', 2000)} Adam steps (underfits)")}
     card["superseded_metrics"] = [superseded, *card.get("superseded_metrics", [])]
+    # what the data were (a card older than these fields: the defaults it was trained at)
+    card.setdefault("data", {}).setdefault("action_repeat", resolve_action_repeat(env_name, config.action_repeat))
+    card["data"].setdefault("policy", config.policy)
     card["metrics"] = _card_metrics(metrics)
     card_file.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return previous, card["metrics"]
