@@ -196,55 +196,6 @@ def _pusht_start(env: PushTEnv, rng: np.random.Generator, goal: np.ndarray) -> n
             return back
 
 
-def _collect_pusht(
-    env: PushTEnv, trajectories: int, length: int, rngs: Callable[[int], np.random.Generator], progress: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    states = np.empty((trajectories, length + 1, 6), dtype=np.float32)
-    actions = np.empty((trajectories, length, 2), dtype=np.float32)
-    goal = pusht_state((256.0, 256.0), (256.0, 256.0), math.pi / 4)
-    s = PUSHT_POSITION_SCALE
-    for i in _progress(range(trajectories), progress, env.name):
-        rng = rngs(i)
-        state = _pusht_start(env, rng, goal)
-        states[i, 0] = state
-        t = 0
-        while t < length:
-            agent, block, angle = state[:2] * s, state[2:4] * s, math.atan2(state[5], state[4])
-            if rng.random() < 0.2:
-                # Random segment: free motion, and the agent's behaviour away from the block.
-                hold = int(rng.integers(1, 9))
-                segment = [("action", rng.uniform(-1.0, 1.0, size=2))] * hold
-            else:
-                # Push: stage on a random side of a random point of the T, then drive through that point.
-                # Targets are re-read from the block's pose at the segment's start; the block moves
-                # during the push, which is the point.
-                contact = _pusht_point_on_block(rng, block, angle)
-                direction = rng.standard_normal(2)
-                if np.any(np.abs(block - 256.0) > PUSHT_RECENTRE_BEYOND):
-                    # A block left near the walls gets pushed back towards the middle (stage on the outer
-                    # side); otherwise random walks of the block pile up against the walls, where the
-                    # kinematic agent can even force it through them, states no planner needs.
-                    direction = (block - 256.0) / np.linalg.norm(block - 256.0) + 0.5 * direction
-                direction /= np.linalg.norm(direction) + 1e-9
-                stage = contact + direction * rng.uniform(40.0, 90.0)
-                through = contact - direction * rng.uniform(10.0, 60.0)
-                segment = [("target", stage)] * int(rng.integers(1, 5)) + [("target", through)] * int(rng.integers(2, 9))
-            jitter = rng.uniform(0.0, 0.15)
-            for kind, value in segment:
-                if t >= length:
-                    break
-                if kind == "target":
-                    action = (np.clip(value, *PUSHT_AGENT_RANGE) - state[:2] * s) / PUSHT_ACTION_SCALE
-                else:
-                    action = value
-                action = np.clip(action + jitter * rng.standard_normal(2), -1.0, 1.0)
-                actions[i, t] = action
-                state = env.step(action)
-                states[i, t + 1] = state
-                t += 1
-    return states, actions
-
-
 def _pusht_recentred(direction: np.ndarray, block: np.ndarray) -> np.ndarray:
     """A unit push direction: ``direction``, turned back towards the middle for a block near the walls (stage on
     the outer side); otherwise random walks of the block pile up against the walls, where the kinematic agent
@@ -254,16 +205,61 @@ def _pusht_recentred(direction: np.ndarray, block: np.ndarray) -> np.ndarray:
     return direction / (np.linalg.norm(direction) + 1e-9)
 
 
-def _collect_pusht_pushes(
-    env: PushTEnv, trajectories: int, length: int, rngs: Callable[[int], np.random.Generator], progress: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Contact-heavy Push-T data: short staging, then long steady pushes.
+# A segment of a Push-T policy: (jitter, steps), each step ("target", world xy px) to drive the PD target to,
+# ("push", offset px) to drive it that far past the agent's position at that step (ends the segment once the
+# agent has slid off the block), or ("action", a) a raw action.
+Segment = tuple[float, list[tuple[str, np.ndarray]]]
 
-    Each segment picks the nearest of a few random points of the T (so the agent rarely crosses the table),
-    stages on the far side of it for 1-2 steps, then keeps driving in a slowly turning direction at a steady
-    speed for 3-12 steps, so the block is pushed, turned and dragged along for most transitions. One segment
-    in ten is random actions (free motion, and pulling away from the block).
-    """
+
+def _mixed_segment(rng: np.random.Generator, state: np.ndarray) -> Segment:
+    """``"mixed"``: mostly stage on a random side of a random point of the T and drive through that point, one
+    segment in five held random actions."""
+    s = PUSHT_POSITION_SCALE
+    block, angle = state[2:4] * s, math.atan2(state[5], state[4])
+    if rng.random() < 0.2:
+        # Random segment: free motion, and the agent's behaviour away from the block.
+        hold = int(rng.integers(1, 9))
+        steps = [("action", rng.uniform(-1.0, 1.0, size=2))] * hold
+    else:
+        # Targets are read from the block's pose at the segment's start; the block moves during the push,
+        # which is the point.
+        contact = _pusht_point_on_block(rng, block, angle)
+        direction = _pusht_recentred(rng.standard_normal(2), block)
+        stage = contact + direction * rng.uniform(40.0, 90.0)
+        through = contact - direction * rng.uniform(10.0, 60.0)
+        steps = [("target", stage)] * int(rng.integers(1, 5)) + [("target", through)] * int(rng.integers(2, 9))
+    return rng.uniform(0.0, 0.15), steps
+
+
+def _pushes_segment(rng: np.random.Generator, state: np.ndarray) -> Segment:
+    """``"pushes"``: the nearest of a few random points of the T (so the agent rarely crosses the table), staged
+    on the agent's side for 1-2 steps, then a steady push through it in a slowly turning direction for 3-12
+    steps; one segment in ten held random actions (free motion, pulling away from the block)."""
+    s = PUSHT_POSITION_SCALE
+    agent, block, angle = state[:2] * s, state[2:4] * s, math.atan2(state[5], state[4])
+    jitter = rng.uniform(0.0, 0.1)
+    if rng.random() < 0.1:
+        return jitter, [("action", rng.uniform(-1.0, 1.0, size=2))] * int(rng.integers(1, 5))
+    candidates = [_pusht_point_on_block(rng, block, angle) for _ in range(3)]
+    contact = min(candidates, key=lambda point: float(np.linalg.norm(point - agent)))
+    # Stage between the agent and the contact point and push on through it, so staging is short.
+    direction = _pusht_recentred(agent - contact + 40.0 * rng.standard_normal(2), block)
+    stage = np.clip(contact + direction * rng.uniform(18.0, 35.0), *PUSHT_AGENT_RANGE)
+    steps = [("target", stage)] * int(rng.integers(1, 3))
+    speed = rng.uniform(20.0, 60.0)
+    turn = rng.uniform(-0.15, 0.15)
+    c, si = math.cos(turn), math.sin(turn)
+    for _ in range(int(rng.integers(3, 13))):
+        steps.append(("push", -direction * speed))
+        direction = np.array([c * direction[0] - si * direction[1], si * direction[0] + c * direction[1]])
+    return jitter, steps
+
+
+def _collect_pusht_segments(
+    env: PushTEnv, trajectories: int, length: int, rngs: Callable[[int], np.random.Generator], progress: bool,
+    segment: Callable[[np.random.Generator, np.ndarray], Segment],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Trajectories of a segment policy (:data:`Segment`) from random starts, each a function of ``rngs(i)``."""
     states = np.empty((trajectories, length + 1, 6), dtype=np.float32)
     actions = np.empty((trajectories, length, 2), dtype=np.float32)
     goal = pusht_state((256.0, 256.0), (256.0, 256.0), math.pi / 4)
@@ -274,46 +270,36 @@ def _collect_pusht_pushes(
         states[i, 0] = state
         t = 0
         while t < length:
-            agent, block, angle = state[:2] * s, state[2:4] * s, math.atan2(state[5], state[4])
-            jitter = rng.uniform(0.0, 0.1)
-            if rng.random() < 0.1:
-                planned = [rng.uniform(-1.0, 1.0, size=2)] * int(rng.integers(1, 5))
-            else:
-                candidates = [_pusht_point_on_block(rng, block, angle) for _ in range(3)]
-                contact = min(candidates, key=lambda point: float(np.linalg.norm(point - agent)))
-                # Stage between the agent and the contact point and push on through it, so staging is short.
-                direction = _pusht_recentred(agent - contact + 40.0 * rng.standard_normal(2), block)
-                stage = np.clip(contact + direction * rng.uniform(18.0, 35.0), *PUSHT_AGENT_RANGE)
-                planned = [("stage", stage)] * int(rng.integers(1, 3))
-                speed = rng.uniform(20.0, 60.0)
-                turn = rng.uniform(-0.15, 0.15)
-                for _ in range(int(rng.integers(3, 13))):
-                    planned.append(("push", -direction * speed))
-                    c, si = math.cos(turn), math.sin(turn)
-                    direction = np.array([c * direction[0] - si * direction[1], si * direction[0] + c * direction[1]])
+            jitter, steps = segment(rng, state)
             pushed = 0
-            for item in planned:
+            for kind, value in steps:
                 if t >= length:
                     break
-                if isinstance(item, tuple) and item[0] == "push":
+                agent = state[:2] * s
+                if kind == "push":
                     # A push that slid off the block ends: driving on would cross the table without contact.
-                    agent, block, angle = state[:2] * s, state[2:4] * s, math.atan2(state[5], state[4])
-                    if pushed >= 2 and pusht_block_distance(agent, block, angle) > PUSHT_AGENT_RADIUS + 10.0:
+                    slid = pusht_block_distance(agent, state[2:4] * s, math.atan2(state[5], state[4]))
+                    if pushed >= 2 and slid > PUSHT_AGENT_RADIUS + 10.0:
                         break
                     pushed += 1
-                if isinstance(item, tuple) and item[0] == "stage":
-                    action = (item[1] - state[:2] * s) / PUSHT_ACTION_SCALE
-                elif isinstance(item, tuple):
-                    target = np.clip(state[:2] * s + item[1], *PUSHT_AGENT_RANGE)
-                    action = (target - state[:2] * s) / PUSHT_ACTION_SCALE
-                else:
-                    action = item
+                    kind, value = "target", agent + value
+                action = (np.clip(value, *PUSHT_AGENT_RANGE) - agent) / PUSHT_ACTION_SCALE if kind == "target" else value
                 action = np.clip(action + jitter * rng.standard_normal(2), -1.0, 1.0)
                 actions[i, t] = action
                 state = env.step(action)
                 states[i, t + 1] = state
                 t += 1
     return states, actions
+
+
+def _collect_pusht(env, trajectories, length, rngs, progress):
+    """``"mixed"`` (:func:`_mixed_segment`)."""
+    return _collect_pusht_segments(env, trajectories, length, rngs, progress, _mixed_segment)
+
+
+def _collect_pusht_pushes(env, trajectories, length, rngs, progress):
+    """``"pushes"``, contact-heavy (:func:`_pushes_segment`)."""
+    return _collect_pusht_segments(env, trajectories, length, rngs, progress, _pushes_segment)
 
 
 def _collect_pusht_both(
