@@ -8,8 +8,10 @@ policies here aim at coverage rather than at any task:
   for random durations (1-8 steps) with Gaussian jitter. Full force reaches the velocity clip (5 m/s)
   within two model steps, so the ball crosses cells and hits walls often.
 * Push-T: start with the block uniformly in the central table area at a random angle and the agent
-  anywhere that does not overlap it; mostly stage the agent on a random side of the block and push
-  through a random point of it, sometimes act at random.
+  anywhere that does not overlap it. Policy ``"mixed"``: mostly stage the agent on a random side of the block
+  and push through a random point of it, sometimes act at random (about half the transitions move the
+  block). ``"pushes"``: short staging and long steady pushes (about three quarters); ``"mixed+pushes"``
+  alternates the two per trajectory.
 
 Everything is deterministic given the seed. Requires the ``envs`` extra.
 """
