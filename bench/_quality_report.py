@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 
+from grasp_kernels.models.zoo import LEGACY_ACTION_REPEAT
 from grasp_kernels.quality import Score
 
 from _quality_plot import plot
@@ -49,8 +50,6 @@ def report_name(report: dict, tag: str) -> str:
 
 def action_repeat(report: dict) -> int:
     """Simulator steps per model step of ``report``'s run (reports older than the field: the default then)."""
-    from grasp_kernels.models.zoo import LEGACY_ACTION_REPEAT
-
     return int(report.get("action_repeat") or LEGACY_ACTION_REPEAT[report["env"].split("-")[0]])
 
 

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from grasp_kernels.envs.tasks import make_pairs
-from grasp_kernels.models.zoo import load_world_model
+from grasp_kernels.envs.sim import resolve_action_repeat
+from grasp_kernels.models.zoo import default_path, load_world_model
 from grasp_kernels.presets import PIXEL_GRASP_SWEEP
 from grasp_kernels.quality import (
     PlannerFactory,
@@ -84,8 +85,6 @@ def load_pixels(env_name: str, args: argparse.Namespace):
 def load_state_model(env_name: str, args: argparse.Namespace):
     """``(model, file)``: the state world model of ``env_name`` (``--weights DIR`` or the shipped one) at
     ``--action-repeat``; a missing or unusable file exits with one line naming the flag and the file."""
-    from grasp_kernels.models.zoo import default_path
-
     shipped = default_path(env_name)
     path = shipped if args.weights is None else Path(args.weights) / shipped.name
     flag = "--weights" if args.weights is not None else ("--action-repeat" if args.action_repeat else "--env")
@@ -148,8 +147,6 @@ def run_env(env_name: str, args: argparse.Namespace, header: str) -> dict:
     ``args.pixels``: the planners plan in the pixel model's latent and the open-loop tables execute the plans
     in the simulator (see the module docstring); every horizon's cell also holds, under ``"state"``, the
     sweep and held-out scores of the shipped state model on the same pairs under the same protocol."""
-    from grasp_kernels.envs.sim import resolve_action_repeat
-
     repeat = resolve_action_repeat(env_name, args.action_repeat)
     state_model, state_path = load_state_model(env_name, args)
     report: dict = {"env": env_name, "action_repeat": repeat, "state_model": model_record(state_path), "horizons": {},

@@ -44,9 +44,9 @@ from pathlib import Path
 import _bench_env  # noqa: F401  (first: puts the repository on sys.path)
 import torch
 
-from grasp_kernels.envs.sim import check_env_name
+from grasp_kernels.envs.sim import check_env_name, resolve_action_repeat
 from grasp_kernels.envs.tasks import make_pairs
-from grasp_kernels.envs.sim import resolve_action_repeat
+from grasp_kernels.models.zoo import LEGACY_ACTION_REPEAT
 from grasp_kernels.presets import GRASP_SWEEP, PIXEL_GRASP_SWEEP
 from grasp_kernels.quality import FAMILIES, Score, executed_open_loop, open_loop, planner_settings, wilson_interval
 
@@ -105,8 +105,6 @@ def grasp_leads_from(front: dict[str, dict[str, dict]], budgets: tuple[float, ..
 
 def _repeat(report: dict) -> int:
     """Simulator steps per model step of a report (older reports: the default of their time)."""
-    from grasp_kernels.models.zoo import LEGACY_ACTION_REPEAT
-
     return int(report.get("action_repeat") or LEGACY_ACTION_REPEAT[report["env"].split("-")[0]])
 
 

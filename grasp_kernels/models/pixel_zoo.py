@@ -8,6 +8,9 @@ held-out metrics (the file format: :mod:`grasp_kernels.models.model_files`). The
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import json
 from pathlib import Path
 from typing import Optional, Union
 
@@ -19,6 +22,7 @@ from ..envs.sim import check_env_name, resolve_action_repeat
 from .zoo import check_action_repeat, file_action_repeat
 from .model_files import WEIGHTS_DIR, PathLike, card_path, check_tensors, int_field, read_weights, write_model_files
 from .pixel import PixelWorldModel
+from .pixel_training import PixelTrainConfig, measure_pixel_model
 
 FORMAT = "grasp_kernels.pixel_world_model"
 FORMAT_VERSION = 1
@@ -157,12 +161,6 @@ def remeasure(path: PathLike, env_name: str, probe_steps: Optional[int] = None, 
         FileNotFoundError: no model file or no card beside it.
         ValueError: a card that names no training config, or any :func:`load_pixel_model` error.
     """
-    import dataclasses
-    import datetime
-    import json
-
-    from .pixel_training import PixelTrainConfig, measure_pixel_model
-
     path = Path(path)
     card_file = card_path(path)
     if not card_file.is_file():
