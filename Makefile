@@ -7,7 +7,9 @@ TORCH_PIN ?= torch==2.13.0
 # build), point pip at the CPU index: make test TORCH_INSTALL_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_INSTALL_ARGS ?=
 TRITON_PIN ?= triton==3.9.0
-PYTEST_ARGS ?=
+# The suite runs on two worker processes (pytest-xdist, from the dev extra): 14 minutes in one process on a
+# 2-core machine. PYTEST_ARGS="-n 0" runs it in one process.
+PYTEST_ARGS ?= -n 2
 # The host libraries of grasp_kernels.integrations, installed with --no-deps so that pip never pulls
 # or replaces torch (their torch-free dependencies are listed explicitly; a few MB, a few seconds).
 # stable-worldmodel's top-level import also wants lancedb/pyarrow/torchvision, which are not installed:

@@ -149,7 +149,7 @@ setup(
         "triton": ["triton>=3.4"],  # 3.4: tl.randn on int64 offsets is the int32 stream (lo/hi words)
         "demo": ["matplotlib>=3.7"],
         "bench": ["pytest-benchmark>=4.0", "matplotlib>=3.7"],
-        "dev": ["pytest>=7.4", "pytest-benchmark>=4.0", "matplotlib>=3.7", "hypothesis>=6.0"],
+        "dev": ["pytest>=7.4", "pytest-benchmark>=4.0", "pytest-xdist>=3.5", "matplotlib>=3.7", "hypothesis>=6.0"],
         # The real simulators (PointMaze on MuJoCo, Push-T on pymunk); none of them depends on torch.
         "envs": ["gymnasium-robotics>=1.4", "mujoco>=3.1", "gym-pusht>=0.1.5"],
         # torch-free dependencies of the adapters' host libraries; the libraries themselves
