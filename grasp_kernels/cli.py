@@ -164,8 +164,7 @@ def main_measure_pixels(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     path = args.weights / default_path(args.env).name
-    previous, metrics = remeasure(path, args.env, args.probe_steps or PixelTrainConfig().probe_steps,
-                                  progress=not args.no_progress)
+    previous, metrics = remeasure(path, args.env, args.probe_steps, progress=not args.no_progress)
     print("before:", pixel_probes.format_metrics(args.env, previous))
     print("now:   ", pixel_probes.format_metrics(args.env, metrics), f"({metrics['probe_spec']}) -> {path.with_suffix('.json')}")
     return 0

@@ -207,9 +207,10 @@ def _datasets(name: str, seed: int, config: PixelTrainConfig, progress: bool):
     return train, held
 
 
-def _measure(model: PixelWorldModel, train, held, probe_steps: int, generator: torch.Generator) -> dict:
-    """:func:`evaluate_pixel_model` on ``held`` with a probe fitted on ``train``'s latents, and the probe's spec."""
-    windows = latent_windows(encode_all(model, train.frames), model.window)
+def _measure(model: PixelWorldModel, windows: torch.Tensor, train, held, probe_steps: int,
+             generator: torch.Generator) -> dict:
+    """:func:`evaluate_pixel_model` on ``held`` with a probe fitted on ``windows``, the latent windows of ``train``'s
+    frames, and the probe's spec."""
     probe = train_probe(windows, torch.as_tensor(train.states), probe_steps, generator)
     metrics = evaluate_pixel_model(model, held.frames, held.states, held.actions, probe)
     metrics["probe_spec"] = probe_spec(probe_steps)
@@ -229,7 +230,9 @@ def measure_pixel_model(
     if config.frame_size != model.frame_size:
         raise ValueError(f"config.frame_size is {config.frame_size} but the model reads {model.frame_size}-px frames")
     train, held = _datasets(model.env_name, seed, config, progress)
-    return _measure(model.eval(), train, held, config.probe_steps, torch.Generator().manual_seed(seed))
+    model = model.eval()
+    windows = latent_windows(encode_all(model, train.frames), model.window)
+    return _measure(model, windows, train, held, config.probe_steps, torch.Generator().manual_seed(seed))
 
 
 def train_pixel_world_model(
@@ -289,7 +292,7 @@ def train_pixel_world_model(
     seconds["predictor"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    metrics = _measure(model, train, held, config.probe_steps, generator)
+    metrics = _measure(model, windows, train, held, config.probe_steps, generator)  # the predictor's windows
     seconds["evaluation"] = time.perf_counter() - clock
     metrics.update(
         config={k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()},

@@ -172,8 +172,8 @@ def remeasure(path: PathLike, env_name: str, probe_steps: Optional[int] = None, 
         raise ValueError(f"path: the card {card_file} records no training config")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items() if k in config_fields}
     values["frame_size"] = card.get("data", {}).get("frame_size", values.get("frame_size", 64))
-    if probe_steps is not None:
-        values["probe_steps"] = probe_steps
+    # today's probe: its default steps unless given (the card's own probe_steps measured the superseded metrics)
+    values["probe_steps"] = PixelTrainConfig().probe_steps if probe_steps is None else probe_steps
     config = PixelTrainConfig(**values)
     model = load_pixel_model(env_name, path, action_repeat=config.action_repeat)
     metrics = measure_pixel_model(model, int(card.get("training", {}).get("seed") or 0), config, progress=progress)
