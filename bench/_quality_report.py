@@ -16,7 +16,7 @@ from _quality_plot import plot
 
 # the arguments that change what a report measures: --merge only joins reports that agree on all of them
 SETTINGS = ("trials", "tune_trials", "samples", "families", "replan_every", "mpc_iters_scale", "mpc_steps", "quick",
-            "mpc_warm_start_states", "action_repeat", "weights")
+            "mpc_warm_start_states", "action_repeat", "weights", "protocol")
 # --pixels runs record these too (a state run records SETTINGS alone, so that its reports merge with the state
 # reports under bench/results); which model file a run read is in its report's "model" (with the file's hash)
 PIXEL_SETTINGS = SETTINGS + ("pixels",)
@@ -71,6 +71,12 @@ def markdown(report: dict, args: argparse.Namespace, header: str, plot_name: str
     horizons = list(report["horizons"])
     steps = (f"Horizons H in model steps of {action_repeat(report)} simulator steps each (sim: the same horizon in "
              "simulator steps).")
+    if report.get("protocol") == "dino-wm":
+        steps += (" Protocol `dino-wm` (`grasp_kernels.envs.tasks.dino_wm_pairs`, `dino_wm_reached`): DINO-WM's Push-T "
+                  "evaluation. Goals: the state an exploratory trajectory reaches 25 simulator steps (rounded to model "
+                  "steps) after its start, every trajectory kept; success, open and closed loop: DINO-WM's eval_state "
+                  "(agent and block positions within 20 px in one norm, block angle within pi/9); a closed-loop "
+                  "episode succeeds if it meets it after any model step.")
     if not pixels:
         lines = [f"# Planning quality: {env}", "", header, "", steps, "",
                  f"Error column: median final distance to the goal in {unit}. Wall time: seconds per batch of all pairs.", ""]
@@ -111,7 +117,8 @@ def markdown(report: dict, args: argparse.Namespace, header: str, plot_name: str
     table("GRASP with one chain (chosen setting) and its ablations, held-out pairs", "ablations", ablations)
     table("Equal wall-clock budget (iterations scaled to GRASP's wall time), held-out pairs", "equal_time",
           [f for f in families if f != "GRASP"])
-    table("Closed loop: MPC in the simulator, success by the environment's criterion", "closed_loop", families,
+    rule = "DINO-WM's eval_state, ever reached" if report.get("protocol") == "dino-wm" else "the environment's criterion"
+    table(f"Closed loop: MPC in the simulator, success by {rule}", "closed_loop", families,
           f"Replanning every {args.replan_every} model steps, warm-started, {args.mpc_iters_scale:g} x the "
           f"chosen iterations per replan, at most {args.mpc_steps or '2 x H'} model steps."
           + (" Every replan plans from the encoded last frames to the encoded goal image." if pixels else ""))
@@ -145,7 +152,8 @@ def pixel_preamble(report: dict, unit: str, plot_name: str | None) -> list[str]:
         "latent of the pixel world model, from the encoded start frame (the window of h latents, the start frame "
         "repeated) to the encoded goal image (`grasp_kernels.pixel_tasks.PixelObservation`); all H planned actions "
         "are executed in the simulator; success = the TRUE final state lies in the goal region "
-        + ("(block within 20 px and pi/9 of the goal pose)" if env == "pusht" else "(within 0.45 of the goal position)")
+        + ("(DINO-WM's eval_state, see above)" if report.get("protocol") == "dino-wm"
+           else "(block within 20 px and pi/9 of the goal pose)" if env == "pusht" else "(within 0.45 of the goal position)")
         + ". Pairs: `pixel_pairs` (starts and goals in the picture). The state-model columns: the shipped state MLP "
         "world model planning from the true start state to the goal state, on the same pairs, same protocol, each "
         "family's setting chosen by its own sweep of the state settings on the same tuning pairs.",
@@ -202,10 +210,12 @@ def merge(paths: list[Path], args: argparse.Namespace) -> dict:
     envs = {r.get("env") for _, r in reports}
     if len(envs) != 1:
         raise SystemExit(f"--merge: the reports must be of one environment, got {sorted(map(str, envs))}")
-    settings = reports[0][1].get("settings")
     for path, r in reports:
         if not isinstance(r.get("settings"), dict) or not isinstance(r.get("horizons"), dict):
             raise SystemExit(f"--merge: {path} records no run settings or horizons (not a planning_quality report?)")
+        r["settings"].setdefault("protocol", "region")  # reports older than the flag
+    settings = reports[0][1]["settings"]
+    for path, r in reports:
         # a restricted GRASP sweep (--grasp-settings) is a per-horizon choice: the merged sweep tables list
         # what each horizon swept, and the header names the restriction
         differ = sorted(k for k in set(settings) | set(r["settings"])
@@ -234,7 +244,7 @@ def merge(paths: list[Path], args: argparse.Namespace) -> dict:
     )
     header = f"Merged from {len(reports)} runs: {sources}.{restricted} Runs' setting: {first_header}"
     report = {"env": envs.pop(), "horizons": {h: cells[h] for h in sorted(cells, key=int)}, "settings": settings,
-              "action_repeat": reports[0][1].get("action_repeat")}
+              "action_repeat": reports[0][1].get("action_repeat"), "protocol": settings["protocol"]}
     if settings.get("pixels"):  # a pixels report: its file names, protocol and model section
         report = {"env": report["env"], "mode": "pixels", "model": reports[0][1].get("model", {})} | report
     write(report, args, header, seconds=sum(r.get("seconds", 0.0) for _, r in reports))

@@ -149,8 +149,8 @@ def run_env(env_name: str, args: argparse.Namespace, header: str) -> dict:
     sweep and held-out scores of the shipped state model on the same pairs under the same protocol."""
     repeat = resolve_action_repeat(env_name, args.action_repeat)
     state_model, state_path = load_state_model(env_name, args)
-    report: dict = {"env": env_name, "action_repeat": repeat, "state_model": model_record(state_path), "horizons": {},
-                    "started": time.perf_counter()}
+    report: dict = {"env": env_name, "action_repeat": repeat, "protocol": args.protocol,
+                    "state_model": model_record(state_path), "horizons": {}, "started": time.perf_counter()}
     with contextlib.ExitStack() as stack:
         if args.pixels:
             from grasp_kernels.pixel_tasks import PixelObservation, pixel_grasp_config, pixel_pairs
@@ -161,7 +161,7 @@ def run_env(env_name: str, args: argparse.Namespace, header: str) -> dict:
             observation = stack.enter_context(PixelObservation(pixel_model))
             horizons = args.horizons or PIXEL_HORIZONS.get(env_name, PIXEL_POINTMAZE_HORIZONS)
             # starts and goals in the picture (Push-T blocks can leave it)
-            make = functools.partial(pixel_pairs, action_repeat=repeat)
+            make = functools.partial(pixel_pairs, action_repeat=repeat, protocol=args.protocol)
             # plan in the latent from the encoded frames, execute in the simulator, judge the true final state
             evaluate = functools.partial(executed_open_loop, env_name, observation=observation, across_ranks=True)
 
@@ -171,7 +171,7 @@ def run_env(env_name: str, args: argparse.Namespace, header: str) -> dict:
         else:
             model, observation, state_model = state_model, None, None
             horizons = args.horizons or DEFAULT_HORIZONS.get(env_name, POINTMAZE_HORIZONS)
-            make = functools.partial(make_pairs, action_repeat=repeat)
+            make = functools.partial(make_pairs, action_repeat=repeat, protocol=args.protocol)
             evaluate = functools.partial(open_loop, env_name, across_ranks=True)
 
             def settings_of(horizon: int) -> dict[str, dict[str, PlannerFactory]]:

@@ -59,7 +59,8 @@ if str(ROOT) not in sys.path:
 
 # the runs, the reports (markdown, JSON, --merge) and the plot: bench/_quality_run.py, _quality_report.py,
 # _quality_plot.py; this file is the command line
-from grasp_kernels.envs.sim import check_env_name  # noqa: E402
+from grasp_kernels.envs.sim import check_env_name, resolve_action_repeat  # noqa: E402
+from grasp_kernels.envs.tasks import PROTOCOLS, dino_wm_budget_steps, dino_wm_goal_steps  # noqa: E402
 from grasp_kernels.presets import GRASP_SWEEP, PIXEL_GRASP_SWEEP  # noqa: E402
 from grasp_kernels.quality import FAMILIES  # noqa: E402
 
@@ -77,15 +78,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune-trials", type=int, default=16, help="tuning pairs per horizon")
     parser.add_argument("--samples", type=int, default=100, help="CEM/MPPI samples per iteration")
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
-    parser.add_argument("--replan-every", type=int, default=5)
-    parser.add_argument("--mpc-iters-scale", type=float, default=0.25)
+    parser.add_argument("--replan-every", type=int, default=None,
+                        help="closed loop: model steps executed per plan (default 5; --protocol dino-wm: the horizon, "
+                             "DINO-WM's MPC executes every planned action)")
+    parser.add_argument("--mpc-iters-scale", type=float, default=None,
+                        help="closed loop: the chosen iterations per replan x this (default 0.25; --protocol dino-wm: 1)")
     parser.add_argument("--mpc-steps", type=int, help="model steps per MPC episode (default 2 x H)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--closed-loop-only", action="store_true",
                         help="sweep on the tuning pairs, then only the closed-loop table (no held-out open loop, ablations, equal time)")
     parser.add_argument("--mpc-warm-start-states", action="store_true",
                         help="closed loop: also warm-start GRASP's virtual states (MPCConfig.warm_start_states)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: PointMaze-Medium, H=10, 3 pairs, tiny budgets")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: PointMaze-Medium (Push-T with --protocol dino-wm), H=10, 3 pairs, tiny budgets")
     parser.add_argument("--out-dir", type=Path, default=Path("out"))
     parser.add_argument("--tag", default=f"cpu_{datetime.date.today().isoformat()}")
     parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON", help="render these reports of one env as one (no planning)")
@@ -101,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
                              "one is refused)")
     parser.add_argument("--weights", default=None, metavar="DIR",
                         help="read the state world model DIR/<env>.safetensors instead of the shipped one")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="region",
+                        help="success rule and pairs (grasp_kernels.envs.tasks): 'region' (default), or Push-T's "
+                             "'dino-wm': goals 25 simulator steps along an exploratory trajectory, DINO-WM's eval_state "
+                             "rule open and closed loop (ever reached), default horizon the goal's distance and MPC "
+                             "episodes of 50 simulator steps")
     parser.add_argument("--grasp-settings", nargs="+", metavar="NAME",
                         help="sweep only these GRASP settings (names of the GRASP sweep; with --pixels the state model's "
                              "sweep beside keeps those of them it has; e.g. a probe of new variants with --families GRASP "
@@ -110,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--pixel-weights: needs --pixels (it names the pixel world models' directory)")
     if args.pixel_weights is not None and not args.pixel_weights.is_dir():
         raise SystemExit(f"--pixel-weights: {args.pixel_weights} is not a directory (it holds <env>-pixels.safetensors)")
+    for flag in ("replan_every", "mpc_steps"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise SystemExit(f"--{flag.replace('_', '-')}: must be an int >= 1, got {getattr(args, flag)}")
     if args.action_repeat is not None and args.action_repeat < 1:
         raise SystemExit(f"--action-repeat: must be an int >= 1, got {args.action_repeat}")
     if args.weights is not None and not Path(args.weights).is_dir():
@@ -129,11 +142,25 @@ def main(argv: list[str] | None = None) -> int:
         log(Path(f"{args.out_dir}/{report_name(report, args.tag)}.md").read_text())
         return 0
     if args.quick:
-        args.env, args.horizons, args.mpc_horizons = ["pointmaze-medium"], [10], [10]
+        args.env = ["pusht" if args.protocol == "dino-wm" else "pointmaze-medium"]
+        args.horizons, args.mpc_horizons = [10], [10]
         args.trials, args.tune_trials, args.mpc_steps, args.replan_every, args.mpc_iters_scale = 3, 2, 6, 3, 1.0
     if args.threads:
         torch.set_num_threads(args.threads)
     args.env = [check_env_name(name) for name in args.env]
+    if args.protocol == "dino-wm":  # DINO-WM's goal distance is the horizon, its evaluation budget the MPC's
+        if args.env != ["pusht"]:
+            raise SystemExit(f"--protocol dino-wm: Push-T's evaluation; --env must be pusht alone, got {args.env}")
+        repeat = resolve_action_repeat("pusht", args.action_repeat)
+        args.horizons = args.horizons or [dino_wm_goal_steps(repeat)]
+        args.mpc_horizons = [dino_wm_goal_steps(repeat)] if args.mpc_horizons is None else args.mpc_horizons
+        args.mpc_steps = args.mpc_steps or dino_wm_budget_steps(repeat)
+        # DINO-WM's MPC plans its horizon, executes all of it and plans again: a terminal cost replanned every
+        # few steps keeps putting the arrival off (bench/results/README.md, "DINO-WM's protocol")
+        args.replan_every = args.replan_every or min(args.mpc_horizons, default=dino_wm_goal_steps(repeat))
+        args.mpc_iters_scale = 1.0 if args.mpc_iters_scale is None else args.mpc_iters_scale
+    args.replan_every = args.replan_every or 5
+    args.mpc_iters_scale = 0.25 if args.mpc_iters_scale is None else args.mpc_iters_scale
     if args.pixels:
         for env_name in args.env:  # every model file before the first plan, not after the first environment's hours
             load_pixels(env_name, args)

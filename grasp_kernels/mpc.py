@@ -22,7 +22,7 @@ import dataclasses
 import inspect
 import math
 import time
-from typing import TYPE_CHECKING, Optional, Protocol, Union
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, Union
 
 import numpy as np
 import torch
@@ -116,7 +116,7 @@ class MPCResult:
 
     Attributes:
         success: ``[B]`` bool, the environment's own success criterion (sticky: met at any simulator
-            step since the reset).
+            step since the reset), or ``run_mpc``'s ``success_rule`` met after the reset or any model step.
         steps: ``[B]`` int, model steps taken until the first success (0: the start already met it);
             ``max_steps`` for an episode that never succeeded.
         executed: ``[B, max_steps+1, D]`` float32 states the simulators actually visited; row 0 is the
@@ -183,6 +183,7 @@ def run_mpc(
     device: Optional[Union[str, torch.device]] = None,
     plan_offset: int = 0,
     observation: Optional[Observation] = None,
+    success_rule: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None,
 ) -> MPCResult:
     """Run ``B`` receding-horizon MPC episodes in lock step.
 
@@ -203,6 +204,10 @@ def run_mpc(
         observation: what the planner plans over (:class:`Observation`), e.g. latents of rendered frames;
             None: the simulator's planning states themselves. Execution, success and ``executed`` stay in
             the simulator's states.
+        success_rule: ``(states [B, D], goals [B, D]) -> [B]`` bool, the episodes' success test on the states
+            read back after the reset and after every model step (e.g.
+            :func:`grasp_kernels.envs.tasks.dino_wm_reached`); an episode succeeds at its first step that meets it
+            (sticky). None: the simulators' own criterion (``sims.success()``).
 
     Returns:
         :class:`MPCResult`.
@@ -234,7 +239,14 @@ def run_mpc(
     executed_actions = np.full((batch, max_steps, action_dim), np.nan, dtype=np.float32)
     current = np.asarray(sims.reset_to(starts, goals), dtype=np.float32)
     executed[:, 0] = current
-    done = np.asarray(sims.success(), dtype=bool).copy()
+
+    def succeeded() -> np.ndarray:
+        """``[B]`` bool: the episodes that meet the success test now (the simulators' own: sticky already)."""
+        if success_rule is None:
+            return np.asarray(sims.success(), dtype=bool).copy()
+        return np.asarray(success_rule(current, goals), dtype=bool).reshape(batch).copy()
+
+    done = succeeded()
     steps = np.where(done, 0, max_steps).astype(np.int64)
     if observation is None:
         goal_tensor = torch.as_tensor(goals, dtype=torch.float32, device=device)
@@ -279,7 +291,7 @@ def run_mpc(
                 current[~active] = executed[~active, t - 1]
                 executed[:, t] = current
                 executed_actions[active, t - 1] = planned_host[active, j]
-                newly = np.asarray(sims.success(), dtype=bool) & ~done
+                newly = succeeded() & ~done
                 steps[newly] = t
                 done |= newly
             if config.warm_start:
@@ -303,7 +315,7 @@ def run_mpc(
         plans += 1
     final_distance = np.linalg.norm(executed[:, -1].astype(np.float64) - goals, axis=1)
     return MPCResult(
-        success=np.asarray(sims.success(), dtype=bool).copy(),
+        success=succeeded() if success_rule is None else done,
         steps=steps,
         executed=executed,
         actions=executed_actions,

@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import numpy as np
@@ -72,17 +73,19 @@ class PixelObservation:
         self.close()
 
 
-def pixel_pairs(env_name: str, n: int, seed: int, horizon: int = 25, action_repeat: Optional[int] = None) -> PairSet:
+def pixel_pairs(
+    env_name: str, n: int, seed: int, horizon: int = 25, action_repeat: Optional[int] = None, protocol: str = "region",
+) -> PairSet:
     """:func:`grasp_kernels.envs.tasks.make_pairs` whose starts and goals are in the picture
     (:func:`grasp_kernels.envs.pixel_data.in_frame`): PointMaze pairs are unchanged; Push-T pairs whose block
     left the frame are dropped and the set is drawn again (same seed, more candidates) until n remain."""
     extra = 0
     while True:
-        pairs = make_pairs(env_name, n + extra, seed, horizon, action_repeat)
+        pairs = make_pairs(env_name, n + extra, seed, horizon, action_repeat, protocol)
         keep = np.flatnonzero(in_frame(env_name, pairs.starts) & in_frame(env_name, pairs.goals))
         if len(keep) >= n:
             keep = keep[:n]
-            return PairSet(pairs.env_name, pairs.starts[keep], pairs.goals[keep], seed, pairs.action_repeat)
+            return dataclasses.replace(pairs, starts=pairs.starts[keep], goals=pairs.goals[keep])
         extra = 2 * extra + max(4, n // 4)
 
 

@@ -9,6 +9,7 @@ state to the goal state); wall time is per batch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from typing import Callable
@@ -153,7 +154,8 @@ def open_loop(
     env_name: str, planner, pairs: PairSet, device: str = "cpu", across_ranks: bool = False
 ) -> tuple[Score, PlanResult]:
     """The paper's protocol: plan from each start to its goal, roll the actions out through the world
-    model, success = the final state lies in the goal region (:func:`grasp_kernels.envs.tasks.reached`).
+    model, success = the final state meets the pairs' success rule (:func:`grasp_kernels.envs.tasks.reached`
+    with ``pairs.protocol``).
 
     ``across_ranks``: every rank of the default process group plans its contiguous slice of the pairs
     (:func:`grasp_kernels.distributed.plan_across_ranks`, each pair with the randomness it gets in one
@@ -173,7 +175,7 @@ def open_loop(
     if across_ranks:  # one value on every rank: the equal-time table scales iterations by it
         wall = max_over_ranks(wall)
     final = result.rollout[:, -1].detach().cpu().numpy()
-    ok = reached(env_name, final, pairs.goals)
+    ok = reached(env_name, final, pairs.goals, pairs.protocol)
     errors = goal_error(env_name, final, pairs.goals)
     return Score(int(ok.sum()), len(pairs), float(np.median(errors)), wall, planner_iters(planner)), result
 
@@ -183,7 +185,9 @@ def closed_loop(
     progress: bool = False, warm_start_states: bool = False, across_ranks: bool = False, observation=None,
 ) -> tuple[Score, object]:
     """MPC in the simulator (:func:`grasp_kernels.mpc.run_mpc`), success by the environment's own
-    criterion; the error column is the task distance of the last executed state.
+    criterion (``pairs.protocol`` ``"region"``) or by the pairs' protocol's rule met at any model step
+    (``"dino-wm"``: DINO-WM's eval_state, :func:`grasp_kernels.envs.tasks.reached`); the error column is the task
+    distance of the last executed state.
     ``warm_start_states``: :attr:`grasp_kernels.mpc.MPCConfig.warm_start_states`.
     ``observation``: what the planner plans over (:class:`grasp_kernels.mpc.Observation`, e.g. encoded
     frames: :class:`grasp_kernels.pixel_tasks.PixelObservation`); None: the simulator's states.
@@ -204,7 +208,7 @@ def executed_open_loop(
 ) -> tuple[Score, object]:
     """DINO-WM's open-loop protocol in the simulator: plan once from each start (over ``observation``'s
     planning states if given, e.g. encoded frames), execute all ``H`` planned actions, success = the final
-    executed state lies in the goal region (:func:`grasp_kernels.envs.tasks.reached`). Wall time: the
+    executed state meets the pairs' success rule (:func:`grasp_kernels.envs.tasks.reached`). Wall time: the
     planning alone. ``across_ranks`` as in :func:`closed_loop`."""
     horizon = planner.config.horizon
     config = MPCConfig(replan_every=horizon, max_steps=horizon, warm_start=False, stop_on_success=False)
@@ -222,15 +226,18 @@ def _simulate(env_name, planner, pairs, config, device, progress, across_ranks, 
     if stop > start:  # a rank with no pairs (fewer pairs than ranks) only joins the exchanges below
         sims = SimBatch(env_name, stop - start, action_repeat=pairs.action_repeat)
         try:
+            # the region protocol's closed loop judges by the environment's own criterion, DINO-WM's by its rule
+            rule = None if pairs.protocol == "region" else functools.partial(reached, env_name, protocol=pairs.protocol)
             result = run_mpc(
                 planner, sims, pairs.starts[start:stop], pairs.goals[start:stop], config,
                 progress=progress, device=device, plan_offset=start, observation=observation,
+                success_rule=None if final_only else rule,
             )
         finally:
             sims.close()
         final = result.executed[:, -1]
         goals = pairs.goals[start:stop]
-        success = reached(env_name, final, goals) if final_only else np.asarray(result.success, dtype=bool)
+        success = reached(env_name, final, goals, pairs.protocol) if final_only else np.asarray(result.success, dtype=bool)
         errors = np.asarray(goal_error(env_name, final, goals), dtype=np.float64)
         wall = result.planning_time if final_only else result.wall_time
     if across_ranks:

@@ -203,6 +203,26 @@ def test_planning_quality_closed_loop_only(tmp_path):
         assert entry["setting"] == best and entry["trials"] == 3
 
 
+def test_planning_quality_dino_wm_protocol(tmp_path):
+    """--protocol dino-wm: Push-T pairs 25 simulator steps apart, DINO-WM's rule in every table; the report
+    records the protocol and the closed loop says how it judged."""
+    pytest.importorskip("gym_pusht")
+    proc = _bench("planning_quality.py", "--quick", "--protocol", "dino-wm", "--families", "GRASP", "CEM",
+                  "--out-dir", str(tmp_path), "--tag", "dw", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads((tmp_path / "planning_quality_pusht_dw.json").read_text())
+    assert report["protocol"] == report["settings"]["protocol"] == "dino-wm"
+    assert set(report["horizons"]["10"]["closed_loop"]) == {"GRASP", "CEM"}
+    text = (tmp_path / "planning_quality_pusht_dw.md").read_text()
+    assert "Protocol `dino-wm`" in text and "## Closed loop: MPC in the simulator, success by DINO-WM's eval_state, ever reached" in text
+
+
+def test_planning_quality_dino_wm_protocol_is_push_ts(tmp_path):
+    proc = _bench("planning_quality.py", "--protocol", "dino-wm", "--env", "pointmaze-medium", "--out-dir", str(tmp_path))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "--protocol dino-wm: Push-T's evaluation; --env must be pusht alone" in proc.stderr.strip().splitlines()[-1]
+
+
 def _tiny_pixel_model(tmp_path) -> tuple:
     """A tiny PointMaze-Medium pixel model trained by the CLI into ``tmp_path/weights`` (seconds; too small to
     plan well), its frames cached under ``tmp_path/cache``; returns (weights dir, environment for the bench)."""
@@ -306,6 +326,7 @@ def test_planning_quality_pixels_quick(tmp_path):
      r"--action-repeat: no usable state world model of pointmaze-medium: .*trained with action_repeat=10 .* "
      r"the requested action_repeat is 5"),
     (["--action-repeat", "0"], r"--action-repeat: must be an int >= 1, got 0"),
+    (["--replan-every", "0"], r"--replan-every: must be an int >= 1, got 0"),
     (["--weights", "{empty}"], r"--weights: no usable state world model of pointmaze-medium: .*{empty}/pointmaze-medium"
                                r"\.safetensors not found"),
     (["--weights", "{empty}/nowhere"], r"--weights: .*nowhere is not a directory"),
@@ -388,6 +409,7 @@ def _other_settings(report: dict, **changes) -> dict:
     (_fake_report("pusht", [25]), "one environment"),
     (_fake_report("pointmaze-medium", [50]), "horizon 50"),
     (_other_settings(_fake_report("pointmaze-medium", [25]), trials=50, quick=True), "other settings than .*: quick, trials"),
+    (_other_settings(_fake_report("pointmaze-medium", [25]), protocol="dino-wm"), "other settings than .*: protocol"),
     ({"env": "pointmaze-medium", "horizons": {}}, "records no run settings"),
 ])
 def test_planning_quality_merge_rejects_mixed_reports(tmp_path, second, message):

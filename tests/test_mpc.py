@@ -302,6 +302,34 @@ def test_succeeded_episodes_stay_frozen(sims):
     assert not np.allclose(unfrozen.executed[0, 2], unfrozen.executed[0, 1])
 
 
+def test_success_rule_replaces_the_simulators_criterion(sims):
+    """A ``success_rule`` judges the states after the reset and after every model step, sticky: episode 0 starts
+    at its goal (the simulator's own criterion holds there) but the rule first holds after model step 2 and
+    never again; episode 1 never meets it."""
+    starts, goals = corridor_task(sims)
+    starts[0] = goals[0]
+    calls: list[np.ndarray] = []
+
+    def rule(states: np.ndarray, goal_states: np.ndarray) -> np.ndarray:
+        calls.append(states.copy())
+        np.testing.assert_array_equal(goal_states, goals)
+        return np.array([len(calls) == 3, False])
+
+    for stop in (True, False):
+        calls.clear()
+        result = run_mpc(cem_planner(), sims, starts, goals, MPCConfig(max_steps=5, stop_on_success=stop),
+                         success_rule=rule)
+        assert result.success.tolist() == [True, False]
+        assert result.steps.tolist() == [2, 5]
+        assert len(calls) == 6  # the reset and the 5 model steps
+        np.testing.assert_array_equal(calls[2], result.executed[:, 2])
+        # a frozen episode stops at its success; otherwise it keeps stepping, its success kept
+        assert np.isnan(result.actions[0, 2:]).all() == stop
+
+    plain = run_mpc(cem_planner(), sims, starts, goals, MPCConfig(max_steps=5))
+    assert plain.success[0] and plain.steps[0] == 0  # the simulator's criterion: already at the goal
+
+
 def test_all_starts_successful(sims):
     _, goals = corridor_task(sims)
     result = run_mpc(grasp_planner(), sims, goals.copy(), goals, MPCConfig(max_steps=5))

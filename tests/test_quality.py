@@ -122,3 +122,33 @@ def test_planner_settings_rejects_a_base_of_another_horizon():
         planner_settings(model, 2, 25, base=pixel_grasp_config(10))
     with pytest.raises(TypeError, match="base must be a GraspConfig"):
         planner_settings(model, 2, 25, base={"horizon": 25})
+
+
+def test_the_pairs_protocol_judges_open_and_closed_loop():
+    """Pairs of the ``dino-wm`` protocol are judged by DINO-WM's rule in the simulator, open and closed loop;
+    ``region`` pairs' closed loop by the environment's own criterion (gym-pusht's coverage of its fixed goal)."""
+    pytest.importorskip("gym_pusht")
+    import dataclasses
+
+    import numpy as np
+
+    from grasp_kernels.baselines import CEMConfig, CEMPlanner
+    from grasp_kernels.envs.tasks import make_pairs, reached
+    from grasp_kernels.models.zoo import load_world_model
+    from grasp_kernels.quality import closed_loop, executed_open_loop
+
+    model = load_world_model("pusht")
+    planner = CEMPlanner(model, model.action_dim, CEMConfig(horizon=3, samples=16, topk=4, iters=2, seed=0))
+    pairs = make_pairs("pusht", 4, seed=11, protocol="dino-wm")
+    score, result = executed_open_loop("pusht", planner, pairs)
+    assert score.successes == int(reached("pusht", result.executed[:, -1], pairs.goals, "dino-wm").sum())
+    score, result = closed_loop("pusht", planner, pairs, max_steps=6, replan_every=3)
+    ever = np.array([reached("pusht", result.executed[:, t], pairs.goals, "dino-wm") for t in range(7)]).any(axis=0)
+    np.testing.assert_array_equal(result.success, ever)
+    # starts at their goals: DINO-WM's rule holds at the reset; gym-pusht's own criterion is only read after a
+    # simulator step
+    at_goal = dataclasses.replace(pairs, starts=pairs.goals.copy())
+    score, result = closed_loop("pusht", planner, at_goal, max_steps=3, replan_every=3)
+    assert score.successes == 4 and result.steps.tolist() == [0, 0, 0, 0]
+    _, result = closed_loop("pusht", planner, dataclasses.replace(at_goal, protocol="region"), max_steps=3, replan_every=3)
+    assert (result.steps >= 1).all()

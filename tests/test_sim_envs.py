@@ -11,7 +11,15 @@ pytest.importorskip("gymnasium_robotics")
 pytest.importorskip("gym_pusht")
 
 from grasp_kernels.envs.sim import ENV_NAMES, SimBatch, check_env_name, make_env, pusht_pose, pusht_state  # noqa: E402
-from grasp_kernels.envs.tasks import MIN_CELLS, goal_error, make_pairs, reached  # noqa: E402
+from grasp_kernels.envs.exploration import collect  # noqa: E402
+from grasp_kernels.envs.tasks import (  # noqa: E402
+    MIN_CELLS,
+    dino_wm_budget_steps,
+    dino_wm_goal_steps,
+    goal_error,
+    make_pairs,
+    reached,
+)
 
 
 @pytest.mark.parametrize("name", ENV_NAMES)
@@ -102,6 +110,41 @@ def test_reached_criteria():
     ])
     assert reached("pusht", s, g).tolist() == [True, False, False]
     np.testing.assert_allclose(goal_error("pusht", s, g), [15, 25, 0], atol=1e-3)
+
+
+def test_dino_wm_rule_takes_agent_and_block_together():
+    """DINO-WM's eval_state: one norm over the agent's and the block's position errors (px) below 20, the
+    angle below pi/9, both strict."""
+    g = pusht_state((100, 100), (200, 200), 0.0)[None].repeat(6, 0)
+    s = np.stack([
+        pusht_state((110, 100), (210, 200), 0.3),   # sqrt(10^2 + 10^2) = 14.1 px, 0.3 rad < pi/9: reached
+        pusht_state((115, 100), (215, 200), 0.0),   # sqrt(2) * 15 = 21.2 px: not (each alone within 20)
+        pusht_state((100, 100), (200, 219), 0.0),   # 19 px, block only
+        pusht_state((120, 100), (200, 200), 0.0),   # exactly 20 px: not (strict)
+        pusht_state((100, 100), (200, 200), 0.36),  # 0.36 rad > pi/9 = 0.349
+        pusht_state((300, 300), (200, 200), 0.0),   # the agent far away: not (the region rule ignores it)
+    ])
+    assert reached("pusht", s, g, protocol="dino-wm").tolist() == [True, False, True, False, False, False]
+    assert reached("pusht", s, g).tolist() == [True, True, True, True, False, True]
+
+
+def test_dino_wm_pairs_are_exploration_25_steps_on():
+    """Every trajectory of the exploration policy is kept, its goal the state 25 simulator steps (rounded to
+    model steps) after its start."""
+    assert [dino_wm_goal_steps(r) for r in (1, 2, 5, 30)] == [25, 12, 5, 1]
+    assert [dino_wm_budget_steps(r) for r in (1, 2, 5)] == [50, 25, 10]
+    pairs = make_pairs("pusht", 4, seed=7, horizon=99, protocol="dino-wm", action_repeat=5)
+    states, _ = collect("pusht", 4, 5, 7, action_repeat=5)
+    assert pairs.protocol == "dino-wm" and pairs.action_repeat == 5
+    np.testing.assert_array_equal(pairs.starts, states[:, 0])
+    np.testing.assert_array_equal(pairs.goals, states[:, -1])
+    assert make_pairs("pusht", 2, seed=7, horizon=4).protocol == "region"
+    with pytest.raises(ValueError, match="protocol 'dino-wm' is Push-T's"):
+        make_pairs("pointmaze-umaze", 2, seed=0, protocol="dino-wm")
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        make_pairs("pusht", 2, seed=0, protocol="dinowm")
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        reached("pusht", pairs.starts, pairs.goals, protocol="any")
 
 
 @pytest.mark.parametrize("bad, message", [("pointmaze-tiny", "unknown PointMaze layout"), ("cartpole", "unknown environment")])
