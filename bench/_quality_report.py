@@ -119,7 +119,8 @@ def markdown(report: dict, args: argparse.Namespace, header: str, plot_name: str
           [f for f in families if f != "GRASP"])
     rule = "DINO-WM's eval_state, ever reached" if report.get("protocol") == "dino-wm" else "the environment's criterion"
     table(f"Closed loop: MPC in the simulator, success by {rule}", "closed_loop", families,
-          f"Replanning every {args.replan_every} model steps, warm-started, {args.mpc_iters_scale:g} x the "
+          f"Replanning every {args.replan_every or 'H (all planned actions executed)'} model steps, warm-started, "
+          f"{args.mpc_iters_scale:g} x the "
           f"chosen iterations per replan, at most {args.mpc_steps or '2 x H'} model steps."
           + (" Every replan plans from the encoded last frames to the encoded goal image." if pixels else ""))
 

@@ -205,7 +205,7 @@ def run_env(env_name: str, args: argparse.Namespace, header: str) -> dict:
                 for family in args.families:
                     planner = chosen[family][1](args.mpc_iters_scale)
                     score, _ = closed_loop(
-                        env_name, planner, test, max_steps=args.mpc_steps or 2 * horizon, replan_every=args.replan_every,
+                        env_name, planner, test, max_steps=args.mpc_steps or 2 * horizon, replan_every=args.replan_every or horizon,
                         warm_start_states=args.mpc_warm_start_states, across_ranks=True, observation=observation,
                     )
                     cell["closed_loop"][family] = {"setting": chosen[family][0], **dataclasses.asdict(score)}

@@ -68,6 +68,26 @@ from _quality_report import merge, report_name  # noqa: E402
 from _quality_run import TEST_SEED, TUNE_SEED, join_torchrun, load_pixels, load_state_model, log, run_env  # noqa: E402
 
 
+def resolve_protocol_defaults(args: argparse.Namespace) -> None:
+    """The defaults that depend on ``--protocol``, set in ``args``. ``region``: MPC replans every 5 model steps
+    with 0.25 x the chosen iterations. ``dino-wm`` (Push-T alone, else ``SystemExit``): DINO-WM's evaluation,
+    horizon the goal's distance (:func:`dino_wm_goal_steps`), an MPC table at every horizon, episodes of
+    :func:`dino_wm_budget_steps`, and its MPC's shape: every planned action executed before the next plan
+    (``replan_every`` None: each MPC horizon's own) with the chosen iterations. A terminal cost replanned every
+    few steps keeps putting the arrival off (bench/results/README.md, "DINO-WM's protocol on Push-T")."""
+    if args.protocol != "dino-wm":
+        args.replan_every = args.replan_every or 5
+        args.mpc_iters_scale = 0.25 if args.mpc_iters_scale is None else args.mpc_iters_scale
+        return
+    if args.env != ["pusht"]:
+        raise SystemExit(f"--protocol dino-wm: Push-T's evaluation; --env must be pusht alone, got {args.env}")
+    repeat = resolve_action_repeat("pusht", args.action_repeat)
+    args.horizons = args.horizons or [dino_wm_goal_steps(repeat)]
+    args.mpc_horizons = list(args.horizons) if args.mpc_horizons is None else args.mpc_horizons
+    args.mpc_steps = args.mpc_steps or dino_wm_budget_steps(repeat)
+    args.mpc_iters_scale = 1.0 if args.mpc_iters_scale is None else args.mpc_iters_scale
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", nargs="+", default=["pointmaze-medium", "pusht"])
@@ -108,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="read the state world model DIR/<env>.safetensors instead of the shipped one")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="region",
                         help="success rule and pairs (grasp_kernels.envs.tasks): 'region' (default), or Push-T's "
-                             "'dino-wm': goals 25 simulator steps along an exploratory trajectory, DINO-WM's eval_state "
-                             "rule open and closed loop (ever reached), default horizon the goal's distance and MPC "
-                             "episodes of 50 simulator steps")
+                             "'dino-wm': goals 25 simulator steps (rounded to model steps) along an exploratory "
+                             "trajectory, DINO-WM's eval_state rule open and closed loop (met after any model step), "
+                             "default horizon the goal's distance, MPC at every horizon, episodes of 50 simulator steps")
     parser.add_argument("--grasp-settings", nargs="+", metavar="NAME",
                         help="sweep only these GRASP settings (names of the GRASP sweep; with --pixels the state model's "
                              "sweep beside keeps those of them it has; e.g. a probe of new variants with --families GRASP "
@@ -148,19 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.env = [check_env_name(name) for name in args.env]
-    if args.protocol == "dino-wm":  # DINO-WM's goal distance is the horizon, its evaluation budget the MPC's
-        if args.env != ["pusht"]:
-            raise SystemExit(f"--protocol dino-wm: Push-T's evaluation; --env must be pusht alone, got {args.env}")
-        repeat = resolve_action_repeat("pusht", args.action_repeat)
-        args.horizons = args.horizons or [dino_wm_goal_steps(repeat)]
-        args.mpc_horizons = [dino_wm_goal_steps(repeat)] if args.mpc_horizons is None else args.mpc_horizons
-        args.mpc_steps = args.mpc_steps or dino_wm_budget_steps(repeat)
-        # DINO-WM's MPC plans its horizon, executes all of it and plans again: a terminal cost replanned every
-        # few steps keeps putting the arrival off (bench/results/README.md, "DINO-WM's protocol")
-        args.replan_every = args.replan_every or min(args.mpc_horizons, default=dino_wm_goal_steps(repeat))
-        args.mpc_iters_scale = 1.0 if args.mpc_iters_scale is None else args.mpc_iters_scale
-    args.replan_every = args.replan_every or 5
-    args.mpc_iters_scale = 0.25 if args.mpc_iters_scale is None else args.mpc_iters_scale
+    resolve_protocol_defaults(args)
     if args.pixels:
         for env_name in args.env:  # every model file before the first plan, not after the first environment's hours
             load_pixels(env_name, args)

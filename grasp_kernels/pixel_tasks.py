@@ -76,9 +76,10 @@ class PixelObservation:
 def pixel_pairs(
     env_name: str, n: int, seed: int, horizon: int = 25, action_repeat: Optional[int] = None, protocol: str = "region",
 ) -> PairSet:
-    """:func:`grasp_kernels.envs.tasks.make_pairs` whose starts and goals are in the picture
+    """:func:`grasp_kernels.envs.tasks.make_pairs` (of ``protocol``) whose starts and goals are in the picture
     (:func:`grasp_kernels.envs.pixel_data.in_frame`): PointMaze pairs are unchanged; Push-T pairs whose block
-    left the frame are dropped and the set is drawn again (same seed, more candidates) until n remain."""
+    left the frame are dropped and the set is drawn again (same seed, more candidates) until n remain (so
+    ``"dino-wm"`` pairs from pixels keep every trajectory whose block stays in the picture)."""
     extra = 0
     while True:
         pairs = make_pairs(env_name, n + extra, seed, horizon, action_repeat, protocol)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -12,6 +13,9 @@ from pathlib import Path
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+import planning_quality  # noqa: E402
 
 
 def _bench(script: str, *args: str, timeout: int = 300, extra_env: dict | None = None) -> subprocess.CompletedProcess:
@@ -215,6 +219,27 @@ def test_planning_quality_dino_wm_protocol(tmp_path):
     assert set(report["horizons"]["10"]["closed_loop"]) == {"GRASP", "CEM"}
     text = (tmp_path / "planning_quality_pusht_dw.md").read_text()
     assert "Protocol `dino-wm`" in text and "## Closed loop: MPC in the simulator, success by DINO-WM's eval_state, ever reached" in text
+
+
+@pytest.mark.parametrize("given, expected", [
+    (dict(protocol="region"), dict(horizons=None, mpc_horizons=None, mpc_steps=None, replan_every=5, mpc_iters_scale=0.25)),
+    (dict(protocol="region", replan_every=2, mpc_iters_scale=0.5),
+     dict(horizons=None, mpc_horizons=None, mpc_steps=None, replan_every=2, mpc_iters_scale=0.5)),
+    (dict(protocol="dino-wm", env=["pusht"]),
+     dict(horizons=[12], mpc_horizons=[12], mpc_steps=25, replan_every=None, mpc_iters_scale=1.0)),
+    (dict(protocol="dino-wm", env=["pusht"], action_repeat=5, horizons=[5, 8]),
+     dict(horizons=[5, 8], mpc_horizons=[5, 8], mpc_steps=10, replan_every=None, mpc_iters_scale=1.0)),
+    (dict(protocol="dino-wm", env=["pusht"], mpc_horizons=[], replan_every=4, mpc_steps=7, mpc_iters_scale=0.5),
+     dict(horizons=[12], mpc_horizons=[], mpc_steps=7, replan_every=4, mpc_iters_scale=0.5)),
+])
+def test_planning_quality_protocol_defaults(given, expected):
+    """--protocol's defaults: the region protocol's MPC as before (every 5 steps, 0.25x iterations); DINO-WM's
+    horizon the goal's distance, MPC at every horizon over 50 simulator steps, the whole plan executed
+    (replan_every None: the horizon) at the chosen iterations; given values are kept."""
+    args = argparse.Namespace(**(dict(env=["pointmaze-medium"], action_repeat=None, horizons=None, mpc_horizons=None,
+                                      mpc_steps=None, replan_every=None, mpc_iters_scale=None) | given))
+    planning_quality.resolve_protocol_defaults(args)
+    assert {k: getattr(args, k) for k in expected} == expected
 
 
 def test_planning_quality_dino_wm_protocol_is_push_ts(tmp_path):

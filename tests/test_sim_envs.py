@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -14,6 +15,7 @@ from grasp_kernels.envs.sim import ENV_NAMES, SimBatch, check_env_name, make_env
 from grasp_kernels.envs.exploration import collect  # noqa: E402
 from grasp_kernels.envs.tasks import (  # noqa: E402
     MIN_CELLS,
+    PairSet,
     dino_wm_budget_steps,
     dino_wm_goal_steps,
     goal_error,
@@ -145,6 +147,10 @@ def test_dino_wm_pairs_are_exploration_25_steps_on():
         make_pairs("pusht", 2, seed=0, protocol="dinowm")
     with pytest.raises(ValueError, match="protocol must be one of"):
         reached("pusht", pairs.starts, pairs.goals, protocol="any")
+    with pytest.raises(ValueError, match="PairSet.protocol: protocol must be one of"):
+        dataclasses.replace(pairs, protocol="DINO-WM")
+    with pytest.raises(ValueError, match="PairSet.protocol: protocol 'dino-wm' is Push-T's"):
+        PairSet("pointmaze-umaze", pairs.starts, pairs.goals, 0, 10, "dino-wm")
 
 
 @pytest.mark.parametrize("bad, message", [("pointmaze-tiny", "unknown PointMaze layout"), ("cartpole", "unknown environment")])

@@ -8,10 +8,11 @@ Two protocols (:data:`PROTOCOLS`, ``make_pairs(protocol=...)``), recorded in eac
 - ``"region"`` (every environment): the goal region of :func:`reached`; Push-T pairs are the hardest of several
   exploratory pushes over the planning horizon; closed loop judges by the environment's own criterion.
 - ``"dino-wm"`` (Push-T): DINO-WM's evaluation. The goal is the state an exploratory trajectory reaches
-  :data:`DINO_WM_GOAL_SIM_STEPS` simulator steps after its start (no selection: its ``goal_source="dset"`` with
-  ``goal_H=5`` at frame skip 5), success is its ``eval_state`` rule (:func:`dino_wm_reached`: one 20 px norm over
+  :data:`DINO_WM_GOAL_SIM_STEPS` simulator steps (rounded to model steps) after its start (no selection: its
+  ``goal_source="dset"`` with ``goal_H=5`` at frame skip 5), success is its ``eval_state`` rule (:func:`dino_wm_reached`: one 20 px norm over
   the agent's and the block's positions, and the block's angle within pi/9), open and closed loop alike; a
-  closed-loop episode succeeds if it meets the rule at any step (its MPC's "ever reached").
+  closed-loop episode succeeds if it meets the rule after any model step (its MPC's "ever reached", checked
+  here after every model step of ``action_repeat`` simulator steps).
 """
 
 from __future__ import annotations
@@ -61,6 +62,12 @@ class PairSet:
     seed: int
     action_repeat: int
     protocol: str = "region"
+
+    def __post_init__(self) -> None:
+        try:
+            check_protocol(self.env_name, self.protocol)
+        except ValueError as error:
+            raise ValueError(f"PairSet.protocol: {error}") from None
 
     def __len__(self) -> int:
         return len(self.starts)
