@@ -46,10 +46,10 @@ import torch
 
 from grasp_kernels.envs.sim import check_env_name, resolve_action_repeat
 from grasp_kernels.envs.tasks import make_pairs
-from grasp_kernels.models.zoo import LEGACY_ACTION_REPEAT
 from grasp_kernels.presets import GRASP_SWEEP, PIXEL_GRASP_SWEEP
 from grasp_kernels.quality import FAMILIES, Score, executed_open_loop, open_loop, planner_settings, wilson_interval
 
+from _quality_report import action_repeat as report_action_repeat
 from _quality_run import TEST_SEED, load_pixels, load_state_model, log, model_record, restrict_grasp
 
 BUDGETS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
@@ -103,11 +103,6 @@ def grasp_leads_from(front: dict[str, dict[str, dict]], budgets: tuple[float, ..
     return leads_from
 
 
-def _repeat(report: dict) -> int:
-    """Simulator steps per model step of a report (older reports: the default of their time)."""
-    return int(report.get("action_repeat") or LEGACY_ACTION_REPEAT[report["env"].split("-")[0]])
-
-
 def merge_points(report: dict, earlier: list[dict]) -> None:
     """Add to each horizon of ``report`` the points of ``earlier`` reports of the same task (same environment,
     observation, horizon and pairs) whose family and setting it did not profile itself, then recompute the
@@ -117,8 +112,9 @@ def merge_points(report: dict, earlier: list[dict]) -> None:
         if (other["env"], other["pixels"]) != (report["env"], report["pixels"]):
             raise ValueError(f"--merge: a report of {other['env']}{' (pixels)' * other['pixels']} cannot join "
                              f"{report['env']}{' (pixels)' * report['pixels']}")
-        if _repeat(other) != _repeat(report):
-            raise ValueError(f"--merge: a report at action_repeat {_repeat(other)} cannot join one at {_repeat(report)}")
+        theirs, ours = report_action_repeat(other), report_action_repeat(report)
+        if theirs != ours:
+            raise ValueError(f"--merge: a report at action_repeat {theirs} cannot join one at {ours}")
     for horizon, cell in report["horizons"].items():
         cell.setdefault("runs", [{"header": report["header"], "cem_time": cell["cem_time"]}])
         for other in earlier:
@@ -234,7 +230,7 @@ def markdown(report: dict) -> str:
     for horizon, cell in report["horizons"].items():
         budgets = cell["budgets"]
         times = ", ".join(f"{run['cem_time']:.2f} s" for run in cell.get("runs", [])[1:])
-        lines += [f"## H = {horizon} ({int(horizon) * _repeat(report)} simulator steps)", "",
+        lines += [f"## H = {horizon} ({int(horizon) * report_action_repeat(report)} simulator steps)", "",
                   f"CEM's own time (the unit): {cell['cem_time']:.2f} s for {cell['pairs']} pairs"
                   f"{f' (in the merged runs: {times})' if times else ''}. "
                   f"Success % (95% interval) of each family's best setting within the budget "

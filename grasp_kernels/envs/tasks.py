@@ -107,13 +107,18 @@ def pusht_pairs(n: int, seed: int, horizon: int, action_repeat: Optional[int] = 
 def dino_wm_goal_steps(action_repeat: int) -> int:
     """Model steps from a ``"dino-wm"`` start to its goal: :data:`DINO_WM_GOAL_SIM_STEPS` simulator steps rounded
     to whole model steps of ``action_repeat`` (at least one): 12 (24 simulator steps) at 2, 5 at 5."""
-    return max(1, round(DINO_WM_GOAL_SIM_STEPS / check_int("action_repeat", action_repeat, minimum=1)))
+    return _model_steps(DINO_WM_GOAL_SIM_STEPS, action_repeat)
+
+
+def _model_steps(sim_steps: int, action_repeat: int) -> int:
+    """``sim_steps`` simulator steps rounded to whole model steps of ``action_repeat`` (at least one)."""
+    return max(1, round(sim_steps / check_int("action_repeat", action_repeat, minimum=1)))
 
 
 def dino_wm_budget_steps(action_repeat: int) -> int:
     """Model steps of a ``"dino-wm"`` closed-loop episode: :data:`DINO_WM_BUDGET_SIM_STEPS` simulator steps
     rounded to whole model steps of ``action_repeat`` (at least one): 25 at 2, 10 at 5."""
-    return max(1, round(DINO_WM_BUDGET_SIM_STEPS / check_int("action_repeat", action_repeat, minimum=1)))
+    return _model_steps(DINO_WM_BUDGET_SIM_STEPS, action_repeat)
 
 
 def dino_wm_pairs(n: int, seed: int, action_repeat: Optional[int] = None) -> PairSet:
