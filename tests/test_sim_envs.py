@@ -80,6 +80,25 @@ def test_pusht_state_round_trip_and_goal_coverage():
     assert not env.is_success()
 
 
+def test_pusht_velocities_are_the_state_a_reset_drops():
+    env = make_env("pusht")
+    state = pusht_state((100.0, 120.0), (256.0, 256.0), 0.3)
+    env.reset_to(state, state)
+    np.testing.assert_array_equal(env.velocities(), np.zeros(5))  # a reset leaves both bodies at rest
+    moving = np.array([40.0, -25.0, 3.0, 1.5, 0.2])
+    env.set_velocities(moving)
+    np.testing.assert_array_equal(env.velocities(), moving)
+    # the block, pushed by nothing, slides on with its velocity for a step: the velocities change the future
+    after = env.step(np.zeros(2))
+    at_rest = env.reset_to(state, state)
+    assert not np.allclose(after, env.step(np.zeros(2)))
+    assert not np.allclose(after[2:4], at_rest[2:4])
+    with pytest.raises(ValueError, match="velocities must be 5 finite numbers"):
+        env.set_velocities(np.zeros(4))
+    with pytest.raises(ValueError, match="velocities must be 5 finite numbers"):
+        env.set_velocities(np.array([0.0, 0.0, np.nan, 0.0, 0.0]))
+
+
 def test_pairs_are_far_apart_and_reproducible():
     env = make_env("pointmaze-medium")
     pairs = make_pairs("pointmaze-medium", 12, seed=5)

@@ -281,6 +281,21 @@ class PushTEnv(SimEnv):
         env = self._env
         return pusht_state(env.agent.position, env.block.position, env.block.angle)
 
+    def velocities(self) -> np.ndarray:
+        """The simulator state the planning state leaves out: ``[5]`` the agent's and the block's velocity
+        (px/s) and the block's angular velocity (rad/s)."""
+        env = self._env
+        return np.array([*env.agent.velocity, *env.block.velocity, env.block.angular_velocity], dtype=np.float64)
+
+    def set_velocities(self, velocities: np.ndarray) -> None:
+        """Set :meth:`velocities` (``[5]``), e.g. after :meth:`reset_to`, which leaves both bodies at rest."""
+        v = np.asarray(velocities, dtype=np.float64).reshape(-1)
+        if v.shape != (5,) or not np.all(np.isfinite(v)):
+            raise ValueError(f"velocities must be 5 finite numbers, got {np.asarray(velocities).shape} {v}")
+        self._env.agent.velocity = (float(v[0]), float(v[1]))
+        self._env.block.velocity = (float(v[2]), float(v[3]))
+        self._env.block.angular_velocity = float(v[4])
+
     def step(self, action: np.ndarray) -> np.ndarray:
         action = np.clip(np.asarray(action, dtype=np.float64).reshape(2), -1.0, 1.0)
         target = np.clip(np.array(self._env.agent.position) + PUSHT_ACTION_SCALE * action, 0.0, 512.0)

@@ -22,7 +22,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ..envs.sim import PUSHT_POSITION_SCALE, angle_difference, check_env_name, pusht_pose, resolve_action_repeat
+from ..envs.sim import (
+    PUSHT_POSITION_SCALE, angle_difference, check_env_name, make_env, pusht_pose, resolve_action_repeat,
+)
 from ..rollouts import rollout
 from .mlp import MLPDynamics
 from ..envs.exploration import check_policy, collect, contact_fraction
@@ -128,9 +130,58 @@ def _group_medians(env_name: str, predicted: np.ndarray, true: np.ndarray) -> di
     return {k: float(np.median(v)) for k, v in _group_distances(env_name, predicted, true).items()}
 
 
+def _window_starts(length: int, horizon: int) -> list[int]:
+    """The starts ``t = 0, H, 2H, ...`` of the ``H``-step windows that fit in trajectories of ``length`` steps."""
+    return list(range(0, length - horizon + 1, horizon))
+
+
+def simulator_replay(
+    env_name: str, states: np.ndarray, actions: np.ndarray, horizons: Sequence[int] = (10, 50),
+    action_repeat: Optional[int] = None,
+) -> dict[str, dict]:
+    """The simulator itself as a model of the planning state, on :func:`evaluate`'s windows.
+
+    For every ``H``-step window of ``states [N, L+1, D]``, ``actions [N, L, A]`` (recorded at ``action_repeat``)
+    the simulator is reset to the recorded start state and replays the recorded actions; its error against the
+    recorded end state is what the planning state leaves undetermined: the hidden state a reset drops
+    (PointMaze's state is complete, so about 0; Push-T's leaves out the velocities and the contact solver's
+    state, and its contacts amplify that). A reference for any world model of that state.
+
+    Returns ``{"hH": {group: RMSE, ..., "median": {group: median}}}`` per horizon that fits (the groups of
+    :func:`evaluate`).
+    """
+    name = check_env_name(env_name)
+    states, actions = np.asarray(states), np.asarray(actions)
+    if states.ndim != 3 or actions.ndim != 3 or states.shape[:2] != (actions.shape[0], actions.shape[1] + 1):
+        raise ValueError(
+            f"states must be [N, L+1, D] and actions [N, L, A] of the same N and L, got {states.shape} and {actions.shape}"
+        )
+    length = actions.shape[1]
+    env = make_env(name, action_repeat=action_repeat)
+    result: dict[str, dict] = {}
+    try:
+        for horizon in horizons:
+            if horizon > length:
+                continue
+            final, target = [], []
+            for i in range(states.shape[0]):
+                for t in _window_starts(length, horizon):
+                    state = env.reset_to(states[i, t], states[i, t])
+                    for k in range(horizon):
+                        state = env.step(actions[i, t + k])
+                    final.append(state)
+                    target.append(states[i, t + horizon])
+            final, target = np.stack(final), np.stack(target)
+            result[f"h{horizon}"] = {**_group_errors(name, final, target), "median": _group_medians(name, final, target)}
+    finally:
+        env.close()
+    return result
+
+
 @torch.no_grad()
 def evaluate(
-    model: MLPDynamics, env_name: str, states: np.ndarray, actions: np.ndarray, horizons: Sequence[int] = (10, 50)
+    model: MLPDynamics, env_name: str, states: np.ndarray, actions: np.ndarray, horizons: Sequence[int] = (10, 50),
+    action_repeat: Optional[int] = None, replay: bool = False,
 ) -> dict:
     """Held-out errors of ``model`` on ``states [N, L+1, D]``, ``actions [N, L, A]``.
 
@@ -139,7 +190,9 @@ def evaluate(
     ``block_px``, ``block_angle_deg``). ``hH`` is the error after ``H`` open-loop steps from the true state,
     over every start ``t = 0, H, 2H, ...`` that fits in the trajectories; horizons longer than ``L`` are
     skipped. Each ``hH`` also holds the error of the constant model ``s' = s`` under ``"constant"`` for scale, and
-    every entry the median error per group under ``"median"``.
+    every entry the median error per group under ``"median"``. With ``replay`` each ``hH`` holds the error of
+    the simulator restarted from the recorded states under ``"simulator"`` (:func:`simulator_replay`, the data
+    recorded at ``action_repeat``; ``None``: the environment's default).
     """
     name = check_env_name(env_name)
     model = model.eval()
@@ -158,7 +211,7 @@ def evaluate(
     for horizon in horizons:
         if horizon > length:
             continue
-        starts = list(range(0, length - horizon + 1, horizon))
+        starts = _window_starts(length, horizon)
         start = torch.cat([s[:, t] for t in starts])
         acts = torch.cat([a[:, t : t + horizon] for t in starts])
         target = torch.cat([s[:, t + horizon] for t in starts]).numpy()
@@ -167,6 +220,9 @@ def evaluate(
         errors["median"] = _group_medians(name, final, target)
         errors["constant"] = _group_errors(name, start.numpy(), target)
         result[f"h{horizon}"] = errors
+    if replay:
+        for key, errors in simulator_replay(name, states, actions, horizons, action_repeat).items():
+            result[key]["simulator"] = errors
     return result
 
 
@@ -175,7 +231,7 @@ def format_metrics(name: str, metrics: dict) -> str:
     parts = []
     for key in ("one_step", "h10", "h50"):
         if key in metrics:
-            values = ", ".join(f"{k}={v:.4g}" for k, v in metrics[key].items() if k not in ("constant", "median"))
+            values = ", ".join(f"{k}={v:.4g}" for k, v in metrics[key].items() if not isinstance(v, dict))
             parts.append(f"{key}: {values}")
     return f"{name}: " + "; ".join(parts) + f" (train {metrics['train_seconds']} s)"
 
@@ -335,7 +391,7 @@ def train_world_model(
     train_seconds = time.perf_counter() - start
     model.eval()
 
-    metrics = evaluate(model, name, held_states, held_actions)
+    metrics = evaluate(model, name, held_states, held_actions, action_repeat=config.action_repeat, replay=True)
     metrics.update(
         config=dataclasses.asdict(config),
         seed=seed,
