@@ -3,17 +3,19 @@
 On held-out exploration data (the training command's held-out seed) every ``H``-step window is predicted by:
 
 * the world model (the shipped one, or ``--weights DIR``), rolled from the recorded start state;
-* the simulator restarted from the recorded planning state (:func:`grasp_kernels.models.training.
-  simulator_replay`): the exact physics, told what a world model of that state is told;
-* the simulator restarted from the planning state AND the velocities the planning state leaves out;
-* two such restarts whose positions are perturbed by ``sigma`` px each (independent draws): half their
-  mean squared difference is the variance a predictor that knew the state to ``sigma`` could not remove, so
-  ``rms(Y1 - Y2) / sqrt(2)`` is that predictor's RMSE floor (the conditional mean's error, if the two are
-  draws of the outcome's distribution).
+* the simulator restarted exactly from the recorded planning state, at rest (:func:`grasp_kernels.models.
+  training.simulator_replay`): the exact physics, told what a world model of that state is told;
+* the simulator restarted from the planning state AND the velocities it leaves out (only the contact
+  solver's cached impulses are lost);
+* two such restarts whose positions are perturbed by ``sigma`` px each (independent draws): ``rms(Y1 - Y2) /
+  sqrt(2)`` is the spread of the outcome over a ``sigma`` px uncertainty of the state, an estimate of the error
+  of the conditional mean of a predictor that knew the state (and velocities) to ``sigma``.
 
-The velocities come from replaying each trajectory from its start (a reset, as its recording began); the
-trajectories whose replay does not reproduce the recording (a reset that does not read back its own state:
-a start in contact) are counted and left out of every row of the ``exact`` columns.
+None of these is a bound on a learned model's error; they say how much the outcome depends on what the planning
+state leaves out and on sub-pixel differences. The velocities come from replaying each trajectory from its
+start (restored at rest, as its recording began after a reset); the trajectories whose replay does not
+reproduce the recording are counted and left out of the ``exact`` tables, which hold the rows that need the
+velocities.
 
     python bench/predictability.py --out-dir bench/results --tag cpu_2026-12-07
 
@@ -36,62 +38,43 @@ import torch
 
 from grasp_kernels.envs.exploration import PUSHT_POLICIES, collect
 from grasp_kernels.envs.sim import PUSHT_POSITION_SCALE, make_env
-from grasp_kernels.models.training import HELDOUT_SEED_OFFSET, _group_distances, evaluate, simulator_replay
+from grasp_kernels.models.training import (
+    HELDOUT_SEED_OFFSET, _error_summary, _group_distances, evaluate, replay_windows,
+)
 from grasp_kernels.models.zoo import default_path, load_world_model
 
 from time_step import model_repeat
 
 GROUPS = ("block_px", "block_angle_deg", "agent_px")
-EXACT_PX = 1e-3  # a replayed trajectory reproduces its recording to this (px, every step)
-
-
-def _summary(distances: dict[str, np.ndarray]) -> dict:
-    return {
-        **{k: float(np.sqrt(np.mean(distances[k] ** 2))) for k in GROUPS},
-        "median": {k: float(np.median(distances[k])) for k in GROUPS},
-    }
+EXACT_PX = 1e-3  # a replayed trajectory reproduces its recorded positions to this (px, every step)
+EXACT_COS_SIN = 1e-6  # ... and the cosine and sine of its angle to this
 
 
 def recorded_velocities(env, states: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Replay every trajectory from its start: ``velocities [N, L+1, 5]`` along it and ``exact [N]``, whether the
-    replay reproduced the recorded states (to :data:`EXACT_PX` px at every step)."""
+    """Replay every trajectory from its start (restored at rest, as its recording began after a reset):
+    ``velocities [N, L+1, 5]`` along it and ``exact [N]``, whether the replay reproduced the recorded states at
+    every step (positions to :data:`EXACT_PX` px, the angle's cosine and sine to :data:`EXACT_COS_SIN`)."""
     n, length = actions.shape[:2]
     velocities = np.zeros((n, length + 1, 5))
     exact = np.ones(n, dtype=bool)
     for i in range(n):
-        state = env.reset_to(states[i, 0], states[i, 0])
-        velocities[i, 0] = env.velocities()
-        for t in range(length):
-            if np.max(np.abs(state - states[i, t])) * PUSHT_POSITION_SCALE > EXACT_PX:
+        state = env.restore(states[i, 0])
+        for t in range(length + 1):
+            if t > 0:
+                state = env.step(actions[i, t - 1])
+            velocities[i, t] = env.velocities()
+            off = np.abs(state - states[i, t])
+            if np.max(off[:4]) * PUSHT_POSITION_SCALE > EXACT_PX or np.max(off[4:]) > EXACT_COS_SIN:
                 exact[i] = False
                 break
-            state = env.step(actions[i, t])
-            velocities[i, t + 1] = env.velocities()
-        exact[i] &= bool(np.max(np.abs(state - states[i, -1])) * PUSHT_POSITION_SCALE <= EXACT_PX)
     return velocities, exact
 
 
-def restarts(env, states, actions, velocities, horizon, sigma, rng) -> np.ndarray:
-    """The end state of every ``horizon``-step window (``evaluate``'s windows) restarted from the recorded
-    state and velocities, agent and block positions perturbed by ``N(0, sigma^2)`` px (``sigma = 0``: none)."""
-    n, length = actions.shape[:2]
-    out = []
-    for i in range(n):
-        for t in range(0, length - horizon + 1, horizon):
-            start = states[i, t].astype(np.float64).copy()
-            if sigma > 0:
-                start[:4] += sigma * rng.standard_normal(4) / PUSHT_POSITION_SCALE
-            state = env.reset_to(start, start)
-            env.set_velocities(velocities[i, t])
-            for k in range(horizon):
-                state = env.step(actions[i, t + k])
-            out.append(state)
-    return np.stack(out)
-
-
-def window_targets(states: np.ndarray, horizon: int) -> np.ndarray:
-    length = states.shape[1] - 1
-    return np.stack([states[i, t + horizon] for i in range(states.shape[0]) for t in range(0, length - horizon + 1, horizon)])
+def perturbed(states: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """``states`` with the agent's and the block's positions moved by ``N(0, sigma^2)`` px each."""
+    out = states.astype(np.float64).copy()
+    out[..., :4] += sigma * rng.standard_normal(out[..., :4].shape) / PUSHT_POSITION_SCALE
+    return out
 
 
 def measure(policy: str, args, model, action_repeat: int) -> dict:
@@ -101,30 +84,31 @@ def measure(policy: str, args, model, action_repeat: int) -> dict:
     env = make_env("pusht", action_repeat=action_repeat)
     try:
         velocities, exact = recorded_velocities(env, states, actions)
-        rows: dict[str, dict] = {}
-        for subset, keep in (("all", np.ones(len(exact), dtype=bool)), ("exact", exact)):
-            s, a = states[keep], actions[keep]
-            row = {"trajectories": int(keep.sum())}
-            metrics = evaluate(model, "pusht", s, a, horizons=(h,), action_repeat=action_repeat, replay=True)[f"h{h}"]
-            row["world model"] = {k: metrics[k] for k in GROUPS} | {"median": metrics["median"]}
-            row["constant (s' = s)"] = metrics["constant"]
-            row["simulator from the planning state"] = metrics["simulator"]
-            if subset == "exact":
-                target = window_targets(s, h)
-                v = velocities[keep]
-                rng = np.random.default_rng(0)
-                same = restarts(env, s, a, v, h, 0.0, rng)
-                row["simulator from the state and velocities"] = _summary(_group_distances("pusht", same, target))
-                for sigma in args.sigmas:
-                    first = restarts(env, s, a, v, h, sigma, rng)
-                    second = restarts(env, s, a, v, h, sigma, rng)
-                    spread = _group_distances("pusht", first, second)
-                    row[f"floor: the state known to {sigma:g} px"] = {
-                        k: float(np.sqrt(np.mean(spread[k] ** 2) / 2)) for k in GROUPS
-                    }
-            rows[subset] = row
     finally:
         env.close()
+    rows: dict[str, dict] = {}
+    for subset, keep in (("all", np.ones(len(exact), dtype=bool)), ("exact", exact)):
+        row: dict = {"trajectories": int(keep.sum())}
+        rows[subset] = row
+        if not keep.any():
+            continue
+        s, a, v = states[keep], actions[keep], velocities[keep]
+        metrics = evaluate(model, "pusht", s, a, horizons=(h,), action_repeat=action_repeat, replay=True)[f"h{h}"]
+        row["world model"] = {k: metrics[k] for k in (*GROUPS, "median")}
+        row["constant (s' = s)"] = metrics["constant"]
+        row["simulator from the planning state, at rest"] = metrics["simulator"]
+        if subset == "all":
+            continue
+        row["simulator from the state and its velocities"] = _error_summary(
+            "pusht", *replay_windows("pusht", s, a, h, action_repeat, velocities=v))
+        rng = np.random.default_rng(0)
+        for sigma in args.sigmas:
+            first, _ = replay_windows("pusht", perturbed(s, sigma, rng), a, h, action_repeat, velocities=v)
+            second, _ = replay_windows("pusht", perturbed(s, sigma, rng), a, h, action_repeat, velocities=v)
+            spread = _group_distances("pusht", first, second)
+            row[f"spread: the state known to {sigma:g} px"] = {
+                k: float(np.sqrt(np.mean(spread[k] ** 2) / 2)) for k in GROUPS
+            }
     return rows
 
 
@@ -137,7 +121,8 @@ def markdown(report: dict) -> str:
         f"{report['length']} steps per policy), every {h}-step window. Error of the block's position (px) and "
         "angle (deg) and of the agent (px) at the window's end, RMSE (median in brackets). `all`: every "
         "trajectory; `exact`: those whose replay from their start reproduces the recording (the rows that need "
-        "the velocities are measured on these only).", "",
+        "the velocities are measured on these only). A spread is rms(Y1 - Y2) / sqrt(2) of two restarts from the "
+        "state and velocities with positions perturbed by N(0, sigma^2) px each.", "",
     ]
     for policy, rows in report["policies"].items():
         for subset, row in rows.items():

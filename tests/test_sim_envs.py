@@ -99,6 +99,26 @@ def test_pusht_velocities_are_the_state_a_reset_drops():
         env.set_velocities(np.array([0.0, 0.0, np.nan, 0.0, 0.0]))
 
 
+def test_restore_puts_the_simulator_exactly_in_a_recorded_state():
+    # mid-push states, some in contact: reset_to lets the physics settle a step and moves bodies in contact;
+    # restore keeps the recorded pose, with the velocities given (default at rest)
+    states, _ = collect("pusht", trajectories=8, length=20, seed=7, policy="pushes")
+    env = make_env("pusht")
+    starts = states[:, 5::5].reshape(-1, 6)
+    moved = [np.abs(env.reset_to(s, s)[:4] - s[:4]).max() for s in starts]
+    assert max(moved) > 1e-3  # the settling step moved some (measured: most pushes are in contact)
+    for s in starts:
+        np.testing.assert_allclose(env.restore(s), s, atol=1e-6)
+        np.testing.assert_array_equal(env.velocities(), np.zeros(5))
+    env.restore(starts[0], np.array([1.0, 2.0, 3.0, 4.0, 0.5]))
+    np.testing.assert_array_equal(env.velocities(), [1.0, 2.0, 3.0, 4.0, 0.5])
+    maze = make_env("pointmaze-umaze")
+    state = np.array([0.5, 0.5, 0.2, -0.1])
+    np.testing.assert_allclose(maze.restore(state), state, atol=1e-6)
+    with pytest.raises(ValueError, match="velocities must be None"):
+        maze.restore(state, np.zeros(4))
+
+
 def test_pairs_are_far_apart_and_reproducible():
     env = make_env("pointmaze-medium")
     pairs = make_pairs("pointmaze-medium", 12, seed=5)

@@ -21,7 +21,9 @@ from grasp_kernels.envs.exploration import (  # noqa: E402
 )
 from grasp_kernels.envs.sim import ENV_NAMES, make_env  # noqa: E402
 from grasp_kernels.models import MLPDynamics  # noqa: E402
-from grasp_kernels.models.training import evaluate, fit_normalisation, simulator_replay, train_world_model  # noqa: E402
+from grasp_kernels.models.training import (  # noqa: E402
+    evaluate, fit_normalisation, replay_windows, simulator_replay, train_world_model,
+)
 from grasp_kernels.models.zoo import (  # noqa: E402
     default_path,
     load_world_model,
@@ -283,28 +285,59 @@ def test_simulator_replay_of_a_complete_state_is_exact():
 
 
 def test_simulator_replay_of_pusht_shows_what_its_state_leaves_out():
-    # From a trajectory's start (a reset, as the data's own) the replay is exact in most trajectories; from
+    # From a trajectory's start (at rest after a reset, as the recording began) the replay is exact; from
     # mid-trajectory states the velocities and the contact solver's state are lost and contacts amplify that:
     # the median stays sub-pixel while the RMSE is carried by a few diverging pushes.
     states, actions = collect("pusht", trajectories=12, length=30, seed=7, policy="pushes")
     replay = simulator_replay("pusht", states, actions, horizons=(30, 10))
-    assert replay["h30"]["median"]["block_px"] < 1e-3
+    assert replay["h30"]["block_px"] < 1e-3 and replay["h30"]["block_angle_deg"] < 1e-3
     assert replay["h10"]["median"]["block_px"] < 5.0
     assert replay["h10"]["block_px"] > 5 * replay["h10"]["median"]["block_px"]
 
 
+def test_replay_with_the_velocities_restores_the_agent_exactly():
+    # Push-T's agent is kinematic (PD control, unmoved by contacts): its velocity is all a restart needs, so a
+    # restart with the velocities recorded along the way reproduces the agent's path; the block's contacts
+    # also depend on the solver's cached impulses, which no restart restores.
+    states, actions = collect("pusht", trajectories=6, length=20, seed=3, policy="pushes")
+    env = make_env("pusht")
+    velocities = np.zeros((6, 21, 5))
+    for i in range(6):
+        env.restore(states[i, 0])
+        velocities[i, 0] = env.velocities()
+        for t in range(20):
+            env.step(actions[i, t])
+            velocities[i, t + 1] = env.velocities()
+    env.close()
+    final, target = replay_windows("pusht", states, actions, 5, velocities=velocities)
+    assert final.shape == target.shape == (6 * 4, 6)
+    np.testing.assert_allclose(final[:, :2], target[:, :2], atol=1e-5)
+    at_rest, _ = replay_windows("pusht", states, actions, 5)
+    assert np.abs(at_rest[:, :2] - target[:, :2]).max() > 0.01  # the velocities matter
+
+
 def test_evaluate_reports_the_simulator_beside_the_model():
     states, actions = collect("pointmaze-umaze", trajectories=4, length=10, seed=2)
-    model = MLPDynamics(4, 2, hidden=8, depth=1)
+    model = MLPDynamics(4, 2, hidden=8, depth=1)  # untrained: far off
     fit_normalisation(model, states, actions)
     metrics = evaluate(model, "pointmaze-umaze", states, actions, horizons=(10,), replay=True)
-    assert metrics["h10"]["simulator"] == simulator_replay("pointmaze-umaze", states, actions, horizons=(10,))["h10"]
+    assert metrics["h10"]["simulator"]["position"] < 1e-4 < metrics["h10"]["position"]
     assert "simulator" not in evaluate(model, "pointmaze-umaze", states, actions, horizons=(10,))["h10"]
 
 
-def test_simulator_replay_checks_its_arrays():
+def test_simulator_replay_checks_its_arguments():
     states, actions = collect("pointmaze-umaze", trajectories=2, length=5, seed=1)
     with pytest.raises(ValueError, match=r"states must be \[N, L\+1, D\] and actions \[N, L, A\]"):
         simulator_replay("pointmaze-umaze", states[:, :-1], actions)
     with pytest.raises(ValueError, match="states must be"):
         simulator_replay("pointmaze-umaze", states[0], actions[0])
+    with pytest.raises(ValueError, match="states must be"):
+        simulator_replay("pointmaze-umaze", states[:0], actions[:0])
+    with pytest.raises(ValueError, match="horizons must be >= 1, got 0"):
+        simulator_replay("pointmaze-umaze", states, actions, horizons=(0,))
+    with pytest.raises(ValueError, match="horizon must be <= the trajectories' 5 steps, got 6"):
+        replay_windows("pointmaze-umaze", states, actions, 6)
+    with pytest.raises(ValueError, match=r"velocities must be \[N, L\+1, V\]"):
+        replay_windows("pusht", np.zeros((2, 6, 6)), actions, 2, velocities=np.zeros((2, 5, 5)))
+    with pytest.raises(ValueError, match="velocities must be None"):
+        replay_windows("pointmaze-umaze", states, actions, 2, velocities=np.zeros((2, 6, 4)))

@@ -130,6 +130,14 @@ class SimEnv:
         """The environment's own success criterion for the goal given to :meth:`reset_to`."""
         raise NotImplementedError
 
+    def restore(self, state: np.ndarray, velocities: Optional[np.ndarray] = None) -> np.ndarray:
+        """Put the simulator exactly in the recorded state ``state [D]`` (for replaying recorded data; the goal is
+        ``state``). Where the planning state is the simulator's whole state this is :meth:`reset_to`;
+        ``velocities`` is for simulators with state the planning state leaves out."""
+        if velocities is not None:
+            raise ValueError(f"{self.name}'s planning state is its whole state: velocities must be None")
+        return self.reset_to(state, state)
+
     def close(self) -> None:
         """Release the simulator."""
 
@@ -286,6 +294,21 @@ class PushTEnv(SimEnv):
         (px/s) and the block's angular velocity (rad/s)."""
         env = self._env
         return np.array([*env.agent.velocity, *env.block.velocity, env.block.angular_velocity], dtype=np.float64)
+
+    def restore(self, state: np.ndarray, velocities: Optional[np.ndarray] = None) -> np.ndarray:
+        """Put the simulator exactly in ``state [6]`` with :meth:`velocities` ``velocities [5]`` (default at rest).
+
+        :meth:`reset_to` lets the physics settle a step, which pushes bodies in contact apart; here the pose is
+        set again after that step, so the next step starts from the recorded pose. What no reset restores is
+        the contact solver's cached impulses."""
+        self.reset_to(state, state)
+        s = PUSHT_POSITION_SCALE
+        state = np.asarray(state, dtype=np.float64).reshape(-1)
+        self._env.block.angle = math.atan2(state[5], state[4])
+        self._env.block.position = (state[2] * s, state[3] * s)
+        self._env.agent.position = (state[0] * s, state[1] * s)
+        self.set_velocities(np.zeros(5) if velocities is None else velocities)
+        return self.state()
 
     def set_velocities(self, velocities: np.ndarray) -> None:
         """Set :meth:`velocities` (``[5]``), e.g. after :meth:`reset_to`, which leaves both bodies at rest."""

@@ -25,6 +25,7 @@ import torch
 from ..envs.sim import (
     PUSHT_POSITION_SCALE, angle_difference, check_env_name, make_env, pusht_pose, resolve_action_repeat,
 )
+from .._checks import check_int
 from ..rollouts import rollout
 from .mlp import MLPDynamics
 from ..envs.exploration import check_policy, collect, contact_fraction
@@ -130,51 +131,84 @@ def _group_medians(env_name: str, predicted: np.ndarray, true: np.ndarray) -> di
     return {k: float(np.median(v)) for k, v in _group_distances(env_name, predicted, true).items()}
 
 
+def _error_summary(env_name: str, predicted: np.ndarray, true: np.ndarray) -> dict:
+    """RMSE per component group with the medians under ``"median"``."""
+    return {**_group_errors(env_name, predicted, true), "median": _group_medians(env_name, predicted, true)}
+
+
 def _window_starts(length: int, horizon: int) -> list[int]:
     """The starts ``t = 0, H, 2H, ...`` of the ``H``-step windows that fit in trajectories of ``length`` steps."""
     return list(range(0, length - horizon + 1, horizon))
 
 
+def _trajectories(states, actions) -> tuple[np.ndarray, np.ndarray]:
+    """``states [N, L+1, D]`` and ``actions [N, L, A]`` as arrays, or a ValueError naming both."""
+    states, actions = np.asarray(states), np.asarray(actions)
+    if (states.ndim != 3 or actions.ndim != 3 or states.shape[0] < 1
+            or states.shape[:2] != (actions.shape[0], actions.shape[1] + 1)):
+        raise ValueError(
+            f"states must be [N, L+1, D] and actions [N, L, A] of the same N >= 1 and L, got {states.shape} and "
+            f"{actions.shape}"
+        )
+    return states, actions
+
+
+def replay_windows(
+    env_name: str, states: np.ndarray, actions: np.ndarray, horizon: int, action_repeat: Optional[int] = None,
+    velocities: Optional[np.ndarray] = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The simulator restarted exactly from the recorded start of every ``horizon``-step window of ``states
+    [N, L+1, D]`` (:meth:`~grasp_kernels.envs.sim.SimEnv.restore`, with ``velocities [N, L+1, V]`` where given)
+    replaying the recorded ``actions [N, L, A]`` (recorded at ``action_repeat``; ``None``: the environment's
+    default). Returns its end states and the recorded ones, ``[W, D]`` each: :func:`evaluate`'s windows (starts
+    ``0, H, 2H, ...``), those of trajectory 0 first, then trajectory 1's, ..."""
+    name = check_env_name(env_name)
+    horizon = check_int("horizon", horizon, minimum=1)
+    states, actions = _trajectories(states, actions)
+    if velocities is not None and np.shape(velocities)[:2] != states.shape[:2]:
+        raise ValueError(f"velocities must be [N, L+1, V] with states' N, L+1 = {states.shape[:2]}, got {np.shape(velocities)}")
+    length = actions.shape[1]
+    if horizon > length:
+        raise ValueError(f"horizon must be <= the trajectories' {length} steps, got {horizon}")
+    env = make_env(name, action_repeat=action_repeat)
+    final, target = [], []
+    try:
+        for i in range(states.shape[0]):
+            for t in _window_starts(length, horizon):
+                state = env.restore(states[i, t], None if velocities is None else velocities[i, t])
+                for k in range(horizon):
+                    state = env.step(actions[i, t + k])
+                final.append(state)
+                target.append(states[i, t + horizon])
+    finally:
+        env.close()
+    return np.stack(final), np.stack(target)
+
+
 def simulator_replay(
     env_name: str, states: np.ndarray, actions: np.ndarray, horizons: Sequence[int] = (10, 50),
-    action_repeat: Optional[int] = None,
+    action_repeat: Optional[int] = None, velocities: Optional[np.ndarray] = None,
 ) -> dict[str, dict]:
     """The simulator itself as a model of the planning state, on :func:`evaluate`'s windows.
 
     For every ``H``-step window of ``states [N, L+1, D]``, ``actions [N, L, A]`` (recorded at ``action_repeat``)
-    the simulator is reset to the recorded start state and replays the recorded actions; its error against the
-    recorded end state is what the planning state leaves undetermined: the hidden state a reset drops
-    (PointMaze's state is complete, so about 0; Push-T's leaves out the velocities and the contact solver's
-    state, and its contacts amplify that). A reference for any world model of that state.
+    the simulator is restarted exactly from the recorded start state, at rest (or with ``velocities [N, L+1,
+    V]``), and replays the recorded actions (:func:`replay_windows`). Its error against the recorded end state
+    is what restarting from that state alone loses: PointMaze's state is the simulator's whole state, so 0;
+    Push-T's leaves out the velocities and the contact solver's state, and its contacts amplify that. A
+    reference for a world model of that state, not a bound: a predictor that averages over what is left out
+    can beat one restart in RMSE.
 
-    Returns ``{"hH": {group: RMSE, ..., "median": {group: median}}}`` per horizon that fits (the groups of
-    :func:`evaluate`).
+    Returns ``{"hH": {group: RMSE, ..., "median": {group: median}}}`` for every horizon that fits in the
+    trajectories (the groups of :func:`evaluate`).
     """
-    name = check_env_name(env_name)
-    states, actions = np.asarray(states), np.asarray(actions)
-    if states.ndim != 3 or actions.ndim != 3 or states.shape[:2] != (actions.shape[0], actions.shape[1] + 1):
-        raise ValueError(
-            f"states must be [N, L+1, D] and actions [N, L, A] of the same N and L, got {states.shape} and {actions.shape}"
-        )
-    length = actions.shape[1]
-    env = make_env(name, action_repeat=action_repeat)
+    states, actions = _trajectories(states, actions)
     result: dict[str, dict] = {}
-    try:
-        for horizon in horizons:
-            if horizon > length:
-                continue
-            final, target = [], []
-            for i in range(states.shape[0]):
-                for t in _window_starts(length, horizon):
-                    state = env.reset_to(states[i, t], states[i, t])
-                    for k in range(horizon):
-                        state = env.step(actions[i, t + k])
-                    final.append(state)
-                    target.append(states[i, t + horizon])
-            final, target = np.stack(final), np.stack(target)
-            result[f"h{horizon}"] = {**_group_errors(name, final, target), "median": _group_medians(name, final, target)}
-    finally:
-        env.close()
+    for horizon in horizons:
+        if check_int("horizons", horizon, minimum=1) > actions.shape[1]:
+            continue
+        final, target = replay_windows(env_name, states, actions, horizon, action_repeat, velocities)
+        result[f"h{horizon}"] = _error_summary(env_name, final, target)
     return result
 
 
@@ -195,6 +229,7 @@ def evaluate(
     recorded at ``action_repeat``; ``None``: the environment's default).
     """
     name = check_env_name(env_name)
+    states, actions = _trajectories(states, actions)
     model = model.eval()
     s = torch.as_tensor(states, dtype=torch.float32)
     a = torch.as_tensor(actions, dtype=torch.float32)
@@ -204,8 +239,7 @@ def evaluate(
     scale = model.delta_scale.cpu()
     normalised = float(torch.sqrt(torch.mean(((pred - true) / scale) ** 2)))
     result: dict = {
-        "one_step": {**_group_errors(name, pred.numpy(), true.numpy()),
-                     "median": _group_medians(name, pred.numpy(), true.numpy())},
+        "one_step": _error_summary(name, pred.numpy(), true.numpy()),
         "one_step_normalised_rmse": normalised,
     }
     for horizon in horizons:
@@ -216,8 +250,7 @@ def evaluate(
         acts = torch.cat([a[:, t : t + horizon] for t in starts])
         target = torch.cat([s[:, t + horizon] for t in starts]).numpy()
         final = rollout(model, start, acts)[:, -1].numpy()
-        errors = _group_errors(name, final, target)
-        errors["median"] = _group_medians(name, final, target)
+        errors = _error_summary(name, final, target)
         errors["constant"] = _group_errors(name, start.numpy(), target)
         result[f"h{horizon}"] = errors
     if replay:
