@@ -108,9 +108,10 @@ def scaled_work(fields: dict[str, object], scale: float) -> dict[str, object]:
 OBSERVATIONS = ("states", "pixels")
 
 # (env, observation) -> {horizon: ((budget, GRASP setting, scale), ...)}: GRASP's frontier in the committed anytime
-# profiles (bench/results/anytime_*_cpu_2026-12-07.json, budgets in multiples of CEM's own time on the task): at
+# profiles (bench/results/anytime_*_cpu_2026-12-07*.json, budgets in multiples of CEM's own time on the task): at
 # each profiled budget, the sweep setting (GRASP_SWEEP / PIXEL_GRASP_SWEEP) and the scale of its work that reached
-# the most goals within it; tests/test_presets.py checks it against the files
+# the most goals within it; a file later in name order replaces an earlier one's horizons (Push-T: the `_new`
+# profiles of the models shipped from 2026-12-07); tests/test_presets.py checks it against the files
 GRASP_FRONTIER: dict[tuple[str, str], dict[int, tuple[tuple[float, str, float], ...]]] = {
     ("pointmaze-medium", "pixels"): {
         25: (
@@ -166,30 +167,30 @@ GRASP_FRONTIER: dict[tuple[str, str], dict[int, tuple[tuple[float, str, float], 
     },
     ("pusht", "pixels"): {
         10: (
-            (0.1, "x2, sync 50 steps", 0.0393),
-            (0.25, "x2, sync 50 steps", 0.0393),
-            (0.5, "x2, sync 50 steps", 0.0393),
-            (1.0, "x8, CEM sync", 0.0016),
-            (2.0, "x8, CEM sync", 0.0016),
-            (4.0, "x8, CEM sync", 0.0016),
+            (0.1, "x2, sync 50 steps", 0.0556),
+            (0.25, "x8, sync 50 steps", 0.0877),
+            (0.5, "x8, sync 50 steps", 0.0877),
+            (1.0, "x8, sync 50 steps", 0.0877),
+            (2.0, "x8, sync 50 steps", 0.9282),
+            (4.0, "x8, sync 50 steps", 0.9282),
         ),
         25: (
-            (0.1, "x2, sync 50 steps", 0.0397),
-            (0.25, "x2, sync 50 steps", 0.0397),
-            (0.5, "x2, sync 50 steps", 0.4341),
-            (1.0, "x2, sync 50 steps", 0.4341),
-            (2.0, "x2, sync 50 steps", 0.4341),
-            (4.0, "x2, sync 50 steps", 3.8733),
+            (0.1, "x2, sync 50 steps", 0.0769),
+            (0.25, "x8, sync 50 steps", 0.0598),
+            (0.5, "x8, sync 50 steps", 0.0598),
+            (1.0, "x8, sync 50 steps", 0.0598),
+            (2.0, "x8, CEM sync", 0.2662),
+            (4.0, "x8, CEM sync", 0.2662),
         ),
     },
     ("pusht", "states"): {
         25: (
-            (0.1, "x8, sync 50 steps", 0.0194),
-            (0.25, "x2, sync 50 steps", 0.2176),
-            (0.5, "x2, sync 50 steps", 0.3906),
-            (1.0, "x2, sync 50 steps", 0.8645),
-            (2.0, "x2, sync 50 steps", 1.8156),
-            (4.0, "x2, sync 50 steps", 1.8156),
+            (0.1, "x2, sync 50 steps", 0.0403),
+            (0.25, "x2, sync 50 steps", 0.2259),
+            (0.5, "x2, sync 50 steps", 0.4569),
+            (1.0, "x2, sync 50 steps", 0.9186),
+            (2.0, "x2, sync 50 steps", 1.7424),
+            (4.0, "x8, sync 50 steps", 1.0549),
         ),
     },
 }
