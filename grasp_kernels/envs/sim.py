@@ -276,8 +276,7 @@ class PushTEnv(SimEnv):
         self._env.reset(options={"reset_to_state": [state[0] * s, state[1] * s, state[2] * s, state[3] * s, angle]})
         # gym-pusht sets the block's position before its angle (kept for its legacy data), which turns the
         # block about its centre of gravity and moves it; set the angle first so the state reads back exactly.
-        self._env.block.angle = angle
-        self._env.block.position = (state[2] * s, state[3] * s)
+        self._place_block(state)
         self._env.space.step(self._env.dt)
         self._goal_pose = pusht_pose(goal)
         self._env.goal_pose = self._goal_pose.copy()
@@ -295,6 +294,13 @@ class PushTEnv(SimEnv):
         env = self._env
         return np.array([*env.agent.velocity, *env.block.velocity, env.block.angular_velocity], dtype=np.float64)
 
+    def _place_block(self, state: np.ndarray) -> None:
+        """Set the block's pose from a planning state ``[6]``: its angle before its position (setting the angle
+        turns the block about its centre of gravity), no physics step."""
+        s = PUSHT_POSITION_SCALE
+        self._env.block.angle = math.atan2(state[5], state[4])
+        self._env.block.position = (state[2] * s, state[3] * s)
+
     def restore(self, state: np.ndarray, velocities: Optional[np.ndarray] = None) -> np.ndarray:
         """Put the simulator exactly in ``state [6]`` with :meth:`velocities` ``velocities [5]`` (default at rest).
 
@@ -302,11 +308,9 @@ class PushTEnv(SimEnv):
         set again after that step, so the next step starts from the recorded pose. What no reset restores is
         the contact solver's cached impulses."""
         self.reset_to(state, state)
-        s = PUSHT_POSITION_SCALE
         state = np.asarray(state, dtype=np.float64).reshape(-1)
-        self._env.block.angle = math.atan2(state[5], state[4])
-        self._env.block.position = (state[2] * s, state[3] * s)
-        self._env.agent.position = (state[0] * s, state[1] * s)
+        self._place_block(state)
+        self._env.agent.position = (state[0] * PUSHT_POSITION_SCALE, state[1] * PUSHT_POSITION_SCALE)
         self.set_velocities(np.zeros(5) if velocities is None else velocities)
         return self.state()
 
