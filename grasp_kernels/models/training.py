@@ -272,12 +272,14 @@ def format_metrics(name: str, metrics: dict) -> str:
 # ----------------------------------------------------------------------------------------------- training
 
 
-def adam_steps(params, loss_fn, steps: int, lr: float, desc: str, progress: bool) -> float:
+def adam_steps(
+    params, loss_fn, steps: int, lr: float, desc: str, progress: bool, weight_decay: float = 0.0
+) -> float:
     """``steps`` Adam steps on ``loss_fn()`` with the learning rate decayed from ``lr`` to 0 on a cosine; returns
     the running (exponential moving average) loss. A tqdm bar named ``desc`` with ``progress``."""
     from tqdm.auto import tqdm
 
-    optimizer = torch.optim.Adam(params, lr=lr)
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
     )
@@ -307,7 +309,7 @@ def rollout_loss(
 
     ``model(states [N, D], actions [N, A]) -> [N, D]`` on trajectories ``states [N, L+1, D]``,
     ``actions [N, L, A]``; errors are divided by ``scale [D]`` (default ``model.delta_scale``)."""
-    n, length, dim = actions.shape[0], actions.shape[1], states.shape[-1]
+    n, length = actions.shape[0], actions.shape[1]
     scale = model.delta_scale if scale is None else scale
     traj = torch.randint(0, n, (config.batch_size,), generator=generator)
     t = torch.randint(0, length, (config.batch_size,), generator=generator)
@@ -366,8 +368,6 @@ def train_world_model(
         ``"seed"``, ``"data"`` (sizes, wall contact / block motion fraction), ``"train_seconds"``,
         ``"collect_seconds"`` and ``"final_loss"``.
     """
-    from tqdm.auto import tqdm
-
     name = check_env_name(env_name)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an int, got {seed!r}")
@@ -403,24 +403,12 @@ def train_world_model(
     states = torch.as_tensor(train_states, dtype=torch.float32)
     actions = torch.as_tensor(train_actions, dtype=torch.float32)
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.steps) / config.steps))
-    )
     start = time.perf_counter()
     model.train()
-    bar = tqdm(range(config.steps), desc=f"train {name}", disable=not progress, leave=False, mininterval=1.0)
-    running = None
-    for step in bar:
-        loss = rollout_loss(model, states, actions, config, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        value = loss.item()
-        running = value if running is None else 0.98 * running + 0.02 * value
-        if step % 100 == 0:
-            bar.set_postfix(loss=f"{running:.4f}")
+    running = adam_steps(
+        model.parameters(), lambda: rollout_loss(model, states, actions, config, generator), config.steps,
+        config.lr, f"train {name}", progress, weight_decay=config.weight_decay,
+    )
     train_seconds = time.perf_counter() - start
     model.eval()
 
