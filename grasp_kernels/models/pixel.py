@@ -49,7 +49,7 @@ def _check_positive(name: str, value: object) -> int:
 
 
 def check_frame_size(frame_size: object) -> int:
-    """A frame side the model can take: an int >= 1 divisible by 4 (the encoder's keypoint grid is a quarter
+    """A frame side the model can take: an int >= 1 divisible by 4 (the decoder's blob grid is a quarter
     of the frame)."""
     _check_positive("frame_size", frame_size)
     if frame_size % 4:

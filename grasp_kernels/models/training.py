@@ -276,7 +276,8 @@ def adam_steps(
     params, loss_fn, steps: int, lr: float, desc: str, progress: bool, weight_decay: float = 0.0
 ) -> float:
     """``steps`` Adam steps on ``loss_fn()`` with the learning rate decayed from ``lr`` to 0 on a cosine; returns
-    the running (exponential moving average) loss. A tqdm bar named ``desc`` with ``progress``."""
+    the running (exponential moving average) loss. A tqdm bar named ``desc`` with ``progress``; ``weight_decay``
+    is Adam's L2 term (default 0)."""
     from tqdm.auto import tqdm
 
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
