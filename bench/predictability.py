@@ -37,39 +37,15 @@ import numpy as np
 import torch
 
 from grasp_kernels.envs.exploration import PUSHT_POLICIES, collect
-from grasp_kernels.envs.sim import PUSHT_POSITION_SCALE, make_env
+from grasp_kernels.envs.sim import PUSHT_POSITION_SCALE
 from grasp_kernels.models.training import (
-    HELDOUT_SEED_OFFSET, _error_summary, _group_distances, evaluate, replay_windows,
+    HELDOUT_SEED_OFFSET, _error_summary, _group_distances, evaluate, replay_velocities, replay_windows,
 )
 from grasp_kernels.models.zoo import default_path, load_world_model
 
 from time_step import model_repeat
 
 GROUPS = ("block_px", "block_angle_deg", "agent_px")
-EXACT_PX = 1e-3  # a replayed trajectory reproduces its recorded positions to this (px, every step)
-EXACT_COS_SIN = 1e-6  # ... and the cosine and sine of its angle to this
-
-
-def recorded_velocities(env, states: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Replay every trajectory from its start (restored at rest, as its recording began after a reset):
-    ``velocities [N, L+1, 5]`` along it and ``exact [N]``, whether the replay reproduced the recorded states at
-    every step (positions to :data:`EXACT_PX` px, the angle's cosine and sine to :data:`EXACT_COS_SIN`)."""
-    n, length = actions.shape[:2]
-    velocities = np.zeros((n, length + 1, 5))
-    exact = np.ones(n, dtype=bool)
-    for i in range(n):
-        state = env.restore(states[i, 0])
-        for t in range(length + 1):
-            if t > 0:
-                state = env.step(actions[i, t - 1])
-            velocities[i, t] = env.velocities()
-            off = np.abs(state - states[i, t])
-            if np.max(off[:4]) * PUSHT_POSITION_SCALE > EXACT_PX or np.max(off[4:]) > EXACT_COS_SIN:
-                exact[i] = False
-                break
-    return velocities, exact
-
-
 def perturbed(states: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """``states`` with the agent's and the block's positions moved by ``N(0, sigma^2)`` px each."""
     out = states.astype(np.float64).copy()
@@ -81,11 +57,7 @@ def measure(policy: str, args, model, action_repeat: int) -> dict:
     h = args.horizon
     states, actions = collect("pusht", args.trajectories, args.length, HELDOUT_SEED_OFFSET, policy=policy,
                               action_repeat=action_repeat)
-    env = make_env("pusht", action_repeat=action_repeat)
-    try:
-        velocities, exact = recorded_velocities(env, states, actions)
-    finally:
-        env.close()
+    velocities, exact = replay_velocities(states, actions, action_repeat)
     rows: dict[str, dict] = {}
     for subset, keep in (("all", np.ones(len(exact), dtype=bool)), ("exact", exact)):
         row: dict = {"trajectories": int(keep.sum())}

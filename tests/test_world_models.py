@@ -22,7 +22,7 @@ from grasp_kernels.envs.exploration import (  # noqa: E402
 from grasp_kernels.envs.sim import ENV_NAMES, make_env  # noqa: E402
 from grasp_kernels.models import MLPDynamics  # noqa: E402
 from grasp_kernels.models.training import (  # noqa: E402
-    evaluate, fit_normalisation, replay_windows, simulator_replay, train_world_model,
+    evaluate, fit_normalisation, replay_velocities, replay_windows, simulator_replay, train_world_model,
 )
 from grasp_kernels.models.zoo import (  # noqa: E402
     default_path,
@@ -300,15 +300,7 @@ def test_replay_with_the_velocities_restores_the_agent_exactly():
     # restart with the velocities recorded along the way reproduces the agent's path; the block's contacts
     # also depend on the solver's cached impulses, which no restart restores.
     states, actions = collect("pusht", trajectories=6, length=20, seed=3, policy="pushes")
-    env = make_env("pusht")
-    velocities = np.zeros((6, 21, 5))
-    for i in range(6):
-        env.restore(states[i, 0])
-        velocities[i, 0] = env.velocities()
-        for t in range(20):
-            env.step(actions[i, t])
-            velocities[i, t + 1] = env.velocities()
-    env.close()
+    velocities, _ = replay_velocities(states, actions)
     final, target = replay_windows("pusht", states, actions, 5, velocities=velocities)
     assert final.shape == target.shape == (6 * 4, 6)
     np.testing.assert_allclose(final[:, :2], target[:, :2], atol=1e-5)

@@ -185,6 +185,39 @@ def replay_windows(
     return np.stack(final), np.stack(target)
 
 
+REPLAY_EXACT_PX = 1e-3  # a replay reproduces its recorded Push-T positions to this (px, every step) ...
+REPLAY_EXACT_COS_SIN = 1e-6  # ... and the cosine and sine of the block's angle to this
+
+
+def replay_velocities(
+    states: np.ndarray, actions: np.ndarray, action_repeat: Optional[int] = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Push-T's velocities along recorded trajectories: every trajectory of ``states [N, L+1, 6]``, ``actions [N,
+    L, 2]`` (recorded at ``action_repeat``) replayed from its start, restored at rest as its recording began after
+    a reset. Returns ``velocities [N, L+1, 5]`` (:meth:`~grasp_kernels.envs.sim.PushTEnv.velocities` after every
+    step of the replay) and ``exact [N]``: whether the replay reproduced the recording at every step (positions to
+    :data:`REPLAY_EXACT_PX` px, the angle's cosine and sine to :data:`REPLAY_EXACT_COS_SIN`); the velocities of a
+    trajectory that is not exact are those of its replay, not of its recording."""
+    states, actions = _trajectories(states, actions)
+    n, length = actions.shape[:2]
+    velocities = np.zeros((n, length + 1, 5))
+    exact = np.ones(n, dtype=bool)
+    env = make_env("pusht", action_repeat=action_repeat)
+    try:
+        for i in range(n):
+            state = env.restore(states[i, 0])
+            for t in range(length + 1):
+                if t > 0:
+                    state = env.step(actions[i, t - 1])
+                velocities[i, t] = env.velocities()
+                off = np.abs(state - states[i, t])
+                if np.max(off[:4]) * PUSHT_POSITION_SCALE > REPLAY_EXACT_PX or np.max(off[4:]) > REPLAY_EXACT_COS_SIN:
+                    exact[i] = False
+    finally:
+        env.close()
+    return velocities, exact
+
+
 def simulator_replay(
     env_name: str, states: np.ndarray, actions: np.ndarray, horizons: Sequence[int] = (10, 50),
     action_repeat: Optional[int] = None, velocities: Optional[np.ndarray] = None,
